@@ -1,0 +1,47 @@
+# turnout: `make serve` and `make test` set themselves up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODELS := examples/models
+HOST ?= 127.0.0.1
+HTTP_PORT ?= 8080
+GRPC_PORT ?= 8081
+
+.PHONY: serve test models proto lint typecheck venv clean
+
+# The virtual environment, with turnout installed editable plus the dev tools.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+# The example model repository, built from scikit-learn's bundled data sets.
+$(MODELS)/.built: examples/build_models.py $(STAMP)
+	$(BIN)/python examples/build_models.py $(MODELS)
+	touch $@
+
+models: $(MODELS)/.built
+
+serve: $(STAMP) models
+	$(BIN)/turnout serve $(MODELS) --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples scripts
+	$(BIN)/ruff format --check src tests examples scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest
+
+# Regenerate the gRPC stubs from the .proto (a test fails when they are stale).
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py
+
+clean:
+	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,147 @@
+"""Build the example model repository from data that scikit-learn ships.
+
+    python examples/build_models.py [OUT_DIR]     (default: examples/models)
+
+Deterministic: fixed seeds and splits, so the same versions of scikit-learn and
+skl2onnx produce the same ONNX files and the README's answers stay true.
+
+- breast_cancer: binary classifier on the Wisconsin breast-cancer data
+  (30 features). Version 1 is a standardised logistic regression, version 2
+  gradient-boosted trees. Outputs: ``label`` (INT64) and ``probabilities`` (FP32, 2 classes).
+- diabetes: ridge regression on the diabetes data (10 features) -> ``prediction``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+HERE = Path(__file__).resolve().parent
+
+BREAST_CANCER_TOML = """\
+# Binary classifier on scikit-learn's breast-cancer data (see examples/build_models.py).
+runtime = "onnx"          # the loader: "onnx" (ONNX Runtime) for now
+max_batch_size = 64       # requests are joined along the first axis up to 64 rows
+warmup = true             # one inference with zeros at load, before the version goes live
+
+[version_policy]
+all = true                # serve versions 1 and 2; requests without a version get the highest
+
+[batching]
+max_queue_delay_ms = 1.0          # wait at most 1 ms for more requests to join a batch
+preferred_batch_sizes = [16, 32]  # run at once when a batch reaches one of these sizes
+max_queue_size = 1024             # beyond this, requests get 503 + Retry-After
+timeout_ms = 10000                # a request waiting longer in the queue gets 503
+
+[instances]
+count = 1                 # ONNX Runtime sessions, each with its own worker thread
+intra_op_threads = 1
+inter_op_threads = 1
+
+[optimization]
+graph_level = "all"       # disabled | basic | extended | all
+
+# The signature is checked against the ONNX graph; leave it out to take the graph's.
+[[inputs]]
+name = "input"
+datatype = "FP32"
+shape = [-1, 30]
+
+[[outputs]]
+name = "label"
+datatype = "INT64"
+shape = [-1]
+
+[[outputs]]
+name = "probabilities"
+datatype = "FP32"
+shape = [-1, 2]
+"""
+
+DIABETES_TOML = """\
+# Ridge regression on scikit-learn's diabetes data (see examples/build_models.py).
+# Everything not set here takes its default: the signature comes from the ONNX
+# graph, and max_batch_size from whether its first dimension is variable (64 if so).
+runtime = "onnx"
+
+[version_policy]
+latest = 1
+
+[batching]
+max_queue_delay_ms = 0.5
+"""
+
+
+def build(out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    cancer = load_breast_cancer()
+    x_train, _, y_train, _ = train_test_split(
+        cancer.data.astype(np.float32), cancer.target, test_size=0.25, random_state=0, stratify=cancer.target
+    )
+    classifiers = {
+        1: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0)),
+        2: GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=0),
+    }
+    for version, model in classifiers.items():
+        model.fit(x_train, y_train)
+        onnx_model = to_onnx(
+            model,
+            initial_types=[("input", FloatTensorType([None, 30]))],
+            options={id(model): {"zipmap": False}},
+            final_types=[("label", _int64_vector()), ("probabilities", FloatTensorType([None, 2]))],
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        )
+        _write(out / "breast_cancer" / str(version) / "model.onnx", _canonical(onnx_model))
+    (out / "breast_cancer" / "model.toml").write_text(BREAST_CANCER_TOML)
+
+    diabetes = load_diabetes()
+    x_train, _, y_train, _ = train_test_split(
+        diabetes.data.astype(np.float32), diabetes.target, test_size=0.25, random_state=0
+    )
+    regressor = make_pipeline(StandardScaler(), Ridge(alpha=1.0))
+    regressor.fit(x_train, y_train)
+    onnx_model = to_onnx(
+        regressor,
+        initial_types=[("input", FloatTensorType([None, 10]))],
+        final_types=[("prediction", FloatTensorType([None, 1]))],
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    _write(out / "diabetes" / "1" / "model.onnx", _canonical(onnx_model))
+    (out / "diabetes" / "model.toml").write_text(DIABETES_TOML)
+
+
+def _int64_vector():  # type: ignore[no-untyped-def]
+    from skl2onnx.common.data_types import Int64TensorType
+
+    return Int64TensorType([None])
+
+
+def _canonical(model):  # type: ignore[no-untyped-def]
+    """skl2onnx lists opset imports in set order, which varies between runs."""
+    imports = sorted(model.opset_import, key=lambda o: o.domain)
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
+    return model.SerializeToString()
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "models"
+    build(target)
+    print(f"built example models in {target}")

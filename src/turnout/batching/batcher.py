@@ -1,0 +1,213 @@
+"""The dynamic batcher of one model version: a bounded queue and one worker per
+model instance.
+
+Concurrency: everything but ``predict`` runs on the event loop, so the queue
+needs no lock. Workers sleep on an ``asyncio.Event`` that each arrival sets and
+wake early only for the head's delay deadline; there is no polling. Each batch
+runs in the batcher's thread pool (one thread per instance), where joining,
+``predict`` and splitting happen off the loop. A failure in one batch fails
+only that batch's requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from turnout.batching import merge
+from turnout.batching.planner import BatchLimits, Take, plan
+from turnout.errors import DeadlineExceeded, InferenceFailed, Overloaded, TurnoutError, Unavailable
+from turnout.model.runtime import LoadedModel, Tensors
+
+Outputs = dict[str, np.ndarray[Any, Any]]
+
+
+class BatchObserver(Protocol):
+    def queue_depth(self, depth: int) -> None: ...
+    def batch_ran(self, rows: int, requests: int, seconds: float) -> None: ...
+
+
+class _NoObserver:
+    def queue_depth(self, depth: int) -> None:
+        pass
+
+    def batch_ran(self, rows: int, requests: int, seconds: float) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    outputs: Outputs
+    queue_seconds: float
+    compute_seconds: float
+    batch_rows: int
+
+
+@dataclass(slots=True, eq=False)
+class _Item:
+    inputs: Tensors
+    outputs: tuple[str, ...]
+    rows: int
+    key: Hashable
+    arrived: float
+    future: asyncio.Future[BatchResult]
+    timer: asyncio.TimerHandle | None = None
+
+
+class Batcher:
+    def __init__(
+        self,
+        instances: Sequence[LoadedModel],
+        limits: BatchLimits,
+        max_queue_size: int,
+        observer: BatchObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not instances:
+            raise ValueError("a batcher needs at least one model instance")
+        self._instances = list(instances)
+        self._limits = limits
+        self._max_queue_size = max_queue_size
+        self._observer = observer or _NoObserver()
+        self._clock = clock
+        self._queue: deque[_Item] = deque()
+        self._arrival = asyncio.Event()
+        self._closing = False
+        self._workers: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(len(instances), thread_name_prefix="turnout-infer")
+
+    def start(self) -> None:
+        """Start one worker per instance on the running loop."""
+        self._workers = [asyncio.create_task(self._work(instance)) for instance in self._instances]
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, inputs: Tensors, outputs: Sequence[str], timeout: float | None = None) -> BatchResult:
+        """Queue one request and wait for its own rows of the outputs.
+
+        ``timeout`` bounds the time spent waiting in the queue; once a batch has
+        started it runs to completion.
+        """
+        if self._closing:
+            raise Unavailable("the model is being unloaded", retry_after=1.0)
+        if len(self._queue) >= self._max_queue_size:
+            raise Overloaded(f"the queue is full ({self._max_queue_size} requests waiting)", retry_after=1.0)
+        loop = asyncio.get_running_loop()
+        rows = merge.rows(inputs) if self._limits.max_batch_size else 1
+        item = _Item(inputs, tuple(outputs), rows, merge.batch_key(inputs), self._clock(), loop.create_future())
+        if timeout is not None:
+            item.timer = loop.call_later(timeout, self._expire, item, timeout)
+        self._queue.append(item)
+        self._observer.queue_depth(len(self._queue))
+        self._arrival.set()
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            self._discard(item)
+            raise
+
+    async def close(self, grace: float = 30.0) -> None:
+        """Refuse new requests, run those queued (within ``grace``), stop the workers."""
+        self._closing = True
+        self._arrival.set()
+        if self._workers:
+            _, late = await asyncio.wait(self._workers, timeout=grace)
+            for task in late:
+                task.cancel()
+        while self._queue:
+            item = self._queue.popleft()
+            self._fail(item, Unavailable("the model was unloaded before this request ran"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for instance in self._instances:
+            instance.close()
+
+    def _expire(self, item: _Item, timeout: float) -> None:
+        if self._discard(item):
+            self._fail(item, DeadlineExceeded(f"the request waited {timeout:.3g} s in the queue and timed out"))
+
+    def _discard(self, item: _Item) -> bool:
+        """Take ``item`` out of the queue if it is still there (not yet batched)."""
+        try:
+            self._queue.remove(item)
+        except ValueError:
+            return False
+        if item.timer is not None:
+            item.timer.cancel()
+        self._observer.queue_depth(len(self._queue))
+        return True
+
+    @staticmethod
+    def _fail(item: _Item, error: TurnoutError) -> None:
+        if item.timer is not None:
+            item.timer.cancel()
+        if not item.future.done():
+            item.future.set_exception(error)
+
+    async def _next_batch(self) -> list[_Item] | None:
+        while True:
+            self._arrival.clear()
+            if self._closing and not self._queue:
+                return None
+            now = math.inf if self._closing else self._clock()
+            decision = plan(self._queue, self._limits, now)
+            if isinstance(decision, Take):
+                return self._take(decision.indices)
+            if decision.until is None:
+                await self._arrival.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrival.wait(), max(0.0, decision.until - self._clock()))
+
+    def _take(self, indices: tuple[int, ...]) -> list[_Item]:
+        if indices[-1] == len(indices) - 1:  # a prefix: the common case
+            batch = [self._queue.popleft() for _ in indices]
+        else:
+            wanted = set(indices)
+            batch = [item for i, item in enumerate(self._queue) if i in wanted]
+            self._queue = deque(item for i, item in enumerate(self._queue) if i not in wanted)
+        for item in batch:
+            if item.timer is not None:
+                item.timer.cancel()
+        self._observer.queue_depth(len(self._queue))
+        return batch
+
+    async def _work(self, instance: LoadedModel) -> None:
+        loop = asyncio.get_running_loop()
+        while (batch := await self._next_batch()) is not None:
+            batch = [item for item in batch if not item.future.done()]
+            if not batch:
+                continue
+            started = self._clock()
+            names = tuple(sorted({name for item in batch for name in item.outputs}))
+            try:
+                parts = await loop.run_in_executor(self._executor, _run, instance, batch, names)
+            except Exception as exc:  # the model's failure is reported to this batch only
+                error = InferenceFailed(f"inference failed: {exc}")
+                for item in batch:
+                    self._fail(item, error)
+                continue
+            finished = self._clock()
+            rows = sum(item.rows for item in batch)
+            self._observer.batch_ran(rows, len(batch), finished - started)
+            for item, part in zip(batch, parts, strict=True):
+                if not item.future.done():
+                    mine = {name: part[name] for name in item.outputs}
+                    item.future.set_result(BatchResult(mine, started - item.arrived, finished - started, rows))
+
+
+def _run(instance: LoadedModel, batch: list[_Item], names: tuple[str, ...]) -> list[Outputs]:
+    """Join, predict, split: runs in a worker thread."""
+    inputs = merge.concatenate([item.inputs for item in batch])
+    outputs = instance.predict(inputs, names)
+    return merge.split(outputs, [item.rows for item in batch])

@@ -1,0 +1,91 @@
+"""Which queued requests run together, and when: a pure function of the queue,
+the limits and the time, so every rule is testable without an event loop.
+
+Rules, in order, looking at the oldest request (the head):
+1. Only requests whose batch key equals the head's join it, oldest first, while
+   their rows fit in ``max_batch_size``. A request that does not fit is left for
+   a later batch, and so is everything behind it, to keep arrival order within a key.
+2. The batch runs now if it is full, if the head has waited ``max_queue_delay``,
+   or if its rows equal one of ``preferred_sizes``; with preferred sizes, a
+   longer run of requests is cut at the largest preferred size it passes.
+3. Otherwise wait for another arrival or until the head's delay runs out.
+With ``max_batch_size == 0`` the model takes no batch axis: one request per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_batch_size: int
+    max_queue_delay: float = 0.0  # seconds
+    preferred_sizes: tuple[int, ...] = ()
+
+
+class Pending(Protocol):
+    """What the planner reads of a queued request."""
+
+    @property
+    def rows(self) -> int: ...
+    @property
+    def key(self) -> Hashable: ...
+    @property
+    def arrived(self) -> float:  # monotonic seconds
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Take:
+    indices: tuple[int, ...]  # positions in the queue, ascending
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    until: float | None  # None: until something arrives
+
+
+Plan = Take | Wait
+
+
+def plan(queue: Sequence[Pending], limits: BatchLimits, now: float) -> Plan:
+    if not queue:
+        return Wait(None)
+    head = queue[0]
+    if limits.max_batch_size == 0:
+        return Take((0,))
+
+    chosen: list[int] = []
+    totals: list[int] = []  # rows after each chosen request
+    total = 0
+    blocked = False
+    for index, item in enumerate(queue):
+        if item.key != head.key:
+            continue
+        if total + item.rows > limits.max_batch_size:
+            blocked = True
+            break
+        total += item.rows
+        chosen.append(index)
+        totals.append(total)
+        if total == limits.max_batch_size:
+            break
+
+    deadline = head.arrived + limits.max_queue_delay
+    if total == limits.max_batch_size or blocked or now >= deadline:
+        return Take(_cut_at_preferred(chosen, totals, limits.preferred_sizes))
+    if total in limits.preferred_sizes:
+        return Take(tuple(chosen))
+    return Wait(deadline)
+
+
+def _cut_at_preferred(chosen: list[int], totals: list[int], preferred: tuple[int, ...]) -> tuple[int, ...]:
+    """Keep the longest prefix whose rows are a preferred size, if there is one."""
+    if preferred and totals[-1] not in preferred:
+        for length in range(len(totals), 0, -1):
+            if totals[length - 1] in preferred:
+                return tuple(chosen[:length])
+    return tuple(chosen)

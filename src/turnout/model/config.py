@@ -1,0 +1,160 @@
+"""``model.toml``: the schema of a model's configuration and its loader.
+
+Every field is optional; a directory holding only ``<version>/model.onnx`` is a
+valid model. Unknown fields are errors, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from turnout.errors import ConfigError
+from turnout.model.signature import Signature, TensorSpec
+from turnout.protocol.datatypes import DATATYPES
+
+CONFIG_FILE = "model.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorConfig(_Section):
+    name: Annotated[str, Field(min_length=1)]
+    datatype: str
+    shape: list[int]
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"unknown datatype {value!r}; one of {sorted(DATATYPES)}")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _dimensions(cls, value: list[int]) -> list[int]:
+        if any(d < -1 for d in value):
+            raise ValueError("dimensions are sizes >= 0, or -1 for any size")
+        return value
+
+    def spec(self) -> TensorSpec:
+        return TensorSpec(self.name, self.datatype, tuple(self.shape))
+
+
+class VersionPolicy(_Section):
+    """Which version directories are served: exactly one of the three."""
+
+    latest: Annotated[int, Field(ge=1)] | None = None
+    all: bool = False
+    specific: list[Annotated[int, Field(ge=1)]] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        chosen = (self.latest is not None) + self.all + (self.specific is not None)
+        if chosen != 1:
+            raise ValueError("set exactly one of latest = N, all = true, specific = [versions]")
+        return self
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of those on disk, ascending."""
+        ordered = sorted(available)
+        if self.all:
+            return ordered
+        if self.specific is not None:
+            return [v for v in ordered if v in set(self.specific)]
+        assert self.latest is not None
+        return ordered[-self.latest :]
+
+
+class BatchingConfig(_Section):
+    max_queue_delay_ms: Annotated[float, Field(ge=0)] = 0.0
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = []
+    max_queue_size: Annotated[int, Field(ge=1)] = 1024
+    timeout_ms: Annotated[float, Field(gt=0)] | None = 30_000.0
+
+
+class InstancesConfig(_Section):
+    count: Annotated[int, Field(ge=1, le=64)] = 1
+    intra_op_threads: Annotated[int, Field(ge=0)] = 1  # 0: ONNX Runtime picks (one per core)
+    inter_op_threads: Annotated[int, Field(ge=0)] = 1
+
+
+class OptimizationConfig(_Section):
+    graph_level: Literal["disabled", "basic", "extended", "all"] = "all"
+
+
+class ModelConfig(_Section):
+    runtime: str = "onnx"
+    # None: batch when every input and output has a variable first dimension
+    max_batch_size: Annotated[int, Field(ge=0)] | None = None
+    warmup: bool = True
+    version_policy: VersionPolicy = VersionPolicy(latest=1)
+    batching: BatchingConfig = BatchingConfig()
+    instances: InstancesConfig = InstancesConfig()
+    optimization: OptimizationConfig = OptimizationConfig()
+    inputs: list[TensorConfig] | None = None
+    outputs: list[TensorConfig] | None = None
+
+    @model_validator(mode="after")
+    def _batch_axis(self) -> Self:
+        if self.max_batch_size:
+            for kind, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
+                for tensor in tensors or ():
+                    if not tensor.shape or tensor.shape[0] != -1:
+                        raise ValueError(
+                            f"{kind} '{tensor.name}': with max_batch_size > 0 the first dimension "
+                            "is the batch axis and must be -1"
+                        )
+            too_big = [s for s in self.batching.preferred_batch_sizes if s > self.max_batch_size]
+            if too_big:
+                raise ValueError(f"preferred_batch_sizes {too_big} exceed max_batch_size {self.max_batch_size}")
+        return self
+
+    def declared_signature(self) -> Signature | None:
+        if self.inputs is None:
+            return None
+        return Signature(
+            tuple(t.spec() for t in self.inputs),
+            tuple(t.spec() for t in self.outputs or ()),
+        )
+
+
+def load_config(model_dir: Path) -> ModelConfig:
+    """Read ``model_dir/model.toml``; a missing file means all defaults."""
+    path = model_dir / CONFIG_FILE
+    if not path.exists():
+        return ModelConfig()
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot be read: {exc}") from None
+    try:
+        return ModelConfig.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(str(path), _reason(first), _field_path(first["loc"])) from None
+
+
+def _field_path(location: tuple[int | str, ...]) -> str | None:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path or None
+
+
+def _reason(error: object) -> str:
+    assert isinstance(error, dict)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        return "unknown field"
+    return message

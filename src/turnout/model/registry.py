@@ -1,0 +1,211 @@
+"""The models being served: which versions are live, and the state of each.
+
+Concurrency: the registry lives on the event loop. Loading runs in a worker
+thread; a model's loads and unloads are serialised by a per-model lock, and a
+reload swaps the whole set of versions at once, then drains the old batchers,
+so a request is always answered by a complete version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from turnout.batching.batcher import Batcher
+from turnout.batching.planner import BatchLimits
+from turnout.errors import ConfigError, NotFound, Unavailable
+from turnout.model.config import ModelConfig
+from turnout.model.loader import LoadFailed, load_version
+from turnout.model.repository import ModelRepository
+from turnout.model.signature import Signature
+from turnout.observability.metrics import Metrics, VersionObserver
+
+log = logging.getLogger("turnout.registry")
+
+
+class State(enum.Enum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(frozen=True, slots=True)
+class ServedVersion:
+    model: str
+    version: int
+    platform: str
+    config: ModelConfig
+    signature: Signature
+    max_batch_size: int
+    batcher: Batcher
+
+    @property
+    def timeout(self) -> float | None:
+        ms = self.config.batching.timeout_ms
+        return None if ms is None else ms / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    name: str
+    version: str  # "" when the problem is the model's, not a version's
+    state: State
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class _Model:
+    live: dict[int, ServedVersion] = field(default_factory=dict)
+    states: dict[int | None, tuple[State, str]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ModelRegistry:
+    def __init__(self, repository: ModelRepository, metrics: Metrics, drain_seconds: float = 30.0) -> None:
+        self._repository = repository
+        self._metrics = metrics
+        self._drain_seconds = drain_seconds
+        self._models: dict[str, _Model] = {}
+
+    async def load_all(self) -> None:
+        names = await asyncio.to_thread(self._repository.model_names)
+        await asyncio.gather(*(self._load_logged(name) for name in names))
+
+    async def _load_logged(self, name: str) -> None:
+        try:
+            await self.load(name)
+        except ConfigError as exc:
+            log.error("model %s not loaded: %s", name, exc)
+
+    async def load(self, name: str) -> None:
+        """(Re)load ``name`` from the repository.
+
+        A broken configuration leaves any live versions serving and raises
+        ``ConfigError``; a version that fails to load is marked UNAVAILABLE
+        with its reason while the others go live.
+        """
+        if name not in self._models and not await asyncio.to_thread(self._repository.has, name):
+            raise NotFound(f"no model '{name}' in the repository {self._repository.root}")
+        model = self._models.setdefault(name, _Model())
+        async with model.lock:
+            try:
+                source = await asyncio.to_thread(self._repository.read, name)
+            except ConfigError as exc:
+                if not model.live:
+                    model.states = {None: (State.UNAVAILABLE, str(exc))}
+                raise
+            model.states = {v: (State.LOADING, "") for v in source.versions}
+            loaded: dict[int, ServedVersion] = {}
+            states: dict[int | None, tuple[State, str]] = {}
+            for version in source.versions:
+                try:
+                    result = await asyncio.to_thread(load_version, source, version)
+                except LoadFailed as exc:
+                    log.error("model %s version %d not loaded: %s", name, version, exc)
+                    previous = model.live.get(version)
+                    if previous is not None:  # a failed reload never takes down a working version
+                        loaded[version] = previous
+                        states[version] = (State.READY, f"reload failed, still serving the earlier load: {exc}")
+                    else:
+                        states[version] = (State.UNAVAILABLE, str(exc))
+                    continue
+                label = str(version)
+                config = source.config
+                batcher = Batcher(
+                    result.instances,
+                    BatchLimits(
+                        result.max_batch_size,
+                        config.batching.max_queue_delay_ms / 1000.0,
+                        tuple(config.batching.preferred_batch_sizes),
+                    ),
+                    config.batching.max_queue_size,
+                    VersionObserver(self._metrics, name, label),
+                )
+                batcher.start()
+                loaded[version] = ServedVersion(
+                    name, version, source.runtime.platform, config, result.signature, result.max_batch_size, batcher
+                )
+                states[version] = (State.READY, "")
+                log.info("model %s version %d ready (%s)", name, version, _describe(result.signature))
+            old = model.live
+            model.live, model.states = loaded, states
+            self._publish(name, old, loaded)
+            kept = {id(v) for v in loaded.values()}
+            await self._drain([v for v in old.values() if id(v) not in kept])
+
+    async def unload(self, name: str) -> None:
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"unknown model '{name}'")
+        async with model.lock:
+            old = model.live
+            model.live = {}
+            model.states = {v: (State.UNLOADING, "") for v in old}
+            self._publish(name, old, {})
+            await self._drain(old.values())
+            model.states = {v: (State.UNAVAILABLE, "unloaded") for v in old} or {None: (State.UNAVAILABLE, "unloaded")}
+
+    def get(self, name: str, version: str | None = None) -> ServedVersion:
+        """The live version to serve; the highest live one when none is named."""
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"unknown model '{name}'")
+        if version:
+            number = int(version) if version.isdigit() else None
+            served = model.live.get(number) if number is not None else None
+            if served is not None:
+                return served
+            if number is None or number not in model.states:
+                raise NotFound(f"model '{name}' has no version '{version}'")
+            state, reason = model.states[number]
+            raise Unavailable(f"model '{name}' version {number} is {state.value.lower()}{_because(reason)}")
+        if model.live:
+            return model.live[max(model.live)]
+        reasons = "; ".join(r for _, r in model.states.values() if r)
+        raise Unavailable(f"model '{name}' has no ready version{_because(reasons)}")
+
+    def versions(self, name: str) -> list[int]:
+        model = self._models.get(name)
+        return sorted(model.live) if model else []
+
+    def index(self) -> list[IndexEntry]:
+        entries = []
+        for name in sorted(self._models):
+            for version, (state, reason) in sorted(self._models[name].states.items(), key=lambda kv: kv[0] or 0):
+                entries.append(IndexEntry(name, "" if version is None else str(version), state, reason))
+        return entries
+
+    def known(self, name: str) -> bool:
+        return name in self._models
+
+    def all_ready(self) -> bool:
+        return all(state == State.READY for m in self._models.values() for state, _ in m.states.values())
+
+    async def close(self) -> None:
+        for name, model in self._models.items():
+            old, model.live = model.live, {}
+            self._publish(name, old, {})
+            await self._drain(old.values())
+
+    def _publish(self, name: str, old: dict[int, ServedVersion], new: dict[int, ServedVersion]) -> None:
+        for version in old.keys() - new.keys():
+            self._metrics.model_ready(name, str(version)).set(0)
+        for version in new:
+            self._metrics.model_ready(name, str(version)).set(1)
+
+    async def _drain(self, versions: Iterable[ServedVersion]) -> None:
+        await asyncio.gather(*(v.batcher.close(self._drain_seconds) for v in versions))
+
+
+def _because(reason: str) -> str:
+    return f": {reason}" if reason else ""
+
+
+def _describe(signature: Signature) -> str:
+    ins = ", ".join(s.describe() for s in signature.inputs)
+    outs = ", ".join(s.describe() for s in signature.outputs)
+    return f"{ins} -> {outs}"

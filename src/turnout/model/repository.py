@@ -1,0 +1,70 @@
+"""The model repository on disk: ``<root>/<model>/model.toml`` and
+``<root>/<model>/<version>/<artifact>``.
+
+Reading is separate from loading: this module only says what is there and
+what is wrong with it, so ``turnout models validate`` can use it without
+loading anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from turnout.errors import ConfigError
+from turnout.model.config import ModelConfig, load_config
+from turnout.model.runtime import ModelRuntime
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """One model directory as read from disk, before anything is loaded."""
+
+    name: str
+    directory: Path
+    config: ModelConfig
+    runtime: ModelRuntime
+    versions: tuple[int, ...]  # the versions the policy selects, ascending
+
+    def version_dir(self, version: int) -> Path:
+        return self.directory / str(version)
+
+
+class ModelRepository:
+    def __init__(self, root: Path, runtimes: dict[str, ModelRuntime]) -> None:
+        self.root = root
+        self._runtimes = runtimes
+
+    def model_names(self) -> list[str]:
+        """Every directory under the root that is not hidden, sorted."""
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def has(self, name: str) -> bool:
+        return not name.startswith(".") and "/" not in name and (self.root / name).is_dir()
+
+    def read(self, name: str) -> ModelSource:
+        """Read and check one model directory; ``ConfigError`` says what is wrong."""
+        directory = self.root / name
+        if not directory.is_dir():
+            raise ConfigError(str(directory), "no such model directory")
+        config = load_config(directory)
+        runtime = self._runtimes.get(config.runtime)
+        if runtime is None:
+            raise ConfigError(
+                str(directory / "model.toml"),
+                f"unknown runtime {config.runtime!r}; one of {sorted(self._runtimes)}",
+                "runtime",
+            )
+        on_disk = sorted(
+            int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+        )
+        if not on_disk:
+            raise ConfigError(str(directory), "no version directories (expected e.g. 1/model.onnx)")
+        selected = config.version_policy.select(on_disk)
+        if not selected:
+            raise ConfigError(
+                str(directory / "model.toml"),
+                f"the policy selects none of the versions on disk {on_disk}",
+                "version_policy",
+            )
+        return ModelSource(name, directory, config, runtime, tuple(selected))

@@ -1,0 +1,87 @@
+"""A model's inputs and outputs: names, V2 datatypes and shapes (-1 = any size)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from turnout.protocol.shapes import format_shape
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def describe(self) -> str:
+        return f"{self.name} {self.datatype} {format_shape(self.shape)}"
+
+    def as_metadata(self) -> dict[str, object]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    _inputs_by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+    _outputs_by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_inputs_by_name", {t.name: t for t in self.inputs})
+        object.__setattr__(self, "_outputs_by_name", {t.name: t for t in self.outputs})
+
+    def input(self, name: str) -> TensorSpec | None:
+        return self._inputs_by_name.get(name)
+
+    def output(self, name: str) -> TensorSpec | None:
+        return self._outputs_by_name.get(name)
+
+    @property
+    def input_names(self) -> Iterable[str]:
+        return self._inputs_by_name.keys()
+
+    @property
+    def output_names(self) -> Iterable[str]:
+        return self._outputs_by_name.keys()
+
+
+def reconcile(declared: Signature | None, found: Signature) -> Signature:
+    """Check a declared signature against the one the artifact reports.
+
+    The declared one may narrow a -1 to a fixed size but must agree on names,
+    datatypes and ranks. Returns the signature to serve with; raises
+    ``ValueError`` naming the first disagreement.
+    """
+    if declared is None:
+        return found
+    for kind, mine, theirs in (
+        ("input", declared.inputs, found.inputs),
+        ("output", declared.outputs, found.outputs),
+    ):
+        names = {t.name for t in theirs}
+        for spec in mine:
+            if spec.name not in names:
+                raise ValueError(f"declared {kind} '{spec.name}' is not in the model (it has {sorted(names)})")
+        missing = names - {t.name for t in mine}
+        if kind == "input" and missing:
+            raise ValueError(f"model input(s) {sorted(missing)} are not declared")
+        by_name = {t.name: t for t in theirs}
+        for spec in mine:
+            actual = by_name[spec.name]
+            if spec.datatype != actual.datatype:
+                raise ValueError(
+                    f"{kind} '{spec.name}' is declared {spec.datatype} but the model has {actual.datatype}"
+                )
+            if len(spec.shape) != len(actual.shape) or any(
+                a != -1 and d != a for d, a in zip(spec.shape, actual.shape, strict=True)
+            ):
+                raise ValueError(
+                    f"{kind} '{spec.name}' is declared {format_shape(spec.shape)} "
+                    f"but the model has {format_shape(actual.shape)}"
+                )
+    # Outputs not declared are still served: a declaration may list only some.
+    declared_outputs = {t.name for t in declared.outputs}
+    extra = tuple(t for t in found.outputs if t.name not in declared_outputs)
+    return Signature(declared.inputs, declared.outputs + extra)

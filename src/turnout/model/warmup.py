@@ -1,0 +1,24 @@
+"""Inputs for the warm-up run at load: zeros shaped by the signature, so the
+first real request does not pay for ONNX Runtime's lazy allocations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from turnout.model.signature import Signature
+from turnout.protocol.datatypes import BYTES, to_numpy
+
+
+def sample_inputs(signature: Signature, rows: int = 1) -> dict[str, np.ndarray[Any, Any]]:
+    inputs = {}
+    for spec in signature.inputs:
+        shape = tuple(rows if (i == 0 and d == -1) else (1 if d == -1 else d) for i, d in enumerate(spec.shape))
+        if spec.datatype == BYTES:
+            array = np.empty(shape, dtype=object)
+            array.fill(b"")
+        else:
+            array = np.zeros(shape, dtype=to_numpy(spec.datatype))
+        inputs[spec.name] = array
+    return inputs

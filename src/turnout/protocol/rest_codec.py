@@ -1,0 +1,173 @@
+"""The V2 REST inference body, with Triton's binary tensor extension.
+
+A request body is a JSON header, optionally followed by raw tensor bytes when
+the ``Inference-Header-Content-Length`` header gives the JSON part's length.
+Each input with a ``binary_data_size`` parameter takes its bytes, in order.
+A response puts an output in the binary part when that output asks for
+``binary_data`` or the request asks for ``binary_data_output``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from turnout.errors import InvalidRequest
+from turnout.protocol import json_data, raw
+from turnout.protocol.datatypes import is_datatype
+from turnout.protocol.types import (
+    InferenceRequest,
+    InferenceResponse,
+    InferInput,
+    Parameters,
+    RequestedOutput,
+)
+
+HEADER_LENGTH = "inference-header-content-length"
+BINARY_DATA_SIZE = "binary_data_size"
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedResponse:
+    body: bytes
+    header_length: int | None  # set when the body carries a binary part
+
+
+def decode_request(
+    body: bytes, header_length: int | None, model_name: str, model_version: str | None
+) -> InferenceRequest:
+    if header_length is None:
+        json_part: bytes | memoryview = body
+        binary = memoryview(b"")
+    else:
+        if not 0 < header_length <= len(body):
+            raise InvalidRequest(
+                f"Inference-Header-Content-Length {header_length} does not fit a body of {len(body)} bytes"
+            )
+        view = memoryview(body)
+        json_part, binary = view[:header_length], view[header_length:]
+    try:
+        document = orjson.loads(json_part)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+
+    raw_inputs = document.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidRequest("'inputs' must be a non-empty list")
+    inputs: list[InferInput] = []
+    offset = 0
+    for position, item in enumerate(raw_inputs):
+        tensor, used = _decode_input(item, position, binary, offset)
+        inputs.append(tensor)
+        offset += used
+    if offset != len(binary):
+        raise InvalidRequest(f"binary data has {len(binary) - offset} bytes that no input claims")
+
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidRequest("'id' must be a string")
+    return InferenceRequest(
+        model_name=model_name,
+        model_version=model_version,
+        inputs=inputs,
+        id=request_id,
+        outputs=_decode_outputs(document.get("outputs")),
+        parameters=_parameters(document.get("parameters"), "request"),
+    )
+
+
+def _decode_input(item: Any, position: int, binary: memoryview, offset: int) -> tuple[InferInput, int]:
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"inputs[{position}] must be an object")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"inputs[{position}] has no 'name'")
+    datatype = item.get("datatype")
+    if not isinstance(datatype, str) or not is_datatype(datatype):
+        raise InvalidRequest(f"input '{name}': unknown datatype {datatype!r}")
+    shape = _shape(item.get("shape"), name)
+    parameters = _parameters(item.get("parameters"), f"input '{name}'")
+    size = parameters.pop(BINARY_DATA_SIZE, None)
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidRequest(f"input '{name}': binary_data_size must be a non-negative integer")
+        if offset + size > len(binary):
+            raise InvalidRequest(
+                f"input '{name}': binary_data_size {size} exceeds the {len(binary) - offset} binary bytes left"
+            )
+        data = raw.decode(binary[offset : offset + size], datatype, shape, name)
+        return InferInput(name, datatype, shape, data, parameters), size
+    if "data" not in item:
+        raise InvalidRequest(f"input '{name}' has neither 'data' nor binary_data_size")
+    data = json_data.decode(item["data"], datatype, shape, name)
+    return InferInput(name, datatype, shape, data, parameters), 0
+
+
+def _shape(value: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise InvalidRequest(f"input '{name}': 'shape' must be a list of non-negative integers")
+    return tuple(value)
+
+
+def _decode_outputs(value: Any) -> list[RequestedOutput] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidRequest("'outputs' must be a list")
+    outputs = []
+    for position, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidRequest(f"outputs[{position}] must be an object with a 'name'")
+        outputs.append(RequestedOutput(item["name"], _parameters(item.get("parameters"), f"output '{item['name']}'")))
+    return outputs
+
+
+def _parameters(value: Any, where: str) -> Parameters:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{where}: 'parameters' must be an object")
+    return value
+
+
+def encode_response(response: InferenceResponse, request: InferenceRequest) -> EncodedResponse:
+    binary_default = request.parameters.get("binary_data_output") is True
+    wants_binary: dict[str, bool] = {}
+    for requested in request.outputs or ():
+        flag = requested.parameters.get("binary_data")
+        wants_binary[requested.name] = binary_default if flag is None else flag is True
+
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for output in response.outputs:
+        entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": output.shape}
+        parameters = dict(output.parameters)
+        if wants_binary.get(output.name, binary_default):
+            chunk = raw.encode(output.data, output.datatype)
+            chunks.append(chunk)
+            parameters[BINARY_DATA_SIZE] = len(chunk)
+        else:
+            entry["data"] = json_data.encode(output.data, output.datatype, output.name)
+        if parameters:
+            entry["parameters"] = parameters
+        outputs.append(entry)
+
+    document: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
+    if response.id is not None:
+        document["id"] = response.id
+    if response.parameters:
+        document["parameters"] = response.parameters
+    document["outputs"] = outputs
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return EncodedResponse(header, None)
+    return EncodedResponse(b"".join([header, *chunks]), len(header))
+
+
+def dumps(document: Any) -> bytes:
+    """JSON for the non-inference endpoints (metadata, index, errors)."""
+    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)

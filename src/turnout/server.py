@@ -1,0 +1,142 @@
+"""The composition root: builds the objects, binds the ports, starts and stops
+the transports, and handles SIGTERM/SIGINT.
+
+Shutdown order: stop accepting (HTTP listener closed, gRPC refuses new calls),
+let in-flight requests finish within the grace period, drain the batchers,
+exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import socket
+
+import grpc
+import uvicorn
+
+from turnout.dataplane import DataPlane
+from turnout.model.onnx import OnnxRuntime
+from turnout.model.registry import ModelRegistry
+from turnout.model.repository import ModelRepository
+from turnout.model.runtime import ModelRuntime
+from turnout.observability.metrics import Metrics
+from turnout.settings import Settings
+from turnout.transports.grpc.servicer import add_to_server
+from turnout.transports.rest import RestApi
+
+log = logging.getLogger("turnout.server")
+
+
+class StartupError(Exception):
+    """The server cannot start (port in use, no repository); the message says why."""
+
+
+def default_runtimes() -> dict[str, ModelRuntime]:
+    return {"onnx": OnnxRuntime()}
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        repository = ModelRepository(settings.repository, default_runtimes())
+        self.registry = ModelRegistry(repository, self.metrics, settings.shutdown_grace_seconds)
+        self.dataplane = DataPlane(self.registry, self.metrics, settings.strict_readiness)
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> None:
+        http_socket = bind_tcp(self.settings.http.host, self.settings.http.port, "HTTP")
+        grpc_server = self._grpc_server()
+        http_server = self._http_server()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        try:
+            await grpc_server.start()
+            await http_server.startup(sockets=[http_socket])
+            main_loop = asyncio.create_task(http_server.main_loop())  # uvicorn's housekeeping tick
+            log.info(
+                "serving %s: REST on http://%s:%d (metrics at /metrics), gRPC on %s:%d",
+                self.settings.repository,
+                self.settings.http.host,
+                self.settings.http.port,
+                self.settings.grpc.host,
+                self.settings.grpc.port,
+            )
+            await self.registry.load_all()
+            self.dataplane.mark_started()
+            log.info("models loaded; ready=%s", self.dataplane.ready())
+            await self._stop.wait()
+            log.info("shutting down: finishing requests in flight (up to %ss)", self.settings.shutdown_grace_seconds)
+            self.dataplane.mark_stopping()
+            http_server.should_exit = True
+            await main_loop
+            await asyncio.gather(
+                http_server.shutdown(sockets=[http_socket]),
+                grpc_server.stop(self.settings.shutdown_grace_seconds),
+            )
+            await self.registry.close()
+            log.info("stopped")
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    def _http_server(self) -> uvicorn.Server:
+        app = RestApi(self.dataplane, self.metrics, self.settings.http.max_body_bytes).app()
+        config = uvicorn.Config(
+            app,
+            loop="none",  # the loop already runs: see cli.main
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            timeout_graceful_shutdown=int(self.settings.shutdown_grace_seconds),
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        # uvicorn.Server.serve() would install its own signal handlers; the
+        # composition root owns signals, so it drives startup/main_loop/shutdown
+        # itself and sets the (no-op) lifespan that serve() would have set.
+        server.lifespan = config.lifespan_class(config)
+        return server
+
+    def _grpc_server(self) -> grpc.aio.Server:
+        size = self.settings.grpc.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", size),
+                ("grpc.max_send_message_length", size),
+                ("grpc.so_reuseport", 0),  # else a second server silently shares the port
+            ]
+        )
+        add_to_server(server, self.dataplane)
+        address = f"{self.settings.grpc.host}:{self.settings.grpc.port}"
+        try:
+            server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen for gRPC on {address}: the port is in use or unavailable") from exc
+        return server
+
+
+def bind_tcp(host: str, port: int, what: str) -> socket.socket:
+    """Bind before anything else starts, to report a port in use plainly."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"cannot listen for {what} on {host}:{port}: the port is already in use") from None
+        raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
