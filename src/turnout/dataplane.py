@@ -8,7 +8,7 @@ from typing import Any
 
 from turnout import __version__
 from turnout.errors import ConfigError, InvalidRequest, NotFound, TurnoutError
-from turnout.model.registry import IndexEntry, ModelRegistry, State
+from turnout.model.registry import IndexEntry, ModelRegistry, ServedVersion, State
 from turnout.observability.metrics import Metrics
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.validation import validate
@@ -61,20 +61,37 @@ class DataPlane:
             "outputs": [spec.as_metadata() for spec in served.signature.outputs],
         }
 
-    async def infer(self, request: InferenceRequest, protocol: str, deadline: float | None = None) -> InferenceResponse:
+    def resolve(self, name: str, version: str | None, protocol: str) -> ServedVersion:
+        """The live version that will answer; transports call this before
+        decoding a body, so an unknown model is a 404 whatever the body holds."""
+        try:
+            return self._registry.get(name, version)
+        except TurnoutError as exc:
+            known = self._registry.known(name)
+            # Unknown names are not used as labels: clients could grow the series without bound.
+            self._metrics.request_outcome(name if known else "", "", protocol, exc.code.value).inc()
+            raise
+
+    def record_rejected(self, served: ServedVersion, protocol: str, error: TurnoutError) -> None:
+        """Count a request the transport could not decode."""
+        self._metrics.request_outcome(served.model, str(served.version), protocol, error.code.value).inc()
+
+    async def infer(
+        self,
+        request: InferenceRequest,
+        protocol: str,
+        deadline: float | None = None,
+        served: ServedVersion | None = None,
+    ) -> InferenceResponse:
         """Validate, queue and answer one request.
 
         ``deadline`` is the seconds the transport can still wait (a gRPC
-        deadline); it shortens the model's queue timeout.
+        deadline); it shortens the model's queue timeout. ``served`` is what
+        :meth:`resolve` returned, when the transport called it already.
         """
         started = time.monotonic()
-        try:
-            served = self._registry.get(request.model_name, request.model_version)
-        except TurnoutError as exc:
-            known = self._registry.known(request.model_name)
-            # Unknown names are not used as labels: clients could grow the series without bound.
-            self._metrics.request_outcome(request.model_name if known else "", "", protocol, exc.code.value).inc()
-            raise
+        if served is None:
+            served = self.resolve(request.model_name, request.model_version, protocol)
         model, version = served.model, str(served.version)
         try:
             checked = validate(request, served.signature, served.max_batch_size)

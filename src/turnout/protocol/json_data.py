@@ -36,6 +36,9 @@ def _decode_numeric(data: Any, datatype: str, name: str) -> np.ndarray[Any, Any]
         raise InvalidRequest(f"input '{name}': data is not a regular array ({exc})") from None
     if parsed.size == 0:
         return parsed.astype(dtype)
+    if dtype.kind in "iu" and parsed.dtype.kind == "f":
+        # numpy parses integers beyond int64 (UINT64's upper half) as floats
+        parsed = _exact_integers(data, parsed, name)
     if parsed.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
         raise InvalidRequest(f"input '{name}': data holds {_describe(parsed)}, which is not {datatype}")
     if dtype.kind in "iu" and parsed.dtype != dtype:
@@ -43,6 +46,17 @@ def _decode_numeric(data: Any, datatype: str, name: str) -> np.ndarray[Any, Any]
         if parsed.min() < info.min or parsed.max() > info.max:
             raise InvalidRequest(f"input '{name}': a value is out of range for {datatype}")
     return parsed.astype(dtype, copy=False)
+
+
+def _exact_integers(data: Any, parsed: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
+    """Re-read ``data`` exactly when every value is a Python int; else keep ``parsed``."""
+    values = np.array(data, dtype=object).reshape(-1)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return parsed
+    try:
+        return np.array(values.tolist(), dtype=np.uint64).reshape(parsed.shape)
+    except OverflowError:
+        raise InvalidRequest(f"input '{name}': a value is out of range for 64-bit integers") from None
 
 
 def _describe(parsed: np.ndarray[Any, Any]) -> str:

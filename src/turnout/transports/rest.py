@@ -8,6 +8,8 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -102,9 +104,14 @@ class RestApi:
 
     async def infer(self, request: Request) -> Response:
         params = request.path_params
+        served = self._dataplane.resolve(params["model"], params.get("version"), "rest")
         body = await self._body(request)
-        inference = decode_request(body, _header_length(request), params["model"], params.get("version"))
-        response = await self._dataplane.infer(inference, "rest")
+        try:
+            inference = decode_request(body, _header_length(request), params["model"], params.get("version"))
+        except TurnoutError as exc:
+            self._dataplane.record_rejected(served, "rest", exc)
+            raise
+        response = await self._dataplane.infer(inference, "rest", served=served)
         encoded = encode_response(response, inference)
         if encoded.header_length is None:
             return Response(encoded.body, media_type=JSON)
@@ -183,8 +190,6 @@ def _header_length(request: Request) -> int | None:
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
-    import orjson
-
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -72,8 +72,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         async def call() -> pb.ModelInferResponse:
-            decoded, as_raw = convert.decode_request(request)
-            response = await self._dataplane.infer(decoded, "grpc", context.time_remaining())
+            served = self._dataplane.resolve(request.model_name, request.model_version or None, "grpc")
+            try:
+                decoded, as_raw = convert.decode_request(request)
+            except TurnoutError as exc:
+                self._dataplane.record_rejected(served, "grpc", exc)
+                raise
+            response = await self._dataplane.infer(decoded, "grpc", context.time_remaining(), served)
             return convert.encode_response(response, as_raw)
 
         return await _answer(context, call)

@@ -1,0 +1,64 @@
+"""Shared fixtures: the example repository (built from scikit-learn data, as
+`make models` builds it), test-only models beside it, and a running server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import ServerProcess, fixed_shape, identity_all_types, slow, write_model
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import build_models  # noqa: E402 - the example builder lives in examples/, not in the package
+
+
+@pytest.fixture(scope="session")
+def example_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh copy of the example repository, exactly as `make models` builds it."""
+    root = tmp_path_factory.mktemp("examples") / "models"
+    build_models.build(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def test_repo(tmp_path_factory: pytest.TempPathFactory, example_repo: Path) -> Path:
+    """The examples plus models that exercise datatypes, fixed shapes, slowness
+    and broken directories."""
+    root = tmp_path_factory.mktemp("repo") / "models"
+    build_models.build(root)
+    write_model(root / "all_types" / "1" / "model.onnx", identity_all_types())
+    (root / "all_types" / "model.toml").write_text("max_batch_size = 8\n")
+    write_model(root / "fixed" / "1" / "model.onnx", fixed_shape())
+    write_model(root / "slow" / "1" / "model.onnx", slow())
+    (root / "slow" / "model.toml").write_text(
+        "max_batch_size = 1\n[batching]\nmax_queue_size = 1\n[instances]\nintra_op_threads = 1\n"
+    )
+    broken = root / "broken_file" / "1"
+    broken.mkdir(parents=True)
+    (broken / "model.onnx").write_bytes(b"this is not an onnx model")
+    bad_config = root / "bad_config"
+    write_model(bad_config / "1" / "model.onnx", fixed_shape())
+    (bad_config / "model.toml").write_text("max_batch_sise = 4\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(test_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the read-only integration tests (small body limit to test 413)."""
+    process = ServerProcess(
+        test_repo, "--no-strict-readiness", "--max-body-bytes", "1000000", log_dir=tmp_path_factory.mktemp("logs")
+    )
+    with process:
+        yield process
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,161 @@
+"""Helpers for tests that run the real server: free ports, a server process,
+and the extra ONNX models the tests need beyond the examples."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ALL_DATATYPES = {
+    "BOOL": TensorProto.BOOL,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """``turnout serve`` in a child process, on free ports, stopped with SIGTERM."""
+
+    def __init__(self, repository: Path, *extra: str, log_dir: Path) -> None:
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.log_path = log_dir / f"turnout-{self.http_port}.log"
+        self.command = [
+            sys.executable,
+            "-m",
+            "turnout",
+            "serve",
+            str(repository),
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
+            *extra,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, wait_ready: bool = True, timeout: float = 60.0) -> ServerProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("wb") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        path = "/v2/health/ready" if wait_ready else "/v2/health/live"
+        with httpx.Client(base_url=self.url, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"turnout exited with {self.process.returncode}:\n{self.log()}")
+                try:
+                    if client.get(path).status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)  # polling a child process's port: there is no event to wait on
+        self.stop()
+        raise RuntimeError(f"turnout did not become ready within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+
+def write_model(path: Path, model: onnx.ModelProto) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+
+
+def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
+           initializers: list[onnx.TensorProto] | None = None) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, initializer=initializers or [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def identity_all_types() -> onnx.ModelProto:
+    """One Identity per V2 datatype: in_<DT> [-1, 3] -> out_<DT>."""
+    nodes, inputs, outputs = [], [], []
+    for name, onnx_type in ALL_DATATYPES.items():
+        inputs.append(helper.make_tensor_value_info(f"in_{name}", onnx_type, ["batch", 3]))
+        outputs.append(helper.make_tensor_value_info(f"out_{name}", onnx_type, ["batch", 3]))
+        nodes.append(helper.make_node("Identity", [f"in_{name}"], [f"out_{name}"]))
+    return _model(nodes, inputs, outputs)
+
+
+def fixed_shape() -> onnx.ModelProto:
+    """No batch axis: x FP32 [2, 2] -> y = x + 1."""
+    one = numpy_helper.from_array(np.ones((2, 2), dtype=np.float32), "one")
+    return _model(
+        [helper.make_node("Add", ["x", "one"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        [one],
+    )
+
+
+def slow(repeats: int = 40) -> onnx.ModelProto:
+    """x FP32 [-1, 256, 256] multiplied by the same 256x256 matrix ``repeats``
+    times: tens of milliseconds a row on one thread, for queueing tests."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array((rng.standard_normal((256, 256)) / 16).astype(np.float32), "w")
+    nodes = []
+    previous = "x"
+    for i in range(repeats):
+        out = "y" if i == repeats - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [previous, "w"], [out]))
+        previous = out
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 256, 256])],
+        [weight],
+    )
