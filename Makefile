@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test models proto lint typecheck venv clean
+.PHONY: serve test models proto lint typecheck venv clean system-deps
 
 # The virtual environment, with turnout installed editable plus the dev tools.
 $(STAMP): pyproject.toml
@@ -36,7 +36,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+system-deps:
+	scripts/system-deps.sh
+
+test: $(STAMP) system-deps lint typecheck
 	$(BIN)/python -m pytest
 
 # Regenerate the gRPC stubs from the .proto (a test fails when they are stale).

@@ -40,6 +40,8 @@ def test_repo(tmp_path_factory: pytest.TempPathFactory, example_repo: Path) -> P
     (root / "slow" / "model.toml").write_text(
         "max_batch_size = 1\n[batching]\nmax_queue_size = 1\n[instances]\nintra_op_threads = 1\n"
     )
+    write_model(root / "slow_queue" / "1" / "model.onnx", slow())
+    (root / "slow_queue" / "model.toml").write_text("max_batch_size = 1\n[batching]\nmax_queue_size = 16\n")
     broken = root / "broken_file" / "1"
     broken.mkdir(parents=True)
     (broken / "model.onnx").write_bytes(b"this is not an onnx model")

@@ -103,7 +103,7 @@ class ServerProcess:
         return self.process.returncode
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.stop()
@@ -115,8 +115,12 @@ def write_model(path: Path, model: onnx.ModelProto) -> None:
     path.write_bytes(model.SerializeToString())
 
 
-def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
-           initializers: list[onnx.TensorProto] | None = None) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    initializers: list[onnx.TensorProto] | None = None,
+) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "test", inputs, outputs, initializer=initializers or [])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
@@ -142,7 +146,7 @@ def fixed_shape() -> onnx.ModelProto:
     )
 
 
-def slow(repeats: int = 40) -> onnx.ModelProto:
+def slow(repeats: int = 150) -> onnx.ModelProto:
     """x FP32 [-1, 256, 256] multiplied by the same 256x256 matrix ``repeats``
     times: tens of milliseconds a row on one thread, for queueing tests."""
     rng = np.random.default_rng(0)

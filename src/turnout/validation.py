@@ -26,6 +26,7 @@ class ValidatedRequest:
 def validate(request: InferenceRequest, signature: Signature, max_batch_size: int) -> ValidatedRequest:
     inputs: dict[str, np.ndarray[Any, Any]] = {}
     batch: int | None = None
+    batch_from = ""  # the input that set ``batch``, to name both sides of a disagreement
     for tensor in request.inputs:
         spec = signature.input(tensor.name)
         if spec is None:
@@ -42,8 +43,10 @@ def validate(request: InferenceRequest, signature: Signature, max_batch_size: in
         if max_batch_size > 0:
             rows = tensor.shape[0]
             if batch is not None and rows != batch:
-                raise InvalidRequest(f"inputs disagree on the batch size ({batch} and {rows})")
-            batch = rows
+                raise InvalidRequest(
+                    f"inputs disagree on the batch size: '{batch_from}' has {batch} rows, '{tensor.name}' has {rows}"
+                )
+            batch, batch_from = rows, tensor.name
         inputs[tensor.name] = tensor.data
     missing = [name for name in signature.input_names if name not in inputs]
     if missing:

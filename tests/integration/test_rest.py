@@ -190,10 +190,15 @@ def test_binary_data_output_for_all_datatypes(client: httpx.Client) -> None:
     body.pop("parameters")
     as_json = client.post("/v2/models/all_types/infer", json=body).json()
     for output in as_json["outputs"]:
-        assert output["data"] == pytest.approx(data[output["datatype"]]) if output["datatype"] not in (
-            "BYTES",
-            "BOOL",
-        ) else output["data"] == data[output["datatype"]]
+        assert (
+            output["data"] == pytest.approx(data[output["datatype"]])
+            if output["datatype"]
+            not in (
+                "BYTES",
+                "BOOL",
+            )
+            else output["data"] == data[output["datatype"]]
+        )
 
 
 def test_gzip_request_body(client: httpx.Client, test_repo: Path) -> None:

@@ -125,6 +125,8 @@ class Batcher:
             _, late = await asyncio.wait(self._workers, timeout=grace)
             for task in late:
                 task.cancel()
+            # let the cancelled workers fail their running batches before returning
+            await asyncio.gather(*late, return_exceptions=True)
         while self._queue:
             item = self._queue.popleft()
             self._fail(item, Unavailable("the model was unloaded before this request ran"))
@@ -192,6 +194,10 @@ class Batcher:
             names = tuple(sorted({name for item in batch for name in item.outputs}))
             try:
                 parts = await loop.run_in_executor(self._executor, _run, instance, batch, names)
+            except asyncio.CancelledError:  # close() ran out of grace: this batch's results will never arrive
+                for item in batch:
+                    self._fail(item, Unavailable("the model was unloaded while this request ran"))
+                raise
             except Exception as exc:  # the model's failure is reported to this batch only
                 error = InferenceFailed(f"inference failed: {exc}")
                 for item in batch:
@@ -210,4 +216,7 @@ def _run(instance: LoadedModel, batch: list[_Item], names: tuple[str, ...]) -> l
     """Join, predict, split: runs in a worker thread."""
     inputs = merge.concatenate([item.inputs for item in batch])
     outputs = instance.predict(inputs, names)
+    missing = [name for name in names if name not in outputs]
+    if missing:  # checked here, so a broken model fails its batch instead of the worker
+        raise ValueError(f"the model did not return output(s) {missing}")
     return merge.split(outputs, [item.rows for item in batch])

@@ -74,6 +74,8 @@ def plan(queue: Sequence[Pending], limits: BatchLimits, now: float) -> Plan:
         if total == limits.max_batch_size:
             break
 
+    if not chosen:  # the head alone exceeds the limit (validation should have refused it): run it alone
+        return Take((0,))
     deadline = head.arrived + limits.max_queue_delay
     if total == limits.max_batch_size or blocked or now >= deadline:
         return Take(_cut_at_preferred(chosen, totals, limits.preferred_sizes))

@@ -20,7 +20,8 @@ CONFIG_FILE = "model.toml"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML values are already typed, so "8", 8.0 or true for an integer is a mistake, not a value
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TensorConfig(_Section):
@@ -101,6 +102,15 @@ class ModelConfig(_Section):
     outputs: list[TensorConfig] | None = None
 
     @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        for kind, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [t.name for t in tensors or ()]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"{kind}: {repeated} declared more than once")
+        return self
+
+    @model_validator(mode="after")
     def _batch_axis(self) -> Self:
         if self.max_batch_size:
             for kind, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
@@ -116,10 +126,11 @@ class ModelConfig(_Section):
         return self
 
     def declared_signature(self) -> Signature | None:
-        if self.inputs is None:
+        """The signature as declared; a side left out is empty (the graph's is used)."""
+        if self.inputs is None and self.outputs is None:
             return None
         return Signature(
-            tuple(t.spec() for t in self.inputs),
+            tuple(t.spec() for t in self.inputs or ()),
             tuple(t.spec() for t in self.outputs or ()),
         )
 

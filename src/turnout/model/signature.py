@@ -51,11 +51,14 @@ def reconcile(declared: Signature | None, found: Signature) -> Signature:
     """Check a declared signature against the one the artifact reports.
 
     The declared one may narrow a -1 to a fixed size but must agree on names,
-    datatypes and ranks. Returns the signature to serve with; raises
+    datatypes and ranks. An empty declared side (only outputs declared, say)
+    takes the artifact's. Returns the signature to serve with; raises
     ``ValueError`` naming the first disagreement.
     """
     if declared is None:
         return found
+    if not declared.inputs:
+        declared = Signature(found.inputs, declared.outputs)
     for kind, mine, theirs in (
         ("input", declared.inputs, found.inputs),
         ("output", declared.outputs, found.outputs),

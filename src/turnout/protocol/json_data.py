@@ -45,6 +45,13 @@ def _decode_numeric(data: Any, datatype: str, name: str) -> np.ndarray[Any, Any]
         info = np.iinfo(dtype)  # type: ignore[type-var]
         if parsed.min() < info.min or parsed.max() > info.max:
             raise InvalidRequest(f"input '{name}': a value is out of range for {datatype}")
+    if dtype.kind == "f":
+        # JSON numbers are finite, so a non-finite result means the cast overflowed
+        with np.errstate(over="ignore"):
+            cast = parsed.astype(dtype, copy=False)
+        if not np.isfinite(cast).all():
+            raise InvalidRequest(f"input '{name}': a value is out of range for {datatype}")
+        return cast
     return parsed.astype(dtype, copy=False)
 
 

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Debian packages the test suite needs beyond Python (the README's curl example
+# is run as printed). Installs only what is missing; needs root and apt-get.
+set -euo pipefail
+needed=()
+command -v curl >/dev/null 2>&1 || needed+=(curl)
+[ ${#needed[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing system packages: ${needed[*]} (install them with your package manager)" >&2
+  exit 1
+fi
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${needed[@]}"

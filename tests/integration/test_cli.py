@@ -1,0 +1,115 @@
+"""The ``turnout`` command as a user runs it: version, validate, start-up
+errors, readiness, and graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.slow_client import post_slow
+from tests.support import ServerProcess, free_port, slow, write_model
+
+TURNOUT = [sys.executable, "-m", "turnout"]
+
+
+def turnout(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TURNOUT, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_version() -> None:
+    from turnout import __version__
+
+    result = turnout("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"turnout {__version__}"
+
+
+def test_validate_examples(example_repo: Path) -> None:
+    result = turnout("models", "validate", str(example_repo))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "breast_cancer version 1: OK" in result.stdout
+    assert "breast_cancer version 2: OK" in result.stdout
+    assert "input  input FP32 [-1, 30]" in result.stdout
+    assert "output probabilities FP32 [-1, 2]" in result.stdout
+    assert "diabetes version 1: OK" in result.stdout
+    assert "0 problem(s)" in result.stdout
+
+
+def test_validate_reports_each_problem_precisely(test_repo: Path) -> None:
+    result = turnout("models", "validate", str(test_repo))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    bad_config = next(line for line in lines if line.startswith("bad_config"))
+    assert "model.toml: max_batch_sise: unknown field" in bad_config
+    broken = next(line for line in lines if line.startswith("broken_file"))
+    assert "broken_file/1/model.onnx: ONNX Runtime cannot load it" in broken
+    assert "breast_cancer version 2: OK" in result.stdout  # the others are still checked
+    assert "2 problem(s)" in result.stdout
+
+
+def test_serve_without_repository(tmp_path: Path) -> None:
+    result = turnout("serve", str(tmp_path / "missing"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("which", ["--http-port", "--grpc-port"])
+def test_serve_on_a_port_in_use(example_repo: Path, which: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = "--grpc-port" if which == "--http-port" else "--http-port"
+        result = turnout("serve", str(example_repo), which, str(port), other, str(free_port()))
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "in use" in result.stderr
+
+
+def test_strict_readiness_waits_for_every_model(test_repo: Path, tmp_path: Path) -> None:
+    with (
+        ServerProcess(test_repo, log_dir=tmp_path).start(wait_ready=False) as server,
+        httpx.Client(base_url=server.url) as client,
+    ):
+        deadline = time.monotonic() + 30
+        while "models loaded" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the child's log is the only signal that loading finished
+        assert client.get("/v2/health/live").status_code == 200
+        assert client.get("/v2/health/ready").status_code == 503  # broken_file and bad_config
+        assert client.get("/v2/models/breast_cancer/ready").status_code == 200
+
+
+def test_sigterm_finishes_requests_in_flight_then_exits_zero(tmp_path: Path) -> None:
+    # ~0.3 s a request, so the signal surely lands while both are in the server
+    write_model(tmp_path / "models" / "slow" / "1" / "model.onnx", slow(repeats=1000))
+    (tmp_path / "models" / "slow" / "model.toml").write_text("max_batch_size = 1\n")
+    server = ServerProcess(tmp_path / "models", log_dir=tmp_path).start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(post_slow, server.url) for _ in range(2)]
+            _wait_for_metric(server.url, 'turnout_queue_depth{model="slow",version="1"} 1.0')
+            assert server.process is not None
+            server.process.send_signal(signal.SIGTERM)
+            responses = [f.result() for f in futures]
+        assert [r.status_code for r in responses] == [200, 200]
+        assert server.process.wait(30) == 0
+        assert "stopped" in server.log()
+    finally:
+        server.stop()
+
+
+def _wait_for_metric(url: str, line: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if line in httpx.get(f"{url}/metrics").text:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"metric never showed {line!r}")

@@ -1,0 +1,46 @@
+"""Prometheus metrics at /metrics, labelled by model, version, protocol and status."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import ServerProcess
+
+
+def samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = httpx.get(f"{url}/metrics").text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_requests_latency_queue_and_batches_are_measured(server: ServerProcess) -> None:
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 10], "data": [0.01] * 20}]}
+    bad = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 10], "data": [0.01] * 10}]}
+    before = samples(server.url)
+    with httpx.Client(base_url=server.url) as client:
+        for _ in range(3):
+            assert client.post("/v2/models/diabetes/infer", json=body).status_code == 200
+        assert client.post("/v2/models/diabetes/infer", json=bad).status_code == 400
+        assert client.post("/v2/models/unknown_thing/infer", json=body).status_code == 404
+    after = samples(server.url)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    model = {"model": "diabetes", "version": "1"}
+    assert delta("turnout_requests_total", **model, protocol="rest", status="success") == 3
+    assert delta("turnout_requests_total", **model, protocol="rest", status="invalid") == 1
+    assert delta("turnout_requests_total", model="", version="", protocol="rest", status="not_found") == 1
+    assert delta("turnout_request_duration_seconds_count", **model, protocol="rest") == 3
+    assert delta("turnout_queue_duration_seconds_count", **model) == 3
+    assert delta("turnout_compute_duration_seconds_count", **model) == 3
+    assert delta("turnout_batch_size_count", **model) == 3
+    assert delta("turnout_batch_size_sum", **model) == 6  # 2 rows each
+    assert after[("turnout_queue_depth", frozenset(model.items()))] == 0
+    assert after[("turnout_model_ready", frozenset(model.items()))] == 1
+    assert after[("turnout_model_ready", frozenset({"model": "breast_cancer", "version": "2"}.items()))] == 1

@@ -1,0 +1,42 @@
+"""The README's examples, run as printed (ports aside) against a real server,
+must give the answers the README documents."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ServerProcess
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def block_after(marker: str, language: str) -> str:
+    """The first fenced block of ``language`` after ``marker`` in the README."""
+    start = README.index(marker)
+    match = re.compile(rf"```{language}\n(.*?)```", re.S).search(README, start)
+    assert match, f"no {language} block after {marker!r}"
+    return match.group(1)
+
+
+def on_test_ports(text: str, server: ServerProcess) -> str:
+    return text.replace("127.0.0.1:8080", f"127.0.0.1:{server.http_port}").replace(
+        "127.0.0.1:8081", server.grpc_address
+    )
+
+
+def test_curl_example(server: ServerProcess) -> None:
+    command = on_test_ports(block_after("### Try it with curl", "sh"), server)
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True)
+    documented = json.loads(block_after("answers", "json"))
+    assert json.loads(result.stdout) == documented
+
+
+def test_tritonclient_example(server: ServerProcess) -> None:
+    script = on_test_ports(block_after("### Try it with Triton's Python client", "python"), server)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == block_after("prints", "text")

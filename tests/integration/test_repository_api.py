@@ -1,0 +1,117 @@
+"""Triton's model-repository extension: index, load, unload, over REST and gRPC,
+on a server of its own (these tests change what is loaded)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.integration.reference import cancer_rows, run
+from tests.support import ServerProcess
+
+
+@pytest.fixture
+def repo(tmp_path: Path, example_repo: Path) -> Path:
+    root = tmp_path / "models"
+    shutil.copytree(example_repo, root)
+    return root
+
+
+@pytest.fixture
+def server(repo: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    with ServerProcess(repo, "--no-strict-readiness", log_dir=tmp_path) as process:
+        yield process
+
+
+def infer_label(client: httpx.Client, version: str | None = None) -> httpx.Response:
+    rows = cancer_rows(3)
+    path = "/v2/models/breast_cancer" + (f"/versions/{version}" if version else "") + "/infer"
+    return client.post(
+        path, json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 30], "data": rows.ravel().tolist()}]}
+    )
+
+
+def test_index_unload_load_over_rest(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        index = client.post("/v2/repository/index").json()
+        assert {(e["name"], e["version"], e["state"]) for e in index} == {
+            ("breast_cancer", "1", "READY"),
+            ("breast_cancer", "2", "READY"),
+            ("diabetes", "1", "READY"),
+        }
+        assert client.post("/v2/repository/models/breast_cancer/unload").status_code == 200
+        assert infer_label(client).status_code == 503
+        assert client.get("/v2/models/breast_cancer/ready").status_code == 503
+        ready = client.post("/v2/repository/index", json={"ready": True}).json()
+        assert [e["name"] for e in ready] == ["diabetes"]
+        assert client.post("/v2/repository/models/breast_cancer/load").status_code == 200
+        assert infer_label(client).status_code == 200
+        assert client.post("/v2/repository/models/ghost/load").status_code == 404
+        assert client.post("/v2/repository/models/ghost/unload").status_code == 404
+
+
+def test_reload_picks_up_a_new_version_and_config(server: ServerProcess, repo: Path) -> None:
+    (repo / "diabetes" / "2").mkdir()
+    shutil.copy(repo / "diabetes" / "1" / "model.onnx", repo / "diabetes" / "2" / "model.onnx")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/v2/models/diabetes").json()["versions"] == ["1"]
+        assert client.post("/v2/repository/models/diabetes/load").status_code == 200
+        assert client.get("/v2/models/diabetes").json()["versions"] == ["2"]  # latest = 1
+
+
+def test_broken_config_on_reload_keeps_the_old_version_serving(server: ServerProcess, repo: Path) -> None:
+    config = repo / "breast_cancer" / "model.toml"
+    config.write_text(config.read_text().replace("max_batch_size = 64", "max_batch_size = -3"))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post("/v2/repository/models/breast_cancer/load")
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert "model.toml" in error and "max_batch_size" in error
+        assert infer_label(client).status_code == 200
+
+
+def test_broken_artifact_on_reload_keeps_the_old_version_serving(
+    server: ServerProcess, repo: Path, test_repo: Path
+) -> None:
+    (repo / "breast_cancer" / "2" / "model.onnx").write_bytes(b"garbage")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/v2/repository/models/breast_cancer/load").status_code == 200
+        response = infer_label(client, "2")
+        assert response.status_code == 200
+        expected = run(test_repo / "breast_cancer" / "2" / "model.onnx", {"input": cancer_rows(3)})
+        label = next(o for o in response.json()["outputs"] if o["name"] == "label")
+        np.testing.assert_array_equal(label["data"], expected["label"])
+        index = client.post("/v2/repository/index").json()
+        entry = next(e for e in index if e["name"] == "breast_cancer" and e["version"] == "2")
+        assert entry["state"] == "READY"
+        assert "reload failed" in entry["reason"]
+
+
+def test_repository_calls_from_tritonclient(server: ServerProcess) -> None:
+    http = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+    grpc = grpcclient.InferenceServerClient(server.grpc_address)
+    try:
+        assert len(http.get_model_repository_index()) == 3
+        assert len(grpc.get_model_repository_index().models) == 3
+        grpc.unload_model("diabetes")
+        assert not http.is_model_ready("diabetes")
+        assert not grpc.is_model_ready("diabetes")
+        http.load_model("diabetes")
+        assert grpc.is_model_ready("diabetes")
+        http.unload_model("diabetes")
+        grpc.load_model("diabetes")
+        assert http.is_model_ready("diabetes")
+        with pytest.raises(InferenceServerException) as caught:
+            grpc.load_model("ghost")
+        assert caught.value.status() == "StatusCode.NOT_FOUND"
+    finally:
+        http.close()
+        grpc.close()

@@ -1,0 +1,337 @@
+"""``model.toml``: defaults, every field, and errors that say where and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from turnout.errors import ConfigError
+from turnout.model.config import (
+    BatchingConfig,
+    InstancesConfig,
+    ModelConfig,
+    OptimizationConfig,
+    VersionPolicy,
+    load_config,
+)
+from turnout.model.signature import Signature, TensorSpec
+
+FULL = """\
+runtime = "onnx"
+max_batch_size = 64
+warmup = false
+
+[version_policy]
+specific = [1, 3]
+
+[batching]
+max_queue_delay_ms = 1.5
+preferred_batch_sizes = [16, 32]
+max_queue_size = 100
+timeout_ms = 250
+
+[instances]
+count = 2
+intra_op_threads = 0
+inter_op_threads = 3
+
+[optimization]
+graph_level = "basic"
+
+[[inputs]]
+name = "input"
+datatype = "FP32"
+shape = [-1, 30]
+
+[[inputs]]
+name = "mask"
+datatype = "BOOL"
+shape = [-1]
+
+[[outputs]]
+name = "label"
+datatype = "INT64"
+shape = [-1]
+
+[[outputs]]
+name = "probabilities"
+datatype = "FP32"
+shape = [-1, 2]
+"""
+
+TENSOR = """
+[[inputs]]
+name = "x"
+datatype = "FP32"
+shape = [-1, 4]
+"""
+
+
+def write(tmp_path: Path, text: str | bytes) -> Path:
+    data = text if isinstance(text, bytes) else text.encode()
+    (tmp_path / "model.toml").write_bytes(data)
+    return tmp_path
+
+
+def config_error(tmp_path: Path, text: str | bytes) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    error = caught.value
+    assert error.file == str(tmp_path / "model.toml")
+    return error
+
+
+# ---------------------------------------------------------------- defaults and every field
+
+
+def assert_defaults(config: ModelConfig) -> None:
+    assert config.runtime == "onnx"
+    assert config.max_batch_size is None
+    assert config.warmup is True
+    assert config.version_policy == VersionPolicy(latest=1)
+    assert config.batching == BatchingConfig(
+        max_queue_delay_ms=0.0, preferred_batch_sizes=[], max_queue_size=1024, timeout_ms=30_000.0
+    )
+    assert config.instances == InstancesConfig(count=1, intra_op_threads=1, inter_op_threads=1)
+    assert config.optimization == OptimizationConfig(graph_level="all")
+    assert config.inputs is None
+    assert config.outputs is None
+    assert config.declared_signature() is None
+
+
+def test_no_model_toml_means_defaults(tmp_path: Path) -> None:
+    assert_defaults(load_config(tmp_path))
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "[batching]\n[instances]\n"])
+def test_an_empty_model_toml_means_defaults(tmp_path: Path, text: str) -> None:
+    assert_defaults(load_config(write(tmp_path, text)))
+
+
+def test_every_field(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL))
+
+    assert config.runtime == "onnx"
+    assert config.max_batch_size == 64
+    assert config.warmup is False
+    assert config.version_policy == VersionPolicy(specific=[1, 3])
+    assert config.batching == BatchingConfig(
+        max_queue_delay_ms=1.5, preferred_batch_sizes=[16, 32], max_queue_size=100, timeout_ms=250.0
+    )
+    assert config.instances == InstancesConfig(count=2, intra_op_threads=0, inter_op_threads=3)
+    assert config.optimization.graph_level == "basic"
+    assert config.declared_signature() == Signature(
+        inputs=(TensorSpec("input", "FP32", (-1, 30)), TensorSpec("mask", "BOOL", (-1,))),
+        outputs=(TensorSpec("label", "INT64", (-1,)), TensorSpec("probabilities", "FP32", (-1, 2))),
+    )
+
+
+def test_sections_may_set_only_some_fields(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[batching]\nmax_queue_delay_ms = 2\n[instances]\ncount = 4\n"))
+
+    assert config.batching.max_queue_delay_ms == 2.0
+    assert config.batching.max_queue_size == 1024
+    assert config.instances.count == 4
+    assert config.instances.intra_op_threads == 1
+
+
+def test_inputs_without_outputs_declare_no_outputs(tmp_path: Path) -> None:
+    signature = load_config(write(tmp_path, TENSOR)).declared_signature()
+
+    assert signature == Signature(inputs=(TensorSpec("x", "FP32", (-1, 4)),), outputs=())
+
+
+def test_outputs_without_inputs_are_declared(tmp_path: Path) -> None:
+    text = '[[outputs]]\nname = "y"\ndatatype = "FP32"\nshape = [-1]\n'
+    signature = load_config(write(tmp_path, text)).declared_signature()
+
+    assert signature == Signature(inputs=(), outputs=(TensorSpec("y", "FP32", (-1,)),))
+
+
+def test_a_tensor_name_declared_twice(tmp_path: Path) -> None:
+    tensor = '[[inputs]]\nname = "x"\ndatatype = "FP32"\nshape = [-1]\n'
+    error = config_error(tmp_path, tensor + tensor)
+
+    assert "['x'] declared more than once" in error.reason
+
+
+# ---------------------------------------------------------------- errors: where and why
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("max_batch = 8\n", "max_batch"),
+        ("[batching]\nmax_delay_ms = 1\n", "batching.max_delay_ms"),
+        ("[version_policy]\nlatest = 1\nnewest = 2\n", "version_policy.newest"),
+        ("[instances]\ngpus = 1\n", "instances.gpus"),
+        ("[optimization]\nlevel = 'all'\n", "optimization.level"),
+        (TENSOR + "dtype = 'FP32'\n", "inputs[0].dtype"),
+        (TENSOR + TENSOR.replace("inputs", "outputs") + "dims = [1]\n", "outputs[0].dims"),
+    ],
+)
+def test_an_unknown_field_is_an_error(tmp_path: Path, text: str, field: str) -> None:
+    error = config_error(tmp_path, text)
+
+    assert error.field == field
+    assert error.reason == "unknown field"
+    assert str(error) == f"{tmp_path / 'model.toml'}: {field}: unknown field"
+
+
+def test_bad_toml_says_where(tmp_path: Path) -> None:
+    error = config_error(tmp_path, 'runtime = "onnx"\nmax_batch_size = \nwarmup = true\n')
+
+    assert error.field is None
+    assert error.reason.startswith("not valid TOML: ")
+    assert "line 2" in error.reason
+    assert str(error) == f"{tmp_path / 'model.toml'}: {error.reason}"
+
+
+def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    error = config_error(tmp_path, b'runtime = "\xff"\n')
+
+    assert error.field is None
+    assert error.reason.startswith("cannot be read: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('max_batch_size = "many"\n', "max_batch_size"),
+        ('max_batch_size = "8"\n', "max_batch_size"),
+        ("max_batch_size = 8.0\n", "max_batch_size"),
+        ("max_batch_size = true\n", "max_batch_size"),
+        ("max_batch_size = -1\n", "max_batch_size"),
+        ('warmup = "maybe"\n', "warmup"),
+        ("warmup = 1\n", "warmup"),
+        ("runtime = 3\n", "runtime"),
+        ("version_policy = 3\n", "version_policy"),
+        ("[version_policy]\nlatest = 0\n", "version_policy.latest"),
+        ("[version_policy]\nall = 'yes'\n", "version_policy.all"),
+        ("[version_policy]\nspecific = [0]\n", "version_policy.specific[0]"),
+        ("[version_policy]\nspecific = 2\n", "version_policy.specific"),
+        ("[batching]\nmax_queue_delay_ms = -1\n", "batching.max_queue_delay_ms"),
+        ("[batching]\nmax_queue_delay_ms = '1'\n", "batching.max_queue_delay_ms"),
+        ("[batching]\npreferred_batch_sizes = [4, 0]\n", "batching.preferred_batch_sizes[1]"),
+        ("[batching]\npreferred_batch_sizes = 4\n", "batching.preferred_batch_sizes"),
+        ("[batching]\nmax_queue_size = 0\n", "batching.max_queue_size"),
+        ("[batching]\ntimeout_ms = 0\n", "batching.timeout_ms"),
+        ("[instances]\ncount = 0\n", "instances.count"),
+        ("[instances]\ncount = 65\n", "instances.count"),
+        ("[instances]\nintra_op_threads = -1\n", "instances.intra_op_threads"),
+        ("[optimization]\ngraph_level = 'max'\n", "optimization.graph_level"),
+        ('inputs = "x"\n', "inputs"),
+        (TENSOR.replace("[-1, 4]", "[-1, 'a']"), "inputs[0].shape[1]"),
+        (TENSOR.replace("[-1, 4]", "[-2, 4]"), "inputs[0].shape"),
+        (TENSOR.replace('"x"', '""'), "inputs[0].name"),
+        (TENSOR.replace('name = "x"\n', ""), "inputs[0].name"),
+    ],
+)
+def test_a_wrong_value_names_its_field(tmp_path: Path, text: str, field: str) -> None:
+    error = config_error(tmp_path, text)
+
+    assert error.field == field
+    assert error.reason
+    assert str(error) == f"{tmp_path / 'model.toml'}: {field}: {error.reason}"
+
+
+def test_an_unknown_datatype(tmp_path: Path) -> None:
+    error = config_error(tmp_path, TENSOR.replace('"FP32"', '"FP8"'))
+
+    assert error.field == "inputs[0].datatype"
+    assert error.reason.startswith("unknown datatype 'FP8'; one of [")
+    assert "'FP16'" in error.reason
+
+
+def test_a_negative_dimension_explains_itself(tmp_path: Path) -> None:
+    error = config_error(tmp_path, TENSOR.replace("[-1, 4]", "[-3]"))
+
+    assert error.reason == "dimensions are sizes >= 0, or -1 for any size"
+
+
+# ---------------------------------------------------------------- version policy
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[version_policy]\n",
+        "[version_policy]\nall = false\n",
+        "[version_policy]\nlatest = 1\nall = true\n",
+        "[version_policy]\nlatest = 2\nspecific = [1]\n",
+        "[version_policy]\nall = true\nspecific = [1]\n",
+    ],
+)
+def test_version_policy_needs_exactly_one_choice(tmp_path: Path, text: str) -> None:
+    error = config_error(tmp_path, text)
+
+    assert error.field == "version_policy"
+    assert error.reason == "set exactly one of latest = N, all = true, specific = [versions]"
+
+
+@pytest.mark.parametrize(
+    ("text", "available", "selected"),
+    [
+        ("latest = 1", [3, 1, 2], [3]),
+        ("latest = 2", [7, 1, 3], [3, 7]),
+        ("latest = 5", [2, 1], [1, 2]),
+        ("all = true", [10, 2, 1], [1, 2, 10]),
+        ("specific = [3, 1]", [1, 2, 3], [1, 3]),
+        ("specific = [2, 9]", [1, 2, 3], [2]),
+        ("specific = [9]", [1, 2, 3], []),
+        ("specific = []", [1, 2], []),
+        ("latest = 1\nall = false", [4, 5], [5]),
+    ],
+)
+def test_version_policy_select(tmp_path: Path, text: str, available: list[int], selected: list[int]) -> None:
+    policy = load_config(write(tmp_path, f"[version_policy]\n{text}\n")).version_policy
+
+    assert policy.select(available) == selected
+
+
+def test_the_default_policy_serves_the_latest_version() -> None:
+    assert ModelConfig().version_policy.select([1, 4, 2]) == [4]
+
+
+# ---------------------------------------------------------------- batching and the batch axis
+
+
+def test_preferred_batch_sizes_beyond_max_batch_size(tmp_path: Path) -> None:
+    error = config_error(tmp_path, "max_batch_size = 16\n[batching]\npreferred_batch_sizes = [8, 32, 64]\n")
+
+    assert error.field is None
+    assert error.reason == "preferred_batch_sizes [32, 64] exceed max_batch_size 16"
+
+
+def test_preferred_batch_sizes_may_reach_max_batch_size(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "max_batch_size = 16\n[batching]\npreferred_batch_sizes = [8, 16]\n"))
+
+    assert config.batching.preferred_batch_sizes == [8, 16]
+
+
+@pytest.mark.parametrize(
+    ("tensors", "kind", "name"),
+    [
+        (TENSOR.replace("[-1, 4]", "[1, 4]"), "inputs", "x"),
+        (TENSOR.replace("[-1, 4]", "[]"), "inputs", "x"),
+        (TENSOR + TENSOR.replace("inputs", "outputs").replace('"x"', '"y"').replace("[-1, 4]", "[4]"), "outputs", "y"),
+    ],
+)
+def test_with_max_batch_size_the_first_dimension_must_be_variable(
+    tmp_path: Path, tensors: str, kind: str, name: str
+) -> None:
+    error = config_error(tmp_path, "max_batch_size = 8\n" + tensors)
+
+    assert error.field is None
+    assert error.reason == (
+        f"{kind} '{name}': with max_batch_size > 0 the first dimension is the batch axis and must be -1"
+    )
+
+
+def test_without_batching_fixed_first_dimensions_are_fine(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "max_batch_size = 0\n" + TENSOR.replace("[-1, 4]", "[1, 4]")))
+
+    signature = config.declared_signature()
+    assert signature is not None
+    assert signature.inputs == (TensorSpec("x", "FP32", (1, 4)),)
