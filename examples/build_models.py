@@ -77,9 +77,6 @@ runtime = "onnx"
 
 [version_policy]
 latest = 1
-
-[batching]
-max_queue_delay_ms = 0.5
 """
 
 

@@ -34,7 +34,7 @@ def test_repo(tmp_path_factory: pytest.TempPathFactory, example_repo: Path) -> P
     root = tmp_path_factory.mktemp("repo") / "models"
     build_models.build(root)
     write_model(root / "all_types" / "1" / "model.onnx", identity_all_types())
-    (root / "all_types" / "model.toml").write_text("max_batch_size = 8\n")
+    (root / "all_types" / "model.toml").write_text("max_batch_size = 8\n[instances]\ncount = 2\n")
     write_model(root / "fixed" / "1" / "model.onnx", fixed_shape())
     write_model(root / "slow" / "1" / "model.onnx", slow())
     (root / "slow" / "model.toml").write_text(
