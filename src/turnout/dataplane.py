@@ -9,12 +9,13 @@ from typing import Any
 from turnout import __version__
 from turnout.errors import ConfigError, InvalidRequest, NotFound, TurnoutError
 from turnout.model.registry import IndexEntry, ModelRegistry, ServedVersion, State
+from turnout.model.triton_config import triton_model_config
 from turnout.observability.metrics import Metrics
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.validation import validate
 
 SERVER_NAME = "turnout"
-EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
+EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "parameters")
 
 
 class DataPlane:
@@ -75,6 +76,10 @@ class DataPlane:
     def record_rejected(self, served: ServedVersion, protocol: str, error: TurnoutError) -> None:
         """Count a request the transport could not decode."""
         self._metrics.request_outcome(served.model, str(served.version), protocol, error.code.value).inc()
+
+    def model_config(self, name: str, version: str | None) -> dict[str, Any]:
+        """The served version's configuration in Triton's model-configuration shape."""
+        return triton_model_config(self._registry.get(name, version))
 
     async def infer(
         self,

@@ -208,3 +208,22 @@ def test_http_client_errors(server: ServerProcess) -> None:
             client.infer("breast_cancer", [tensor], model_version="5")
     finally:
         client.close()
+
+
+def test_http_model_config_in_tritons_shape(server: ServerProcess) -> None:
+    client = http_client(server)
+    try:
+        config = client.get_model_config("breast_cancer")
+        assert config["max_batch_size"] == 64
+        assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [30]}]
+        assert config["output"][1] == {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [2]}
+        assert config["dynamic_batching"] == {"preferred_batch_size": [16, 32], "max_queue_delay_microseconds": 1000}
+        assert config["version_policy"] == {"all": {}}
+        fixed = client.get_model_config("fixed")
+        assert fixed["max_batch_size"] == 0
+        assert fixed["input"][0]["dims"] == [2, 2]
+        assert "dynamic_batching" not in fixed
+        with pytest.raises(InferenceServerException):
+            client.get_model_config("nope")
+    finally:
+        client.close()

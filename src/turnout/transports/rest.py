@@ -70,6 +70,8 @@ class RestApi:
             Route("/v2/", self.server_metadata),
             Route(model, self.model_metadata),
             Route(version, self.model_metadata),
+            Route(model + "/config", self.model_config),
+            Route(version + "/config", self.model_config),
             Route(model + "/ready", self.model_ready),
             Route(version + "/ready", self.model_ready),
             Route(model + "/infer", self.infer, methods=["POST"]),
@@ -95,6 +97,10 @@ class RestApi:
     async def model_metadata(self, request: Request) -> Response:
         params = request.path_params
         return json_response(self._dataplane.model_metadata(params["model"], params.get("version")))
+
+    async def model_config(self, request: Request) -> Response:
+        params = request.path_params
+        return json_response(self._dataplane.model_config(params["model"], params.get("version")))
 
     async def model_ready(self, request: Request) -> Response:
         params = request.path_params
