@@ -34,8 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve a model repository over V2 REST and gRPC")
     serve.add_argument("repository", type=Path, help="the model repository directory")
     serve.add_argument("--host", default="127.0.0.1", help="address for REST and gRPC (default 127.0.0.1)")
-    serve.add_argument("--http-port", type=int, default=8080, help="REST port (default 8080)")
-    serve.add_argument("--grpc-port", type=int, default=8081, help="gRPC port (default 8081)")
+    serve.add_argument("--http-port", type=_port, default=8080, help="REST port (default 8080)")
+    serve.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (default 8081)")
     serve.add_argument(
         "--max-body-bytes", type=int, default=64 * 1024 * 1024, help="largest request body or gRPC message"
     )
@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("repository", type=Path)
     validate.set_defaults(run=_validate)
     return parser
+
+
+def _port(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
 
 
 def _serve(args: argparse.Namespace) -> int:

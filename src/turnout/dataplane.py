@@ -8,14 +8,13 @@ from typing import Any
 
 from turnout import __version__
 from turnout.errors import ConfigError, InvalidRequest, NotFound, TurnoutError
-from turnout.model.registry import IndexEntry, ModelRegistry, ServedVersion, State
-from turnout.model.triton_config import triton_model_config
 from turnout.observability.metrics import Metrics
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
+from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State
 from turnout.validation import validate
 
 SERVER_NAME = "turnout"
-EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "parameters")
+EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
 
 
 class DataPlane:
@@ -33,7 +32,8 @@ class DataPlane:
         self._stopping = True
 
     def live(self) -> bool:
-        return not self._stopping
+        """The process answers; it stays live while it drains at shutdown (ready does not)."""
+        return True
 
     def ready(self) -> bool:
         if not self._started or self._stopping:
@@ -77,31 +77,29 @@ class DataPlane:
         """Count a request the transport could not decode."""
         self._metrics.request_outcome(served.model, str(served.version), protocol, error.code.value).inc()
 
-    def model_config(self, name: str, version: str | None) -> dict[str, Any]:
-        """The served version's configuration in Triton's model-configuration shape."""
-        return triton_model_config(self._registry.get(name, version))
+    def served_version(self, name: str, version: str | None) -> ServedVersion:
+        """What answers for ``name`` (and ``version``): its configuration and signature."""
+        return self._registry.get(name, version)
 
     async def infer(
         self,
         request: InferenceRequest,
         protocol: str,
         deadline: float | None = None,
-        served: ServedVersion | None = None,
     ) -> InferenceResponse:
         """Validate, queue and answer one request.
 
         ``deadline`` is the seconds the transport can still wait (a gRPC
-        deadline); it shortens the model's queue timeout. ``served`` is what
-        :meth:`resolve` returned, when the transport called it already.
+        deadline); it shortens the model's queue timeout.
         """
         started = time.monotonic()
-        if served is None:
-            served = self.resolve(request.model_name, request.model_version, protocol)
+        served = self.resolve(request.model_name, request.model_version, protocol)
         model, version = served.model, str(served.version)
         try:
             checked = validate(request, served.signature, served.max_batch_size)
+            inputs = served.prepare(checked.inputs)
             result = await served.batcher.submit(
-                checked.inputs, checked.outputs, _timeout(served.timeout, request.parameters, deadline)
+                inputs, checked.outputs, _timeout(served.timeout, request.parameters, deadline)
             )
         except TurnoutError as exc:
             self._metrics.request_outcome(model, version, protocol, exc.code.value).inc()
@@ -123,7 +121,15 @@ class DataPlane:
         entries = self._registry.index()
         return [e for e in entries if e.state == State.READY] if ready_only else entries
 
-    async def load_model(self, name: str) -> None:
+    async def load_model(self, name: str, parameters: object = None) -> None:
+        """(Re)load from disk. Triton's load may carry a config override or model
+        files; those are refused rather than reported done without being done."""
+        if parameters:
+            keys = sorted(parameters) if isinstance(parameters, dict) else parameters
+            raise InvalidRequest(
+                f"load parameters {keys!r} are not supported; change model.toml and the "
+                "version directories on disk, then load"
+            )
         try:
             await self._registry.load(name)
         except ConfigError as exc:

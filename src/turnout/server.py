@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import signal
 import socket
 
@@ -19,10 +20,10 @@ import uvicorn
 
 from turnout.dataplane import DataPlane
 from turnout.model.onnx import OnnxRuntime
-from turnout.model.registry import ModelRegistry
 from turnout.model.repository import ModelRepository
 from turnout.model.runtime import ModelRuntime
 from turnout.observability.metrics import Metrics
+from turnout.registry import ModelRegistry
 from turnout.settings import Settings
 from turnout.transports.grpc.servicer import add_to_server
 from turnout.transports.rest import RestApi
@@ -75,12 +76,13 @@ class Server:
             await self._stop.wait()
             log.info("shutting down: finishing requests in flight (up to %ss)", self.settings.shutdown_grace_seconds)
             self.dataplane.mark_stopping()
+            self.registry.flush()  # accepted requests need not wait out batching delays now
             http_server.should_exit = True
-            await main_loop
             await asyncio.gather(
                 http_server.shutdown(sockets=[http_socket]),
                 grpc_server.stop(self.settings.shutdown_grace_seconds),
             )
+            await main_loop
             await self.registry.close()
             log.info("stopped")
         finally:
@@ -97,7 +99,7 @@ class Server:
             access_log=False,
             log_config=None,
             server_header=False,
-            timeout_graceful_shutdown=int(self.settings.shutdown_grace_seconds),
+            timeout_graceful_shutdown=math.ceil(self.settings.shutdown_grace_seconds),
         )
         config.load()
         server = uvicorn.Server(config)
@@ -117,7 +119,8 @@ class Server:
             ]
         )
         add_to_server(server, self.dataplane)
-        address = f"{self.settings.grpc.host}:{self.settings.grpc.port}"
+        host = self.settings.grpc.host
+        address = f"[{host}]:{self.settings.grpc.port}" if ":" in host else f"{host}:{self.settings.grpc.port}"
         try:
             server.add_insecure_port(address)
         except RuntimeError as exc:

@@ -6,6 +6,7 @@ Pure: a request and a signature in, the model's feed out, or an
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +67,11 @@ def validate(request: InferenceRequest, signature: Signature, max_batch_size: in
             raise InvalidRequest(f"unknown output(s) {_names(unknown)}; the model has {_names(signature.output_names)}")
         if len(set(outputs)) != len(outputs):
             raise InvalidRequest("an output is requested twice")
+        for requested in request.outputs:
+            if "classification" in requested.parameters:  # refused, rather than answered with raw scores
+                raise InvalidRequest(f"output '{requested.name}': the classification extension is not supported")
     return ValidatedRequest(inputs, outputs)
 
 
-def _names(names: object) -> str:
-    return ", ".join(f"'{n}'" for n in names)  # type: ignore[attr-defined]
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)

@@ -134,7 +134,7 @@ def test_decode_typed_contents_in_the_wrong_field() -> None:
     message = pb.ModelInferRequest(model_name="m")
     message.inputs.add(name="x", datatype="INT64", shape=[2]).contents.int_contents.extend([1, 2])
 
-    assert rejected(message) == "input 'x': shape [2] has 2 elements but contents has 0"
+    assert rejected(message) == "input 'x': INT64 data belongs in int64_contents, not int_contents"
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,7 @@ class Batcher:
         self._queue: deque[_Item] = deque()
         self._arrival = asyncio.Event()
         self._closing = False
+        self._flushing = False
         self._workers: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(len(instances), thread_name_prefix="turnout-infer")
 
@@ -116,6 +117,15 @@ class Batcher:
         except asyncio.CancelledError:
             self._discard(item)
             raise
+
+    def flush(self) -> None:
+        """From now on run queued requests at once, without batching delays.
+
+        For shutdown: requests already accepted are answered as soon as an
+        instance is free, while new ones are still taken until ``close``.
+        """
+        self._flushing = True
+        self._arrival.set()
 
     async def close(self, grace: float = 30.0) -> None:
         """Refuse new requests, run those queued (within ``grace``), stop the workers."""
@@ -161,7 +171,7 @@ class Batcher:
             self._arrival.clear()
             if self._closing and not self._queue:
                 return None
-            now = math.inf if self._closing else self._clock()
+            now = math.inf if self._closing or self._flushing else self._clock()
             decision = plan(self._queue, self._limits, now)
             if isinstance(decision, Take):
                 return self._take(decision.indices)

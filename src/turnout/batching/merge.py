@@ -5,12 +5,12 @@ Pure functions over numpy arrays; the batcher decides *which* requests to join.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
-Tensors = Mapping[str, np.ndarray[Any, Any]]
+from turnout.model.runtime import Tensors
 
 
 def batch_key(inputs: Tensors) -> Hashable:

@@ -42,8 +42,11 @@ def load_version(source: ModelSource, version: int) -> LoadedVersion:
         except ValueError as exc:
             raise LoadFailed(f"{source.directory / 'model.toml'}: inputs/outputs: {exc}") from None
         max_batch_size = _max_batch_size(config.max_batch_size, signature, artifact.name)
+        too_big = [s for s in config.batching.preferred_batch_sizes if s > max_batch_size]
+        if too_big:
+            raise LoadFailed(f"preferred_batch_sizes {too_big} exceed the max_batch_size {max_batch_size}")
         if config.warmup:
-            feed = sample_inputs(signature)
+            feed = instances[0].prepare(sample_inputs(signature))
             names = [spec.name for spec in signature.outputs]
             for instance in instances:
                 try:

@@ -9,6 +9,7 @@ from typing import Any, Final
 import numpy as np
 import onnxruntime as ort
 
+from turnout.errors import InvalidRequest
 from turnout.model.config import ModelConfig
 from turnout.model.runtime import LoadedModel, ModelRuntime, Tensors
 from turnout.model.signature import Signature, TensorSpec
@@ -72,19 +73,28 @@ class _OnnxModel(LoadedModel):
     def signature(self) -> Signature:
         return self._signature
 
+    def prepare(self, inputs: Tensors) -> Tensors:
+        if not any(array.dtype == object for array in inputs.values()):
+            return inputs
+        return {name: _as_text(name, array) for name, array in inputs.items()}
+
     def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, np.ndarray[Any, Any]]:
-        feed = {name: _to_ort(array) for name, array in inputs.items()}
         names = list(outputs)
-        results = self._session.run(names, feed)
+        results = self._session.run(names, dict(inputs))
         return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
 
 
-def _to_ort(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """ORT string tensors want ``str``; V2 BYTES arrive as ``bytes``."""
+def _as_text(name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """ORT string tensors hold UTF-8 ``str``; V2 BYTES arrive as ``bytes``."""
     if array.dtype != object:
         return array
     text = np.empty(array.shape, dtype=object)
-    text.reshape(-1)[:] = [item.decode() if isinstance(item, bytes) else item for item in array.reshape(-1)]
+    try:
+        text.reshape(-1)[:] = [item.decode() if isinstance(item, bytes) else item for item in array.reshape(-1)]
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"input '{name}': the model takes UTF-8 text, got bytes that are not ({exc.reason})"
+        ) from None
     return text
 
 

@@ -8,12 +8,27 @@ loading anything.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from turnout.errors import ConfigError
 from turnout.model.config import ModelConfig, load_config
 from turnout.model.runtime import ModelRuntime
+
+# Names clients can put in a URL path and that cannot leave the repository.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+# Versions are positive integers written plainly ("2", not "02" or "²").
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def is_model_name(name: str) -> bool:
+    return _MODEL_NAME.fullmatch(name) is not None
+
+
+def parse_version(text: str) -> int | None:
+    """The version number ``text`` names, or None if it names none."""
+    return int(text) if _VERSION.fullmatch(text) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +55,19 @@ class ModelRepository:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def has(self, name: str) -> bool:
-        return not name.startswith(".") and "/" not in name and (self.root / name).is_dir()
+        return is_model_name(name) and (self.root / name).is_dir()
 
     def read(self, name: str) -> ModelSource:
         """Read and check one model directory; ``ConfigError`` says what is wrong."""
         directory = self.root / name
+        if not is_model_name(name):
+            raise ConfigError(str(directory), "not a valid model name (letters, digits, '_', '.', '-')")
+        try:
+            return self._read(name, directory)
+        except OSError as exc:
+            raise ConfigError(str(directory), f"cannot be read: {exc.strerror or exc}") from None
+
+    def _read(self, name: str, directory: Path) -> ModelSource:
         if not directory.is_dir():
             raise ConfigError(str(directory), "no such model directory")
         config = load_config(directory)
@@ -56,7 +79,7 @@ class ModelRepository:
                 "runtime",
             )
         on_disk = sorted(
-            int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+            version for p in directory.iterdir() if p.is_dir() and (version := parse_version(p.name)) is not None
         )
         if not on_disk:
             raise ConfigError(str(directory), "no version directories (expected e.g. 1/model.onnx)")

@@ -27,6 +27,15 @@ class LoadedModel(abc.ABC):
     def signature(self) -> Signature:
         """The signature the artifact itself reports."""
 
+    def prepare(self, inputs: Tensors) -> Tensors:
+        """Check and convert one request's inputs before it is queued.
+
+        Runs on the event loop for each request, so a request the runtime
+        cannot take (text that is not UTF-8, say) is refused alone instead of
+        failing the batch it would join. Raise ``InvalidRequest``.
+        """
+        return inputs
+
     @abc.abstractmethod
     def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, np.ndarray[Any, Any]]:
         """Run once on whole tensors; return the named outputs."""

@@ -5,15 +5,18 @@ as the shape says (flat or nested, row-major).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
+import orjson
 
 from turnout.errors import InvalidRequest
 from turnout.protocol.datatypes import BYTES, to_numpy
 from turnout.protocol.raw import as_bytes
 from turnout.protocol.shapes import element_count, format_shape
 
+_MAX_DIMENSIONS = 64
 # numpy kinds a JSON array of each datatype family may parse to
 _ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
 
@@ -41,6 +44,8 @@ def _decode_numeric(data: Any, datatype: str, name: str) -> np.ndarray[Any, Any]
         parsed = _exact_integers(data, parsed, name)
     if parsed.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
         raise InvalidRequest(f"input '{name}': data holds {_describe(parsed)}, which is not {datatype}")
+    if dtype.kind != "b" and _contains_bool(data):  # numpy reads true as 1 beside numbers
+        raise InvalidRequest(f"input '{name}': data holds booleans, which are not {datatype}")
     if dtype.kind in "iu" and parsed.dtype != dtype:
         info = np.iinfo(dtype)  # type: ignore[type-var]
         if parsed.min() < info.min or parsed.max() > info.max:
@@ -77,22 +82,51 @@ def _describe(parsed: np.ndarray[Any, Any]) -> str:
     }.get(parsed.dtype.kind, str(parsed.dtype))
 
 
+def _contains_bool(data: Any) -> bool:
+    """Whether a (regular, already parsed) nest of lists holds a JSON boolean."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if type(item) is list:
+            if item and type(item[0]) is list:
+                stack.extend(item)
+            elif bool in set(map(type, item)):
+                return True
+        elif type(item) is bool:
+            return True
+    return False
+
+
 def _decode_bytes(data: Any, name: str) -> np.ndarray[Any, Any]:
-    flat: list[bytes] = []
-    _flatten_strings(data, flat, name)
+    flat = _flatten_strings(data, name)
     array = np.empty(len(flat), dtype=object)
     array[:] = flat
     return array
 
 
-def _flatten_strings(data: Any, into: list[bytes], name: str) -> None:
+def _flatten_strings(data: Any, name: str) -> list[bytes]:
+    """Row-major strings of a nest of lists, iteratively: hostile nesting
+    cannot exhaust the stack, and is cut at numpy's own 64 dimensions."""
     if isinstance(data, str):
-        into.append(data.encode())
-    elif isinstance(data, list):
-        for item in data:
-            _flatten_strings(item, into, name)
-    else:
+        return [data.encode()]
+    if not isinstance(data, list):
         raise InvalidRequest(f"input '{name}': BYTES data must be strings, got {type(data).__name__}")
+    flat: list[bytes] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, str):
+                flat.append(item.encode())
+            elif isinstance(item, list):
+                if len(stack) >= _MAX_DIMENSIONS:
+                    raise InvalidRequest(f"input '{name}': data is nested deeper than {_MAX_DIMENSIONS} levels")
+                stack.append(iter(item))
+                break
+            else:
+                raise InvalidRequest(f"input '{name}': BYTES data must be strings, got {type(item).__name__}")
+        else:
+            stack.pop()
+    return flat
 
 
 def encode(array: np.ndarray[Any, Any], datatype: str, name: str) -> Any:
@@ -103,7 +137,12 @@ def encode(array: np.ndarray[Any, Any], datatype: str, name: str) -> Any:
     """
     flat = array.reshape(-1)
     if datatype != BYTES:
-        return np.ascontiguousarray(flat, dtype=to_numpy(datatype))
+        values = np.ascontiguousarray(flat, dtype=to_numpy(datatype))
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            # orjson would write null; Triton writes NaN/Infinity, which Python's
+            # json and Triton's clients read back
+            return orjson.Fragment(json.dumps(values.tolist()))
+        return values
     try:
         return [as_bytes(item).decode() for item in flat]
     except UnicodeDecodeError:

@@ -29,6 +29,8 @@ def decode(buffer: bytes | memoryview, datatype: str, shape: tuple[int, ...], na
         raise InvalidRequest(
             f"input '{name}': shape {format_shape(shape)} of {datatype} needs {expected} bytes, got {len(buffer)}"
         )
+    if datatype == "BOOL" and count and np.frombuffer(buffer, dtype=np.uint8).max() > 1:
+        raise InvalidRequest(f"input '{name}': BOOL bytes must be 0 or 1")
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 

@@ -67,6 +67,9 @@ def decode_request(
     if offset != len(binary):
         raise InvalidRequest(f"binary data has {len(binary) - offset} bytes that no input claims")
 
+    parameters = _parameters(document.get("parameters"), "request")
+    if not isinstance(parameters.get("binary_data_output", False), bool):
+        raise InvalidRequest("binary_data_output must be true or false")
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidRequest("'id' must be a string")
@@ -76,7 +79,7 @@ def decode_request(
         inputs=inputs,
         id=request_id,
         outputs=_decode_outputs(document.get("outputs")),
-        parameters=_parameters(document.get("parameters"), "request"),
+        parameters=parameters,
     )
 
 
@@ -122,7 +125,11 @@ def _decode_outputs(value: Any) -> list[RequestedOutput] | None:
     for position, item in enumerate(value):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidRequest(f"outputs[{position}] must be an object with a 'name'")
-        outputs.append(RequestedOutput(item["name"], _parameters(item.get("parameters"), f"output '{item['name']}'")))
+        name = item["name"]
+        parameters = _parameters(item.get("parameters"), f"output '{name}'")
+        if not isinstance(parameters.get("binary_data", False), bool):
+            raise InvalidRequest(f"output '{name}': binary_data must be true or false")
+        outputs.append(RequestedOutput(name, parameters))
     return outputs
 
 
@@ -139,7 +146,7 @@ def encode_response(response: InferenceResponse, request: InferenceRequest) -> E
     wants_binary: dict[str, bool] = {}
     for requested in request.outputs or ():
         flag = requested.parameters.get("binary_data")
-        wants_binary[requested.name] = binary_default if flag is None else flag is True
+        wants_binary[requested.name] = binary_default if flag is None else flag
 
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []

@@ -3,13 +3,16 @@ to status codes, and nothing more."""
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,6 +22,10 @@ from turnout.errors import Code, InvalidRequest, PayloadTooLarge, TurnoutError
 from turnout.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.observability.metrics import Metrics
 from turnout.protocol.rest_codec import HEADER_LENGTH, decode_request, dumps, encode_response
+from turnout.transports.triton_config import triton_model_config
+
+log = logging.getLogger("turnout.rest")
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 STATUS = {
     Code.INVALID: 400,
@@ -50,8 +57,19 @@ def _mapped(handler: Handler) -> Handler:
             return await handler(request)
         except TurnoutError as exc:
             return error_response(exc)
+        except Exception:  # a bug, not the client's fault: answer in the protocol's shape and log it
+            log.exception("unexpected error answering %s %s", request.method, request.url.path)
+            return json_response({"error": "internal error; the server log has the details"}, 500)
 
     return call
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """The router's own 404 and 405, in the V2 error shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return json_response({"error": f"{request.method} is not allowed on {request.url.path}"}, 405)
+    return json_response({"error": f"no such endpoint: {request.method} {request.url.path}"}, exc.status_code)
 
 
 class RestApi:
@@ -81,7 +99,10 @@ class RestApi:
             Route("/v2/repository/models/{model}/unload", self.unload, methods=["POST"]),
             Route("/metrics", self.metrics),
         ]
-        return Starlette(routes=[Route(r.path, _mapped(r.endpoint), methods=r.methods) for r in routes])
+        return Starlette(
+            routes=[Route(r.path, _mapped(r.endpoint), methods=r.methods) for r in routes],
+            exception_handlers={404: _http_error, 405: _http_error},
+        )
 
     async def live(self, request: Request) -> Response:
         live = self._dataplane.live()
@@ -100,7 +121,9 @@ class RestApi:
 
     async def model_config(self, request: Request) -> Response:
         params = request.path_params
-        return json_response(self._dataplane.model_config(params["model"], params.get("version")))
+        return json_response(
+            triton_model_config(self._dataplane.served_version(params["model"], params.get("version")))
+        )
 
     async def model_ready(self, request: Request) -> Response:
         params = request.path_params
@@ -109,14 +132,16 @@ class RestApi:
 
     async def infer(self, request: Request) -> Response:
         params = request.path_params
+        # An unknown model is a 404 before its body is read; the version that
+        # answers is chosen again after, since a reload may finish meanwhile.
         served = self._dataplane.resolve(params["model"], params.get("version"), "rest")
-        body = await self._body(request)
         try:
+            body = await self._body(request)
             inference = decode_request(body, _header_length(request), params["model"], params.get("version"))
         except TurnoutError as exc:
             self._dataplane.record_rejected(served, "rest", exc)
             raise
-        response = await self._dataplane.infer(inference, "rest", served=served)
+        response = await self._dataplane.infer(inference, "rest")
         encoded = encode_response(response, inference)
         if encoded.header_length is None:
             return Response(encoded.body, media_type=JSON)
@@ -138,8 +163,9 @@ class RestApi:
         )
 
     async def load(self, request: Request) -> Response:
-        await self._body(request)  # parameters (config overrides) are not supported yet: read and ignore
-        await self._dataplane.load_model(request.path_params["model"])
+        body = await self._body(request)
+        parameters = _json_object(body).get("parameters") if body.strip() else None
+        await self._dataplane.load_model(request.path_params["model"], parameters)
         return Response(b"", status_code=200)
 
     async def unload(self, request: Request) -> Response:
@@ -154,7 +180,7 @@ class RestApi:
         """The request body, refused early once it passes the size limit."""
         limit = self._max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and _DIGITS.fullmatch(declared) and int(declared) > limit:
             raise PayloadTooLarge(f"the body of {declared} bytes exceeds the limit of {limit} bytes")
         chunks = []
         size = 0
@@ -182,6 +208,10 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise InvalidRequest(f"the {encoding} body cannot be decompressed: {exc}") from None
     if len(result) > limit or inflater.unconsumed_tail:
         raise PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes")
+    if not inflater.eof:
+        raise InvalidRequest(f"the {encoding} body is truncated")
+    if inflater.unused_data:
+        raise InvalidRequest(f"the {encoding} body has {len(inflater.unused_data)} bytes after its end")
     return result
 
 
@@ -189,8 +219,8 @@ def _header_length(request: Request) -> int | None:
     value = request.headers.get(HEADER_LENGTH)
     if value is None:
         return None
-    if not value.isdigit():
-        raise InvalidRequest(f"Inference-Header-Content-Length must be an integer, got {value!r}")
+    if not _DIGITS.fullmatch(value):
+        raise InvalidRequest(f"Inference-Header-Content-Length must be an integer, got {value[:40]!r}")
     return int(value)
 
 

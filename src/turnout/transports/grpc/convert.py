@@ -98,6 +98,9 @@ def _decode_contents(tensor: Any, shape: tuple[int, ...]) -> np.ndarray[Any, Any
     field = CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidRequest(f"input '{name}': {datatype} has no typed contents field; send raw_input_contents")
+    others = [f.name for f, _ in tensor.contents.ListFields() if f.name != field]
+    if others:
+        raise InvalidRequest(f"input '{name}': {datatype} data belongs in {field}, not {', '.join(others)}")
     values = getattr(tensor.contents, field)
     count = element_count(shape)
     if len(values) != count:

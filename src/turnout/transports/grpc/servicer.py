@@ -3,6 +3,7 @@ converts messages, calls the DataPlane, maps errors to status codes."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -14,6 +15,8 @@ from turnout.errors import Code, TurnoutError
 from turnout.transports.grpc import convert
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+
+log = logging.getLogger("turnout.grpc")
 
 STATUS = {
     Code.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
@@ -35,6 +38,10 @@ async def _answer(context: grpc.aio.ServicerContext[Any, Any], call: Callable[[]
         if exc.retry_after is not None:
             context.set_trailing_metadata((("retry-after", str(max(1, math.ceil(exc.retry_after)))),))
         await context.abort(STATUS[exc.code], exc.message)
+        raise AssertionError("unreachable: abort raises") from exc
+    except Exception as exc:  # a bug, not the client's fault: a clean INTERNAL, and the log has it
+        log.exception("unexpected error in a gRPC call")
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
         raise AssertionError("unreachable: abort raises") from exc
 
 
@@ -78,7 +85,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             except TurnoutError as exc:
                 self._dataplane.record_rejected(served, "grpc", exc)
                 raise
-            response = await self._dataplane.infer(decoded, "grpc", context.time_remaining(), served)
+            response = await self._dataplane.infer(decoded, "grpc", context.time_remaining())
             return convert.encode_response(response, as_raw)
 
         return await _answer(context, call)
@@ -91,7 +98,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> pb.RepositoryModelLoadResponse:  # noqa: N802
         async def call() -> pb.RepositoryModelLoadResponse:
-            await self._dataplane.load_model(request.model_name)
+            await self._dataplane.load_model(request.model_name, dict(request.parameters))
             return pb.RepositoryModelLoadResponse()
 
         return await _answer(context, call)

@@ -1,9 +1,13 @@
 """The models being served: which versions are live, and the state of each.
 
+Sits above batching: it turns loaded versions into batchers and keeps the
+index the repository API reports.
+
 Concurrency: the registry lives on the event loop. Loading runs in a worker
 thread; a model's loads and unloads are serialised by a per-model lock, and a
 reload swaps the whole set of versions at once, then drains the old batchers,
-so a request is always answered by a complete version.
+so a request is always answered by a complete version. During a reload the
+versions still serving stay READY; only new ones show LOADING.
 """
 
 from __future__ import annotations
@@ -11,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from turnout.batching.batcher import Batcher
 from turnout.batching.planner import BatchLimits
 from turnout.errors import ConfigError, NotFound, Unavailable
 from turnout.model.config import ModelConfig
-from turnout.model.loader import LoadFailed, load_version
-from turnout.model.repository import ModelRepository
+from turnout.model.loader import LoadedVersion, LoadFailed, load_version
+from turnout.model.repository import ModelRepository, ModelSource, is_model_name, parse_version
+from turnout.model.runtime import Tensors
 from turnout.model.signature import Signature
 from turnout.observability.metrics import Metrics, VersionObserver
 
@@ -42,6 +47,7 @@ class ServedVersion:
     signature: Signature
     max_batch_size: int
     batcher: Batcher
+    prepare: Callable[[Tensors], Tensors]  # the runtime's per-request check, before queueing
 
     @property
     def timeout(self) -> float | None:
@@ -62,6 +68,10 @@ class _Model:
     live: dict[int, ServedVersion] = field(default_factory=dict)
     states: dict[int | None, tuple[State, str]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    unloaded: bool = False  # explicitly unloaded: not counted against server readiness
+
+
+UNLOADED = "unloaded"
 
 
 class ModelRegistry:
@@ -80,16 +90,21 @@ class ModelRegistry:
             await self.load(name)
         except ConfigError as exc:
             log.error("model %s not loaded: %s", name, exc)
+        except Exception:  # one model's surprise must not stop the others from loading
+            log.exception("model %s not loaded: unexpected error", name)
 
     async def load(self, name: str) -> None:
         """(Re)load ``name`` from the repository.
 
         A broken configuration leaves any live versions serving and raises
         ``ConfigError``; a version that fails to load is marked UNAVAILABLE
-        with its reason while the others go live.
+        with its reason while the others go live, and never replaces a live
+        version of the same number.
         """
-        if name not in self._models and not await asyncio.to_thread(self._repository.has, name):
-            raise NotFound(f"no model '{name}' in the repository {self._repository.root}")
+        if name not in self._models and not (
+            is_model_name(name) and await asyncio.to_thread(self._repository.has, name)
+        ):
+            raise NotFound(f"no model '{name[:200]}' in the repository")
         model = self._models.setdefault(name, _Model())
         async with model.lock:
             try:
@@ -98,7 +113,7 @@ class ModelRegistry:
                 if not model.live:
                     model.states = {None: (State.UNAVAILABLE, str(exc))}
                 raise
-            model.states = {v: (State.LOADING, "") for v in source.versions}
+            model.states = {v: ((State.READY, "") if v in model.live else (State.LOADING, "")) for v in source.versions}
             loaded: dict[int, ServedVersion] = {}
             states: dict[int | None, tuple[State, str]] = {}
             for version in source.versions:
@@ -107,60 +122,71 @@ class ModelRegistry:
                 except LoadFailed as exc:
                     log.error("model %s version %d not loaded: %s", name, version, exc)
                     previous = model.live.get(version)
-                    if previous is not None:  # a failed reload never takes down a working version
+                    if previous is not None:
                         loaded[version] = previous
                         states[version] = (State.READY, f"reload failed, still serving the earlier load: {exc}")
                     else:
                         states[version] = (State.UNAVAILABLE, str(exc))
                     continue
-                label = str(version)
-                config = source.config
-                batcher = Batcher(
-                    result.instances,
-                    BatchLimits(
-                        result.max_batch_size,
-                        config.batching.max_queue_delay_ms / 1000.0,
-                        tuple(config.batching.preferred_batch_sizes),
-                    ),
-                    config.batching.max_queue_size,
-                    VersionObserver(self._metrics, name, label),
-                )
-                batcher.start()
-                loaded[version] = ServedVersion(
-                    name, version, source.runtime.platform, config, result.signature, result.max_batch_size, batcher
-                )
+                loaded[version] = self._serve(source, version, result)
                 states[version] = (State.READY, "")
                 log.info("model %s version %d ready (%s)", name, version, _describe(result.signature))
             old = model.live
-            model.live, model.states = loaded, states
+            model.live, model.states, model.unloaded = loaded, states, False
             self._publish(name, old, loaded)
             kept = {id(v) for v in loaded.values()}
-            await self._drain([v for v in old.values() if id(v) not in kept])
+            await self._drain(v for v in old.values() if id(v) not in kept)
+
+    def _serve(self, source: ModelSource, version: int, loaded: LoadedVersion) -> ServedVersion:
+        config = source.config
+        batcher = Batcher(
+            loaded.instances,
+            BatchLimits(
+                loaded.max_batch_size,
+                config.batching.max_queue_delay_ms / 1000.0,
+                tuple(config.batching.preferred_batch_sizes),
+            ),
+            config.batching.max_queue_size,
+            VersionObserver(self._metrics, source.name, str(version)),
+        )
+        batcher.start()
+        return ServedVersion(
+            source.name,
+            version,
+            source.runtime.platform,
+            config,
+            loaded.signature,
+            loaded.max_batch_size,
+            batcher,
+            loaded.instances[0].prepare,
+        )
 
     async def unload(self, name: str) -> None:
+        """Stop serving ``name`` once its queued and running requests are answered."""
         model = self._models.get(name)
         if model is None:
-            raise NotFound(f"unknown model '{name}'")
+            raise NotFound(f"unknown model '{name[:200]}'")
         async with model.lock:
             old = model.live
             model.live = {}
             model.states = {v: (State.UNLOADING, "") for v in old}
             self._publish(name, old, {})
             await self._drain(old.values())
-            model.states = {v: (State.UNAVAILABLE, "unloaded") for v in old} or {None: (State.UNAVAILABLE, "unloaded")}
+            model.states = {v: (State.UNAVAILABLE, UNLOADED) for v in old} or {None: (State.UNAVAILABLE, UNLOADED)}
+            model.unloaded = True
 
     def get(self, name: str, version: str | None = None) -> ServedVersion:
         """The live version to serve; the highest live one when none is named."""
         model = self._models.get(name)
         if model is None:
-            raise NotFound(f"unknown model '{name}'")
+            raise NotFound(f"unknown model '{name[:200]}'")
         if version:
-            number = int(version) if version.isdigit() else None
+            number = parse_version(version)
             served = model.live.get(number) if number is not None else None
             if served is not None:
                 return served
             if number is None or number not in model.states:
-                raise NotFound(f"model '{name}' has no version '{version}'")
+                raise NotFound(f"model '{name}' has no version '{version[:40]}'")
             state, reason = model.states[number]
             raise Unavailable(f"model '{name}' version {number} is {state.value.lower()}{_because(reason)}")
         if model.live:
@@ -183,7 +209,19 @@ class ModelRegistry:
         return name in self._models
 
     def all_ready(self) -> bool:
-        return all(state == State.READY for m in self._models.values() for state, _ in m.states.values())
+        """Every model that should serve does: explicitly unloaded ones do not count."""
+        return all(
+            state == State.READY
+            for model in self._models.values()
+            if not model.unloaded
+            for state, _ in model.states.values()
+        )
+
+    def flush(self) -> None:
+        """Run whatever is queued without waiting out batching delays (shutdown)."""
+        for model in self._models.values():
+            for served in model.live.values():
+                served.batcher.flush()
 
     async def close(self) -> None:
         for name, model in self._models.items():

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from turnout.model.registry import ServedVersion
 from turnout.model.signature import TensorSpec
 from turnout.protocol.datatypes import BYTES
+from turnout.registry import ServedVersion
 
 
 def _data_type(datatype: str) -> str:
