@@ -20,20 +20,47 @@ def test_generated_stubs_are_current(tmp_path: Path) -> None:
         assert filecmp.cmp(committed, fresh, shallow=False), f"{committed} is stale: run `make proto`"
 
 
-def test_proto_keeps_the_protocol_field_numbers() -> None:
-    """Wire compatibility: the package, messages and field numbers of the
-    Open Inference Protocol's own file (shared/spec) are all in ours."""
+def test_proto_keeps_the_protocols_messages_and_field_numbers() -> None:
+    """Wire compatibility: every message, field, number and type of the Open
+    Inference Protocol's own file (tests/spec, a copy of shared/spec) is in ours,
+    and every RPC of its service."""
+    from google.protobuf import descriptor_pool
+    from grpc_tools import protoc
+
     from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as ours
 
-    spec = ROOT.parent / "shared" / "spec" / "open_inference_grpc.proto"
-    text = spec.read_text() if spec.exists() else (ROOT / "src" / PACKAGE / "grpc_predict_v2.proto").read_text()
-    assert ours.DESCRIPTOR.package == "inference"
-    checked = 0
-    for message in ours.DESCRIPTOR.message_types_by_name.values():
-        for field in message.fields:
-            if f"{field.name} = {field.number};" in text:
-                checked += 1
-    assert checked >= 40
-    service = ours.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-    for method in ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"):
-        assert method in service.methods_by_name
+    spec_dir = ROOT / "tests" / "spec"
+    out = ROOT / ".pytest_cache" / "spec_descriptor.pb"
+    out.parent.mkdir(exist_ok=True)
+    assert protoc.main(["protoc", f"-I{spec_dir}", f"--descriptor_set_out={out}", "open_inference_grpc.proto"]) == 0
+    from google.protobuf import descriptor_pb2
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    pool = descriptor_pool.DescriptorPool()
+    for file in files.file:
+        pool.Add(file)
+    spec = pool.FindFileByName("open_inference_grpc.proto")
+    assert spec.package == ours.DESCRIPTOR.package == "inference"
+
+    def check(theirs: object, mine: object) -> int:
+        count = 0
+        for field in theirs.fields:  # type: ignore[attr-defined]
+            counterpart = mine.fields_by_name.get(field.name)  # type: ignore[attr-defined]
+            assert counterpart is not None, f"{theirs.full_name}.{field.name} is missing"  # type: ignore[attr-defined]
+            assert (counterpart.number, counterpart.type) == (field.number, field.type), field.full_name
+            count += 1
+        for nested in theirs.nested_types:  # type: ignore[attr-defined]
+            count += check(nested, mine.nested_types_by_name[nested.name])  # type: ignore[attr-defined]
+        return count
+
+    fields = sum(
+        check(message, ours.DESCRIPTOR.message_types_by_name[name])
+        for name, message in spec.message_types_by_name.items()
+    )
+    assert fields > 50
+    service = spec.services_by_name["GRPCInferenceService"]
+    our_service = ours.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    for method in service.methods:
+        mine = our_service.methods_by_name[method.name]
+        assert mine.input_type.full_name == method.input_type.full_name
+        assert mine.output_type.full_name == method.output_type.full_name

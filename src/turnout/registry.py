@@ -83,7 +83,12 @@ class ModelRegistry:
 
     async def load_all(self) -> None:
         names = await asyncio.to_thread(self._repository.model_names)
-        await asyncio.gather(*(self._load_logged(name) for name in names))
+        for name in names:
+            if not is_model_name(name):  # listed, so the operator sees why it is not served
+                reason = f"{self._repository.root / name}: not a valid model name (letters, digits, '_', '.', '-')"
+                self._models[name] = _Model(states={None: (State.UNAVAILABLE, reason)})
+                log.error("model directory %r not loaded: %s", name, reason)
+        await asyncio.gather(*(self._load_logged(name) for name in names if is_model_name(name)))
 
     async def _load_logged(self, name: str) -> None:
         try:

@@ -113,3 +113,10 @@ def _wait_for_metric(url: str, line: str, timeout: float = 30) -> None:
             return
         time.sleep(0.005)
     raise AssertionError(f"metric never showed {line!r}")
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "http"])
+def test_serve_with_a_bad_port_number(example_repo: Path, port: str) -> None:
+    result = turnout("serve", str(example_repo), "--http-port", port)
+    assert result.returncode == 2
+    assert "is not a port number" in result.stderr

@@ -44,3 +44,18 @@ def test_requests_latency_queue_and_batches_are_measured(server: ServerProcess) 
     assert after[("turnout_queue_depth", frozenset(model.items()))] == 0
     assert after[("turnout_model_ready", frozenset(model.items()))] == 1
     assert after[("turnout_model_ready", frozenset({"model": "breast_cancer", "version": "2"}.items()))] == 1
+
+
+def test_refused_bodies_are_counted(server: ServerProcess) -> None:
+    before = samples(server.url)
+    oversized = httpx.post(f"{server.url}/v2/models/diabetes/infer", content=b"[" + b"0," * 600_000 + b"0]")
+    assert oversized.status_code == 413
+    malformed = httpx.post(f"{server.url}/v2/models/diabetes/infer", content=b"{")
+    assert malformed.status_code == 400
+    after = samples(server.url)
+    for status in ("too_large", "invalid"):
+        key = (
+            "turnout_requests_total",
+            frozenset({"model": "diabetes", "version": "1", "protocol": "rest", "status": status}.items()),
+        )
+        assert after.get(key, 0.0) - before.get(key, 0.0) == 1

@@ -141,7 +141,7 @@ def encode(array: np.ndarray[Any, Any], datatype: str, name: str) -> Any:
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             # orjson would write null; Triton writes NaN/Infinity, which Python's
             # json and Triton's clients read back
-            return orjson.Fragment(json.dumps(values.tolist()))
+            return orjson.Fragment(json.dumps(values.tolist(), separators=(",", ":")))
         return values
     try:
         return [as_bytes(item).decode() for item in flat]

@@ -1,0 +1,161 @@
+"""Loading, reloading, unloading and shutting down while clients keep calling:
+readiness tells the truth, and no accepted request is lost."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import orjson
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from tests.integration.test_cli import turnout
+from tests.support import ServerProcess
+
+DIABETES_ROW = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": [0.01] * 10}]}
+
+
+@pytest.fixture
+def repo(tmp_path: Path, example_repo: Path) -> Path:
+    root = tmp_path / "models"
+    shutil.copytree(example_repo, root)
+    return root
+
+
+@pytest.fixture
+def strict_server(repo: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    """Strict readiness (the default): ready only while every model that should serve does."""
+    with ServerProcess(repo, log_dir=tmp_path) as process:
+        yield process
+
+
+def test_odd_directory_names_are_not_versions(repo: Path, tmp_path: Path) -> None:
+    for odd in ("²", "01", "abc", "0"):
+        (repo / "breast_cancer" / odd).mkdir()
+    (repo / "not a model name").mkdir()
+    assert turnout("models", "validate", str(repo)).returncode == 1  # only the badly named model is a problem
+    with ServerProcess(repo, "--no-strict-readiness", log_dir=tmp_path) as server:
+        versions = httpx.get(f"{server.url}/v2/models/breast_cancer").json()["versions"]
+        assert versions == ["1", "2"]
+        index = httpx.post(f"{server.url}/v2/repository/index").json()
+        bad = next(e for e in index if e["name"] == "not a model name")
+        assert bad["state"] == "UNAVAILABLE" and "not a valid model name" in bad["reason"]
+
+
+def test_unloading_keeps_the_server_ready(strict_server: ServerProcess) -> None:
+    with httpx.Client(base_url=strict_server.url) as client:
+        assert client.post("/v2/repository/models/diabetes/unload").status_code == 200
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.post("/v2/models/diabetes/infer", json=DIABETES_ROW).status_code == 503
+        entry = next(e for e in client.post("/v2/repository/index").json() if e["name"] == "diabetes")
+        assert entry["state"] == "UNAVAILABLE" and entry["reason"] == "unloaded"
+
+
+def test_bad_names_on_load_leave_no_trace(strict_server: ServerProcess) -> None:
+    client = grpcclient.InferenceServerClient(strict_server.grpc_address)
+    try:
+        for name in ("", "..", "a" * 5000, "../breast_cancer"):
+            with pytest.raises(InferenceServerException) as caught:
+                client.load_model(name)
+            assert caught.value.status() == "StatusCode.NOT_FOUND"
+        assert client.is_server_ready()
+        assert {m.name for m in client.get_model_repository_index().models} == {"breast_cancer", "diabetes"}
+    finally:
+        client.close()
+
+
+def test_readiness_holds_through_reloads(strict_server: ServerProcess) -> None:
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        with httpx.Client(base_url=strict_server.url) as client:
+            while not stop.is_set():
+                seen.add(client.get("/v2/health/ready").status_code)
+                seen.add(client.post("/v2/models/breast_cancer/infer", json=_cancer_row()).status_code)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with httpx.Client(base_url=strict_server.url, timeout=30) as client:
+            for _ in range(10):
+                assert client.post("/v2/repository/models/breast_cancer/load").status_code == 200
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen == {200}
+
+
+def _cancer_row() -> dict[str, object]:
+    return {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 30], "data": [1.0] * 30}]}
+
+
+def test_reload_while_a_body_is_still_arriving(strict_server: ServerProcess) -> None:
+    body = orjson.dumps(DIABETES_ROW)
+    with socket.create_connection(("127.0.0.1", strict_server.http_port)) as sock:
+        sock.sendall(
+            b"POST /v2/models/diabetes/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        assert httpx.post(f"{strict_server.url}/v2/repository/models/diabetes/load", timeout=30).status_code == 200
+        sock.sendall(body[10:])
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+
+
+def test_preferred_sizes_beyond_the_inferred_batch_size(repo: Path, tmp_path: Path) -> None:
+    (repo / "diabetes" / "model.toml").write_text("[batching]\npreferred_batch_sizes = [128]\n")
+    with ServerProcess(repo, "--no-strict-readiness", log_dir=tmp_path) as server:
+        index = httpx.post(f"{server.url}/v2/repository/index").json()
+        entry = next(e for e in index if e["name"] == "diabetes")
+        assert entry["state"] == "UNAVAILABLE"
+        assert "preferred_batch_sizes [128] exceed the max_batch_size 64" in entry["reason"]
+
+
+def test_shutdown_answers_queued_requests_without_waiting_out_the_delay(repo: Path, tmp_path: Path) -> None:
+    (repo / "diabetes" / "model.toml").write_text("[batching]\nmax_queue_delay_ms = 20000\n")
+    server = ServerProcess(repo, log_dir=tmp_path).start()
+    try:
+        result: dict[str, object] = {}
+
+        def call() -> None:
+            started = time.monotonic()
+            response = httpx.post(f"{server.url}/v2/models/diabetes/infer", json=DIABETES_ROW, timeout=60)
+            result["status"], result["seconds"] = response.status_code, time.monotonic() - started
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        deadline = time.monotonic() + 30
+        while 'turnout_queue_depth{model="diabetes",version="1"} 1.0' not in httpx.get(f"{server.url}/metrics").text:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)  # the child's metrics are the only signal that the request is queued
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        caller.join(30)
+        assert result["status"] == 200
+        assert float(str(result["seconds"])) < 10  # not the 20 s batching delay
+        assert server.process.wait(30) == 0
+    finally:
+        server.stop()
+
+
+def test_grpc_unknown_rpc_is_unimplemented(strict_server: ServerProcess) -> None:
+    client = grpcclient.InferenceServerClient(strict_server.grpc_address)
+    try:
+        with pytest.raises(InferenceServerException) as caught:
+            client.get_model_config("diabetes")
+        assert caught.value.status() == str(grpc.StatusCode.UNIMPLEMENTED)
+    finally:
+        client.close()
