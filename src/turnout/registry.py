@@ -88,6 +88,8 @@ class ModelRegistry:
                 reason = f"{self._repository.root / name}: not a valid model name (letters, digits, '_', '.', '-')"
                 self._models[name] = _Model(states={None: (State.UNAVAILABLE, reason)})
                 log.error("model directory %r not loaded: %s", name, reason)
+            else:  # known from the start, so requests meanwhile hear "loading" (503), not "unknown" (404)
+                self._models.setdefault(name, _Model(states={None: (State.LOADING, "")}))
         await asyncio.gather(*(self._load_logged(name) for name in names if is_model_name(name)))
 
     async def _load_logged(self, name: str) -> None:

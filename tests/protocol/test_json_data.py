@@ -236,3 +236,10 @@ def test_encode_bytes_that_are_not_utf8_is_an_error() -> None:
         json_data.encode(array, "BYTES", "blob")
 
     assert caught.value.message == "output 'blob' holds bytes that are not UTF-8; request it with binary_data"
+
+
+def test_integers_beyond_64_bits_are_out_of_range() -> None:
+    """orjson reads an integer past 2**64 as a float; the message should still say range."""
+    data = orjson.loads("[18446744073709551616, 1]")
+    with pytest.raises(InvalidRequest, match="out of range for UINT64"):
+        json_data.decode(data, "UINT64", (2,), "x")

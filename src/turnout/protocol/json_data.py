@@ -43,6 +43,8 @@ def _decode_numeric(data: Any, datatype: str, name: str) -> np.ndarray[Any, Any]
         # numpy parses integers beyond int64 (UINT64's upper half) as floats
         parsed = _exact_integers(data, parsed, name)
     if parsed.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
+        if dtype.kind in "iu" and parsed.dtype.kind == "f" and _huge_integers(parsed):
+            raise InvalidRequest(f"input '{name}': a value is out of range for {datatype}")
         raise InvalidRequest(f"input '{name}': data holds {_describe(parsed)}, which is not {datatype}")
     if dtype.kind != "b" and _contains_bool(data):  # numpy reads true as 1 beside numbers
         raise InvalidRequest(f"input '{name}': data holds booleans, which are not {datatype}")
@@ -58,6 +60,11 @@ def _decode_numeric(data: Any, datatype: str, name: str) -> np.ndarray[Any, Any]
             raise InvalidRequest(f"input '{name}': a value is out of range for {datatype}")
         return cast
     return parsed.astype(dtype, copy=False)
+
+
+def _huge_integers(parsed: np.ndarray[Any, Any]) -> bool:
+    """Whether floats are whole numbers beyond 64 bits: JSON integers the parser could not hold."""
+    return bool(np.all(parsed == np.floor(parsed)) and np.any(np.abs(parsed) >= 2.0**63))
 
 
 def _exact_integers(data: Any, parsed: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
