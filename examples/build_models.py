@@ -46,8 +46,9 @@ timeout_ms = 10000                # a request waiting longer in the queue gets 5
 
 [instances]
 count = 1                 # ONNX Runtime sessions, each with its own worker thread
-intra_op_threads = 1
-inter_op_threads = 1
+intra_op_threads = 1      # threads inside one operator (0: one per core)
+execution_mode = "sequential"  # or "parallel": independent operators at once...
+inter_op_threads = 1      # ...on this many threads
 
 [optimization]
 graph_level = "all"       # disabled | basic | extended | all

@@ -37,14 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=_port, default=8080, help="REST port (default 8080)")
     serve.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (default 8081)")
     serve.add_argument(
-        "--max-body-bytes", type=int, default=64 * 1024 * 1024, help="largest request body or gRPC message"
+        "--max-body-bytes", type=_positive_int, default=64 * 1024 * 1024, help="largest request body or gRPC message"
     )
     serve.add_argument(
         "--no-strict-readiness",
         action="store_true",
         help="report ready once loading is done even if some model failed",
     )
-    serve.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds to finish requests on shutdown")
+    serve.add_argument(
+        "--shutdown-grace", type=_seconds, default=30.0, help="seconds to finish requests on shutdown (default 30)"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=_serve)
 
@@ -61,6 +63,22 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _positive_int(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -74,7 +92,6 @@ def _serve(args: argparse.Namespace) -> int:
         grpc=GrpcSettings(args.host, args.grpc_port, args.max_body_bytes),
         strict_readiness=not args.no_strict_readiness,
         shutdown_grace_seconds=args.shutdown_grace,
-        log_level=args.log_level,
     )
     from turnout.server import Server, StartupError  # imported here: `turnout --version` stays fast
 

@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 from turnout import __version__
-from turnout.errors import ConfigError, InvalidRequest, NotFound, TurnoutError
+from turnout.errors import ConfigError, InvalidRequest, TurnoutError, Unavailable
 from turnout.observability.metrics import Metrics
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
-from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State
+from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State, VersionsFailed
 from turnout.validation import validate
 
 SERVER_NAME = "turnout"
@@ -44,11 +44,10 @@ class DataPlane:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
     def model_ready(self, name: str, version: str | None) -> bool:
+        """Whether it would serve now; an unknown model or version raises NotFound."""
         try:
             self._registry.get(name, version)
-        except NotFound:
-            raise
-        except TurnoutError:
+        except Unavailable:
             return False
         return True
 
@@ -134,6 +133,8 @@ class DataPlane:
             await self._registry.load(name)
         except ConfigError as exc:
             raise InvalidRequest(f"model '{name}' cannot be loaded: {exc}") from None
+        except VersionsFailed as exc:  # as Triton answers a failed load; the versions that loaded serve
+            raise InvalidRequest(str(exc)) from None
 
     async def unload_model(self, name: str) -> None:
         await self._registry.unload(name)

@@ -7,6 +7,7 @@ below the transports knows about either.
 from __future__ import annotations
 
 import enum
+import math
 
 
 class Code(enum.Enum):
@@ -31,6 +32,10 @@ class TurnoutError(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+
+    def retry_after_header(self) -> str | None:
+        """``Retry-After`` as HTTP and gRPC metadata carry it: whole seconds, at least 1."""
+        return None if self.retry_after is None else str(max(1, math.ceil(self.retry_after)))
 
 
 class InvalidRequest(TurnoutError):

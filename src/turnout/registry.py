@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from turnout.batching.batcher import Batcher
 from turnout.batching.planner import BatchLimits
@@ -50,9 +51,8 @@ class ServedVersion:
     prepare: Callable[[Tensors], Tensors]  # the runtime's per-request check, before queueing
 
     @property
-    def timeout(self) -> float | None:
-        ms = self.config.batching.timeout_ms
-        return None if ms is None else ms / 1000.0
+    def timeout(self) -> float:
+        return self.config.batching.timeout_ms / 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +80,7 @@ class ModelRegistry:
         self._metrics = metrics
         self._drain_seconds = drain_seconds
         self._models: dict[str, _Model] = {}
+        self._changes: set[asyncio.Task[None]] = set()  # loads and unloads under way
 
     async def load_all(self) -> None:
         names = await asyncio.to_thread(self._repository.model_names)
@@ -97,6 +98,8 @@ class ModelRegistry:
             await self.load(name)
         except ConfigError as exc:
             log.error("model %s not loaded: %s", name, exc)
+        except VersionsFailed as exc:  # each version's failure was logged where it happened
+            log.debug("%s", exc)
         except Exception:  # one model's surprise must not stop the others from loading
             log.exception("model %s not loaded: unexpected error", name)
 
@@ -105,13 +108,31 @@ class ModelRegistry:
 
         A broken configuration leaves any live versions serving and raises
         ``ConfigError``; a version that fails to load is marked UNAVAILABLE
-        with its reason while the others go live, and never replaces a live
-        version of the same number.
+        with its reason while the others go live, never replaces a live
+        version of the same number, and makes the call raise
+        ``VersionsFailed`` once the others are live. The change runs to its end
+        even if the caller stops waiting (a client's deadline, say).
         """
         if name not in self._models and not (
             is_model_name(name) and await asyncio.to_thread(self._repository.has, name)
         ):
             raise NotFound(f"no model '{name[:200]}' in the repository")
+        await self._shielded(self._load(name))
+
+    async def _shielded(self, change: Coroutine[Any, Any, None]) -> None:
+        """Run a state change to completion whatever happens to the caller:
+        a half-done load or unload would leave states and batchers behind."""
+        task = asyncio.ensure_future(change)
+        self._changes.add(task)
+        task.add_done_callback(self._change_done)
+        await asyncio.shield(task)
+
+    def _change_done(self, task: asyncio.Task[None]) -> None:
+        self._changes.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller still waiting has it; a gone one was logged
+
+    async def _load(self, name: str) -> None:
         model = self._models.setdefault(name, _Model())
         async with model.lock:
             try:
@@ -120,7 +141,9 @@ class ModelRegistry:
                 if not model.live:
                     model.states = {None: (State.UNAVAILABLE, str(exc))}
                 raise
-            model.states = {v: ((State.READY, "") if v in model.live else (State.LOADING, "")) for v in source.versions}
+            # versions serving stay READY until the swap; only new ones are LOADING
+            model.states = {v: (State.READY, "") for v in model.live}
+            model.states |= {v: (State.LOADING, "") for v in source.versions if v not in model.live}
             loaded: dict[int, ServedVersion] = {}
             states: dict[int | None, tuple[State, str]] = {}
             for version in source.versions:
@@ -143,6 +166,9 @@ class ModelRegistry:
             self._publish(name, old, loaded)
             kept = {id(v) for v in loaded.values()}
             await self._drain(v for v in old.values() if id(v) not in kept)
+            failed = {v: reason for v, (state, reason) in states.items() if reason and v is not None}
+            if failed:
+                raise VersionsFailed(name, failed)
 
     def _serve(self, source: ModelSource, version: int, loaded: LoadedVersion) -> ServedVersion:
         config = source.config
@@ -173,6 +199,9 @@ class ModelRegistry:
         model = self._models.get(name)
         if model is None:
             raise NotFound(f"unknown model '{name[:200]}'")
+        await self._shielded(self._unload(name, model))
+
+    async def _unload(self, name: str, model: _Model) -> None:
         async with model.lock:
             old = model.live
             model.live = {}
@@ -195,11 +224,19 @@ class ModelRegistry:
             if number is None or number not in model.states:
                 raise NotFound(f"model '{name}' has no version '{version[:40]}'")
             state, reason = model.states[number]
-            raise Unavailable(f"model '{name}' version {number} is {state.value.lower()}{_because(reason)}")
+            raise Unavailable(
+                f"model '{name}' version {number} is {state.value.lower()}{_because(reason)}",
+                retry_after=_retry_after(state),
+            )
         if model.live:
             return model.live[max(model.live)]
-        reasons = "; ".join(r for _, r in model.states.values() if r)
-        raise Unavailable(f"model '{name}' has no ready version{_because(reasons)}")
+        reasons = "; ".join(dict.fromkeys(r for _, r in model.states.values() if r))
+        busy = next((s for s, _ in model.states.values() if _retry_after(s)), None)
+        if busy and not reasons:
+            reasons = busy.value.lower()
+        raise Unavailable(
+            f"model '{name}' has no ready version{_because(reasons)}", retry_after=busy and _retry_after(busy)
+        )
 
     def versions(self, name: str) -> list[int]:
         model = self._models.get(name)
@@ -244,6 +281,21 @@ class ModelRegistry:
 
     async def _drain(self, versions: Iterable[ServedVersion]) -> None:
         await asyncio.gather(*(v.batcher.close(self._drain_seconds) for v in versions))
+
+
+class VersionsFailed(Exception):
+    """Some versions of a model failed to load; any others are live."""
+
+    def __init__(self, model: str, reasons: dict[int, str]) -> None:
+        self.model = model
+        self.reasons = reasons
+        listed = "; ".join(f"version {v}: {r}" for v, r in sorted(reasons.items()))
+        super().__init__(f"model '{model}' did not fully load: {listed}")
+
+
+def _retry_after(state: State) -> float | None:
+    """Loading and unloading end on their own: worth a retry in a second."""
+    return 1.0 if state in (State.LOADING, State.UNLOADING) else None
 
 
 def _because(reason: str) -> str:

@@ -53,6 +53,7 @@ class Server:
 
     async def serve(self) -> None:
         http_socket = bind_tcp(self.settings.http.host, self.settings.http.port, "HTTP")
+        bind_tcp(self.settings.grpc.host, self.settings.grpc.port, "gRPC").close()  # gRPC's own message is noisier
         grpc_server = self._grpc_server()
         http_server = self._http_server()
         loop = asyncio.get_running_loop()
@@ -114,7 +115,7 @@ class Server:
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", size),
+                ("grpc.max_send_message_length", -1),  # like REST, responses are not capped
                 ("grpc.so_reuseport", 0),  # else a second server silently shares the port
             ]
         )

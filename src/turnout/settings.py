@@ -30,4 +30,3 @@ class Settings:
     strict_readiness: bool = True
     # how long shutdown waits for requests in flight and queued
     shutdown_grace_seconds: float = 30.0
-    log_level: str = "info"

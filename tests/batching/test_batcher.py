@@ -172,6 +172,21 @@ def test_a_request_times_out_in_the_queue_and_never_runs() -> None:
     run(scenario())
 
 
+def test_a_timeout_shorter_than_the_batching_delay_runs_the_batch_instead_of_failing() -> None:
+    """An idle model waiting out its batching delay answers a request whose
+    timeout comes due first; timeouts are for queues behind busy instances."""
+
+    async def scenario() -> None:
+        model = RowModel()
+        async with running([model], BatchLimits(8, max_queue_delay=HOLD_LIMIT)) as batcher:
+            started = asyncio.get_running_loop().time()
+            result = await batcher.submit(request(0), BOTH, timeout=0.05)
+            check_own_rows(request(0), result.outputs)
+            assert asyncio.get_running_loop().time() - started < HOLD_LIMIT / 2
+
+    run(scenario())
+
+
 def test_a_failing_batch_fails_only_its_own_requests() -> None:
     async def scenario() -> None:
         model = RowModel()

@@ -85,10 +85,15 @@ def test_preferred_size_is_taken_before_the_deadline() -> None:
     assert plan([Req(1), Req(2)], limits, now=0.1) == Wait(1.0)
 
 
-def test_passing_a_preferred_size_before_the_deadline_keeps_waiting() -> None:
-    # 2 was passed on the way to 3; the batch may still grow to 4
+def test_passing_a_preferred_size_runs_that_size_at_once() -> None:
+    # 2 was passed on the way to 3: run 2 now, the third waits for the next batch
     limits = BatchLimits(8, max_queue_delay=1.0, preferred_sizes=(2, 4))
-    assert plan([Req(1), Req(1), Req(1)], limits, now=0.1) == Wait(1.0)
+    assert plan([Req(1), Req(1), Req(1)], limits, now=0.1) == Take((0, 1))
+
+
+def test_a_burst_past_the_largest_preferred_size_is_cut_at_it() -> None:
+    limits = BatchLimits(64, max_queue_delay=0.2, preferred_sizes=(4,))
+    assert plan([Req(1)] * 5, limits, now=0.01) == Take((0, 1, 2, 3))
 
 
 def test_at_the_deadline_cuts_at_the_longest_preferred_prefix() -> None:

@@ -3,6 +3,7 @@ readiness tells the truth, and no accepted request is lost."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
@@ -159,3 +160,36 @@ def test_grpc_unknown_rpc_is_unimplemented(strict_server: ServerProcess) -> None
         assert caught.value.status() == str(grpc.StatusCode.UNIMPLEMENTED)
     finally:
         client.close()
+
+
+def test_a_load_or_unload_whose_caller_gives_up_still_completes(repo: Path, tmp_path: Path) -> None:
+    """A gRPC deadline shorter than the load must not leave the model half loaded."""
+    from tests.support import slow, write_model
+
+    for version in range(1, 7):
+        write_model(repo / "many" / str(version) / "model.onnx", slow())
+    (repo / "many" / "model.toml").write_text("[version_policy]\nall = true\n")
+    with ServerProcess(repo, "--no-strict-readiness", log_dir=tmp_path) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_address)
+        try:
+            client.unload_model("many")
+            with pytest.raises(InferenceServerException) as caught:
+                client.load_model("many", client_timeout=0.05)
+            assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+            deadline = time.monotonic() + 60
+            while not client.is_model_ready("many"):
+                assert time.monotonic() < deadline, client.get_model_repository_index()
+                time.sleep(0.05)  # the load goes on in the server; nothing to wait on from here
+            assert {m.state for m in client.get_model_repository_index().models if m.name == "many"} == {"READY"}
+            assert len(client.get_model_metadata("many").versions) == 6
+
+            with contextlib.suppress(InferenceServerException):  # the deadline may pass before it is sent
+                client.unload_model("many", client_timeout=0.001)
+            while client.is_model_ready("many"):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            states = {m.reason for m in client.get_model_repository_index().models if m.name == "many"}
+            assert states == {"unloaded"}
+            assert client.is_server_ready()
+        finally:
+            client.close()

@@ -83,7 +83,9 @@ def test_broken_artifact_on_reload_keeps_the_old_version_serving(
 ) -> None:
     (repo / "breast_cancer" / "2" / "model.onnx").write_bytes(b"garbage")
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        assert client.post("/v2/repository/models/breast_cancer/load").status_code == 200
+        failed = client.post("/v2/repository/models/breast_cancer/load")
+        assert failed.status_code == 400  # as Triton answers a failed load
+        assert "version 2: reload failed, still serving the earlier load" in failed.json()["error"]
         response = infer_label(client, "2")
         assert response.status_code == 200
         expected = run(test_repo / "breast_cancer" / "2" / "model.onnx", {"input": cancer_rows(3)})
@@ -114,4 +116,21 @@ def test_repository_calls_from_tritonclient(server: ServerProcess) -> None:
         assert caught.value.status() == "StatusCode.NOT_FOUND"
     finally:
         http.close()
+        grpc.close()
+
+
+def test_a_load_where_every_version_fails_is_an_error(server: ServerProcess, repo: Path) -> None:
+    (repo / "corrupt" / "1").mkdir(parents=True)
+    (repo / "corrupt" / "1" / "model.onnx").write_bytes(b"garbage")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post("/v2/repository/models/corrupt/load")
+        assert response.status_code == 400
+        assert "model 'corrupt' did not fully load: version 1:" in response.json()["error"]
+        assert "ONNX Runtime cannot load it" in response.json()["error"]
+    grpc = grpcclient.InferenceServerClient(server.grpc_address)
+    try:
+        with pytest.raises(InferenceServerException) as caught:
+            grpc.load_model("corrupt")
+        assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    finally:
         grpc.close()

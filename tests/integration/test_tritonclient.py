@@ -217,6 +217,14 @@ def test_http_model_config_in_tritons_shape(server: ServerProcess) -> None:
         assert config["max_batch_size"] == 64
         assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [30]}]
         assert config["output"][1] == {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [2]}
+        # a tensor with only the batch axis: Triton's dims are never empty
+        assert config["output"][0] == {
+            "name": "label",
+            "data_type": "TYPE_INT64",
+            "dims": [1],
+            "reshape": {"shape": []},
+        }
+        assert config["backend"] == "onnxruntime"
         assert config["dynamic_batching"] == {"preferred_batch_size": [16, 32], "max_queue_delay_microseconds": 1000}
         assert config["version_policy"] == {"all": {}}
         fixed = client.get_model_config("fixed")

@@ -100,11 +100,11 @@ def test_every_model_input_must_be_declared() -> None:
 
 
 def test_undeclared_outputs_are_kept_after_the_declared_ones() -> None:
-    narrowed = TensorSpec("probabilities", "FP32", (4, 2))
+    probabilities = TensorSpec("probabilities", "FP32", (-1, 2))
 
-    signature = reconcile(declared(outputs=(narrowed,)), FOUND)
+    signature = reconcile(declared(outputs=(probabilities,)), FOUND)
 
-    assert signature.outputs == (narrowed, TensorSpec("label", "INT64", (-1,)))
+    assert signature.outputs == (probabilities, TensorSpec("label", "INT64", (-1,)))
     assert list(signature.output_names) == ["probabilities", "label"]
 
 
@@ -128,3 +128,9 @@ def test_declaring_only_outputs_takes_the_models_inputs() -> None:
     assert served.inputs == FOUND.inputs
     assert [t.name for t in served.outputs] == ["probabilities", "label"]
     assert "not in the model" in mismatch(Signature((), (TensorSpec("score", "FP32", (-1,)),)))
+
+
+def test_outputs_cannot_narrow_a_variable_dimension() -> None:
+    narrowed = TensorSpec("probabilities", "FP32", (4, 2))
+    message = mismatch(declared(outputs=(narrowed,)))
+    assert message.startswith("output 'probabilities' is declared [4, 2] but the model only promises [-1, 2]")

@@ -83,6 +83,8 @@ class Batcher:
         self._arrival = asyncio.Event()
         self._closing = False
         self._flushing = False
+        self._dispatch_now = False  # one plan ignores the batching delay (a request's timeout came due)
+        self._idle_workers = 0  # workers waiting for arrivals or for a batching delay to pass
         self._workers: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(len(instances), thread_name_prefix="turnout-infer")
 
@@ -131,6 +133,7 @@ class Batcher:
         """Refuse new requests, run those queued (within ``grace``), stop the workers."""
         self._closing = True
         self._arrival.set()
+        late: set[asyncio.Task[None]] = set()
         if self._workers:
             _, late = await asyncio.wait(self._workers, timeout=grace)
             for task in late:
@@ -141,10 +144,20 @@ class Batcher:
             item = self._queue.popleft()
             self._fail(item, Unavailable("the model was unloaded before this request ran"))
         self._executor.shutdown(wait=False, cancel_futures=True)
-        for instance in self._instances:
-            instance.close()
+        # An instance whose worker ran out of grace may still be inside predict
+        # on its thread: it is left to the garbage collector, not closed under it.
+        running = {i for i, worker in enumerate(self._workers) if worker in late}
+        for index, instance in enumerate(self._instances):
+            if index not in running:
+                instance.close()
 
     def _expire(self, item: _Item, timeout: float) -> None:
+        if self._idle_workers and item in self._queue:
+            # A worker is only waiting out the batching delay: run now rather
+            # than fail a request that an idle model can answer.
+            self._dispatch_now = True
+            self._arrival.set()
+            return
         if self._discard(item):
             self._fail(item, DeadlineExceeded(f"the request waited {timeout:.3g} s in the queue and timed out"))
 
@@ -171,15 +184,20 @@ class Batcher:
             self._arrival.clear()
             if self._closing and not self._queue:
                 return None
-            now = math.inf if self._closing or self._flushing else self._clock()
-            decision = plan(self._queue, self._limits, now)
+            hurry = self._closing or self._flushing or self._dispatch_now
+            decision = plan(self._queue, self._limits, math.inf if hurry else self._clock())
             if isinstance(decision, Take):
+                self._dispatch_now = False
                 return self._take(decision.indices)
-            if decision.until is None:
-                await self._arrival.wait()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrival.wait(), max(0.0, decision.until - self._clock()))
+            self._idle_workers += 1
+            try:
+                if decision.until is None:
+                    await self._arrival.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrival.wait(), max(0.0, decision.until - self._clock()))
+            finally:
+                self._idle_workers -= 1
 
     def _take(self, indices: tuple[int, ...]) -> list[_Item]:
         if indices[-1] == len(indices) - 1:  # a prefix: the common case

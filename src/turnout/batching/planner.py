@@ -6,8 +6,9 @@ Rules, in order, looking at the oldest request (the head):
    their rows fit in ``max_batch_size``. A request that does not fit is left for
    a later batch, and so is everything behind it, to keep arrival order within a key.
 2. The batch runs now if it is full, if the head has waited ``max_queue_delay``,
-   or if its rows equal one of ``preferred_sizes``; with preferred sizes, a
-   longer run of requests is cut at the largest preferred size it passes.
+   or if some of its requests, oldest first, make up one of ``preferred_sizes``
+   rows; with preferred sizes, a batch is cut at the largest preferred size
+   its requests pass, and the rest wait for the next batch.
 3. Otherwise wait for another arrival or until the head's delay runs out.
 With ``max_batch_size == 0`` the model takes no batch axis: one request per run.
 """
@@ -76,18 +77,18 @@ def plan(queue: Sequence[Pending], limits: BatchLimits, now: float) -> Plan:
 
     if not chosen:  # the head alone exceeds the limit (validation should have refused it): run it alone
         return Take((0,))
+    preferred = _longest_preferred_prefix(totals, limits.preferred_sizes)
     deadline = head.arrived + limits.max_queue_delay
     if total == limits.max_batch_size or blocked or now >= deadline:
-        return Take(_cut_at_preferred(chosen, totals, limits.preferred_sizes))
-    if total in limits.preferred_sizes:
-        return Take(tuple(chosen))
+        return Take(tuple(chosen[:preferred]) if preferred else tuple(chosen))
+    if preferred:
+        return Take(tuple(chosen[:preferred]))
     return Wait(deadline)
 
 
-def _cut_at_preferred(chosen: list[int], totals: list[int], preferred: tuple[int, ...]) -> tuple[int, ...]:
-    """Keep the longest prefix whose rows are a preferred size, if there is one."""
-    if preferred and totals[-1] not in preferred:
-        for length in range(len(totals), 0, -1):
-            if totals[length - 1] in preferred:
-                return tuple(chosen[:length])
-    return tuple(chosen)
+def _longest_preferred_prefix(totals: list[int], preferred: tuple[int, ...]) -> int:
+    """How many of the chosen requests make the largest preferred size; 0 if none does."""
+    for length in range(len(totals), 0, -1):
+        if totals[length - 1] in preferred:
+            return length
+    return 0

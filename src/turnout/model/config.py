@@ -76,12 +76,15 @@ class BatchingConfig(_Section):
     max_queue_delay_ms: Annotated[float, Field(ge=0)] = 0.0
     preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = []
     max_queue_size: Annotated[int, Field(ge=1)] = 1024
-    timeout_ms: Annotated[float, Field(gt=0)] | None = 30_000.0
+    timeout_ms: Annotated[float, Field(gt=0)] = 30_000.0
 
 
 class InstancesConfig(_Section):
     count: Annotated[int, Field(ge=1, le=64)] = 1
     intra_op_threads: Annotated[int, Field(ge=0)] = 1  # 0: ONNX Runtime picks (one per core)
+    # "parallel" runs independent operators at once on inter_op_threads; ONNX
+    # Runtime ignores inter_op_threads in "sequential" mode
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
     inter_op_threads: Annotated[int, Field(ge=0)] = 1
 
 

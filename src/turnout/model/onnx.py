@@ -38,6 +38,12 @@ _GRAPH_LEVELS: Final = {
 }
 
 
+_EXECUTION_MODES: Final = {
+    "sequential": ort.ExecutionMode.ORT_SEQUENTIAL,
+    "parallel": ort.ExecutionMode.ORT_PARALLEL,
+}
+
+
 class OnnxRuntime(ModelRuntime):
     platform = "onnxruntime_onnx"
     artifact = "model.onnx"
@@ -50,6 +56,7 @@ class OnnxRuntime(ModelRuntime):
         options = ort.SessionOptions()
         options.intra_op_num_threads = config.instances.intra_op_threads
         options.inter_op_num_threads = config.instances.inter_op_threads
+        options.execution_mode = _EXECUTION_MODES[config.instances.execution_mode]
         options.graph_optimization_level = _GRAPH_LEVELS[config.optimization.graph_level]
         # Spinning worker threads burn the cores the event loop and other models need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -63,7 +70,7 @@ class OnnxRuntime(ModelRuntime):
 
 class _OnnxModel(LoadedModel):
     def __init__(self, session: ort.InferenceSession) -> None:
-        self._session = session
+        self._session: ort.InferenceSession | None = session
         self._signature = Signature(
             tuple(_spec(node) for node in session.get_inputs()),
             tuple(_spec(node) for node in session.get_outputs()),
@@ -73,12 +80,18 @@ class _OnnxModel(LoadedModel):
     def signature(self) -> Signature:
         return self._signature
 
+    def close(self) -> None:
+        """Drop the session: its memory goes once no call still holds it."""
+        self._session = None
+
     def prepare(self, inputs: Tensors) -> Tensors:
         if not any(array.dtype == object for array in inputs.values()):
             return inputs
         return {name: _as_text(name, array) for name, array in inputs.items()}
 
     def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, np.ndarray[Any, Any]]:
+        if self._session is None:
+            raise RuntimeError("this model instance was closed")
         names = list(outputs)
         results = self._session.run(names, dict(inputs))
         return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}

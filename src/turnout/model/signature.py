@@ -50,8 +50,9 @@ class Signature:
 def reconcile(declared: Signature | None, found: Signature) -> Signature:
     """Check a declared signature against the one the artifact reports.
 
-    The declared one may narrow a -1 to a fixed size but must agree on names,
-    datatypes and ranks. An empty declared side (only outputs declared, say)
+    Declared inputs may narrow a -1 to a fixed size (requests are checked
+    against it); outputs must match exactly. Names, datatypes and ranks must
+    agree. An empty declared side (only outputs declared, say)
     takes the artifact's. Returns the signature to serve with; raises
     ``ValueError`` naming the first disagreement.
     """
@@ -83,6 +84,12 @@ def reconcile(declared: Signature | None, found: Signature) -> Signature:
                 raise ValueError(
                     f"{kind} '{spec.name}' is declared {format_shape(spec.shape)} "
                     f"but the model has {format_shape(actual.shape)}"
+                )
+            if kind == "output" and spec.shape != actual.shape:
+                # inputs are checked against a narrowed shape; nothing would hold outputs to one
+                raise ValueError(
+                    f"output '{spec.name}' is declared {format_shape(spec.shape)} but the model only "
+                    f"promises {format_shape(actual.shape)}; outputs cannot narrow a variable dimension"
                 )
     # Outputs not declared are still served: a declaration may list only some.
     declared_outputs = {t.name for t in declared.outputs}

@@ -11,10 +11,11 @@ from turnout.model.signature import Signature
 from turnout.protocol.datatypes import BYTES, to_numpy
 
 
-def sample_inputs(signature: Signature, rows: int = 1) -> dict[str, np.ndarray[Any, Any]]:
+def sample_inputs(signature: Signature) -> dict[str, np.ndarray[Any, Any]]:
+    """One row: every variable dimension is 1."""
     inputs = {}
     for spec in signature.inputs:
-        shape = tuple(rows if (i == 0 and d == -1) else (1 if d == -1 else d) for i, d in enumerate(spec.shape))
+        shape = tuple(1 if d == -1 else d for d in spec.shape)
         if spec.datatype == BYTES:
             array = np.empty(shape, dtype=object)
             array.fill(b"")

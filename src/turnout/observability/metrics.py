@@ -47,7 +47,7 @@ class Metrics:
         )
         self._latency = Histogram(
             "turnout_request_duration_seconds",
-            "Time from a validated request to its answer.",
+            "Time from a request reaching the data plane to its successful answer.",
             ["model", "version", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,

@@ -7,9 +7,11 @@ byte order of the binary extension and of gRPC ``raw_*_contents``.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
+
+from turnout.errors import InvalidRequest
 
 BYTES: Final = "BYTES"
 
@@ -29,10 +31,6 @@ _TO_NUMPY: Final[dict[str, np.dtype[np.generic]]] = {
     BYTES: np.dtype(object),
 }
 
-_FROM_NUMPY: Final[dict[np.dtype[np.generic], str]] = {
-    dtype: name for name, dtype in _TO_NUMPY.items() if name != BYTES
-}
-
 DATATYPES: Final = frozenset(_TO_NUMPY)
 
 
@@ -40,23 +38,13 @@ def is_datatype(name: str) -> bool:
     return name in _TO_NUMPY
 
 
+def check_integer_range(values: np.ndarray[Any, Any], datatype: str, name: str) -> None:
+    """Refuse integers that do not fit ``datatype`` (a cast would wrap them silently)."""
+    info = np.iinfo(to_numpy(datatype))  # type: ignore[type-var]
+    if values.size and (values.min() < info.min or values.max() > info.max):
+        raise InvalidRequest(f"input '{name}': a value is out of range for {datatype}")
+
+
 def to_numpy(datatype: str) -> np.dtype[np.generic]:
     """The numpy dtype for a V2 datatype; ``KeyError`` for an unknown one."""
     return _TO_NUMPY[datatype]
-
-
-def from_numpy(dtype: np.dtype[np.generic]) -> str:
-    """The V2 datatype of a numpy dtype; strings and objects are BYTES."""
-    if dtype.kind in "OSU":
-        return BYTES
-    found = _FROM_NUMPY.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
-    if found is None:
-        raise TypeError(f"numpy dtype {dtype} has no V2 datatype")
-    return found
-
-
-def element_size(datatype: str) -> int:
-    """Bytes per element in the binary form; 0 for BYTES (variable length)."""
-    if datatype == BYTES:
-        return 0
-    return _TO_NUMPY[datatype].itemsize

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 
 from turnout.errors import InvalidRequest
-from turnout.protocol.datatypes import BYTES, to_numpy
+from turnout.protocol.datatypes import BYTES, check_integer_range, to_numpy
 from turnout.protocol.raw import as_bytes
 from turnout.protocol.shapes import element_count, format_shape
 
@@ -49,9 +49,7 @@ def _decode_numeric(data: Any, datatype: str, name: str) -> np.ndarray[Any, Any]
     if dtype.kind != "b" and _contains_bool(data):  # numpy reads true as 1 beside numbers
         raise InvalidRequest(f"input '{name}': data holds booleans, which are not {datatype}")
     if dtype.kind in "iu" and parsed.dtype != dtype:
-        info = np.iinfo(dtype)  # type: ignore[type-var]
-        if parsed.min() < info.min or parsed.max() > info.max:
-            raise InvalidRequest(f"input '{name}': a value is out of range for {datatype}")
+        check_integer_range(parsed, datatype, name)
     if dtype.kind == "f":
         # JSON numbers are finite, so a non-finite result means the cast overflowed
         with np.errstate(over="ignore"):

@@ -4,7 +4,6 @@ to status codes, and nothing more."""
 from __future__ import annotations
 
 import logging
-import math
 import re
 import zlib
 from collections.abc import Awaitable, Callable
@@ -45,9 +44,8 @@ def json_response(document: Any, status: int = 200, headers: dict[str, str] | No
 
 
 def error_response(exc: TurnoutError) -> Response:
-    headers = None
-    if exc.retry_after is not None:
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    retry_after = exc.retry_after_header()
+    headers = None if retry_after is None else {"Retry-After": retry_after}
     return json_response({"error": exc.message}, STATUS[exc.code], headers)
 
 

@@ -10,15 +10,21 @@ from turnout.model.signature import TensorSpec
 from turnout.protocol.datatypes import BYTES
 from turnout.registry import ServedVersion
 
+_BACKENDS = {"onnx": "onnxruntime"}  # Triton's backend names
+
 
 def _data_type(datatype: str) -> str:
     return "TYPE_STRING" if datatype == BYTES else f"TYPE_{datatype}"
 
 
 def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
-    # Triton's dims leave out the batch axis when the model batches
+    # Triton's dims leave out the batch axis when the model batches, and are
+    # never empty: a tensor with only the batch axis is dims [1] reshaped to [].
     dims = list(spec.shape[1:] if batched else spec.shape)
-    return {"name": spec.name, "data_type": _data_type(spec.datatype), "dims": dims}
+    tensor: dict[str, Any] = {"name": spec.name, "data_type": _data_type(spec.datatype), "dims": dims or [1]}
+    if not dims:
+        tensor["reshape"] = {"shape": []}
+    return tensor
 
 
 def triton_model_config(served: ServedVersion) -> dict[str, Any]:
@@ -34,7 +40,7 @@ def triton_model_config(served: ServedVersion) -> dict[str, Any]:
     document: dict[str, Any] = {
         "name": served.model,
         "platform": served.platform,
-        "backend": config.runtime,
+        "backend": _BACKENDS.get(config.runtime, config.runtime),
         "version_policy": version_policy,
         "max_batch_size": served.max_batch_size,
         "input": [_tensor(s, batched) for s in served.signature.inputs],

@@ -13,7 +13,7 @@ import numpy as np
 
 from turnout.errors import InvalidRequest
 from turnout.protocol import raw
-from turnout.protocol.datatypes import BYTES, is_datatype, to_numpy
+from turnout.protocol.datatypes import BYTES, check_integer_range, is_datatype, to_numpy
 from turnout.protocol.shapes import element_count, format_shape
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferInput, Parameters, RequestedOutput
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
@@ -112,11 +112,8 @@ def _decode_contents(tensor: Any, shape: tuple[int, ...]) -> np.ndarray[Any, Any
         array[:] = list(values)
         return array.reshape(shape)
     dtype = to_numpy(datatype)
-    if dtype.kind in "iu" and dtype.itemsize < 4 and count:
-        wide = np.asarray(values, dtype=np.int64)
-        info = np.iinfo(dtype)  # type: ignore[type-var]
-        if wide.min() < info.min or wide.max() > info.max:
-            raise InvalidRequest(f"input '{name}': a value is out of range for {datatype}")
+    if dtype.kind in "iu" and dtype.itemsize < 4:  # int_contents/uint_contents are 32-bit
+        check_integer_range(np.asarray(values, dtype=np.int64), datatype, name)
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 

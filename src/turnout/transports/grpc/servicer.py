@@ -4,7 +4,6 @@ converts messages, calls the DataPlane, maps errors to status codes."""
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -35,8 +34,9 @@ async def _answer(context: grpc.aio.ServicerContext[Any, Any], call: Callable[[]
     try:
         return await call()
     except TurnoutError as exc:
-        if exc.retry_after is not None:
-            context.set_trailing_metadata((("retry-after", str(max(1, math.ceil(exc.retry_after)))),))
+        retry_after = exc.retry_after_header()
+        if retry_after is not None:
+            context.set_trailing_metadata((("retry-after", retry_after),))
         await context.abort(STATUS[exc.code], exc.message)
         raise AssertionError("unreachable: abort raises") from exc
     except Exception as exc:  # a bug, not the client's fault: a clean INTERNAL, and the log has it
