@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,14 @@ def test_repo(tmp_path_factory: pytest.TempPathFactory, example_repo: Path) -> P
     bad_config = root / "bad_config"
     write_model(bad_config / "1" / "model.onnx", fixed_shape())
     (bad_config / "model.toml").write_text("max_batch_sise = 4\n")
+    return root
+
+
+@pytest.fixture
+def repo(tmp_path: Path, example_repo: Path) -> Path:
+    """A copy of the example repository that a test may change."""
+    root = tmp_path / "models"
+    shutil.copytree(example_repo, root)
     return root
 
 

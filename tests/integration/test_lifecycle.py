@@ -4,7 +4,6 @@ readiness tells the truth, and no accepted request is lost."""
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import socket
 import threading
@@ -23,13 +22,6 @@ from tests.integration.test_cli import turnout
 from tests.support import ServerProcess
 
 DIABETES_ROW = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": [0.01] * 10}]}
-
-
-@pytest.fixture
-def repo(tmp_path: Path, example_repo: Path) -> Path:
-    root = tmp_path / "models"
-    shutil.copytree(example_repo, root)
-    return root
 
 
 @pytest.fixture

@@ -19,13 +19,6 @@ from tests.support import ServerProcess
 
 
 @pytest.fixture
-def repo(tmp_path: Path, example_repo: Path) -> Path:
-    root = tmp_path / "models"
-    shutil.copytree(example_repo, root)
-    return root
-
-
-@pytest.fixture
 def server(repo: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     with ServerProcess(repo, "--no-strict-readiness", log_dir=tmp_path) as process:
         yield process

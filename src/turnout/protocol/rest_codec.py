@@ -48,13 +48,7 @@ def decode_request(
             )
         view = memoryview(body)
         json_part, binary = view[:header_length], view[header_length:]
-    try:
-        document = orjson.loads(json_part)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"malformed JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-
+    document = parse_object(json_part)
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidRequest("'inputs' must be a non-empty list")
@@ -81,6 +75,17 @@ def decode_request(
         outputs=_decode_outputs(document.get("outputs")),
         parameters=parameters,
     )
+
+
+def parse_object(body: bytes | memoryview) -> dict[str, Any]:
+    """A JSON object, or the client's error saying why not."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return document
 
 
 def _decode_input(item: Any, position: int, binary: memoryview, offset: int) -> tuple[InferInput, int]:

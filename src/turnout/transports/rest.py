@@ -9,7 +9,6 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,7 +19,7 @@ from turnout.dataplane import DataPlane
 from turnout.errors import Code, InvalidRequest, PayloadTooLarge, TurnoutError
 from turnout.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.observability.metrics import Metrics
-from turnout.protocol.rest_codec import HEADER_LENGTH, decode_request, dumps, encode_response
+from turnout.protocol.rest_codec import HEADER_LENGTH, decode_request, dumps, encode_response, parse_object
 from turnout.transports.triton_config import triton_model_config
 
 log = logging.getLogger("turnout.rest")
@@ -153,7 +152,7 @@ class RestApi:
         body = await self._body(request)
         ready_only = False
         if body.strip():
-            document = _json_object(body)
+            document = parse_object(body)
             ready_only = document.get("ready") is True
         entries = self._dataplane.repository_index(ready_only)
         return json_response(
@@ -162,7 +161,7 @@ class RestApi:
 
     async def load(self, request: Request) -> Response:
         body = await self._body(request)
-        parameters = _json_object(body).get("parameters") if body.strip() else None
+        parameters = parse_object(body).get("parameters") if body.strip() else None
         await self._dataplane.load_model(request.path_params["model"], parameters)
         return Response(b"", status_code=200)
 
@@ -220,13 +219,3 @@ def _header_length(request: Request) -> int | None:
     if not _DIGITS.fullmatch(value):
         raise InvalidRequest(f"Inference-Header-Content-Length must be an integer, got {value[:40]!r}")
     return int(value)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"malformed JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return document
