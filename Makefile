@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test models proto lint typecheck venv clean system-deps
+.PHONY: serve test models proto lint typecheck venv clean system-deps bench
 
 # The virtual environment, with turnout installed editable plus the dev tools.
 $(STAMP): pyproject.toml
@@ -45,6 +45,13 @@ test: $(STAMP) system-deps lint typecheck
 # Regenerate the gRPC stubs from the .proto (a test fails when they are stale).
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
+
+# The side-by-side benchmark against MLServer, a hand-written FastAPI server and raw
+# ONNX Runtime (bench/side_by_side.py); rewrites BENCHMARKS.md. Its servers' virtual
+# environments and models are built into bench/.venvs and bench/.cache on first use.
+# BENCH_ARGS="--quick" for a smoke run; see bench/side_by_side.py --help.
+bench: $(STAMP)
+	$(BIN)/python bench/side_by_side.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

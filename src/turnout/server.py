@@ -91,9 +91,10 @@ class Server:
                 loop.remove_signal_handler(signum)
 
     def _http_server(self) -> uvicorn.Server:
-        app = RestApi(self.dataplane, self.metrics, self.settings.http.max_body_bytes).app()
+        app = RestApi(self.dataplane, self.metrics, self.settings.http.max_body_bytes)
         config = uvicorn.Config(
             app,
+            proxy_headers=False,  # no proxy in front by default; its middleware costs on every request
             loop="none",  # the loop already runs: see cli.main
             http="httptools",
             lifespan="off",

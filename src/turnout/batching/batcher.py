@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from turnout.batching import merge
+from turnout.batching.adaptive import WaitController
 from turnout.batching.planner import BatchLimits, Take, plan
 from turnout.errors import DeadlineExceeded, InferenceFailed, Overloaded, TurnoutError, Unavailable
 from turnout.model.runtime import LoadedModel, Tensors
@@ -63,6 +65,28 @@ class _Item:
     timer: asyncio.TimerHandle | None = None
 
 
+# Batches expected to take less than this run on the event loop itself.
+INLINE_BELOW_SECONDS = 0.0002
+
+
+class BatchCost:
+    """A moving estimate of how long a batch takes, to choose where it runs.
+
+    Unknown until the first batch (which therefore runs in a thread); an
+    exponential average after, so one slow batch moves it but does not rule it.
+    """
+
+    def __init__(self, inline_below: float) -> None:
+        self._inline_below = inline_below
+        self._average: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        self._average = seconds if self._average is None else 0.8 * self._average + 0.2 * seconds
+
+    def cheap(self) -> bool:
+        return self._average is not None and self._average < self._inline_below
+
+
 class Batcher:
     def __init__(
         self,
@@ -71,6 +95,7 @@ class Batcher:
         max_queue_size: int,
         observer: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        inline_below: float = INLINE_BELOW_SECONDS,
     ) -> None:
         if not instances:
             raise ValueError("a batcher needs at least one model instance")
@@ -87,6 +112,10 @@ class Batcher:
         self._idle_workers = 0  # workers waiting for arrivals or for a batching delay to pass
         self._workers: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(len(instances), thread_name_prefix="turnout-infer")
+        self._cost = BatchCost(inline_below)
+        self._waits = WaitController()
+        self._no_wait = dataclasses.replace(limits, max_queue_delay=0.0)
+        self._waiting_since: int | None = None  # queued requests when a batching wait began
 
     def start(self) -> None:
         """Start one worker per instance on the running loop."""
@@ -185,10 +214,17 @@ class Batcher:
             if self._closing and not self._queue:
                 return None
             hurry = self._closing or self._flushing or self._dispatch_now
-            decision = plan(self._queue, self._limits, math.inf if hurry else self._clock())
+            now = math.inf if hurry else self._clock()
+            limits = self._limits if self._waits.should_wait(now) else self._no_wait
+            decision = plan(self._queue, limits, now)
             if isinstance(decision, Take):
                 self._dispatch_now = False
+                if self._waiting_since is not None:
+                    self._waits.waited(len(decision.indices) - self._waiting_since, self._clock())
+                    self._waiting_since = None
                 return self._take(decision.indices)
+            if decision.until is not None and self._waiting_since is None:
+                self._waiting_since = len(self._queue)  # a batching wait begins
             self._idle_workers += 1
             try:
                 if decision.until is None:
@@ -221,7 +257,12 @@ class Batcher:
             started = self._clock()
             names = tuple(sorted({name for item in batch for name in item.outputs}))
             try:
-                parts = await loop.run_in_executor(self._executor, _run, instance, batch, names)
+                if self._cost.cheap():
+                    # A handoff to a thread and back costs more than a model this
+                    # fast; run it on the loop, which it blocks only briefly.
+                    parts = _run(instance, batch, names)
+                else:
+                    parts = await loop.run_in_executor(self._executor, _run, instance, batch, names)
             except asyncio.CancelledError:  # close() ran out of grace: this batch's results will never arrive
                 for item in batch:
                     self._fail(item, Unavailable("the model was unloaded while this request ran"))
@@ -232,6 +273,7 @@ class Batcher:
                     self._fail(item, error)
                 continue
             finished = self._clock()
+            self._cost.observe(finished - started)
             rows = sum(item.rows for item in batch)
             self._observer.batch_ran(rows, len(batch), finished - started)
             for item, part in zip(batch, parts, strict=True):

@@ -1,0 +1,203 @@
+"""``turnout bench``: measure a V2 server over a list of concurrencies (closed
+loop) or request rates (open loop), and report throughput, latency
+percentiles, errors by kind and the generator's own CPU use."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from turnout.bench import payloads
+from turnout.bench.http_client import HttpTarget
+from turnout.bench.loadgen import Result, Send, SenderFactory, closed_loop, open_loop
+
+PROTOCOLS = ("rest", "rest-binary", "grpc")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSettings:
+    model: str
+    version: str | None
+    protocol: str
+    url: str
+    grpc_url: str
+    concurrencies: tuple[int, ...]
+    rates: tuple[float, ...]
+    duration: float
+    warmup: float
+    batch: int
+    input_file: Path | None
+    json_out: Path | None
+    plot_out: Path | None
+    quiet: bool
+
+
+def run(settings: BenchSettings) -> list[Result]:
+    try:
+        import uvloop
+
+        return uvloop.run(_run(settings))
+    except ImportError:  # pragma: no cover - uvloop is a core dependency on Linux
+        return asyncio.run(_run(settings))
+
+
+async def _run(settings: BenchSettings) -> list[Result]:
+    tensors = await _inputs(settings)
+    factory = await _factory(settings, tensors)
+    results: list[Result] = []
+    points: list[tuple[str, float]] = [("closed", c) for c in settings.concurrencies]
+    points += [("open", r) for r in settings.rates]
+    for mode, value in points:
+        label = f"c={int(value)}" if mode == "closed" else f"rate={value:g}/s"
+        progress = None if settings.quiet else _progress(label)
+        if mode == "closed":
+            result = await closed_loop(factory, int(value), settings.duration, settings.warmup, progress)
+        else:
+            result = await open_loop(factory, value, settings.duration, settings.warmup, progress=progress)
+        results.append(result)
+        print(_line(settings, label, result), flush=True)
+    if settings.json_out is not None:
+        document = {
+            "model": settings.model,
+            "protocol": settings.protocol,
+            "batch": settings.batch,
+            "results": [r.as_json() for r in results],
+        }
+        settings.json_out.write_text(json.dumps(document, indent=2) + "\n")
+    if settings.plot_out is not None:
+        from turnout.bench.plot import plot
+
+        plot(results, settings.plot_out, f"{settings.model} over {settings.protocol}")
+    return results
+
+
+def _progress(label: str) -> Any:
+    def show(successes: int, errors: int) -> None:
+        print(f"\r  {label}: {successes} answered, {errors} errors", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _line(settings: BenchSettings, label: str, result: Result) -> str:
+    latency = result.latency_ms
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())) or "none"
+    return (
+        f"\r{settings.protocol} {settings.model} {label}: {result.throughput:,.0f} req/s  "
+        f"p50 {latency['p50']:.3f} ms  p90 {latency['p90']:.3f}  p99 {latency['p99']:.3f}  "
+        f"p99.9 {latency['p99.9']:.3f}  errors: {errors}  client CPU {result.client_cpu_percent:.0f}%"
+    )
+
+
+async def _inputs(settings: BenchSettings) -> payloads.Tensors:
+    if settings.input_file is not None:
+        return payloads.tensors_from_file(settings.input_file)
+    metadata = await _metadata(settings)
+    return payloads.tensors_from_metadata(metadata, settings.batch)
+
+
+def _model_path(settings: BenchSettings) -> str:
+    path = f"/v2/models/{settings.model}"
+    return path + f"/versions/{settings.version}" if settings.version else path
+
+
+async def _metadata(settings: BenchSettings) -> dict[str, Any]:
+    if settings.protocol == "grpc":
+        from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
+
+        from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
+
+        stub, channel = _grpc_stub(settings.grpc_url)
+        try:
+            reply = await stub.ModelMetadata(
+                pb.ModelMetadataRequest(name=settings.model, version=settings.version or "")
+            )
+        finally:
+            await channel.close()
+        metadata: dict[str, Any] = MessageToDict(reply)
+        for spec in metadata.get("inputs", []):
+            spec["shape"] = [int(d) for d in spec.get("shape", [])]
+        return metadata
+    target = HttpTarget(settings.url)
+    connection = await target.connect()
+    try:
+        status, body = await connection.send(target.request("GET", _model_path(settings)), keep_body=True)
+    finally:
+        connection.close()
+    if status != 200:
+        raise SystemExit(f"turnout bench: metadata of {settings.model!r}: HTTP {status}: {body[:200]!r}")
+    document: dict[str, Any] = json.loads(body)
+    return document
+
+
+async def _factory(settings: BenchSettings, tensors: payloads.Tensors) -> SenderFactory:
+    if settings.protocol == "grpc":
+        return _grpc_factory(settings, tensors)
+    target = HttpTarget(settings.url)
+    payload = payloads.rest_json(tensors) if settings.protocol == "rest" else payloads.rest_binary(tensors)
+    request = target.request("POST", _model_path(settings) + "/infer", payload.body, payload.headers)
+
+    async def factory() -> Send:
+        connection = await target.connect()
+
+        async def send() -> str | None:
+            nonlocal connection
+            if not connection.open:
+                connection = await target.connect()
+            status, _ = await connection.send(request)
+            return None if status == 200 else f"http_{status}"
+
+        return send
+
+    return factory
+
+
+def _grpc_stub(address: str) -> tuple[Any, Any]:
+    import grpc
+
+    from turnout.transports.grpc.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    unlimited = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+    channel = grpc.aio.insecure_channel(address, options=unlimited)
+    return pb_grpc.GRPCInferenceServiceStub(channel), channel  # type: ignore[no-untyped-call]
+
+
+def _grpc_factory(settings: BenchSettings, tensors: payloads.Tensors) -> SenderFactory:
+    import grpc
+
+    from turnout.protocol import raw
+    from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
+
+    message = pb.ModelInferRequest(model_name=settings.model, model_version=settings.version or "")
+    for name, (datatype, array) in tensors.items():
+        message.inputs.add(name=name, datatype=datatype, shape=array.shape)
+        message.raw_input_contents.append(raw.encode(array, datatype))
+    # a few channels (HTTP/2 connections) shared round-robin by the clients
+    stubs = itertools.cycle([_grpc_stub(settings.grpc_url)[0] for _ in range(4)])
+
+    async def factory() -> Send:
+        call = next(stubs).ModelInfer
+
+        async def send() -> str | None:
+            try:
+                await call(message)
+            except grpc.aio.AioRpcError as exc:
+                return f"grpc_{exc.code().name}"
+            return None
+
+        return send
+
+    return factory
+
+
+def parse_list(text: str, kind: type) -> tuple[Any, ...]:
+    return tuple(kind(part) for part in text.split(",") if part.strip())
+
+
+def describe(results: Sequence[Result]) -> str:
+    return "\n".join(json.dumps(r.as_json()) for r in results)
