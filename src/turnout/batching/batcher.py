@@ -138,6 +138,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         rows = merge.rows(inputs) if self._limits.max_batch_size else 1
         item = _Item(inputs, tuple(outputs), rows, merge.batch_key(inputs), self._clock(), loop.create_future())
+        if self._run_at_once(item):
+            return await item.future
         if timeout is not None:
             item.timer = loop.call_later(timeout, self._expire, item, timeout)
         self._queue.append(item)
@@ -268,18 +270,46 @@ class Batcher:
                     self._fail(item, Unavailable("the model was unloaded while this request ran"))
                 raise
             except Exception as exc:  # the model's failure is reported to this batch only
-                error = InferenceFailed(f"inference failed: {exc}")
-                for item in batch:
-                    self._fail(item, error)
+                self._fail_batch(batch, exc)
                 continue
-            finished = self._clock()
-            self._cost.observe(finished - started)
-            rows = sum(item.rows for item in batch)
-            self._observer.batch_ran(rows, len(batch), finished - started)
-            for item, part in zip(batch, parts, strict=True):
-                if not item.future.done():
-                    mine = {name: part[name] for name in item.outputs}
-                    item.future.set_result(BatchResult(mine, started - item.arrived, finished - started, rows))
+            self._deliver(batch, parts, started)
+
+    def _fail_batch(self, batch: list[_Item], exc: Exception) -> None:
+        error = InferenceFailed(f"inference failed: {exc}")
+        for item in batch:
+            self._fail(item, error)
+
+    def _deliver(self, batch: list[_Item], parts: list[Outputs], started: float) -> None:
+        finished = self._clock()
+        self._cost.observe(finished - started)
+        rows = sum(item.rows for item in batch)
+        self._observer.batch_ran(rows, len(batch), finished - started)
+        for item, part in zip(batch, parts, strict=True):
+            if not item.future.done():
+                mine = {name: part[name] for name in item.outputs}
+                item.future.set_result(BatchResult(mine, started - item.arrived, finished - started, rows))
+
+    def _run_at_once(self, item: _Item) -> bool:
+        """The fast path for a lone request: when every instance is idle, the
+        queue is empty, the model is cheap and no batching wait would be made,
+        run it here, without queueing it and waking a worker (two turns of
+        the loop saved). No await happens in between, so no worker can take
+        the instance meanwhile."""
+        if not (
+            self._idle_workers == len(self._workers) > 0
+            and not self._queue
+            and not self._closing
+            and self._cost.cheap()
+            and (self._limits.max_queue_delay == 0 or not self._waits.should_wait(item.arrived))
+        ):
+            return False
+        try:
+            parts = _run(self._instances[0], [item], item.outputs)
+        except Exception as exc:
+            self._fail_batch([item], exc)
+            return True
+        self._deliver([item], parts, item.arrived)
+        return True
 
 
 def _run(instance: LoadedModel, batch: list[_Item], names: tuple[str, ...]) -> list[Outputs]:
