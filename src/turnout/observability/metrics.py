@@ -1,97 +1,166 @@
 """Prometheus metrics on an injected registry (no process-wide globals).
 
-Labelled children are cached per label set: ``labels()`` is the costly part of
-prometheus-client on a hot path.
+Why not prometheus-client's Counter and Histogram objects: each observation
+takes a lock and several calls, which measured ~40 µs of a ~170 µs request
+on a small model (cProfile, 5,000 in-process requests). Every update here
+happens on the event loop thread, and so does every scrape (/metrics is
+served on the loop), so plain numbers need no lock. A custom collector turns
+them into Prometheus families when scraped; prometheus-client still owns the
+registry and the exposition format.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from functools import cache
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 # 100 µs .. ~30 s: small tabular models answer in tens of microseconds.
 LATENCY_BUCKETS: Final = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+
+class Count:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+class Distribution:
+    """Observations counted into fixed buckets (each value in the first bucket >= it)."""
+
+    __slots__ = ("_buckets", "counts", "total")
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self._buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self._buckets, value)] += 1
+        self.total += value
+
+
+class _Family:
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+
+
+class _Counts(_Family):
+    """A counter or a gauge family: one number per label set."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str], gauge: bool = False) -> None:
+        super().__init__(name, documentation, labels)
+        self._kind = GaugeMetricFamily if gauge else CounterMetricFamily
+        self.children: dict[tuple[str, ...], Count] = {}
+
+    def child(self, *values: str) -> Count:
+        found = self.children.get(values)
+        if found is None:
+            found = self.children[values] = Count()
+        return found
+
+    def collect(self) -> Metric:
+        family = self._kind(self.name, self.documentation, labels=self.labels)
+        for values, child in self.children.items():
+            family.add_metric(list(values), child.value)
+        return family
+
+
+class _Distributions(_Family):
+    def __init__(self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]) -> None:
+        super().__init__(name, documentation, labels)
+        self._buckets = buckets
+        self.children: dict[tuple[str, ...], Distribution] = {}
+
+    def child(self, *values: str) -> Distribution:
+        found = self.children.get(values)
+        if found is None:
+            found = self.children[values] = Distribution(self._buckets)
+        return found
+
+    def collect(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, child in self.children.items():
+            cumulative, running = [], 0
+            for bound, count in zip((*self._buckets, float("inf")), child.counts, strict=True):
+                running += count
+                cumulative.append((_bound(bound), running))
+            family.add_metric(list(values), cumulative, child.total)
+        return family
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class _Families(Collector):
+    def __init__(self, families: Sequence[_Counts | _Distributions]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield family.collect()
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._requests = Counter(
-            "turnout_requests",
-            "Inference requests answered, by outcome.",
-            ["model", "version", "protocol", "status"],
-            registry=self.registry,
+        model = ["model", "version"]
+        requests = _Counts(
+            "turnout_requests", "Inference requests answered, by outcome.", [*model, "protocol", "status"]
         )
-        self._latency = Histogram(
+        latency = _Distributions(
             "turnout_request_duration_seconds",
             "Time from a request reaching the data plane to its successful answer.",
-            ["model", "version", "protocol"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            [*model, "protocol"],
+            LATENCY_BUCKETS,
         )
-        self._queue_time = Histogram(
-            "turnout_queue_duration_seconds",
-            "Time a request waited in the batcher's queue.",
-            ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+        queue_time = _Distributions(
+            "turnout_queue_duration_seconds", "Time a request waited in the batcher's queue.", model, LATENCY_BUCKETS
         )
-        self._compute_time = Histogram(
+        compute_time = _Distributions(
             "turnout_compute_duration_seconds",
             "Time the model took for the batch that held the request.",
-            ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            model,
+            LATENCY_BUCKETS,
         )
-        self._batch_rows = Histogram(
-            "turnout_batch_size",
-            "Rows per executed batch.",
-            ["model", "version"],
-            buckets=BATCH_BUCKETS,
-            registry=self.registry,
+        batch_rows = _Distributions("turnout_batch_size", "Rows per executed batch.", model, BATCH_BUCKETS)
+        queue_depth = _Counts("turnout_queue_depth", "Requests waiting in the batcher's queue.", model, gauge=True)
+        model_ready = _Counts(
+            "turnout_model_ready", "1 when the model version is loaded and serving, else 0.", model, gauge=True
         )
-        self._queue_depth = Gauge(
-            "turnout_queue_depth",
-            "Requests waiting in the batcher's queue.",
-            ["model", "version"],
-            registry=self.registry,
+        self.registry.register(
+            _Families([requests, latency, queue_time, compute_time, batch_rows, queue_depth, model_ready])
         )
-        self._model_ready = Gauge(
-            "turnout_model_ready",
-            "1 when the model version is loaded and serving, else 0.",
-            ["model", "version"],
-            registry=self.registry,
-        )
-        self.request_outcome = cache(self._requests.labels)
-        self.latency = cache(self._latency.labels)
-        self.queue_time = cache(self._queue_time.labels)
-        self.compute_time = cache(self._compute_time.labels)
-        self.batch_rows = cache(self._batch_rows.labels)
-        self.queue_depth = cache(self._queue_depth.labels)
-        self.model_ready = cache(self._model_ready.labels)
+        self.request_outcome = cache(requests.child)
+        self.latency = cache(latency.child)
+        self.queue_time = cache(queue_time.child)
+        self.compute_time = cache(compute_time.child)
+        self.batch_rows = cache(batch_rows.child)
+        self.queue_depth = cache(queue_depth.child)
+        self.model_ready = cache(model_ready.child)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
