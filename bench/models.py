@@ -56,14 +56,16 @@ class Batching:
     preferred_batch_sizes: tuple[int, ...]
 
 
-# Tuned by reasoning about each model's cost, not searched: a small MLP gains
-# nothing from waiting (one call is ~8 us, less than a request's overhead), so it
-# only batches what is already queued; the large one and MiniLM gain ~10x rows/s
-# from batches of 32+, which pays for a short wait at high concurrency.
+# Tuned from each model's raw ONNX Runtime numbers (bench/raw_ort.py), not searched:
+# a small MLP gains nothing from waiting (one call is ~10 us, less than a request's
+# overhead), so it only batches what is already queued; the large one gains ~5-10x
+# rows/s from batches of 32+, which pays for a short wait at high concurrency;
+# MiniLM's cost per row is flat in the batch size on one core (~40 ms), so batches
+# are kept small and never waited for: a large one only delays the rows in it.
 TUNED = {
     "mlp_small": Batching(max_batch_size=128, max_queue_delay_ms=0.0, preferred_batch_sizes=(32, 64, 128)),
     "mlp_large": Batching(max_batch_size=128, max_queue_delay_ms=1.0, preferred_batch_sizes=(32, 64, 128)),
-    "minilm": Batching(max_batch_size=64, max_queue_delay_ms=2.0, preferred_batch_sizes=(16, 32, 64)),
+    "minilm": Batching(max_batch_size=8, max_queue_delay_ms=0.0, preferred_batch_sizes=()),
 }
 
 # The turnout repositories and the batching each gets: turnout's defaults, TUNED, or none.
@@ -73,7 +75,7 @@ TURNOUT_LAYOUTS: dict[str, str] = {"turnout_default": "default", "turnout_tuned"
 MLSERVER_BATCHING = {
     "mlp_small": {"max_batch_size": 64, "max_batch_time": 0.0005},
     "mlp_large": {"max_batch_size": 128, "max_batch_time": 0.002},
-    "minilm": {"max_batch_size": 64, "max_batch_time": 0.002},
+    "minilm": {"max_batch_size": 8, "max_batch_time": 0.002},
 }
 
 

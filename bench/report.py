@@ -208,6 +208,10 @@ def _target_grpc(results: Results) -> Verdict:
 # ---------------------------------------------------------------- Markdown
 
 
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
+
+
 def render(records: list[Record], context: Context) -> str:
     results = Results(records)
     names = context.server_names
@@ -260,11 +264,12 @@ def render(records: list[Record], context: Context) -> str:
         for key in keys:
             p = results.points[key]
             out.append(
-                f"| {names.get(key[1], key[1])} | {key[2]} | {key[3]} | {p.throughput:,.0f} | {p.p50:.3f} | "
-                f"{p.p99:.3f} | {p.errors} | {p.client_cpu:.0f} |"
+                f"| {names.get(key[1], key[1])} | {key[2]} | {key[3]} | {p.throughput:,.0f} | {_ms(p.p50)} | "
+                f"{_ms(p.p99)} | {p.errors} | {p.client_cpu:.0f} |"
             )
         out.append("")
-    out += ["## Commands", "", "With one model and example ports (the script picks free ports):", "", "```sh"]
+    out += ["## Commands", "", "From the repository root, for one model, with example ports:"]
+    out += ["", "```sh"]
     out += context.commands
     out += ["```", ""]
     return "\n".join(out)

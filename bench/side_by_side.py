@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,9 @@ CLIENT_CORE = "1"
 CONCURRENCIES = (1, 8, 64)
 RAW_BATCHES = (1, 8, 32, 128)
 READY_TIMEOUT_S = 180.0
+# A closed loop at c=64 on MiniLM (~40 ms a row) needs seconds before its first
+# answer: measure it long enough for every point to see a steady state.
+MIN_DURATION_S = {"minilm": (10.0, 5.0)}  # model -> (duration, warm-up)
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -56,6 +59,10 @@ class Ports:
     grpc: int
 
 
+# How to start a server: (repositories, ports) -> (argv, extra environment).
+Launch = Callable[[Path, "Ports"], tuple[list[str], dict[str, str]]]
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """One server under test: how to start it on given ports, and what it speaks."""
@@ -63,35 +70,35 @@ class ServerConfig:
     name: str  # as the report names it: "turnout (default)"
     key: str  # file-safe: "turnout_default"
     protocols: tuple[str, ...]
-    command: Any = field(compare=False)  # (repos: Path, ports: Ports) -> (argv, env, cwd)
+    command: Launch = field(compare=False)
 
 
-def _turnout(layout: str) -> Any:
-    def command(repos: Path, ports: Ports) -> tuple[list[str], dict[str, str], Path]:
+def _turnout(layout: str) -> Launch:
+    def command(repos: Path, ports: Ports) -> tuple[list[str], dict[str, str]]:
         argv = [str(PROJECT_BIN / "turnout"), "serve", str(repos / layout)]
         argv += ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc), "--log-level", "warning"]
-        return argv, {}, ROOT
+        return argv, {}
 
     return command
 
 
-def _mlserver(layout: str) -> Any:
-    def command(repos: Path, ports: Ports) -> tuple[list[str], dict[str, str], Path]:
+def _mlserver(layout: str) -> Launch:
+    def command(repos: Path, ports: Ports) -> tuple[list[str], dict[str, str]]:
         env = {
             "PYTHONPATH": str(HERE / "servers"),  # for mlserver_runtime.OnnxRuntimeModel
             "MLSERVER_HOST": "127.0.0.1",
             "MLSERVER_HTTP_PORT": str(ports.http),
             "MLSERVER_GRPC_PORT": str(ports.grpc),
         }
-        return [str(VENVS / "mlserver" / "bin" / "mlserver"), "start", "."], env, repos / layout
+        return [str(VENVS / "mlserver" / "bin" / "mlserver"), "start", str(repos / layout)], env
 
     return command
 
 
-def _fastapi(repos: Path, ports: Ports) -> tuple[list[str], dict[str, str], Path]:
+def _fastapi(repos: Path, ports: Ports) -> tuple[list[str], dict[str, str]]:
     argv = [str(VENVS / "fastapi" / "bin" / "python"), str(HERE / "servers" / "fastapi_server.py")]
     argv += [str(repos / "turnout_default"), "--port", str(ports.http)]
-    return argv, {}, ROOT
+    return argv, {}
 
 
 SERVERS = (
@@ -123,13 +130,13 @@ def free_ports() -> Ports:
 def running(server: ServerConfig, repos: Path, log: Path) -> Iterator[Ports]:
     """The server started pinned to the server core, ready; stopped (its whole process group) on exit."""
     ports = free_ports()
-    argv, extra_env, cwd = server.command(repos, ports)
+    argv, extra_env = server.command(repos, ports)
     env = {**os.environ, **THREAD_ENV, **extra_env}
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         process = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, *argv],
-            cwd=cwd,
+            cwd=ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -190,6 +197,11 @@ class Plan:
     raw_duration: float
     out: Path
 
+    def durations(self, model: str) -> tuple[float, float]:
+        """Seconds measured and seconds of warm-up for each point on this model."""
+        duration, warmup = MIN_DURATION_S.get(model, (0.0, 0.0))
+        return max(self.duration, duration), max(self.warmup, warmup)
+
     @property
     def repos(self) -> Path:
         return self.out / "repos"
@@ -205,7 +217,8 @@ def bench_command(plan: Plan, model: str, protocol: str, ports: Ports, json_out:
     if protocol == "grpc":
         argv += ["--grpc-url", f"127.0.0.1:{ports.grpc}"]
     argv += ["--concurrency", ",".join(map(str, CONCURRENCIES))]
-    argv += ["--duration", f"{plan.duration:g}", "--warmup", f"{plan.warmup:g}"]
+    duration, warmup = plan.durations(model)
+    argv += ["--duration", f"{duration:g}", "--warmup", f"{warmup:g}"]
     argv += ["--input-file", str(input_file), "--json", str(json_out), "--quiet"]
     return argv
 
@@ -247,7 +260,7 @@ def _measure_server(plan: Plan, round_: int, model: str, server: ServerConfig) -
             out = plan.results / f"r{round_}_{model}_{server.key}_{protocol}.json"
             out.unlink(missing_ok=True)
             argv = bench_command(plan, model, protocol, ports, out, input_file)
-            limit = len(CONCURRENCIES) * (plan.duration + plan.warmup) + 120
+            limit = len(CONCURRENCIES) * sum(plan.durations(model)) + 120
             try:
                 completed = subprocess.run(
                     argv, env={**os.environ, **THREAD_ENV}, capture_output=True, text=True, timeout=limit
@@ -344,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             plan={
                 "models": ", ".join(plan.models),
                 "rounds": str(plan.rounds),
-                "duration": f"{plan.duration:g} s per point after {plan.warmup:g} s of warm-up",
+                "duration": f"{plan.duration:g} s per point after {plan.warmup:g} s of warm-up"
+                + "".join(f"; {m}: {d:g} s after {w:g} s" for m, (d, w) in MIN_DURATION_S.items() if m in plan.models),
                 "concurrency": ", ".join(map(str, CONCURRENCIES)),
             },
             server_names={s.key: s.name for s in SERVERS},
@@ -356,14 +370,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _example_commands(plan: Plan) -> list[str]:
-    """The exact commands, with one model and placeholder ports, for the report."""
+    """The exact commands (run from the repository root), with example ports, for the report."""
     model = plan.models[0]
     ports = Ports(8080, 8081)
     lines = []
     for server in plan.servers:
-        argv, env, cwd = server.command(plan.repos, ports)
-        prefix = " ".join(f"{k}={v}" for k, v in {**THREAD_ENV, **env}.items())
-        lines.append(f"# {server.name}\n(cd {_rel(cwd)} && {prefix} taskset -c {SERVER_CORE} {_rel_argv(argv)})")
+        argv, env = server.command(plan.repos, ports)
+        prefix = " ".join(
+            f"{k}={_rel(Path(v)) if v.startswith(str(ROOT)) else v}" for k, v in {**THREAD_ENV, **env}.items()
+        )
+        lines.append(f"# {server.name}\n{prefix} taskset -c {SERVER_CORE} {_rel_argv(argv)}")
     json_out = Path("OUT.json")
     for protocol in ("rest", "grpc"):
         argv = bench_command(plan, model, protocol, ports, json_out, plan.repos / "inputs" / f"{model}.json")
@@ -379,8 +395,13 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def _shown(arg: str) -> str:
+    """A path under the repository as a relative one; anything else unchanged."""
+    return _rel(Path(arg)) if arg.startswith(str(ROOT)) else arg
+
+
 def _rel_argv(argv: list[str]) -> str:
-    return shlex.join(_rel(Path(a)) if a.startswith(str(ROOT)) else a for a in argv)
+    return shlex.join(_shown(a) for a in argv)
 
 
 if __name__ == "__main__":

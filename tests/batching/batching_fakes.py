@@ -162,9 +162,14 @@ async def running(
     limits: BatchLimits,
     max_queue_size: int = 64,
     observer: RecordingObserver | None = None,
+    inline_below: float = 0.0,
 ) -> AsyncIterator[Batcher]:
-    """A started batcher, closed on the way out (releasing held models first if a test failed)."""
-    batcher = Batcher(models, limits, max_queue_size, observer)
+    """A started batcher, closed on the way out (releasing held models first if a test failed).
+
+    ``inline_below`` is 0 by default: tests that hold a model inside predict
+    need predict in a thread, or holding it would hold the event loop too.
+    """
+    batcher = Batcher(models, limits, max_queue_size, observer, inline_below=inline_below)
     batcher.start()
     try:
         yield batcher

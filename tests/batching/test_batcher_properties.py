@@ -43,6 +43,7 @@ class Setup:
     limits: BatchLimits
     instances: int
     specs: list[Spec]
+    inline_below: float  # 0: predict always in a thread; 1: on the loop (and the lone-request fast path)
 
 
 @st.composite
@@ -60,7 +61,12 @@ def setups(draw: st.DrawFn) -> Setup:
         pause=st.sampled_from([0, 0, 1, 2, 3]),
         cancel_after=st.one_of(st.none(), st.none(), st.none(), st.integers(0, 3)),
     )
-    return Setup(limits, draw(st.integers(1, 2)), draw(st.lists(spec, min_size=2, max_size=16)))
+    return Setup(
+        limits,
+        draw(st.integers(1, 2)),
+        draw(st.lists(spec, min_size=2, max_size=16)),
+        draw(st.sampled_from([0.0, 1.0])),
+    )
 
 
 async def _turns(n: int) -> None:
@@ -85,7 +91,9 @@ def test_each_request_gets_its_own_rows_or_its_batchs_error(setup: Setup) -> Non
     observer = RecordingObserver()
 
     async def scenario() -> list[BatchResult | BaseException]:
-        async with running(models, setup.limits, max_queue_size=64, observer=observer) as batcher:
+        async with running(
+            models, setup.limits, max_queue_size=64, observer=observer, inline_below=setup.inline_below
+        ) as batcher:
             clients = (_client(batcher, rid, spec) for rid, spec in enumerate(setup.specs))
             return await asyncio.gather(*clients, return_exceptions=True)
 

@@ -116,9 +116,13 @@ def _decode_input(item: Any, position: int, binary: memoryview, offset: int) -> 
 
 
 def _shape(value: Any, name: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
-        raise InvalidRequest(f"input '{name}': 'shape' must be a list of non-negative integers")
-    return tuple(value)
+    if type(value) is list:
+        for dimension in value:  # a plain loop: this runs for every input of every request
+            if type(dimension) is not int or dimension < 0:  # `type() is int` also refuses booleans
+                break
+        else:
+            return tuple(value)
+    raise InvalidRequest(f"input '{name}': 'shape' must be a list of non-negative integers")
 
 
 def _decode_outputs(value: Any) -> list[RequestedOutput] | None:
