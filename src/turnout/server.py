@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import math
 import signal
 import socket
 
 import grpc
-import uvicorn
 
 from turnout.dataplane import DataPlane
 from turnout.model.onnx import OnnxRuntime
@@ -26,6 +24,7 @@ from turnout.observability.metrics import Metrics
 from turnout.registry import ModelRegistry
 from turnout.settings import Settings
 from turnout.transports.grpc.servicer import add_to_server
+from turnout.transports.http_server import HttpServer
 from turnout.transports.rest import RestApi
 
 log = logging.getLogger("turnout.server")
@@ -61,8 +60,7 @@ class Server:
             loop.add_signal_handler(signum, self.request_stop)
         try:
             await grpc_server.start()
-            await http_server.startup(sockets=[http_socket])
-            main_loop = asyncio.create_task(http_server.main_loop())  # uvicorn's housekeeping tick
+            await http_server.start(http_socket)
             log.info(
                 "serving %s: REST on http://%s:%d (metrics at /metrics), gRPC on %s:%d",
                 self.settings.repository,
@@ -78,38 +76,19 @@ class Server:
             log.info("shutting down: finishing requests in flight (up to %ss)", self.settings.shutdown_grace_seconds)
             self.dataplane.mark_stopping()
             self.registry.flush()  # accepted requests need not wait out batching delays now
-            http_server.should_exit = True
             await asyncio.gather(
-                http_server.shutdown(sockets=[http_socket]),
+                http_server.shutdown(self.settings.shutdown_grace_seconds),
                 grpc_server.stop(self.settings.shutdown_grace_seconds),
             )
-            await main_loop
             await self.registry.close()
             log.info("stopped")
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
 
-    def _http_server(self) -> uvicorn.Server:
-        app = RestApi(self.dataplane, self.metrics, self.settings.http.max_body_bytes)
-        config = uvicorn.Config(
-            app,
-            proxy_headers=False,  # no proxy in front by default; its middleware costs on every request
-            loop="none",  # the loop already runs: see cli.main
-            http="httptools",
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            timeout_graceful_shutdown=math.ceil(self.settings.shutdown_grace_seconds),
-        )
-        config.load()
-        server = uvicorn.Server(config)
-        # uvicorn.Server.serve() would install its own signal handlers; the
-        # composition root owns signals, so it drives startup/main_loop/shutdown
-        # itself and sets the (no-op) lifespan that serve() would have set.
-        server.lifespan = config.lifespan_class(config)
-        return server
+    def _http_server(self) -> HttpServer:
+        api = RestApi(self.dataplane, self.metrics, self.settings.http.max_body_bytes)
+        return HttpServer(api.handle, self.settings.http.max_body_bytes)
 
     def _grpc_server(self) -> grpc.aio.Server:
         size = self.settings.grpc.max_message_bytes

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from turnout.dataplane import DataPlane
-from turnout.errors import Code, InvalidRequest, TurnoutError
+from turnout.errors import Code, InvalidRequest, PayloadTooLarge, TurnoutError
 from turnout.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.observability.metrics import Metrics
 from turnout.protocol.rest_codec import decode_request, dumps, encode_response, parse_object
@@ -65,26 +65,36 @@ class RestApi:
         router.add("GET", "/metrics", self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """As an ASGI application (under uvicorn or any ASGI server)."""
         if scope["type"] != "http":  # lifespan is off; websockets are not served
             return
-        method, path = scope["method"], scope["path"]
+        response = await self._dispatch(scope["method"], scope["path"], dict(scope["headers"]), receive)
+        await response(send)
+
+    async def handle(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes | None) -> Response:
+        """For turnout's own HTTP server, which has read the body already
+        (``None``: it passed the size limit and was dropped)."""
+
+        async def receive() -> dict[str, Any]:
+            if body is None:
+                raise PayloadTooLarge(f"the body exceeds the limit of {self._max_body_bytes} bytes")
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self._dispatch(method, path, headers, receive)
+
+    async def _dispatch(self, method: str, path: str, headers: dict[bytes, bytes], receive: Receive) -> Response:
         handler, params, known = self._router.match(method, path)
         if handler is None:
             if known:
-                response = json_response({"error": f"{method} is not allowed on {path}"}, 405)
-            else:
-                response = json_response({"error": f"no such endpoint: {method} {path}"}, 404)
-            await response(send)
-            return
-        request = Request(method, path, dict(scope["headers"]), params, receive)
+                return json_response({"error": f"{method} is not allowed on {path}"}, 405)
+            return json_response({"error": f"no such endpoint: {method} {path}"}, 404)
         try:
-            response = await handler(request)
+            return await handler(Request(method, path, headers, params, receive))
         except TurnoutError as exc:
-            response = error_response(exc)
+            return error_response(exc)
         except Exception:  # a bug, not the client's fault: answer in the protocol's shape and log it
             log.exception("unexpected error answering %s %s", method, path)
-            response = json_response({"error": "internal error; the server log has the details"}, 500)
-        await response(send)
+            return json_response({"error": "internal error; the server log has the details"}, 500)
 
     async def live(self, request: Request) -> Response:
         live = self._dataplane.live()
