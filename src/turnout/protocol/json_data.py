@@ -21,9 +21,13 @@ _MAX_DIMENSIONS = 64
 _ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
 
 
-def decode(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray[Any, Any]:
+def decode(
+    data: Any, datatype: str, shape: tuple[int, ...], name: str, may_hold_booleans: bool = True
+) -> np.ndarray[Any, Any]:
+    """``may_hold_booleans=False`` is the caller's word that the JSON text has
+    no ``true``/``false`` at all, which spares scanning every number for one."""
     count = element_count(shape)
-    array = _decode_bytes(data, name) if datatype == BYTES else _decode_numeric(data, datatype, name)
+    array = _decode_bytes(data, name) if datatype == BYTES else _decode_numeric(data, datatype, name, may_hold_booleans)
     if array.size != count:
         raise InvalidRequest(
             f"input '{name}': shape {format_shape(shape)} has {count} elements but data has {array.size}"
@@ -31,7 +35,7 @@ def decode(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.nd
     return array.reshape(shape)
 
 
-def _decode_numeric(data: Any, datatype: str, name: str) -> np.ndarray[Any, Any]:
+def _decode_numeric(data: Any, datatype: str, name: str, may_hold_booleans: bool) -> np.ndarray[Any, Any]:
     dtype = to_numpy(datatype)
     try:
         parsed = np.asarray(data)
@@ -46,7 +50,7 @@ def _decode_numeric(data: Any, datatype: str, name: str) -> np.ndarray[Any, Any]
         if dtype.kind in "iu" and parsed.dtype.kind == "f" and _huge_integers(parsed):
             raise InvalidRequest(f"input '{name}': a value is out of range for {datatype}")
         raise InvalidRequest(f"input '{name}': data holds {_describe(parsed)}, which is not {datatype}")
-    if dtype.kind != "b" and _contains_bool(data):  # numpy reads true as 1 beside numbers
+    if dtype.kind != "b" and may_hold_booleans and _contains_bool(data):  # numpy reads true as 1 beside numbers
         raise InvalidRequest(f"input '{name}': data holds booleans, which are not {datatype}")
     if dtype.kind in "iu" and parsed.dtype != dtype:
         check_integer_range(parsed, datatype, name)

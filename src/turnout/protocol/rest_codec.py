@@ -49,13 +49,17 @@ def decode_request(
         view = memoryview(body)
         json_part, binary = view[:header_length], view[header_length:]
     document = parse_object(json_part)
+    # JSON booleans in numeric data must be refused, and finding one means
+    # scanning every number; a body with no true/false token needs no scan.
+    text = json_part if isinstance(json_part, bytes) else bytes(json_part)
+    may_hold_booleans = b"true" in text or b"false" in text
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidRequest("'inputs' must be a non-empty list")
     inputs: list[InferInput] = []
     offset = 0
     for position, item in enumerate(raw_inputs):
-        tensor, used = _decode_input(item, position, binary, offset)
+        tensor, used = _decode_input(item, position, binary, offset, may_hold_booleans)
         inputs.append(tensor)
         offset += used
     if offset != len(binary):
@@ -88,7 +92,9 @@ def parse_object(body: bytes | memoryview) -> dict[str, Any]:
     return document
 
 
-def _decode_input(item: Any, position: int, binary: memoryview, offset: int) -> tuple[InferInput, int]:
+def _decode_input(
+    item: Any, position: int, binary: memoryview, offset: int, may_hold_booleans: bool
+) -> tuple[InferInput, int]:
     if not isinstance(item, dict):
         raise InvalidRequest(f"inputs[{position}] must be an object")
     name = item.get("name")
@@ -111,7 +117,7 @@ def _decode_input(item: Any, position: int, binary: memoryview, offset: int) -> 
         return InferInput(name, datatype, shape, data, parameters), size
     if "data" not in item:
         raise InvalidRequest(f"input '{name}' has neither 'data' nor binary_data_size")
-    data = json_data.decode(item["data"], datatype, shape, name)
+    data = json_data.decode(item["data"], datatype, shape, name, may_hold_booleans)
     return InferInput(name, datatype, shape, data, parameters), 0
 
 
