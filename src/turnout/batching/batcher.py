@@ -75,10 +75,12 @@ LONE_AFTER_SECONDS = 0.00015
 
 
 class BatchCost:
-    """A moving estimate of how long a batch takes, to choose where it runs.
+    """A moving estimate of how long the model's predict takes, to decide
+    whether a lone request may run on the loop (see ``_run_at_once``).
 
-    Unknown until the first batch (which therefore runs in a thread); an
-    exponential average after, so one slow batch moves it but does not rule it.
+    Unknown until the first batch (which runs in the instance's thread, as every
+    batch does); an exponential average after, so one slow call moves it but
+    does not rule it.
     """
 
     def __init__(self, inline_below: float) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import json
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,7 +196,3 @@ def _grpc_factory(settings: BenchSettings, tensors: payloads.Tensors) -> SenderF
 
 def parse_list(text: str, kind: type) -> tuple[Any, ...]:
     return tuple(kind(part) for part in text.split(",") if part.strip())
-
-
-def describe(results: Sequence[Result]) -> str:
-    return "\n".join(json.dumps(r.as_json()) for r in results)

@@ -25,7 +25,6 @@ from turnout.protocol.types import (
     RequestedOutput,
 )
 
-HEADER_LENGTH = "inference-header-content-length"
 BINARY_DATA_SIZE = "binary_data_size"
 
 

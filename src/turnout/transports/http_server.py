@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httptools
+import orjson
 
 from turnout.transports.asgi import Response
 
@@ -170,8 +171,6 @@ class HttpProtocol(asyncio.Protocol):
 
 
 def _json_string(message: bytes) -> bytes:
-    import orjson
-
     return orjson.dumps(message.decode("utf-8", "replace"))
 
 
