@@ -14,8 +14,6 @@ import logging
 import signal
 import socket
 
-import grpc
-
 from turnout.dataplane import DataPlane
 from turnout.model.onnx import OnnxRuntime
 from turnout.model.repository import ModelRepository
@@ -23,7 +21,8 @@ from turnout.model.runtime import ModelRuntime
 from turnout.observability.metrics import Metrics
 from turnout.registry import ModelRegistry
 from turnout.settings import Settings
-from turnout.transports.grpc.servicer import add_to_server
+from turnout.transports.grpc.service import InferenceService
+from turnout.transports.http2.server import Http2Server
 from turnout.transports.http_server import HttpServer
 from turnout.transports.rest import RestApi
 
@@ -52,14 +51,14 @@ class Server:
 
     async def serve(self) -> None:
         http_socket = bind_tcp(self.settings.http.host, self.settings.http.port, "HTTP")
-        bind_tcp(self.settings.grpc.host, self.settings.grpc.port, "gRPC").close()  # gRPC's own message is noisier
+        grpc_socket = bind_tcp(self.settings.grpc.host, self.settings.grpc.port, "gRPC")
         grpc_server = self._grpc_server()
         http_server = self._http_server()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         try:
-            await grpc_server.start()
+            await grpc_server.start(grpc_socket)
             await http_server.start(http_socket)
             log.info(
                 "serving %s: REST on http://%s:%d (metrics at /metrics), gRPC on %s:%d",
@@ -78,7 +77,7 @@ class Server:
             self.registry.flush()  # accepted requests need not wait out batching delays now
             await asyncio.gather(
                 http_server.shutdown(self.settings.shutdown_grace_seconds),
-                grpc_server.stop(self.settings.shutdown_grace_seconds),
+                grpc_server.shutdown(self.settings.shutdown_grace_seconds),
             )
             await self.registry.close()
             log.info("stopped")
@@ -90,23 +89,10 @@ class Server:
         api = RestApi(self.dataplane, self.metrics, self.settings.http.max_body_bytes)
         return HttpServer(api.handle, self.settings.http.max_body_bytes)
 
-    def _grpc_server(self) -> grpc.aio.Server:
+    def _grpc_server(self) -> Http2Server:
         size = self.settings.grpc.max_message_bytes
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", -1),  # like REST, responses are not capped
-                ("grpc.so_reuseport", 0),  # else a second server silently shares the port
-            ]
-        )
-        add_to_server(server, self.dataplane)
-        host = self.settings.grpc.host
-        address = f"[{host}]:{self.settings.grpc.port}" if ":" in host else f"{host}:{self.settings.grpc.port}"
-        try:
-            server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen for gRPC on {address}: the port is in use or unavailable") from exc
-        return server
+        service = InferenceService(self.dataplane, size)
+        return Http2Server(service.handle, size + 5)  # the body is the message and its 5-byte prefix
 
 
 def bind_tcp(host: str, port: int, what: str) -> socket.socket:

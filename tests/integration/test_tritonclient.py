@@ -235,3 +235,37 @@ def test_http_model_config_in_tritons_shape(server: ServerProcess) -> None:
             client.get_model_config("nope")
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_grpc_compressed_requests(server: ServerProcess, test_repo: Path, algorithm: str) -> None:
+    client = grpc_client(server)
+    try:
+        rows = cancer_rows(64)
+        tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
+        tensor.set_data_from_numpy(rows)
+        result = client.infer("breast_cancer", [tensor], compression_algorithm=algorithm)
+        expected = run(test_repo / "breast_cancer" / "2" / "model.onnx", {"input": rows})
+        np.testing.assert_array_equal(result.as_numpy("label"), expected["label"])
+    finally:
+        client.close()
+
+
+def test_grpc_deadline_and_message_limit(server: ServerProcess) -> None:
+    """The session server takes messages up to 1,000,000 bytes and ``slow`` takes tens of ms a row."""
+    client = grpc_client(server)
+    try:
+        rows = np.zeros((8, 256, 256), dtype=np.float32)  # ~2 MB
+        big = grpcclient.InferInput("x", list(rows.shape), "FP32")
+        big.set_data_from_numpy(rows)
+        with pytest.raises(InferenceServerException, match="larger than 1000000 bytes") as caught:
+            client.infer("slow_queue", [big])
+        assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+        one = grpcclient.InferInput("x", [1, 256, 256], "FP32")
+        one.set_data_from_numpy(rows[:1])
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("slow_queue", [one], client_timeout=0.001)
+        assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        assert client.infer("slow_queue", [one], client_timeout=30).as_numpy("y").shape == (1, 256, 256)
+    finally:
+        client.close()

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from turnout.bench import payloads
+from turnout.bench.grpc_client import GrpcCallError, GrpcConnection, GrpcTarget
 from turnout.bench.http_client import HttpTarget
 from turnout.bench.loadgen import Result, Send, SenderFactory, closed_loop, open_loop
 
 PROTOCOLS = ("rest", "rest-binary", "grpc")
+GRPC_CONNECTIONS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +113,17 @@ async def _metadata(settings: BenchSettings) -> dict[str, Any]:
 
         from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 
-        stub, channel = _grpc_stub(settings.grpc_url)
+        grpc_target = GrpcTarget(settings.grpc_url)
+        grpc_connection = await grpc_target.connect()
+        request = pb.ModelMetadataRequest(name=settings.model, version=settings.version or "")
+        path = "/inference.GRPCInferenceService/ModelMetadata"
         try:
-            reply = await stub.ModelMetadata(
-                pb.ModelMetadataRequest(name=settings.model, version=settings.version or "")
-            )
+            answer = await grpc_connection.call(grpc_target.header_block(path), request.SerializeToString())
+        except GrpcCallError as exc:
+            raise SystemExit(f"turnout bench: metadata of {settings.model!r}: {exc.message}") from None
         finally:
-            await channel.close()
+            grpc_connection.close()
+        reply = pb.ModelMetadataResponse.FromString(answer)
         metadata: dict[str, Any] = MessageToDict(reply)
         for spec in metadata.get("inputs", []):
             spec["shape"] = [int(d) for d in spec.get("shape", [])]
@@ -156,37 +162,38 @@ async def _factory(settings: BenchSettings, tensors: payloads.Tensors) -> Sender
     return factory
 
 
-def _grpc_stub(address: str) -> tuple[Any, Any]:
-    import grpc
-
-    from turnout.transports.grpc.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
-
-    unlimited = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-    channel = grpc.aio.insecure_channel(address, options=unlimited)
-    return pb_grpc.GRPCInferenceServiceStub(channel), channel  # type: ignore[no-untyped-call]
-
-
 def _grpc_factory(settings: BenchSettings, tensors: payloads.Tensors) -> SenderFactory:
-    import grpc
-
     from turnout.protocol import raw
     from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 
-    message = pb.ModelInferRequest(model_name=settings.model, model_version=settings.version or "")
+    request = pb.ModelInferRequest(model_name=settings.model, model_version=settings.version or "")
     for name, (datatype, array) in tensors.items():
-        message.inputs.add(name=name, datatype=datatype, shape=array.shape)
-        message.raw_input_contents.append(raw.encode(array, datatype))
-    # a few channels (HTTP/2 connections) shared round-robin by the clients
-    stubs = itertools.cycle([_grpc_stub(settings.grpc_url)[0] for _ in range(4)])
+        request.inputs.add(name=name, datatype=datatype, shape=array.shape)
+        request.raw_input_contents.append(raw.encode(array, datatype))
+    message = request.SerializeToString()
+    target = GrpcTarget(settings.grpc_url)
+    header_block = target.header_block("/inference.GRPCInferenceService/ModelInfer")
+    # a few HTTP/2 connections, shared round-robin by the clients, as gRPC channels would be
+    connections: list[GrpcConnection | None] = [None] * GRPC_CONNECTIONS
+    turn = itertools.count()
+    connecting = asyncio.Lock()
+
+    async def connection() -> GrpcConnection:
+        slot = next(turn) % GRPC_CONNECTIONS
+        current = connections[slot]
+        if current is None or not current.open:
+            async with connecting:  # one connect per slot, however many clients ask at once
+                current = connections[slot]
+                if current is None or not current.open:
+                    current = connections[slot] = await target.connect()
+        return current
 
     async def factory() -> Send:
-        call = next(stubs).ModelInfer
-
         async def send() -> str | None:
             try:
-                await call(message)
-            except grpc.aio.AioRpcError as exc:
-                return f"grpc_{exc.code().name}"
+                await (await connection()).call(header_block, message)
+            except GrpcCallError as exc:
+                return exc.kind
             return None
 
         return send

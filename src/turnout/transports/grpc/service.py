@@ -1,0 +1,151 @@
+"""The V2 gRPC service (``inference.GRPCInferenceService``): the method table,
+message conversion, the DataPlane call, and errors mapped to gRPC statuses.
+The transport below it is ``turnout.transports.http2``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+
+from turnout.dataplane import DataPlane
+from turnout.errors import Code, TurnoutError
+from turnout.transports.grpc import convert, wire
+from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
+from turnout.transports.grpc.wire import GrpcError, Status
+from turnout.transports.http2.server import Reply, Request
+
+log = logging.getLogger("turnout.grpc")
+
+SERVICE = "inference.GRPCInferenceService"
+
+STATUS = {
+    Code.INVALID: Status.INVALID_ARGUMENT,
+    Code.NOT_FOUND: Status.NOT_FOUND,
+    Code.TOO_LARGE: Status.RESOURCE_EXHAUSTED,
+    Code.OVERLOADED: Status.RESOURCE_EXHAUSTED,
+    Code.UNAVAILABLE: Status.UNAVAILABLE,
+    Code.TIMEOUT: Status.DEADLINE_EXCEEDED,
+    Code.INTERNAL: Status.INTERNAL,
+}
+
+# (request message, deadline in seconds or None) -> response message
+Call = Callable[[Any, float | None], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    request_type: Any
+    call: Call
+
+
+class InferenceService:
+    def __init__(self, dataplane: DataPlane, max_message_bytes: int) -> None:
+        self._dataplane = dataplane
+        self._limit = max_message_bytes
+        self.methods: dict[str, Method] = {
+            f"/{SERVICE}/{name}": Method(getattr(pb, f"{name}Request"), call)
+            for name, call in (
+                ("ServerLive", self.server_live),
+                ("ServerReady", self.server_ready),
+                ("ServerMetadata", self.server_metadata),
+                ("ModelReady", self.model_ready),
+                ("ModelMetadata", self.model_metadata),
+                ("ModelInfer", self.model_infer),
+                ("RepositoryIndex", self.repository_index),
+                ("RepositoryModelLoad", self.repository_model_load),
+                ("RepositoryModelUnload", self.repository_model_unload),
+            )
+        }
+
+    async def handle(self, request: Request) -> Reply:
+        """One call: the HTTP/2 exchange in, the gRPC answer out. Never raises."""
+        try:
+            return await self._handle(request)
+        except GrpcError as exc:
+            return Reply(wire.error_head(exc.status, exc.message, exc.metadata))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug, not the client's fault: a clean INTERNAL, and the log has it
+            log.exception("unexpected error in a gRPC call")
+            return Reply(wire.error_head(Status.INTERNAL, "internal error; the server log has the details"))
+
+    async def _handle(self, request: Request) -> Reply:
+        headers = request.headers
+        started = time.monotonic()
+        path = headers.get(":path", "")
+        method = self.methods.get(path)
+        if headers.get(":method") != "POST" or not headers.get("content-type", "").startswith(wire.CONTENT_TYPE):
+            raise GrpcError(Status.INTERNAL, "a gRPC call is a POST with content-type application/grpc")
+        if method is None:
+            raise GrpcError(Status.UNIMPLEMENTED, f"unknown method {path}")
+        timeout = wire.parse_timeout(headers.get("grpc-timeout"))
+        if request.body is None:
+            raise GrpcError(Status.RESOURCE_EXHAUSTED, f"the request message is larger than {self._limit} bytes")
+        body = wire.unframe(request.body, headers.get("grpc-encoding"), self._limit)
+        try:
+            message = method.request_type.FromString(body)
+        except DecodeError as exc:
+            raise GrpcError(
+                Status.INVALID_ARGUMENT, f"cannot parse the {path.rsplit('/', 1)[-1]} request: {exc}"
+            ) from None
+        remaining = None if timeout is None else timeout - (time.monotonic() - started)
+        try:
+            response = await method.call(message, remaining)
+        except TurnoutError as exc:
+            retry_after = exc.retry_after_header()
+            metadata = (("retry-after", retry_after),) if retry_after is not None else ()
+            raise GrpcError(STATUS[exc.code], exc.message, metadata) from None
+        return Reply(wire.RESPONSE_HEAD, wire.frame(response.SerializeToString()), wire.OK_TRAILERS)
+
+    # methods
+    async def server_live(self, request: Any, deadline: float | None) -> Any:
+        return pb.ServerLiveResponse(live=self._dataplane.live())
+
+    async def server_ready(self, request: Any, deadline: float | None) -> Any:
+        return pb.ServerReadyResponse(ready=self._dataplane.ready())
+
+    async def server_metadata(self, request: Any, deadline: float | None) -> Any:
+        return pb.ServerMetadataResponse(**self._dataplane.server_metadata())
+
+    async def model_ready(self, request: Any, deadline: float | None) -> Any:
+        return pb.ModelReadyResponse(ready=self._dataplane.model_ready(request.name, request.version or None))
+
+    async def model_metadata(self, request: Any, deadline: float | None) -> Any:
+        metadata = self._dataplane.model_metadata(request.name, request.version or None)
+        response = pb.ModelMetadataResponse(
+            name=metadata["name"], versions=metadata["versions"], platform=metadata["platform"]
+        )
+        for kind in ("inputs", "outputs"):
+            for tensor in metadata[kind]:
+                getattr(response, kind).add(**tensor)
+        return response
+
+    async def model_infer(self, request: Any, deadline: float | None) -> Any:
+        served = self._dataplane.resolve(request.model_name, request.model_version or None, "grpc")
+        try:
+            decoded, as_raw = convert.decode_request(request)
+        except TurnoutError as exc:
+            self._dataplane.record_rejected(served, "grpc", exc)
+            raise
+        response = await self._dataplane.infer(decoded, "grpc", deadline)
+        return convert.encode_response(response, as_raw)
+
+    async def repository_index(self, request: Any, deadline: float | None) -> Any:
+        response = pb.RepositoryIndexResponse()
+        for entry in self._dataplane.repository_index(request.ready):
+            response.models.add(name=entry.name, version=entry.version, state=entry.state.value, reason=entry.reason)
+        return response
+
+    async def repository_model_load(self, request: Any, deadline: float | None) -> Any:
+        await self._dataplane.load_model(request.model_name, dict(request.parameters))
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_model_unload(self, request: Any, deadline: float | None) -> Any:
+        await self._dataplane.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
