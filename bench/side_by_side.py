@@ -285,7 +285,7 @@ def versions() -> dict[str, str]:
         found: dict[str, str] = json.loads(subprocess.check_output([str(python), "-c", code, *packages]))
         return found
 
-    project = of(PROJECT_BIN / "python", "turnout", "onnxruntime", "numpy", "httptools", "uvloop", "grpcio")
+    project = of(PROJECT_BIN / "python", "turnout", "onnxruntime", "numpy", "httptools", "uvloop", "hpack")
     mlserver = of(VENVS / "mlserver" / "bin" / "python", "mlserver", "onnxruntime", "fastapi", "uvicorn", "uvloop")
     fastapi = of(VENVS / "fastapi" / "bin" / "python", "fastapi", "uvicorn", "pydantic", "onnxruntime", "uvloop")
     return {

@@ -1,4 +1,8 @@
-"""JSON ``data`` arrays <-> numpy: strict about datatypes, ranges and element counts."""
+"""JSON ``data`` arrays <-> numpy: strict about datatypes, ranges and element
+counts. Every test runs twice: with ``data`` as orjson gives it (Python
+lists) and as the REST decoder hands it over (a simdjson Array, unconverted),
+since the second takes a fast path for flat numeric arrays that must agree
+with the first, errors included."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+import simdjson
 
 from turnout.errors import Code, InvalidRequest
 from turnout.protocol import json_data
@@ -30,14 +35,37 @@ VALUES: list[tuple[str, list[Any]]] = [
 IDS = [row[0] for row in VALUES]
 
 
+PARSERS = ["orjson", "simdjson"]
+parser = PARSERS[0]
+
+
+@pytest.fixture(autouse=True, params=PARSERS)
+def each_parser(request: pytest.FixtureRequest) -> Any:
+    global parser
+    parser = request.param
+    yield
+    parser = PARSERS[0]
+
+
+def as_parsed(data: Any) -> Any:
+    """``data`` as the decoder receives it from the parser under test."""
+    if parser == "orjson" or not isinstance(data, list):
+        return data
+    try:
+        text = orjson.dumps({"data": data})
+    except TypeError:  # not JSON (a test of Python values): as is
+        return data
+    return simdjson.Parser().parse(text)["data"]
+
+
 def decode_json(text: str, datatype: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Decode ``data`` as it arrives: parsed from JSON text by orjson."""
-    return json_data.decode(orjson.loads(text), datatype, shape, "x")
+    """Decode ``data`` as it arrives: parsed from JSON text."""
+    return json_data.decode(as_parsed(orjson.loads(text)), datatype, shape, "x")
 
 
 def rejected(data: Any, datatype: str, shape: tuple[int, ...], name: str = "x") -> str:
     with pytest.raises(InvalidRequest) as caught:
-        json_data.decode(data, datatype, shape, name)
+        json_data.decode(as_parsed(data), datatype, shape, name)
     assert caught.value.code is Code.INVALID
     return caught.value.message
 
@@ -182,14 +210,14 @@ def test_decode_bytes_rejects_non_strings(data: Any, datatype: str) -> None:
 
 @pytest.mark.parametrize("datatype", [*IDS, "BYTES"])
 def test_decode_empty(datatype: str) -> None:
-    array = json_data.decode([], datatype, (0, 3), "x")
+    array = json_data.decode(as_parsed([]), datatype, (0, 3), "x")
 
     assert array.shape == (0, 3)
     assert array.dtype == to_numpy(datatype)
 
 
 def test_decode_scalar_shape() -> None:
-    array = json_data.decode([7], "INT32", (), "x")
+    array = json_data.decode(as_parsed([7]), "INT32", (), "x")
 
     assert array.shape == ()
     assert array.item() == 7
@@ -242,4 +270,4 @@ def test_integers_beyond_64_bits_are_out_of_range() -> None:
     """orjson reads an integer past 2**64 as a float; the message should still say range."""
     data = orjson.loads("[18446744073709551616, 1]")
     with pytest.raises(InvalidRequest, match="out of range for UINT64"):
-        json_data.decode(data, "UINT64", (2,), "x")
+        json_data.decode(as_parsed(data), "UINT64", (2,), "x")

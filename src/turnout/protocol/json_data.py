@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from turnout.errors import InvalidRequest
 from turnout.protocol.datatypes import BYTES, check_integer_range, to_numpy
@@ -21,13 +22,19 @@ _MAX_DIMENSIONS = 64
 _ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
 
 
-def decode(
-    data: Any, datatype: str, shape: tuple[int, ...], name: str, may_hold_booleans: bool = True
-) -> np.ndarray[Any, Any]:
-    """``may_hold_booleans=False`` is the caller's word that the JSON text has
-    no ``true``/``false`` at all, which spares scanning every number for one."""
+# simdjson's buffer types for each numpy kind: double, int64, uint64
+_BUFFER_TYPES = {"f": "d", "i": "i", "u": "u"}
+
+
+def decode(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray[Any, Any]:
+    """``data`` as json.loads gives it, or a simdjson Array still unconverted."""
     count = element_count(shape)
-    array = _decode_bytes(data, name) if datatype == BYTES else _decode_numeric(data, datatype, name, may_hold_booleans)
+    if isinstance(data, simdjson.Array):
+        fast = _from_buffer(data, datatype, count, name)
+        if fast is not None:
+            return fast.reshape(shape)
+        data = data.as_list()  # anything unusual takes the exact path below, for its precise error
+    array = _decode_bytes(data, name) if datatype == BYTES else _decode_numeric(data, datatype, name)
     if array.size != count:
         raise InvalidRequest(
             f"input '{name}': shape {format_shape(shape)} has {count} elements but data has {array.size}"
@@ -35,7 +42,40 @@ def decode(
     return array.reshape(shape)
 
 
-def _decode_numeric(data: Any, datatype: str, name: str, may_hold_booleans: bool) -> np.ndarray[Any, Any]:
+def _from_buffer(data: Any, datatype: str, count: int, name: str) -> np.ndarray[Any, Any] | None:
+    """A flat array of numbers, read by simdjson into one buffer: no Python
+    number objects. None when the array is not that (nested, booleans,
+    strings, integers for a float type's range...): the caller then decodes
+    it the exact way. Nesting is recognised by the first and last elements;
+    an array that nests only in between, with as many numbers as elements,
+    is read flat."""
+    dtype = to_numpy(datatype)
+    buffer_type = _BUFFER_TYPES.get(dtype.kind)
+    if buffer_type is None or len(data) != count or count == 0:
+        return None
+    if isinstance(data[0], simdjson.Array) or isinstance(data[count - 1], simdjson.Array):
+        return None
+    try:
+        values = np.frombuffer(data.as_buffer(of_type=buffer_type), dtype=_WIDE[buffer_type])
+    except (TypeError, ValueError):  # a value of another type or range
+        return None
+    if values.size != count:
+        return None
+    if dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            cast = values.astype(dtype)
+        if not np.isfinite(cast).all():
+            raise InvalidRequest(f"input '{name}': a value is out of range for {datatype}")
+        return cast
+    if values.dtype != dtype:
+        check_integer_range(values, datatype, name)
+    return values.astype(dtype)
+
+
+_WIDE = {"d": np.dtype(np.float64), "i": np.dtype(np.int64), "u": np.dtype(np.uint64)}
+
+
+def _decode_numeric(data: Any, datatype: str, name: str) -> np.ndarray[Any, Any]:
     dtype = to_numpy(datatype)
     try:
         parsed = np.asarray(data)
@@ -50,7 +90,7 @@ def _decode_numeric(data: Any, datatype: str, name: str, may_hold_booleans: bool
         if dtype.kind in "iu" and parsed.dtype.kind == "f" and _huge_integers(parsed):
             raise InvalidRequest(f"input '{name}': a value is out of range for {datatype}")
         raise InvalidRequest(f"input '{name}': data holds {_describe(parsed)}, which is not {datatype}")
-    if dtype.kind != "b" and may_hold_booleans and _contains_bool(data):  # numpy reads true as 1 beside numbers
+    if dtype.kind != "b" and _contains_bool(data):  # numpy reads true as 1 beside numbers
         raise InvalidRequest(f"input '{name}': data holds booleans, which are not {datatype}")
     if dtype.kind in "iu" and parsed.dtype != dtype:
         check_integer_range(parsed, datatype, name)
