@@ -83,10 +83,10 @@ def goaway(last_stream_id: int, code: int, reason: str = "") -> bytes:
     return frame(GOAWAY, 0, 0, struct.pack(">II", last_stream_id, code) + reason.encode("utf-8", "replace"))
 
 
-def data_frames(stream_id: int, body: memoryview, max_frame: int, end_stream: bool) -> bytes:
+def data_frames(stream_id: int, body: bytes | memoryview, max_frame: int, end_stream: bool) -> bytes:
     """``body`` as DATA frames of at most ``max_frame`` bytes; END_STREAM on the last if asked."""
-    if not body:
-        return frame(DATA, END_STREAM if end_stream else 0, stream_id)
+    if len(body) <= max_frame:  # the common case: one frame, no slicing
+        return frame(DATA, END_STREAM if end_stream else 0, stream_id, bytes(body))
     parts = []
     for start in range(0, len(body), max_frame):
         chunk = body[start : start + max_frame]

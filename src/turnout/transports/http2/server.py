@@ -378,9 +378,8 @@ class Http2Protocol(asyncio.Protocol):
             self._finish(stream_id, stream)
             return
         head = _headers_frames(stream_id, reply.head, max_frame, end_stream=False)
-        body = memoryview(reply.body)
-        window = min(self._send_window, stream.send_window)
-        if len(body) <= window:
+        body = reply.body
+        if len(body) <= min(self._send_window, stream.send_window):
             self._send_window -= len(body)
             stream.send_window -= len(body)
             tail = (
@@ -392,7 +391,7 @@ class Http2Protocol(asyncio.Protocol):
             self._finish(stream_id, stream)
             return
         self._write(head)
-        stream.pending = (body, reply.trailers)
+        stream.pending = (memoryview(body), reply.trailers)
         self._flush_pending()
 
     def _flush_pending(self) -> None:
