@@ -92,7 +92,7 @@ class Server:
     def _grpc_server(self) -> Http2Server:
         size = self.settings.grpc.max_message_bytes
         service = InferenceService(self.dataplane, size)
-        return Http2Server(service.handle, size + 5)  # the body is the message and its 5-byte prefix
+        return Http2Server(service.handle, size + 5, service.screen)  # the body: the message and its 5-byte prefix
 
 
 def bind_tcp(host: str, port: int, what: str) -> socket.socket:

@@ -4,6 +4,7 @@ readiness tells the truth, and no accepted request is lost."""
 from __future__ import annotations
 
 import contextlib
+import queue
 import signal
 import socket
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
 import orjson
 import pytest
 import tritonclient.grpc as grpcclient
@@ -185,3 +187,24 @@ def test_a_load_or_unload_whose_caller_gives_up_still_completes(repo: Path, tmp_
             assert client.is_server_ready()
         finally:
             client.close()
+
+
+def test_grpc_streaming_infer_is_refused_without_waiting_for_the_stream_to_end(
+    strict_server: ServerProcess,
+) -> None:
+    """ModelStreamInfer is not served: the refusal must come while the client keeps its stream open."""
+    answers: queue.Queue[tuple[object, object]] = queue.Queue()
+    client = grpcclient.InferenceServerClient(strict_server.grpc_address)
+    try:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        tensor = grpcclient.InferInput("input", [1, 10], "FP32")
+        tensor.set_data_from_numpy(np.zeros((1, 10), dtype=np.float32))
+        client.async_stream_infer("diabetes", [tensor])
+        result, error = answers.get(timeout=10)
+        assert result is None
+        assert isinstance(error, InferenceServerException)
+        assert error.status() == str(grpc.StatusCode.UNIMPLEMENTED)
+        assert "ModelStreamInfer" in str(error.message())
+    finally:
+        client.stop_stream()
+        client.close()

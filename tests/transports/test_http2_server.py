@@ -288,3 +288,36 @@ def test_shutdown_finishes_open_calls_and_refuses_new_ones() -> None:
             client.close()
 
     run(scenario)
+
+
+def test_a_screened_stream_is_refused_at_its_headers() -> None:
+    """The screen answers before any body; a client still sending is told to stop."""
+
+    async def scenario() -> None:
+        service = EchoService()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.setblocking(False)
+
+        def screen(headers: dict[str, str]) -> Reply | None:
+            if headers.get(":path") == SLOW:
+                return Reply(wire.error_head(wire.Status.UNIMPLEMENTED, "not here"))
+            return None
+
+        server = Http2Server(service.handle, 1 << 20, screen)
+        await server.start(sock)
+        try:
+            client = await RawClient.connect(sock.getsockname()[1])
+            client.request(1, SLOW)  # headers only: the body never comes
+            flags, _ = await client.until(f.HEADERS, 1)
+            assert flags & f.END_STREAM
+            assert client.headers["grpc-status"] == str(int(wire.Status.UNIMPLEMENTED))
+            _, payload = await client.until(f.RST_STREAM, 1)
+            assert struct.unpack(">I", payload)[0] == f.NO_ERROR
+            assert service.bodies == []  # the handler never ran
+            client.close()
+        finally:
+            await server.shutdown(1.0)
+
+    run(scenario)

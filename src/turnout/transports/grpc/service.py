@@ -75,15 +75,20 @@ class InferenceService:
             log.exception("unexpected error in a gRPC call")
             return Reply(wire.error_head(Status.INTERNAL, "internal error; the server log has the details"))
 
+    def screen(self, headers: dict[str, str]) -> Reply | None:
+        """Refuse a call by its headers alone, before its body arrives."""
+        path = headers.get(":path", "")
+        if headers.get(":method") != "POST" or not headers.get("content-type", "").startswith(wire.CONTENT_TYPE):
+            return Reply(wire.error_head(Status.INTERNAL, "a gRPC call is a POST with content-type application/grpc"))
+        if path not in self.methods:
+            return Reply(wire.error_head(Status.UNIMPLEMENTED, f"unknown method {path}"))
+        return None
+
     async def _handle(self, request: Request) -> Reply:
         headers = request.headers
         started = time.monotonic()
-        path = headers.get(":path", "")
-        method = self.methods.get(path)
-        if headers.get(":method") != "POST" or not headers.get("content-type", "").startswith(wire.CONTENT_TYPE):
-            raise GrpcError(Status.INTERNAL, "a gRPC call is a POST with content-type application/grpc")
-        if method is None:
-            raise GrpcError(Status.UNIMPLEMENTED, f"unknown method {path}")
+        path = headers[":path"]
+        method = self.methods[path]  # screen() refused the others
         timeout = wire.parse_timeout(headers.get("grpc-timeout"))
         if request.body is None:
             raise GrpcError(Status.RESOURCE_EXHAUSTED, f"the request message is larger than {self._limit} bytes")

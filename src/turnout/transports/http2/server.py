@@ -59,6 +59,14 @@ class Reply:
 
 
 Handle = Callable[[Request], Awaitable[Reply]]
+# Looks at a stream's headers as soon as they arrive: a Reply refuses it at
+# once (an unknown gRPC method must not wait for a body a streaming client
+# may never finish); None lets the body come.
+Screen = Callable[[dict[str, str]], Reply | None]
+
+
+def _admit_all(headers: dict[str, str]) -> Reply | None:
+    return None
 
 
 class _Stream:
@@ -80,8 +88,11 @@ class _Stream:
 
 
 class Http2Protocol(asyncio.Protocol):
-    def __init__(self, handle: Handle, max_body_bytes: int, connections: set[Http2Protocol]) -> None:
+    def __init__(
+        self, handle: Handle, max_body_bytes: int, connections: set[Http2Protocol], screen: Screen = _admit_all
+    ) -> None:
         self._handle = handle
+        self._screen = screen
         self._limit = max_body_bytes
         self._connections = connections
         self._transport: asyncio.Transport | None = None
@@ -237,6 +248,11 @@ class Http2Protocol(asyncio.Protocol):
         stream = _Stream(headers, self._peer_initial_window)
         self._streams[stream_id] = stream
         self.idle.clear()
+        refusal = self._screen(headers)
+        if refusal is not None:
+            stream.ended = bool(flags & f.END_STREAM)
+            self._send_reply(stream_id, stream, refusal)  # and RST_STREAM(NO_ERROR) if the client is still sending
+            return
         if flags & f.END_STREAM:
             stream.ended = True
             self._dispatch(stream_id, stream)
@@ -485,8 +501,9 @@ class Http2Server:
     """Listens on a bound socket; ``shutdown`` stops accepting, sends GOAWAY,
     lets open streams finish (up to ``grace`` seconds) and closes every connection."""
 
-    def __init__(self, handle: Handle, max_body_bytes: int) -> None:
+    def __init__(self, handle: Handle, max_body_bytes: int, screen: Screen = _admit_all) -> None:
         self._handle = handle
+        self._screen = screen
         self._limit = max_body_bytes
         self._connections: set[Http2Protocol] = set()
         self._server: asyncio.base_events.Server | None = None
@@ -494,7 +511,7 @@ class Http2Server:
     async def start(self, sock: Any) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Http2Protocol(self._handle, self._limit, self._connections), sock=sock
+            lambda: Http2Protocol(self._handle, self._limit, self._connections, self._screen), sock=sock
         )
 
     async def shutdown(self, grace: float) -> None:
