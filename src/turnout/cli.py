@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", dest="json_out", type=Path, default=None, help="write the results as JSON here")
     bench.add_argument("--plot", dest="plot_out", type=Path, default=None, help="write latency vs throughput (PNG)")
     bench.add_argument("--quiet", action="store_true", help="no live progress")
+    bench.add_argument(
+        "--busy-poll",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="spin instead of sleeping while requests are out, so the generator's own wake-up "
+        "latency is not measured (auto: at concurrency 1 only; costs the generator's core)",
+    )
     bench.set_defaults(run=_bench)
 
     models = commands.add_parser("models", help="inspect a model repository").add_subparsers(title="models commands")
@@ -166,6 +173,7 @@ def _bench(args: argparse.Namespace) -> int:
         json_out=args.json_out,
         plot_out=args.plot_out,
         quiet=args.quiet,
+        busy_poll=args.busy_poll,
     )
     try:
         results = run(settings)

@@ -37,6 +37,7 @@ class BenchSettings:
     json_out: Path | None
     plot_out: Path | None
     quiet: bool
+    busy_poll: str = "auto"  # "auto": at concurrency 1 only; "on"; "off"
 
 
 def run(settings: BenchSettings) -> list[Result]:
@@ -58,7 +59,10 @@ async def _run(settings: BenchSettings) -> list[Result]:
         label = f"c={int(value)}" if mode == "closed" else f"rate={value:g}/s"
         progress = None if settings.quiet else _progress(label)
         if mode == "closed":
-            result = await closed_loop(factory, int(value), settings.duration, settings.warmup, progress)
+            spin = settings.busy_poll == "on" or (settings.busy_poll == "auto" and int(value) == 1)
+            result = await closed_loop(
+                factory, int(value), settings.duration, settings.warmup, progress, busy_poll=spin
+            )
         else:
             result = await open_loop(factory, value, settings.duration, settings.warmup, progress=progress)
         results.append(result)
