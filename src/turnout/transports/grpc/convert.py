@@ -36,6 +36,8 @@ CONTENTS_FIELD: Final = {
 
 
 def decode_parameters(parameters: Any) -> Parameters:
+    if not parameters:  # the common case, and cheaper than iterating an empty map
+        return {}
     decoded: Parameters = {}
     for key, value in parameters.items():
         choice = value.WhichOneof("parameter_choice")
@@ -71,9 +73,9 @@ def decode_request(message: pb.ModelInferRequest) -> tuple[InferenceRequest, boo
             raise InvalidRequest(f"inputs[{position}] has no name")
         if not is_datatype(tensor.datatype):
             raise InvalidRequest(f"input '{name}': unknown datatype {tensor.datatype!r}")
-        if any(d < 0 for d in tensor.shape):
-            raise InvalidRequest(f"input '{name}': shape {format_shape(tensor.shape)} has a negative dimension")
         shape = tuple(tensor.shape)
+        if shape and min(shape) < 0:
+            raise InvalidRequest(f"input '{name}': shape {format_shape(shape)} has a negative dimension")
         if raw_contents:
             if tensor.HasField("contents"):
                 raise InvalidRequest(f"input '{name}' has typed contents while raw_input_contents is used")
@@ -81,7 +83,8 @@ def decode_request(message: pb.ModelInferRequest) -> tuple[InferenceRequest, boo
         else:
             data = _decode_contents(tensor, shape)
         inputs.append(InferInput(name, tensor.datatype, shape, data, decode_parameters(tensor.parameters)))
-    outputs = [RequestedOutput(o.name, decode_parameters(o.parameters)) for o in message.outputs] or None
+    requested = message.outputs
+    outputs = [RequestedOutput(o.name, decode_parameters(o.parameters)) for o in requested] if requested else None
     request = InferenceRequest(
         model_name=message.model_name,
         model_version=message.model_version or None,
