@@ -136,9 +136,16 @@ class GrpcConnection(asyncio.Protocol):
         self._next_id += 2
         call = _Call(asyncio.get_running_loop().create_future(), self._peer_initial_window)
         self._calls[stream_id] = call
-        self._transport.write(f.frame(f.HEADERS, f.END_HEADERS, stream_id, header_block))
-        call.outgoing = memoryview(wire.frame(message))
-        self._send_pending(stream_id, call)
+        headers = f.frame(f.HEADERS, f.END_HEADERS, stream_id, header_block)
+        body = wire.frame(message)
+        if len(body) <= min(self._send_window, call.send_window):  # the usual case: one write, as one segment
+            self._send_window -= len(body)
+            call.send_window -= len(body)
+            self._transport.write(headers + f.data_frames(stream_id, body, self._peer_max_frame, end_stream=True))
+        else:
+            self._transport.write(headers)
+            call.outgoing = memoryview(body)
+            self._send_pending(stream_id, call)
         return await call.future
 
     # frames
