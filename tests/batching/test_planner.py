@@ -171,3 +171,16 @@ def test_a_head_larger_than_the_limit_runs_alone() -> None:
     limits = BatchLimits(max_batch_size=4)
     queue = [Req(6, "k", 0.0), Req(1, "k", 0.0)]
     assert plan(queue, limits, now=0.0) == Take((0,))
+
+
+def test_requests_that_waited_out_a_busy_instance_get_the_delay_again_from_when_it_freed() -> None:
+    """Half the clients queued behind a running batch; the other half are a round trip away."""
+    queue = [Req(1, "a", 0.0), Req(1, "a", 0.5)]
+    limits = BatchLimits(8, max_queue_delay=1.0)
+    assert plan(queue, limits, now=6.0) == Take((0, 1))  # no free_since: the head's delay ran out long ago
+    assert plan(queue, limits, now=6.0, free_since=5.9) == Wait(6.9)
+    assert plan(queue, limits, now=6.9, free_since=5.9) == Take((0, 1))
+    # a head that arrived after the instance freed counts from its own arrival, as before
+    assert plan([Req(1, "a", 7.0)], limits, now=7.5, free_since=5.9) == Wait(8.0)
+    # a full batch never waits
+    assert plan([Req(8, "a", 0.0)], limits, now=6.0, free_since=5.9) == Take((0,))

@@ -220,7 +220,7 @@ class Batcher:
         if not item.future.done():
             item.future.set_exception(error)
 
-    async def _next_batch(self) -> list[_Item] | None:
+    async def _next_batch(self, free_since: float) -> list[_Item] | None:
         while True:
             self._arrival.clear()
             if self._closing and not self._queue:
@@ -228,7 +228,7 @@ class Batcher:
             hurry = self._closing or self._flushing or self._dispatch_now
             now = math.inf if hurry else self._clock()
             limits = self._limits if self._waits.should_wait(now) else self._no_wait
-            decision = plan(self._queue, limits, now)
+            decision = plan(self._queue, limits, now, free_since)
             if isinstance(decision, Take):
                 self._dispatch_now = False
                 if self._waiting_since is not None:
@@ -262,7 +262,8 @@ class Batcher:
 
     async def _work(self, instance: LoadedModel) -> None:
         loop = asyncio.get_running_loop()
-        while (batch := await self._next_batch()) is not None:
+        free_since = -math.inf  # when this instance finished its last batch
+        while (batch := await self._next_batch(free_since)) is not None:
             batch = [item for item in batch if not item.future.done()]
             if not batch:
                 continue
@@ -286,8 +287,10 @@ class Batcher:
                 raise
             except Exception as exc:  # the model's failure is reported to this batch only
                 self._fail_batch(batch, exc)
+                free_since = self._clock()
                 continue
             self._deliver(batch, parts, started)
+            free_since = self._clock()
 
     def _fail_batch(self, batch: list[_Item], exc: Exception) -> None:
         error = InferenceFailed(f"inference failed: {exc}")

@@ -5,11 +5,20 @@ Rules, in order, looking at the oldest request (the head):
 1. Only requests whose batch key equals the head's join it, oldest first, while
    their rows fit in ``max_batch_size``. A request that does not fit is left for
    a later batch, and so is everything behind it, to keep arrival order within a key.
-2. The batch runs now if it is full, if the head has waited ``max_queue_delay``,
-   or if some of its requests, oldest first, make up one of ``preferred_sizes``
+2. The batch runs now if it is full, if the head has waited ``max_queue_delay``
+   (counted from its arrival, or from when the instance became free if that is
+   later), or if some of its requests, oldest first, make up one of ``preferred_sizes``
    rows; with preferred sizes, a batch is cut at the largest preferred size
    its requests pass, and the rest wait for the next batch.
 3. Otherwise wait for another arrival or until the head's delay runs out.
+
+Why the delay may start when the instance frees: requests that arrived while a
+batch ran have already waited; if only part of the clients did (the rest are
+still getting their answers from that batch and will be back within a round
+trip), running the part at once splits the clients into two cohorts that then
+alternate for good, each batch half the size. Giving the returning half the
+same delay merges them again. Where waiting does not pay, the batcher's
+WaitController stops asking for it.
 With ``max_batch_size == 0`` the model takes no batch axis: one request per run.
 """
 
@@ -52,7 +61,7 @@ class Wait:
 Plan = Take | Wait
 
 
-def plan(queue: Sequence[Pending], limits: BatchLimits, now: float) -> Plan:
+def plan(queue: Sequence[Pending], limits: BatchLimits, now: float, free_since: float = float("-inf")) -> Plan:
     if not queue:
         return Wait(None)
     head = queue[0]
@@ -78,7 +87,7 @@ def plan(queue: Sequence[Pending], limits: BatchLimits, now: float) -> Plan:
     if not chosen:  # the head alone exceeds the limit (validation should have refused it): run it alone
         return Take((0,))
     preferred = _longest_preferred_prefix(totals, limits.preferred_sizes)
-    deadline = head.arrived + limits.max_queue_delay
+    deadline = max(head.arrived, free_since) + limits.max_queue_delay
     if total == limits.max_batch_size or blocked or now >= deadline:
         return Take(tuple(chosen[:preferred]) if preferred else tuple(chosen))
     if preferred:
