@@ -144,6 +144,11 @@ class RawClient:
     def send(self, data: bytes) -> None:
         self.writer.write(data)
 
+    def call(self, stream_id: int, message: bytes, path: str = ECHO) -> None:
+        """A whole unary request: headers, then the message, ending the stream."""
+        self.request(stream_id, path)
+        self.send(f.frame(f.DATA, f.END_STREAM, stream_id, wire.frame(message)))
+
     async def frame(self) -> tuple[int, int, int, bytes]:
         header = await asyncio.wait_for(self.reader.readexactly(9), 5)
         high, low, kind, flags, stream_id = f.HEADER.unpack(header)
@@ -199,8 +204,7 @@ def test_an_oversized_body_is_refused_before_it_ends() -> None:
             assert struct.unpack(">I", payload)[0] == f.NO_ERROR  # "stop sending", per gRPC
             assert service.bodies == [None]
             client.send(f.frame(f.DATA, f.END_STREAM, 1, b"late"))  # the rest arrives: dropped, no error
-            client.request(3)
-            client.send(f.frame(f.DATA, f.END_STREAM, 3, wire.frame(b"ok")))
+            client.call(3, b"ok")
             _flags, payload = await client.until(f.DATA, 3)
             assert payload == wire.frame(b"ok")
             client.close()
@@ -253,13 +257,11 @@ def test_a_reset_cancels_the_handler() -> None:
     async def scenario() -> None:
         async with serving() as (port, service, _):
             client = await RawClient.connect(port)
-            client.request(1, SLOW)
-            client.send(f.frame(f.DATA, f.END_STREAM, 1, wire.frame(b"x")))
+            client.call(1, b"x", SLOW)
             await asyncio.sleep(0.1)
             client.send(f.rst_stream(1, f.CANCEL))
             await asyncio.wait_for(service.cancelled.wait(), 5)
-            client.request(3)  # the connection carries on
-            client.send(f.frame(f.DATA, f.END_STREAM, 3, wire.frame(b"next")))
+            client.call(3, b"next")  # the connection carries on
             _flags, payload = await client.until(f.DATA, 3)
             assert payload == wire.frame(b"next")
             client.close()
@@ -271,8 +273,7 @@ def test_shutdown_finishes_open_calls_and_refuses_new_ones() -> None:
     async def scenario() -> None:
         async with serving() as (port, service, server):
             client = await RawClient.connect(port)
-            client.request(1, SLOW)
-            client.send(f.frame(f.DATA, f.END_STREAM, 1, wire.frame(b"in flight")))
+            client.call(1, b"in flight", SLOW)
             await asyncio.sleep(0.1)
             stopping = asyncio.create_task(server.shutdown(5.0))
             _, payload = await client.until(f.GOAWAY)

@@ -69,7 +69,7 @@ class _Call:
         self.future = future
         self.headers: dict[str, str] = {}
         self.data: list[bytes] = []
-        self.outgoing: memoryview | None = None  # request body waiting for window
+        self.outgoing: bytes | None = None  # request body waiting for window
         self.send_window = send_window
         self.unacked = 0
 
@@ -136,16 +136,9 @@ class GrpcConnection(asyncio.Protocol):
         self._next_id += 2
         call = _Call(asyncio.get_running_loop().create_future(), self._peer_initial_window)
         self._calls[stream_id] = call
-        headers = f.frame(f.HEADERS, f.END_HEADERS, stream_id, header_block)
-        body = wire.frame(message)
-        if len(body) <= min(self._send_window, call.send_window):  # the usual case: one write, as one segment
-            self._send_window -= len(body)
-            call.send_window -= len(body)
-            self._transport.write(headers + f.data_frames(stream_id, body, self._peer_max_frame, end_stream=True))
-        else:
-            self._transport.write(headers)
-            call.outgoing = memoryview(body)
-            self._send_pending(stream_id, call)
+        call.outgoing = wire.frame(message)
+        # HEADERS and as much DATA as the windows allow in one write, as grpc's C core sends them
+        self._send_pending(stream_id, call, f.frame(f.HEADERS, f.END_HEADERS, stream_id, header_block))
         return await call.future
 
     # frames
@@ -235,17 +228,17 @@ class GrpcConnection(asyncio.Protocol):
             call.future.set_result(body[5:])
 
     # sending
-    def _send_pending(self, stream_id: int, call: _Call) -> None:
+    def _send_pending(self, stream_id: int, call: _Call, prefix: bytes = b"") -> None:
         body = call.outgoing
         if body is None:
             return
-        window = min(self._send_window, call.send_window)
-        if window <= 0:
-            return
-        chunk, rest = body[:window], body[window:]
-        self._send_window -= len(chunk)
-        call.send_window -= len(chunk)
-        self._write(f.data_frames(stream_id, chunk, self._peer_max_frame, end_stream=not rest))
+        take = max(0, min(self._send_window, call.send_window, len(body)))
+        chunk, rest = body[:take], body[take:]  # a body that fits is not sliced: body[:len] is body
+        self._send_window -= take
+        call.send_window -= take
+        out = prefix + (f.data_frames(stream_id, chunk, self._peer_max_frame, end_stream=not rest) if chunk else b"")
+        if out:
+            self._write(out)
         call.outgoing = rest if rest else None
 
     def _send_all_pending(self) -> None:

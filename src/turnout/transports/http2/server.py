@@ -83,7 +83,7 @@ class _Stream:
         self.ended = False  # the client sent END_STREAM
         self.unacked = 0  # bytes received on this stream not yet credited back
         self.send_window = send_window
-        self.pending: tuple[memoryview, bytes | None] | None = None  # reply data waiting for window, and trailers
+        self.pending: tuple[bytes, bytes | None] | None = None  # reply data waiting for window, and trailers
         self.task: asyncio.Task[None] | None = None
 
 
@@ -393,47 +393,38 @@ class Http2Protocol(asyncio.Protocol):
             self._write(_headers_frames(stream_id, reply.head, max_frame, end_stream=True))
             self._finish(stream_id, stream)
             return
-        head = _headers_frames(stream_id, reply.head, max_frame, end_stream=False)
-        body = reply.body
-        if len(body) <= min(self._send_window, stream.send_window):
-            self._send_window -= len(body)
-            stream.send_window -= len(body)
-            tail = (
-                _headers_frames(stream_id, reply.trailers, max_frame, end_stream=True)
-                if reply.trailers is not None
-                else b""
-            )
-            self._write(head + f.data_frames(stream_id, body, max_frame, reply.trailers is None) + tail)
+        stream.pending = (reply.body, reply.trailers)
+        self._send_pending(stream_id, stream, _headers_frames(stream_id, reply.head, max_frame, end_stream=False))
+
+    def _send_pending(self, stream_id: int, stream: _Stream, prefix: bytes = b"") -> None:
+        """As much of the stream's reply as the windows allow, after ``prefix``, in one write;
+        the rest waits for WINDOW_UPDATE. A reply that fits is not sliced (``body[:len]`` is ``body``)."""
+        assert stream.pending is not None
+        body, trailers = stream.pending
+        take = max(0, min(self._send_window, stream.send_window, len(body)))
+        chunk, rest = body[:take], body[take:]
+        self._send_window -= take
+        stream.send_window -= take
+        done = not rest
+        out = prefix
+        if chunk:
+            out += f.data_frames(stream_id, chunk, self._peer_max_frame, done and trailers is None)
+        if done and trailers is not None:
+            out += _headers_frames(stream_id, trailers, self._peer_max_frame, end_stream=True)
+        if out:
+            self._write(out)
+        if done:
+            stream.pending = None
             self._finish(stream_id, stream)
-            return
-        self._write(head)
-        stream.pending = (memoryview(body), reply.trailers)
-        self._flush_pending()
+        else:
+            stream.pending = (rest, trailers)
 
     def _flush_pending(self) -> None:
         for stream_id, stream in list(self._streams.items()):
-            if stream.pending is None:
-                continue
             if self._send_window <= 0:
                 return
-            body, trailers = stream.pending
-            window = min(self._send_window, stream.send_window)
-            if window <= 0 and body:
-                continue
-            chunk, rest = body[:window], body[window:]
-            self._send_window -= len(chunk)
-            stream.send_window -= len(chunk)
-            done = not rest
-            out = f.data_frames(stream_id, chunk, self._peer_max_frame, done and trailers is None) if chunk else b""
-            if done and trailers is not None:
-                out += _headers_frames(stream_id, trailers, self._peer_max_frame, end_stream=True)
-            if out:
-                self._write(out)
-            if done:
-                stream.pending = None
-                self._finish(stream_id, stream)
-            else:
-                stream.pending = (rest, trailers)
+            if stream.pending is not None and stream.send_window > 0:
+                self._send_pending(stream_id, stream)
 
     def _finish(self, stream_id: int, stream: _Stream) -> None:
         """The reply is out. A client still sending (its body was refused early) is told to stop."""
