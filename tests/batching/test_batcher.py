@@ -82,6 +82,34 @@ async def _release(model: RowModel) -> None:
     model.gate.set()
 
 
+def test_a_closed_loop_of_clients_does_not_wait_out_the_delay_once_all_are_back() -> None:
+    """Four clients, each sending its next request when answered, after a
+    think time that staggers them (as network round trips do): waiting pays,
+    since the batch grows while it waits. After the first batch the batcher
+    knows four rows will come back, and runs them as soon as the last is
+    back instead of when the (long) batching delay runs out."""
+    delay, stagger = 0.4, 0.02
+
+    async def client(batcher: Batcher, rid: int) -> None:
+        for turn in range(3):
+            await asyncio.sleep(rid * stagger)
+            check_own_rows(x := request(10 * rid + turn), (await batcher.submit(x, BOTH)).outputs)
+
+    async def scenario() -> None:
+        model = RowModel()
+        async with running([model], BatchLimits(8, max_queue_delay=delay)) as batcher:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await asyncio.gather(*(client(batcher, rid) for rid in range(4)))
+            took = loop.time() - started
+        assert [c.rows for c in model.seen()] == [4, 4, 4]
+        # the first batch waits out the delay (nothing is expected yet); the next two
+        # run once the last client is back (~3 staggers), not a delay later each
+        assert delay <= took < 2 * delay, took
+
+    run(scenario())
+
+
 def test_requests_with_different_shapes_or_dtypes_never_share_a_batch() -> None:
     async def scenario() -> None:
         model = RowModel().hold()

@@ -184,3 +184,17 @@ def test_requests_that_waited_out_a_busy_instance_get_the_delay_again_from_when_
     assert plan([Req(1, "a", 7.0)], limits, now=7.5, free_since=5.9) == Wait(8.0)
     # a full batch never waits
     assert plan([Req(8, "a", 0.0)], limits, now=6.0, free_since=5.9) == Take((0,))
+
+
+def test_a_wait_ends_once_the_expected_rows_are_back() -> None:
+    """The clients answered by the last batch are back: a closed loop sends no more."""
+    limits = BatchLimits(16, max_queue_delay=1.0)
+    back = [Req(2, "a", 5.0), Req(1, "a", 5.1), Req(1, "a", 5.2)]
+    assert plan(back[:2], limits, now=5.2, free_since=5.0, expected=4) == Wait(6.0)
+    assert plan(back, limits, now=5.2, free_since=5.0, expected=4) == Take((0, 1, 2))
+    assert plan(back, limits, now=5.2, free_since=5.0, expected=3) == Take((0, 1, 2))  # more than expected
+    # nothing expected (no batch ran yet): the delay rules alone
+    assert plan(back, limits, now=5.2, free_since=5.0) == Wait(6.0)
+    # rows of another key do not count toward the head's batch
+    mixed = [Req(2, "a", 5.0), Req(2, "b", 5.1)]
+    assert plan(mixed, limits, now=5.2, free_since=5.0, expected=4) == Wait(6.0)

@@ -220,7 +220,7 @@ class Batcher:
         if not item.future.done():
             item.future.set_exception(error)
 
-    async def _next_batch(self, free_since: float) -> list[_Item] | None:
+    async def _next_batch(self, free_since: float, expected: int) -> list[_Item] | None:
         while True:
             self._arrival.clear()
             if self._closing and not self._queue:
@@ -228,7 +228,7 @@ class Batcher:
             hurry = self._closing or self._flushing or self._dispatch_now
             now = math.inf if hurry else self._clock()
             limits = self._limits if self._waits.should_wait(now) else self._no_wait
-            decision = plan(self._queue, limits, now, free_since)
+            decision = plan(self._queue, limits, now, free_since, expected)
             if isinstance(decision, Take):
                 self._dispatch_now = False
                 if self._waiting_since is not None:
@@ -247,6 +247,9 @@ class Batcher:
             finally:
                 self._idle_workers -= 1
 
+    def _queued_rows(self) -> int:
+        return sum(item.rows for item in self._queue)
+
     def _take(self, indices: tuple[int, ...]) -> list[_Item]:
         if indices[-1] == len(indices) - 1:  # a prefix: the common case
             batch = [self._queue.popleft() for _ in indices]
@@ -263,7 +266,8 @@ class Batcher:
     async def _work(self, instance: LoadedModel) -> None:
         loop = asyncio.get_running_loop()
         free_since = -math.inf  # when this instance finished its last batch
-        while (batch := await self._next_batch(free_since)) is not None:
+        expected = 0  # rows of its last batch plus those queued when it finished (see planner)
+        while (batch := await self._next_batch(free_since, expected)) is not None:
             batch = [item for item in batch if not item.future.done()]
             if not batch:
                 continue
@@ -287,10 +291,11 @@ class Batcher:
                 raise
             except Exception as exc:  # the model's failure is reported to this batch only
                 self._fail_batch(batch, exc)
-                free_since = self._clock()
+                free_since, expected = self._clock(), 0
                 continue
             self._deliver(batch, parts, started)
             free_since = self._clock()
+            expected = min(sum(item.rows for item in batch) + self._queued_rows(), self._limits.max_batch_size)
 
     def _fail_batch(self, batch: list[_Item], exc: Exception) -> None:
         error = InferenceFailed(f"inference failed: {exc}")

@@ -7,9 +7,10 @@ Rules, in order, looking at the oldest request (the head):
    a later batch, and so is everything behind it, to keep arrival order within a key.
 2. The batch runs now if it is full, if the head has waited ``max_queue_delay``
    (counted from its arrival, or from when the instance became free if that is
-   later), or if some of its requests, oldest first, make up one of ``preferred_sizes``
-   rows; with preferred sizes, a batch is cut at the largest preferred size
-   its requests pass, and the rest wait for the next batch.
+   later), if it holds the ``expected`` rows (see below), or if some of its
+   requests, oldest first, make up one of ``preferred_sizes`` rows; with
+   preferred sizes, a batch is cut at the largest preferred size its requests
+   pass, and the rest wait for the next batch.
 3. Otherwise wait for another arrival or until the head's delay runs out.
 
 Why the delay may start when the instance frees: requests that arrived while a
@@ -19,6 +20,15 @@ trip), running the part at once splits the clients into two cohorts that then
 alternate for good, each batch half the size. Giving the returning half the
 same delay merges them again. Where waiting does not pay, the batcher's
 WaitController stops asking for it.
+
+Why ``expected``: the batcher passes the rows of the instance's last batch plus
+those that were queued when it finished: the clients it has heard from
+recently. Once that many rows wait, the clients answered by the last batch
+are back, and a closed loop of clients (a fixed set, each waiting for its
+answer before sending again) sends nothing more, so the rest of the delay
+would only leave the model idle (measured, large MLP at 8 concurrent clients
+with a 1 ms delay: ~0.7 ms of idle model per batch of 8). New clients, or
+requests arriving faster than they are answered, still wait up to the delay.
 With ``max_batch_size == 0`` the model takes no batch axis: one request per run.
 """
 
@@ -61,7 +71,13 @@ class Wait:
 Plan = Take | Wait
 
 
-def plan(queue: Sequence[Pending], limits: BatchLimits, now: float, free_since: float = float("-inf")) -> Plan:
+def plan(
+    queue: Sequence[Pending],
+    limits: BatchLimits,
+    now: float,
+    free_since: float = float("-inf"),
+    expected: int = 0,
+) -> Plan:
     if not queue:
         return Wait(None)
     head = queue[0]
@@ -88,7 +104,7 @@ def plan(queue: Sequence[Pending], limits: BatchLimits, now: float, free_since: 
         return Take((0,))
     preferred = _longest_preferred_prefix(totals, limits.preferred_sizes)
     deadline = max(head.arrived, free_since) + limits.max_queue_delay
-    if total == limits.max_batch_size or blocked or now >= deadline:
+    if total == limits.max_batch_size or blocked or now >= deadline or 0 < expected <= total:
         return Take(tuple(chosen[:preferred]) if preferred else tuple(chosen))
     if preferred:
         return Take(tuple(chosen[:preferred]))
