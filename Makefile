@@ -26,8 +26,10 @@ $(MODELS)/.built: examples/build_models.py $(STAMP)
 
 models: $(MODELS)/.built
 
+# The local demo: inference without credentials (the server's log says so); the
+# admin plane on 127.0.0.1:8082 still needs an admin key (README, Security).
 serve: $(STAMP) models
-	$(BIN)/turnout serve $(MODELS) --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
+	$(BIN)/turnout serve $(MODELS) --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --no-inference-auth
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples scripts

@@ -77,6 +77,9 @@ def _turnout(layout: str) -> Launch:
     def command(repos: Path, ports: Ports) -> tuple[list[str], dict[str, str]]:
         argv = [str(PROJECT_BIN / "turnout"), "serve", str(repos / layout)]
         argv += ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc), "--log-level", "warning"]
+        # as the peers run: no authentication, no admin listener (MLServer and the
+        # FastAPI server have neither)
+        argv += ["--no-inference-auth", "--no-admin"]
         return argv, {}
 
     return command

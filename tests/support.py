@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -16,6 +17,9 @@ import httpx
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from turnout.security.keys import FileKeys, new_key
+from turnout.security.principal import Role
 
 ALL_DATATYPES = {
     "BOOL": TensorProto.BOOL,
@@ -41,12 +45,21 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``turnout serve`` in a child process, on free ports, stopped with SIGTERM."""
+    """``turnout serve`` in a child process, on free ports, stopped with SIGTERM.
 
-    def __init__(self, repository: Path, *extra: str, log_dir: Path) -> None:
+    Unless ``inference_auth``, the public ports need no credential (as in the
+    README's demo). Either way the admin plane has a port of its own and a key
+    store holding one admin key (``admin_headers``); ``extra`` arguments come
+    last, so a test's own ``--api-keys`` replaces that store."""
+
+    def __init__(self, repository: Path, *extra: str, log_dir: Path, inference_auth: bool = False) -> None:
         self.http_port = free_port()
         self.grpc_port = free_port()
+        self.admin_port = free_port()
         self.log_path = log_dir / f"turnout-{self.http_port}.log"
+        self.key_store = log_dir / f"keys-{self.http_port}.json"
+        record, self.admin_key = new_key("test-admin", [Role.ADMIN])
+        FileKeys(self.key_store).add(record)
         self.command = [
             sys.executable,
             "-m",
@@ -57,17 +70,41 @@ class ServerProcess:
             str(self.http_port),
             "--grpc-port",
             str(self.grpc_port),
+            "--admin-port",
+            str(self.admin_port),
+            "--api-keys",
+            str(self.key_store),
+            *([] if inference_auth else ["--no-inference-auth"]),
             *extra,
         ]
         self.process: subprocess.Popen[bytes] | None = None
+        self.scheme = "https" if "--tls-cert" in extra else "http"
+        # how https clients check the server (and present a client certificate): TLS tests set it
+        self.verify: ssl.SSLContext | bool = True
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.admin_port}"
+
+    @property
+    def admin_address(self) -> str:
+        return f"127.0.0.1:{self.admin_port}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_key}"}  # lower case: gRPC metadata keys must be
+
+    def admin_client(self, timeout: float = 30.0) -> httpx.Client:
+        """An httpx client for the admin plane, with the admin key."""
+        return httpx.Client(base_url=self.admin_url, headers=self.admin_headers, timeout=timeout, verify=self.verify)
 
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -75,7 +112,7 @@ class ServerProcess:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         path = "/v2/health/ready" if wait_ready else "/v2/health/live"
-        with httpx.Client(base_url=self.url, timeout=2.0) as client:
+        with httpx.Client(base_url=self.url, timeout=2.0, verify=self.verify) as client:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"turnout exited with {self.process.returncode}:\n{self.log()}")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import math
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +16,12 @@ from turnout import __version__
 from turnout.errors import ConfigError
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
-from turnout.settings import GrpcSettings, HttpSettings, Settings
+from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
+from turnout.security.jwt_auth import JwtSettings
+from turnout.security.principal import Role
+from turnout.security.ratelimit import Rate
+from turnout.security.tls import TlsSettings
+from turnout.settings import AdminSettings, GrpcSettings, HttpSettings, SecuritySettings, Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
         "--max-body-bytes", type=_positive_int, default=64 * 1024 * 1024, help="largest request body or gRPC message"
     )
     serve.add_argument(
+        "--max-tensor-elements",
+        type=_positive_int,
+        default=DEFAULT_LIMITS.max_tensor_elements,
+        help=f"most elements in one input tensor (default {DEFAULT_LIMITS.max_tensor_elements})",
+    )
+    serve.add_argument(
+        "--max-bytes-element",
+        type=_positive_int,
+        default=DEFAULT_LIMITS.max_bytes_element,
+        help=f"largest BYTES element, in bytes (default {DEFAULT_LIMITS.max_bytes_element})",
+    )
+    serve.add_argument(
         "--no-strict-readiness",
         action="store_true",
         help="report ready once loading is done even if some model failed",
@@ -48,7 +68,77 @@ def _parser() -> argparse.ArgumentParser:
         "--shutdown-grace", type=_seconds, default=30.0, help="seconds to finish requests on shutdown (default 30)"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    security = serve.add_argument_group("security (see the README's Security section)")
+    security.add_argument(
+        "--no-inference-auth",
+        action="store_true",
+        help="serve inference, metadata and metrics without credentials: a local demo only",
+    )
+    security.add_argument("--api-keys", type=Path, default=None, help="API key store: a .json file or a SQLite .db")
+    security.add_argument(
+        "--jwt-secret-file", type=Path, default=None, help="accept HS256 JWTs signed with this secret"
+    )
+    security.add_argument("--jwt-public-key", type=Path, default=None, help="accept RS256/ES256 JWTs: a PEM public key")
+    security.add_argument("--jwt-jwks", type=Path, default=None, help="accept RS256/ES256 JWTs: a JWKS file")
+    security.add_argument("--jwt-issuer", default=None, help="the JWT issuer (iss) to require")
+    security.add_argument("--jwt-audience", default=None, help="the JWT audience (aud) to require")
+    security.add_argument(
+        "--jwt-roles-claim", default="roles", help="the claim listing a token's roles (default roles)"
+    )
+    security.add_argument(
+        "--rate-limit",
+        type=_rate,
+        default=None,
+        metavar="RATE[/BURST]",
+        help="requests per second per credential (burst default: the rate), unless its key sets its own",
+    )
+    security.add_argument("--audit-log", type=Path, default=None, help="append admin actions and auth failures here")
+    security.add_argument("--tls-cert", type=Path, default=None, help="serve TLS with this certificate (PEM)")
+    security.add_argument("--tls-key", type=Path, default=None, help="the certificate's private key (PEM)")
+    security.add_argument(
+        "--tls-client-ca", type=Path, default=None, help="mutual TLS: require client certificates signed by this CA"
+    )
+    security.add_argument(
+        "--allow-trusted-models",
+        action="store_true",
+        help="load models whose files run code when loaded (pickles) if their model.toml says trusted = true",
+    )
+    security.add_argument("--admin-host", default="127.0.0.1", help="admin plane address (default 127.0.0.1)")
+    security.add_argument("--admin-port", type=_port, default=8082, help="admin plane port (default 8082)")
+    security.add_argument("--no-admin", action="store_true", help="no admin plane listener")
+    security.add_argument(
+        "--admin-on-public-port",
+        action="store_true",
+        help="also serve the admin routes on the public REST and gRPC ports (admin role still required)",
+    )
     serve.set_defaults(run=_serve)
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys").add_subparsers(title="keys commands")
+    create = keys.add_parser("create", help="create a key and print it (it is shown only this once)")
+    create.add_argument("--store", type=Path, required=True, help="the key store: a .json file or a SQLite .db")
+    create.add_argument("--name", required=True, help="who or what the key is for (shown in logs and audit)")
+    create.add_argument(
+        "--role", dest="roles", action="append", choices=[r.value for r in Role], required=True,
+        help="infer, read or admin; repeat for several",
+    )  # fmt: skip
+    create.add_argument("--model", dest="models", action="append", default=None, help="allow only this model; repeat")
+    create.add_argument("--rate-limit", type=_rate, default=None, metavar="RATE[/BURST]", help="this key's own limit")
+    create.set_defaults(run=_keys_create)
+    listing = keys.add_parser("list", help="list the keys (never their secrets)")
+    listing.add_argument("--store", type=Path, required=True)
+    listing.add_argument("--json", action="store_true", help="one JSON object per key")
+    listing.set_defaults(run=_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key by id or name; a running server stops accepting it")
+    revoke.add_argument("--store", type=Path, required=True)
+    revoke.add_argument("key", help="the key's id (or its name, if unique)")
+    revoke.set_defaults(run=_keys_revoke)
+
+    audit = commands.add_parser("audit", help="read the audit log").add_subparsers(title="audit commands")
+    tail = audit.add_parser("tail", help="print the last events (and follow with -f)")
+    tail.add_argument("log", type=Path, help="the audit log file")
+    tail.add_argument("-n", "--lines", type=_positive_int, default=20, help="how many (default 20)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing events as they are appended")
+    tail.set_defaults(run=_audit_tail)
 
     bench = commands.add_parser(
         "bench", help="measure a V2 server: throughput, latency percentiles, errors (like perf_analyzer)"
@@ -74,6 +164,15 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", dest="json_out", type=Path, default=None, help="write the results as JSON here")
     bench.add_argument("--plot", dest="plot_out", type=Path, default=None, help="write latency vs throughput (PNG)")
     bench.add_argument("--quiet", action="store_true", help="no live progress")
+    bench.add_argument(
+        "--header",
+        dest="headers",
+        action="append",
+        type=_header,
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="send with every request, over REST and as gRPC metadata (e.g. 'Authorization: Bearer KEY'); repeat",
+    )
     bench.add_argument(
         "--busy-poll",
         choices=("auto", "on", "off"),
@@ -102,6 +201,25 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip() or any(c in text for c in "\r\n"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a header: 'NAME: VALUE'")
+    return name.strip(), value.strip()
+
+
+def _rate(text: str) -> Rate:
+    rate_text, _, burst_text = text.partition("/")
+    try:
+        rate = float(rate_text)
+        burst = int(burst_text) if burst_text else max(1, math.ceil(rate))
+        return Rate(rate, burst)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a rate: requests per second, optionally /burst (e.g. 50 or 50/100)"
+        ) from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -119,10 +237,18 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.repository.is_dir():
         print(f"turnout: the model repository {args.repository} does not exist or is not a directory", file=sys.stderr)
         return 2
+    try:
+        security = _security_settings(args)
+    except ValueError as exc:
+        print(f"turnout: {exc}", file=sys.stderr)
+        return 2
     settings = Settings(
         repository=args.repository,
         http=HttpSettings(args.host, args.http_port, args.max_body_bytes),
         grpc=GrpcSettings(args.host, args.grpc_port, args.max_body_bytes),
+        admin=AdminSettings(args.admin_host, None if args.no_admin else args.admin_port, args.admin_on_public_port),
+        security=security,
+        limits=InputLimits(args.max_tensor_elements, args.max_bytes_element),
         strict_readiness=not args.no_strict_readiness,
         shutdown_grace_seconds=args.shutdown_grace,
     )
@@ -134,6 +260,115 @@ def _serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"turnout: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _security_settings(args: argparse.Namespace) -> SecuritySettings:
+    jwt_sources = [x for x in (args.jwt_secret_file, args.jwt_public_key, args.jwt_jwks) if x is not None]
+    if len(jwt_sources) > 1:
+        raise ValueError("give one of --jwt-secret-file, --jwt-public-key and --jwt-jwks")
+    jwt = None
+    if jwt_sources:
+        secret = None
+        if args.jwt_secret_file is not None:
+            try:
+                secret = args.jwt_secret_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read the JWT secret file {args.jwt_secret_file}: {exc.strerror}") from None
+        jwt = JwtSettings(
+            secret=secret,
+            public_key_file=args.jwt_public_key,
+            jwks_file=args.jwt_jwks,
+            issuer=args.jwt_issuer,
+            audience=args.jwt_audience,
+            roles_claim=args.jwt_roles_claim,
+        )
+        jwt.check()
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    tls = None if args.tls_cert is None else TlsSettings(args.tls_cert, args.tls_key, args.tls_client_ca)
+    return SecuritySettings(
+        inference_auth=not args.no_inference_auth,
+        key_store=args.api_keys,
+        jwt=jwt,
+        rate_limit=args.rate_limit,
+        audit_log=args.audit_log,
+        tls=tls,
+        allow_trusted_models=args.allow_trusted_models,
+    )
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from turnout.security.keys import new_key, open_backend
+
+    rate = args.rate_limit
+    try:
+        backend = open_backend(args.store)
+        record, token = new_key(
+            args.name,
+            [Role(r) for r in args.roles],
+            args.models,
+            rate=None if rate is None else rate.per_second,
+            burst=None if rate is None else rate.burst,
+        )
+        backend.add(record)
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        print(f"turnout keys: {exc}", file=sys.stderr)
+        return 1
+    print(f"created key {record.id} for {record.name!r} ({', '.join(sorted(args.roles))})", file=sys.stderr)
+    print("the key (shown only now; send it as 'Authorization: Bearer <key>'):", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from turnout.security.keys import open_backend
+
+    try:
+        records = open_backend(args.store).load()
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        print(f"turnout keys: {exc}", file=sys.stderr)
+        return 1
+    for record in records:
+        shown = record.public()
+        if args.json:
+            print(json.dumps(shown))
+            continue
+        models = "all models" if shown["models"] is None else ",".join(shown["models"])
+        state = f"revoked {shown['revoked']}" if shown["revoked"] else "active"
+        rate = f"  {shown['rate']}/s burst {shown['burst']}" if shown["rate"] else ""
+        print(f"{shown['id']}  {shown['name']}  {','.join(shown['roles'])}  {models}  {state}{rate}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from turnout.security.keys import open_backend, revoke
+
+    try:
+        record = revoke(open_backend(args.store), args.key)
+    except (LookupError, ValueError, OSError, sqlite3.Error) as exc:
+        print(f"turnout keys: {exc.args[0] if isinstance(exc, LookupError) else exc}", file=sys.stderr)
+        return 1
+    print(f"revoked key {record.id} ({record.name!r}) at {record.revoked}; a running server drops it within a second")
+    return 0
+
+
+def _audit_tail(args: argparse.Namespace) -> int:
+    from turnout.security.audit import follow, tail
+
+    try:
+        for line in tail(args.log, args.lines):
+            print(line)
+        if args.follow:
+            for line in follow(args.log):
+                print(line, flush=True)
+    except FileNotFoundError:
+        print(f"turnout audit: no audit log at {args.log}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -174,6 +409,7 @@ def _bench(args: argparse.Namespace) -> int:
         plot_out=args.plot_out,
         quiet=args.quiet,
         busy_poll=args.busy_poll,
+        headers=tuple(args.headers),
     )
     try:
         results = run(settings)

@@ -18,6 +18,9 @@ class Code(enum.Enum):
     OVERLOADED = "overloaded"  # the queue is full: retry later
     TIMEOUT = "timeout"  # the request's deadline passed before it could run
     INTERNAL = "internal"  # the model failed while running
+    UNAUTHENTICATED = "unauthenticated"  # no credential, or one that is not valid
+    FORBIDDEN = "forbidden"  # a valid credential without the right for this
+    RATE_LIMITED = "rate_limited"  # the credential's request rate is spent: retry later
 
 
 class TurnoutError(Exception):
@@ -64,6 +67,18 @@ class DeadlineExceeded(TurnoutError):
 
 class InferenceFailed(TurnoutError):
     code = Code.INTERNAL
+
+
+class Unauthenticated(TurnoutError):
+    code = Code.UNAUTHENTICATED
+
+
+class Forbidden(TurnoutError):
+    code = Code.FORBIDDEN
+
+
+class RateLimited(TurnoutError):
+    code = Code.RATE_LIMITED
 
 
 class ConfigError(Exception):

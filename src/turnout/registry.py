@@ -75,7 +75,14 @@ UNLOADED = "unloaded"
 
 
 class ModelRegistry:
-    def __init__(self, repository: ModelRepository, metrics: Metrics, drain_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        metrics: Metrics,
+        drain_seconds: float = 30.0,
+        allow_trusted_models: bool = False,
+    ) -> None:
+        self._allow_trusted = allow_trusted_models
         self._repository = repository
         self._metrics = metrics
         self._drain_seconds = drain_seconds
@@ -148,7 +155,7 @@ class ModelRegistry:
             states: dict[int | None, tuple[State, str]] = {}
             for version in source.versions:
                 try:
-                    result = await asyncio.to_thread(load_version, source, version)
+                    result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
                 except LoadFailed as exc:
                     log.error("model %s version %d not loaded: %s", name, version, exc)
                     previous = model.live.get(version)

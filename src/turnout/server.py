@@ -13,6 +13,8 @@ import errno
 import logging
 import signal
 import socket
+import sqlite3
+import ssl
 
 from turnout.dataplane import DataPlane
 from turnout.model.onnx import OnnxRuntime
@@ -20,10 +22,18 @@ from turnout.model.repository import ModelRepository
 from turnout.model.runtime import ModelRuntime
 from turnout.observability.metrics import Metrics
 from turnout.registry import ModelRegistry
-from turnout.settings import Settings
+from turnout.security.audit import AuditLog, NoAudit
+from turnout.security.guard import Guard
+from turnout.security.jwt_auth import JwtVerifier
+from turnout.security.keys import KeyStore, open_backend
+from turnout.security.ratelimit import RateLimiter
+from turnout.security.tls import server_context
+from turnout.settings import SecuritySettings, Settings
+from turnout.transports.dual import DualServer
 from turnout.transports.grpc.service import InferenceService
 from turnout.transports.http2.server import Http2Server
 from turnout.transports.http_server import HttpServer
+from turnout.transports.planes import Plane
 from turnout.transports.rest import RestApi
 
 log = logging.getLogger("turnout.server")
@@ -42,32 +52,46 @@ class Server:
         self.settings = settings
         self.metrics = Metrics()
         repository = ModelRepository(settings.repository, default_runtimes())
-        self.registry = ModelRegistry(repository, self.metrics, settings.shutdown_grace_seconds)
+        self.registry = ModelRegistry(
+            repository, self.metrics, settings.shutdown_grace_seconds, settings.security.allow_trusted_models
+        )
         self.dataplane = DataPlane(self.registry, self.metrics, settings.strict_readiness)
+        self.guard = build_guard(settings.security)
+        self._tls = settings.security.tls
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def serve(self) -> None:
-        http_socket = bind_tcp(self.settings.http.host, self.settings.http.port, "HTTP")
-        grpc_socket = bind_tcp(self.settings.grpc.host, self.settings.grpc.port, "gRPC")
+        settings = self.settings
+        http_socket = bind_tcp(settings.http.host, settings.http.port, "HTTP")
+        grpc_socket = bind_tcp(settings.grpc.host, settings.grpc.port, "gRPC")
+        admin = settings.admin
+        admin_socket = None if admin.port is None else bind_tcp(admin.host, admin.port, "the admin plane")
         grpc_server = self._grpc_server()
         http_server = self._http_server()
+        admin_server = None if admin_socket is None else self._admin_server()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         try:
             await grpc_server.start(grpc_socket)
             await http_server.start(http_socket)
+            if admin_server is not None:
+                await admin_server.start(admin_socket)
+            scheme = "https" if self._tls else "http"
             log.info(
-                "serving %s: REST on http://%s:%d (metrics at /metrics), gRPC on %s:%d",
-                self.settings.repository,
-                self.settings.http.host,
-                self.settings.http.port,
-                self.settings.grpc.host,
-                self.settings.grpc.port,
+                "serving %s: REST on %s://%s:%d (metrics at /metrics), gRPC on %s:%d%s",
+                settings.repository,
+                scheme,
+                settings.http.host,
+                settings.http.port,
+                settings.grpc.host,
+                settings.grpc.port,
+                " (TLS)" if self._tls else "",
             )
+            self._log_security()
             await self.registry.load_all()
             self.dataplane.mark_started()
             log.info("models loaded; ready=%s", self.dataplane.ready())
@@ -75,24 +99,101 @@ class Server:
             log.info("shutting down: finishing requests in flight (up to %ss)", self.settings.shutdown_grace_seconds)
             self.dataplane.mark_stopping()
             self.registry.flush()  # accepted requests need not wait out batching delays now
+            grace = self.settings.shutdown_grace_seconds
             await asyncio.gather(
-                http_server.shutdown(self.settings.shutdown_grace_seconds),
-                grpc_server.shutdown(self.settings.shutdown_grace_seconds),
+                http_server.shutdown(grace),
+                grpc_server.shutdown(grace),
+                *([] if admin_server is None else [admin_server.shutdown(grace)]),
             )
             await self.registry.close()
+            self.guard.close()
             log.info("stopped")
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
 
+    def _log_security(self) -> None:
+        settings, guard = self.settings, self.guard
+        admin = settings.admin
+        if admin.port is not None:
+            log.info("admin plane (repository load/unload) on %s, admin role required", self._admin_address())
+        if admin.on_public_port:
+            log.warning("the admin routes are also served on the public ports (admin role required)")
+        if not guard.inference_auth:
+            log.warning(
+                "inference authentication is OFF: anyone who reaches the public ports may run models and "
+                "read metadata and metrics. For a local demo only; see the README's Security section"
+            )
+        if not guard.can_authenticate:
+            log.warning("no API key store or JWT key is configured: every admin request will be refused (401)")
+        if self._tls is None and settings.http.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning(
+                "serving without TLS on %s: credentials and data cross the network in clear", settings.http.host
+            )
+
+    def _admin_address(self) -> str:
+        admin = self.settings.admin
+        return f"{'https' if self._tls else 'http'}://{admin.host}:{admin.port}"
+
+    def _admin_elsewhere(self) -> str:
+        return self._admin_address() if self.settings.admin.port is not None else "not enabled on this server"
+
     def _http_server(self) -> HttpServer:
-        api = RestApi(self.dataplane, self.metrics, self.settings.http.max_body_bytes)
-        return HttpServer(api.handle, self.settings.http.max_body_bytes)
+        limit = self.settings.http.max_body_bytes
+        plane = Plane.BOTH if self.settings.admin.on_public_port else Plane.INFERENCE
+        api = RestApi(
+            self.dataplane, self.metrics, limit, self.guard, plane, self._admin_elsewhere(), self.settings.limits
+        )
+        return HttpServer(api.handle, limit, self._tls_context("http/1.1"))
 
     def _grpc_server(self) -> Http2Server:
         size = self.settings.grpc.max_message_bytes
-        service = InferenceService(self.dataplane, size)
-        return Http2Server(service.handle, size + 5, service.screen)  # the body: the message and its 5-byte prefix
+        plane = Plane.BOTH if self.settings.admin.on_public_port else Plane.INFERENCE
+        service = InferenceService(
+            self.dataplane, size, self.guard, plane, self._admin_elsewhere(), self.settings.limits
+        )
+        # the body: the message and its 5-byte prefix
+        return Http2Server(service.handle, size + 5, service.screen, self._tls_context("h2"))
+
+    def _admin_server(self) -> DualServer:
+        """REST and gRPC on one port: the repository's load and unload, its index, health."""
+        http_limit, grpc_limit = self.settings.http.max_body_bytes, self.settings.grpc.max_message_bytes
+        api = RestApi(self.dataplane, self.metrics, http_limit, self.guard, Plane.ADMIN)
+        service = InferenceService(self.dataplane, grpc_limit, self.guard, Plane.ADMIN)
+        return DualServer(
+            HttpServer(api.handle, http_limit),
+            Http2Server(service.handle, grpc_limit + 5, service.screen),
+            self._tls_context("h2", "http/1.1"),
+        )
+
+    def _tls_context(self, *alpn: str) -> ssl.SSLContext | None:
+        if self._tls is None:
+            return None
+        try:
+            return server_context(self._tls, *alpn)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+
+
+def build_guard(security: SecuritySettings) -> Guard:
+    """The guard from the settings; ``StartupError`` saying what to fix when
+    they cannot work (inference authentication on and no way to authenticate)."""
+    try:
+        keys = None if security.key_store is None else KeyStore(open_backend(security.key_store))
+        verifier = None if security.jwt is None else JwtVerifier(security.jwt)
+    except (ValueError, sqlite3.Error) as exc:
+        raise StartupError(str(exc)) from None
+    if security.inference_auth and keys is None and verifier is None:
+        raise StartupError(
+            "inference authentication is on, but no credentials are configured: give an API key store "
+            "(--api-keys FILE; make keys with `turnout keys create`) or a JWT key (--jwt-secret-file, "
+            "--jwt-public-key or --jwt-jwks), or serve a local demo with --no-inference-auth"
+        )
+    try:
+        audit: AuditLog | NoAudit = NoAudit() if security.audit_log is None else AuditLog(security.audit_log)
+    except OSError as exc:
+        raise StartupError(f"cannot open the audit log {security.audit_log}: {exc.strerror}") from None
+    return Guard(keys, verifier, RateLimiter(security.rate_limit), audit, security.inference_auth)
 
 
 def bind_tcp(host: str, port: int, what: str) -> socket.socket:

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from turnout.protocol.limits import InputLimits
+from turnout.security.jwt_auth import JwtSettings
+from turnout.security.ratelimit import Rate
+from turnout.security.tls import TlsSettings
+
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
@@ -21,10 +26,37 @@ class GrpcSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin plane's own listener (REST and gRPC on one port); ``port``
+    None: no admin listener. ``on_public_port``: also serve the admin routes
+    on the public ports (still only to the admin role)."""
+
+    host: str = "127.0.0.1"
+    port: int | None = 8082
+    on_public_port: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    # off: inference and metadata without credentials (a local demo; the log says so)
+    inference_auth: bool = True
+    key_store: Path | None = None  # API keys: a .json file or a SQLite .db
+    jwt: JwtSettings | None = None
+    rate_limit: Rate | None = None  # per credential, when its key sets none
+    audit_log: Path | None = None
+    tls: TlsSettings | None = None  # for every listener
+    # load models whose files run code when loaded, if their model.toml says trusted
+    allow_trusted_models: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     repository: Path
     http: HttpSettings = field(default_factory=HttpSettings)
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    limits: InputLimits = field(default_factory=InputLimits)
     # ready only when every model version is ready, as the V2 protocol says;
     # off, the server is ready once loading is done, whatever failed
     strict_readiness: bool = True

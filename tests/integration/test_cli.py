@@ -61,14 +61,17 @@ def test_serve_without_repository(tmp_path: Path) -> None:
     assert "does not exist" in result.stderr
 
 
-@pytest.mark.parametrize("which", ["--http-port", "--grpc-port"])
+@pytest.mark.parametrize("which", ["--http-port", "--grpc-port", "--admin-port"])
 def test_serve_on_a_port_in_use(example_repo: Path, which: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        other = "--grpc-port" if which == "--http-port" else "--http-port"
-        result = turnout("serve", str(example_repo), which, str(port), other, str(free_port()))
+        ports = {name: str(free_port()) for name in ("--http-port", "--grpc-port", "--admin-port")}
+        ports[which] = str(port)
+        result = turnout(
+            "serve", str(example_repo), *(x for pair in ports.items() for x in pair), "--no-inference-auth"
+        )
     assert result.returncode == 1
     assert f"127.0.0.1:{port}" in result.stderr
     assert "in use" in result.stderr

@@ -68,15 +68,24 @@ def test_deeply_nested_data(client: httpx.Client) -> None:
 
 
 def test_huge_shape_with_little_data(client: httpx.Client) -> None:
+    """Refused by the shape alone (the element limit), before any data is read."""
     header = orjson.dumps(
         {"inputs": [{"name": "input", "datatype": "FP32", "shape": [10**9, 30], "parameters": {"binary_data_size": 0}}]}
     )
     response = client.post(
         "/v2/models/breast_cancer/infer", content=header, headers={"Inference-Header-Content-Length": str(len(header))}
     )
-    assert_error(response, 400, "needs 120000000000 bytes, got 0")
+    assert_error(response, 413, "shape [1000000000, 30] has 30000000000 elements, over the server's limit")
     body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [10**9, 30], "data": [0.0] * 30}]}
-    assert_error(client.post("/v2/models/breast_cancer/infer", json=body), 400, "elements but data has 30")
+    assert_error(client.post("/v2/models/breast_cancer/infer", json=body), 413, "--max-tensor-elements")
+    # within the limit, a shape the data does not fill is the client's error as before
+    header = orjson.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1000, 30], "parameters": {"binary_data_size": 0}}]}
+    )
+    response = client.post(
+        "/v2/models/breast_cancer/infer", content=header, headers={"Inference-Header-Content-Length": str(len(header))}
+    )
+    assert_error(response, 400, "needs 120000 bytes, got 0")
 
 
 def test_booleans_are_not_numbers(client: httpx.Client) -> None:
@@ -145,20 +154,22 @@ def test_gzip_must_end_cleanly(client: httpx.Client) -> None:
     assert_error(client.post("/v2/models/diabetes/infer", content=body[:-6], headers=headers), 400, "truncated")
 
 
-def test_unsupported_parameters_are_refused(client: httpx.Client) -> None:
+def test_unsupported_parameters_are_refused(client: httpx.Client, server: ServerProcess) -> None:
     rows = [0.0] * 10
     base = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": rows}]}
     classification = {**base, "outputs": [{"name": "prediction", "parameters": {"classification": 2}}]}
     assert_error(client.post("/v2/models/diabetes/infer", json=classification), 400, "classification")
     odd_flag = {**base, "outputs": [{"name": "prediction", "parameters": {"binary_data": "yes"}}]}
     assert_error(client.post("/v2/models/diabetes/infer", json=odd_flag), 400, "binary_data must be true or false")
-    load = client.post("/v2/repository/models/diabetes/load", json={"parameters": {"config": "{}"}})
+    with server.admin_client() as admin:
+        load = admin.post("/v2/repository/models/diabetes/load", json={"parameters": {"config": "{}"}})
     assert_error(load, 400, "load parameters ['config'] are not supported")
 
 
 @pytest.mark.parametrize("name", ["..", "%2E%2E", "a" * 5000, ".hidden"])
-def test_model_names_cannot_leave_the_repository(client: httpx.Client, name: str) -> None:
-    response = client.post(f"/v2/repository/models/{name}/load")
+def test_model_names_cannot_leave_the_repository(server: ServerProcess, name: str) -> None:
+    with server.admin_client() as admin:
+        response = admin.post(f"/v2/repository/models/{name}/load")
     assert response.status_code in (404, 405), response.text  # '..' may be normalised away by the client
     assert response.headers["content-type"] == "application/json"
 

@@ -47,8 +47,8 @@ def test_odd_directory_names_are_not_versions(repo: Path, tmp_path: Path) -> Non
 
 
 def test_unloading_keeps_the_server_ready(strict_server: ServerProcess) -> None:
-    with httpx.Client(base_url=strict_server.url) as client:
-        assert client.post("/v2/repository/models/diabetes/unload").status_code == 200
+    with httpx.Client(base_url=strict_server.url) as client, strict_server.admin_client() as admin:
+        assert admin.post("/v2/repository/models/diabetes/unload").status_code == 200
         assert client.get("/v2/health/ready").status_code == 200
         assert client.post("/v2/models/diabetes/infer", json=DIABETES_ROW).status_code == 503
         entry = next(e for e in client.post("/v2/repository/index").json() if e["name"] == "diabetes")
@@ -56,14 +56,15 @@ def test_unloading_keeps_the_server_ready(strict_server: ServerProcess) -> None:
 
 
 def test_bad_names_on_load_leave_no_trace(strict_server: ServerProcess) -> None:
-    client = grpcclient.InferenceServerClient(strict_server.grpc_address)
+    client = grpcclient.InferenceServerClient(strict_server.admin_address)
     try:
         for name in ("", "..", "a" * 5000, "../breast_cancer"):
             with pytest.raises(InferenceServerException) as caught:
-                client.load_model(name)
+                client.load_model(name, headers=strict_server.admin_headers)
             assert caught.value.status() == "StatusCode.NOT_FOUND"
         assert client.is_server_ready()
-        assert {m.name for m in client.get_model_repository_index().models} == {"breast_cancer", "diabetes"}
+        index = client.get_model_repository_index(headers=strict_server.admin_headers)
+        assert {m.name for m in index.models} == {"breast_cancer", "diabetes"}
     finally:
         client.close()
 
@@ -81,9 +82,9 @@ def test_readiness_holds_through_reloads(strict_server: ServerProcess) -> None:
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        with httpx.Client(base_url=strict_server.url, timeout=30) as client:
+        with strict_server.admin_client() as admin:
             for _ in range(10):
-                assert client.post("/v2/repository/models/breast_cancer/load").status_code == 200
+                assert admin.post("/v2/repository/models/breast_cancer/load").status_code == 200
     finally:
         stop.set()
         watcher.join()
@@ -102,7 +103,8 @@ def test_reload_while_a_body_is_still_arriving(strict_server: ServerProcess) -> 
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body[:10]
         )
-        assert httpx.post(f"{strict_server.url}/v2/repository/models/diabetes/load", timeout=30).status_code == 200
+        with strict_server.admin_client() as admin:
+            assert admin.post("/v2/repository/models/diabetes/load").status_code == 200
         sock.sendall(body[10:])
         reply = b""
         while b"\r\n\r\n" not in reply:
@@ -164,27 +166,28 @@ def test_a_load_or_unload_whose_caller_gives_up_still_completes(repo: Path, tmp_
         write_model(repo / "many" / str(version) / "model.onnx", slow())
     (repo / "many" / "model.toml").write_text("[version_policy]\nall = true\n")
     with ServerProcess(repo, "--no-strict-readiness", log_dir=tmp_path) as server:
-        client = grpcclient.InferenceServerClient(server.grpc_address)
+        client = grpcclient.InferenceServerClient(server.admin_address)
+        key = server.admin_headers
         try:
-            client.unload_model("many")
+            client.unload_model("many", headers=key)
             with pytest.raises(InferenceServerException) as caught:
-                client.load_model("many", client_timeout=0.05)
+                client.load_model("many", headers=key, client_timeout=0.05)
             assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
             deadline = time.monotonic() + 60
-            while not client.is_model_ready("many"):
-                assert time.monotonic() < deadline, client.get_model_repository_index()
+            index = client.get_model_repository_index
+            while {m.state for m in index(headers=key).models if m.name == "many"} != {"READY"}:
+                assert time.monotonic() < deadline, index(headers=key)
                 time.sleep(0.05)  # the load goes on in the server; nothing to wait on from here
-            assert {m.state for m in client.get_model_repository_index().models if m.name == "many"} == {"READY"}
-            assert len(client.get_model_metadata("many").versions) == 6
+            assert len(httpx.get(f"{server.url}/v2/models/many").json()["versions"]) == 6
 
             with contextlib.suppress(InferenceServerException):  # the deadline may pass before it is sent
-                client.unload_model("many", client_timeout=0.001)
-            while client.is_model_ready("many"):
+                client.unload_model("many", headers=key, client_timeout=0.001)
+            while {m.state for m in index(headers=key).models if m.name == "many"} != {"UNAVAILABLE"}:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            states = {m.reason for m in client.get_model_repository_index().models if m.name == "many"}
+            states = {m.reason for m in index(headers=key).models if m.name == "many"}
             assert states == {"unloaded"}
-            assert client.is_server_ready()
+            assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
         finally:
             client.close()
 

@@ -40,3 +40,21 @@ def test_tritonclient_example(server: ServerProcess) -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout == block_after("prints", "text")
+
+
+def test_security_walkthrough(example_repo: Path, tmp_path: Path) -> None:
+    """The Security section as a new user follows it: keys made with the CLI,
+    a server that needs them, and the status codes the section documents."""
+    setup = block_after("**API keys.**", "sh")
+    commands = [line for line in setup.splitlines() if line.strip() and " serve " not in line]
+    script = "\n".join(commands).replace(".venv/bin/turnout", f"{sys.executable} -m turnout")
+    subprocess.run(["bash", "-c", script], cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    assert " serve examples/models --api-keys keys.db" in setup
+    server = ServerProcess(example_repo, "--api-keys", str(tmp_path / "keys.db"), log_dir=tmp_path, inference_auth=True)
+    with server:
+        calls = block_after("Clients send `Authorization: Bearer <key>`", "sh")
+        command = on_test_ports(calls, server).replace("127.0.0.1:8082", server.admin_address)
+        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    documented = re.findall(r"# (\d{3})$", calls, re.M)
+    assert documented == ["401", "200", "403", "200"]
+    assert result.stdout.split() == documented, result.stderr

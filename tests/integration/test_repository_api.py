@@ -33,38 +33,38 @@ def infer_label(client: httpx.Client, version: str | None = None) -> httpx.Respo
 
 
 def test_index_unload_load_over_rest(server: ServerProcess) -> None:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30) as client, server.admin_client() as admin:
         index = client.post("/v2/repository/index").json()
         assert {(e["name"], e["version"], e["state"]) for e in index} == {
             ("breast_cancer", "1", "READY"),
             ("breast_cancer", "2", "READY"),
             ("diabetes", "1", "READY"),
         }
-        assert client.post("/v2/repository/models/breast_cancer/unload").status_code == 200
+        assert admin.post("/v2/repository/models/breast_cancer/unload").status_code == 200
         assert infer_label(client).status_code == 503
         assert client.get("/v2/models/breast_cancer/ready").status_code == 503
         ready = client.post("/v2/repository/index", json={"ready": True}).json()
         assert [e["name"] for e in ready] == ["diabetes"]
-        assert client.post("/v2/repository/models/breast_cancer/load").status_code == 200
+        assert admin.post("/v2/repository/models/breast_cancer/load").status_code == 200
         assert infer_label(client).status_code == 200
-        assert client.post("/v2/repository/models/ghost/load").status_code == 404
-        assert client.post("/v2/repository/models/ghost/unload").status_code == 404
+        assert admin.post("/v2/repository/models/ghost/load").status_code == 404
+        assert admin.post("/v2/repository/models/ghost/unload").status_code == 404
 
 
 def test_reload_picks_up_a_new_version_and_config(server: ServerProcess, repo: Path) -> None:
     (repo / "diabetes" / "2").mkdir()
     shutil.copy(repo / "diabetes" / "1" / "model.onnx", repo / "diabetes" / "2" / "model.onnx")
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30) as client, server.admin_client() as admin:
         assert client.get("/v2/models/diabetes").json()["versions"] == ["1"]
-        assert client.post("/v2/repository/models/diabetes/load").status_code == 200
+        assert admin.post("/v2/repository/models/diabetes/load").status_code == 200
         assert client.get("/v2/models/diabetes").json()["versions"] == ["2"]  # latest = 1
 
 
 def test_broken_config_on_reload_keeps_the_old_version_serving(server: ServerProcess, repo: Path) -> None:
     config = repo / "breast_cancer" / "model.toml"
     config.write_text(config.read_text().replace("max_batch_size = 64", "max_batch_size = -3"))
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        response = client.post("/v2/repository/models/breast_cancer/load")
+    with httpx.Client(base_url=server.url, timeout=30) as client, server.admin_client() as admin:
+        response = admin.post("/v2/repository/models/breast_cancer/load")
         assert response.status_code == 400
         error = response.json()["error"]
         assert "model.toml" in error and "max_batch_size" in error
@@ -75,8 +75,8 @@ def test_broken_artifact_on_reload_keeps_the_old_version_serving(
     server: ServerProcess, repo: Path, test_repo: Path
 ) -> None:
     (repo / "breast_cancer" / "2" / "model.onnx").write_bytes(b"garbage")
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        failed = client.post("/v2/repository/models/breast_cancer/load")
+    with httpx.Client(base_url=server.url, timeout=30) as client, server.admin_client() as admin:
+        failed = admin.post("/v2/repository/models/breast_cancer/load")
         assert failed.status_code == 400  # as Triton answers a failed load
         assert "version 2: reload failed, still serving the earlier load" in failed.json()["error"]
         response = infer_label(client, "2")
@@ -91,39 +91,52 @@ def test_broken_artifact_on_reload_keeps_the_old_version_serving(
 
 
 def test_repository_calls_from_tritonclient(server: ServerProcess) -> None:
+    """Both clients on the admin plane's one port (REST and gRPC share it), with the admin key."""
     http = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
     grpc = grpcclient.InferenceServerClient(server.grpc_address)
+    admin_http = httpclient.InferenceServerClient(server.admin_address)
+    admin_grpc = grpcclient.InferenceServerClient(server.admin_address)
+    key = server.admin_headers
     try:
         assert len(http.get_model_repository_index()) == 3
         assert len(grpc.get_model_repository_index().models) == 3
-        grpc.unload_model("diabetes")
+        assert len(admin_grpc.get_model_repository_index(headers=key).models) == 3
+        admin_grpc.unload_model("diabetes", headers=key)
         assert not http.is_model_ready("diabetes")
         assert not grpc.is_model_ready("diabetes")
-        http.load_model("diabetes")
+        admin_http.load_model("diabetes", headers=key)
         assert grpc.is_model_ready("diabetes")
-        http.unload_model("diabetes")
-        grpc.load_model("diabetes")
+        admin_http.unload_model("diabetes", headers=key)
+        admin_grpc.load_model("diabetes", headers=key)
         assert http.is_model_ready("diabetes")
         with pytest.raises(InferenceServerException) as caught:
-            grpc.load_model("ghost")
+            admin_grpc.load_model("ghost", headers=key)
         assert caught.value.status() == "StatusCode.NOT_FOUND"
+        # the public ports refuse, and say where to go
+        with pytest.raises(InferenceServerException) as refused:
+            grpc.unload_model("diabetes", headers=key)
+        assert refused.value.status() == "StatusCode.PERMISSION_DENIED"
+        assert f"admin plane (http://127.0.0.1:{server.admin_port})" in refused.value.message()
+        with pytest.raises(InferenceServerException, match="admin plane"):
+            http.unload_model("diabetes", headers=key)
+        assert http.is_model_ready("diabetes")
     finally:
-        http.close()
-        grpc.close()
+        for client in (http, grpc, admin_http, admin_grpc):
+            client.close()
 
 
 def test_a_load_where_every_version_fails_is_an_error(server: ServerProcess, repo: Path) -> None:
     (repo / "corrupt" / "1").mkdir(parents=True)
     (repo / "corrupt" / "1" / "model.onnx").write_bytes(b"garbage")
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        response = client.post("/v2/repository/models/corrupt/load")
+    with server.admin_client() as admin:
+        response = admin.post("/v2/repository/models/corrupt/load")
         assert response.status_code == 400
         assert "model 'corrupt' did not fully load: version 1:" in response.json()["error"]
         assert "ONNX Runtime cannot load it" in response.json()["error"]
-    grpc = grpcclient.InferenceServerClient(server.grpc_address)
+    grpc = grpcclient.InferenceServerClient(server.admin_address)
     try:
         with pytest.raises(InferenceServerException) as caught:
-            grpc.load_model("corrupt")
+            grpc.load_model("corrupt", headers=server.admin_headers)
         assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
     finally:
         grpc.close()

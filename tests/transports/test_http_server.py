@@ -20,7 +20,7 @@ async def serving(
 ) -> AsyncIterator[tuple[int, Handled, HttpServer]]:
     handled: Handled = []
 
-    async def handle(method: str, path: str, headers: dict[bytes, bytes], body: bytes | None) -> Response:
+    async def handle(method: str, path: str, headers: dict[bytes, bytes], body: bytes | None, source: str) -> Response:
         handled.append((method, path, body))
         if arrived is not None:
             arrived.set()

@@ -38,6 +38,7 @@ class BenchSettings:
     plot_out: Path | None
     quiet: bool
     busy_poll: str = "auto"  # "auto": at concurrency 1 only; "on"; "off"
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (credentials), as gRPC metadata too
 
 
 def run(settings: BenchSettings) -> list[Result]:
@@ -117,7 +118,7 @@ async def _metadata(settings: BenchSettings) -> dict[str, Any]:
 
         from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 
-        grpc_target = GrpcTarget(settings.grpc_url)
+        grpc_target = GrpcTarget(settings.grpc_url, settings.headers)
         grpc_connection = await grpc_target.connect()
         request = pb.ModelMetadataRequest(name=settings.model, version=settings.version or "")
         path = "/inference.GRPCInferenceService/ModelMetadata"
@@ -135,7 +136,9 @@ async def _metadata(settings: BenchSettings) -> dict[str, Any]:
     target = HttpTarget(settings.url)
     connection = await target.connect()
     try:
-        status, body = await connection.send(target.request("GET", _model_path(settings)), keep_body=True)
+        status, body = await connection.send(
+            target.request("GET", _model_path(settings), headers=dict(settings.headers)), keep_body=True
+        )
     finally:
         connection.close()
     if status != 200:
@@ -149,7 +152,9 @@ async def _factory(settings: BenchSettings, tensors: payloads.Tensors) -> Sender
         return _grpc_factory(settings, tensors)
     target = HttpTarget(settings.url)
     payload = payloads.rest_json(tensors) if settings.protocol == "rest" else payloads.rest_binary(tensors)
-    request = target.request("POST", _model_path(settings) + "/infer", payload.body, payload.headers)
+    request = target.request(
+        "POST", _model_path(settings) + "/infer", payload.body, {**payload.headers, **dict(settings.headers)}
+    )
 
     async def factory() -> Send:
         connection = await target.connect()
@@ -175,7 +180,7 @@ def _grpc_factory(settings: BenchSettings, tensors: payloads.Tensors) -> SenderF
         request.inputs.add(name=name, datatype=datatype, shape=array.shape)
         request.raw_input_contents.append(raw.encode(array, datatype))
     message = request.SerializeToString()
-    target = GrpcTarget(settings.grpc_url)
+    target = GrpcTarget(settings.grpc_url, settings.headers)
     header_block = target.header_block("/inference.GRPCInferenceService/ModelInfer")
     # a few HTTP/2 connections, shared round-robin by the clients, as gRPC channels would be
     connections: list[GrpcConnection | None] = [None] * GRPC_CONNECTIONS

@@ -36,7 +36,8 @@ class GrpcCallError(Exception):
 
 
 class GrpcTarget:
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self.metadata = tuple((name.lower(), value) for name, value in metadata)
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"{address!r}: expected HOST:PORT")
@@ -53,6 +54,7 @@ class GrpcTarget:
                 (":authority", self.authority),
                 ("content-type", wire.CONTENT_TYPE),
                 ("te", "trailers"),
+                *self.metadata,
             ]
         )
 

@@ -94,6 +94,9 @@ class OptimizationConfig(_Section):
 
 class ModelConfig(_Section):
     runtime: str = "onnx"
+    # the model's files may run code when loaded (pickles): allowed only with
+    # this and a server started with --allow-trusted-models
+    trusted: bool = False
     # None: batch when every input and output has a variable first dimension
     max_batch_size: Annotated[int, Field(ge=0)] | None = None
     warmup: bool = True

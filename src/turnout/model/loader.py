@@ -27,7 +27,47 @@ class LoadFailed(Exception):
     """A version could not be loaded; the message says why."""
 
 
-def load_version(source: ModelSource, version: int) -> LoadedVersion:
+# Formats whose loading runs code from the file itself (pickle's reduce
+# protocol): loading one is running whatever its author wrote.
+CODE_ON_LOAD = {
+    ".pkl": "a pickle", ".pickle": "a pickle", ".joblib": "a joblib pickle", ".dill": "a dill pickle",
+    ".pt": "a torch.save file (a pickle)", ".pth": "a torch.save file (a pickle)",
+}  # fmt: skip
+SAFER = (
+    "convert it to a format that holds data only: ONNX (skl2onnx for scikit-learn, torch.onnx.export for "
+    "PyTorch), skops for scikit-learn, or safetensors for PyTorch weights"
+)
+
+
+def check_safe_to_load(source: ModelSource, version: int, allow_trusted: bool) -> None:
+    """Refuse artifacts that run code when loaded, unless the model's
+    ``model.toml`` says ``trusted = true`` and the server allows trusted models
+    (``--allow-trusted-models``); the message says how to convert instead."""
+    version_dir = source.version_dir(version)
+    artifact = version_dir / source.runtime.artifact
+    unsafe = (
+        [p for p in sorted(version_dir.iterdir()) if p.suffix.lower() in CODE_ON_LOAD] if version_dir.is_dir() else []
+    )
+    runs_code = source.runtime.executes_code_on_load or artifact.suffix.lower() in CODE_ON_LOAD
+    if runs_code and not (source.config.trusted and allow_trusted):
+        what = CODE_ON_LOAD.get(artifact.suffix.lower(), "a format that runs code when loaded")
+        needs = [] if source.config.trusted else ["`trusted = true` in its model.toml"]
+        if not allow_trusted:
+            needs.append("a server run with --allow-trusted-models")
+        raise LoadFailed(
+            f"{artifact.name} is {what}, which runs code when loaded: refused without {' and '.join(needs)}; "
+            f"safer: {SAFER}"
+        )
+    if not artifact.is_file() and unsafe:
+        found = unsafe[0]
+        raise LoadFailed(
+            f"{artifact}: missing; {found.name} is {CODE_ON_LOAD[found.suffix.lower()]}, which runs code when loaded "
+            f"and is never loaded by the {source.config.runtime!r} runtime: {SAFER}"
+        )
+
+
+def load_version(source: ModelSource, version: int, allow_trusted: bool = False) -> LoadedVersion:
+    check_safe_to_load(source, version, allow_trusted)
     version_dir = source.version_dir(version)
     artifact = version_dir / source.runtime.artifact
     if not artifact.is_file():

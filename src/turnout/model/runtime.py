@@ -49,6 +49,9 @@ class ModelRuntime(abc.ABC):
     platform: str
     #: the file a version directory must hold
     artifact: str
+    #: whether loading the artifact runs code from it (pickle, joblib, torch.load of
+    #: full objects): such models load only when trusted (see ``loader.check_safe_to_load``)
+    executes_code_on_load: bool = False
 
     @abc.abstractmethod
     def load(self, version_dir: Path, config: ModelConfig) -> LoadedModel:

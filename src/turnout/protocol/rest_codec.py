@@ -17,7 +17,8 @@ import simdjson
 
 from turnout.errors import InvalidRequest
 from turnout.protocol import json_data, raw
-from turnout.protocol.datatypes import is_datatype
+from turnout.protocol.datatypes import BYTES, is_datatype
+from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
 from turnout.protocol.types import (
     InferenceRequest,
     InferenceResponse,
@@ -36,7 +37,11 @@ class EncodedResponse:
 
 
 def decode_request(
-    body: bytes, header_length: int | None, model_name: str, model_version: str | None
+    body: bytes,
+    header_length: int | None,
+    model_name: str,
+    model_version: str | None,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> InferenceRequest:
     if header_length is None:
         json_part: bytes | memoryview = body
@@ -64,7 +69,7 @@ def decode_request(
     inputs: list[InferInput] = []
     offset = 0
     for position, lazy_item in enumerate(raw_inputs):
-        tensor, used = _decode_input(_plain_except_data(lazy_item), position, binary, offset)
+        tensor, used = _decode_input(_plain_except_data(lazy_item), position, binary, offset, limits)
         inputs.append(tensor)
         offset += used
     if offset != len(binary):
@@ -126,7 +131,9 @@ def _plain_except_data(item: Any) -> Any:
     return {key: item[key] if key == "data" else _plain(item[key]) for key in item.keys()}  # noqa: SIM118
 
 
-def _decode_input(item: Any, position: int, binary: memoryview, offset: int) -> tuple[InferInput, int]:
+def _decode_input(
+    item: Any, position: int, binary: memoryview, offset: int, limits: InputLimits
+) -> tuple[InferInput, int]:
     if not isinstance(item, dict):
         raise InvalidRequest(f"inputs[{position}] must be an object")
     name = item.get("name")
@@ -136,6 +143,7 @@ def _decode_input(item: Any, position: int, binary: memoryview, offset: int) -> 
     if not isinstance(datatype, str) or not is_datatype(datatype):
         raise InvalidRequest(f"input '{name}': unknown datatype {datatype!r}")
     shape = _shape(item.get("shape"), name)
+    limits.check_shape(name, shape)
     parameters = _parameters(item.get("parameters"), f"input '{name}'")
     size = parameters.pop(BINARY_DATA_SIZE, None)
     if size is not None:
@@ -146,10 +154,14 @@ def _decode_input(item: Any, position: int, binary: memoryview, offset: int) -> 
                 f"input '{name}': binary_data_size {size} exceeds the {len(binary) - offset} binary bytes left"
             )
         data = raw.decode(binary[offset : offset + size], datatype, shape, name)
+        if datatype == BYTES:
+            limits.check_bytes(name, map(len, data.reshape(-1)))
         return InferInput(name, datatype, shape, data, parameters), size
     if "data" not in item:
         raise InvalidRequest(f"input '{name}' has neither 'data' nor binary_data_size")
     data = json_data.decode(item["data"], datatype, shape, name)
+    if datatype == BYTES:
+        limits.check_bytes(name, map(len, data.reshape(-1)))
     return InferInput(name, datatype, shape, data, parameters), 0
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from turnout.errors import InvalidRequest, PayloadTooLarge
+from turnout.security.principal import Principal
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -27,6 +28,8 @@ class Request:
     headers: dict[bytes, bytes]
     params: dict[str, str]
     receive: Receive
+    source: str = ""  # the client's address, "host:port"
+    principal: Principal | None = None  # who the guard let in; None on open routes
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -79,15 +82,18 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
-class Router:
-    """Paths as tuples of segments; ``{name}`` segments bind parameters."""
+class Router(Generic[T]):
+    """Paths as tuples of segments; ``{name}`` segments bind parameters. What a
+    route leads to (``T``) is the application's: a handler, or a handler and
+    what it takes to call it."""
 
-    _routes: list[tuple[tuple[str, ...], dict[str, Handler]]] = field(default_factory=list)
+    _routes: list[tuple[tuple[str, ...], dict[str, T]]] = field(default_factory=list)
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
+    def add(self, method: str, pattern: str, handler: T) -> None:
         segments = tuple(pattern.strip("/").split("/"))
         for existing, methods in self._routes:
             if existing == segments:
@@ -95,7 +101,7 @@ class Router:
                 return
         self._routes.append((segments, {method: handler}))
 
-    def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
+    def match(self, method: str, path: str) -> tuple[T | None, dict[str, str], bool]:
         """(handler, parameters, path known): the handler is None when the path
         is unknown (404) or the method is not allowed on it (405)."""
         parts = path.strip("/").split("/")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,17 +24,20 @@ from typing import Any
 import httptools
 import orjson
 
+from turnout.transports.addresses import peer_address
 from turnout.transports.asgi import Response
 
 log = logging.getLogger("turnout.http")
 
-# (method, path, headers, body) -> response; the RestApi's entry point. The
-# body is None when it passed the size limit: it was read and dropped, so the
-# handler can still answer (and count) the request before refusing it.
-Handle = Callable[[str, str, dict[bytes, bytes], bytes | None], Awaitable[Response]]
+# (method, path, headers, body, client address) -> response; the RestApi's
+# entry point. The body is None when it passed the size limit: it was read and
+# dropped, so the handler can still answer (and count) the request before
+# refusing it.
+Handle = Callable[[str, str, dict[bytes, bytes], bytes | None, str], Awaitable[Response]]
 
 _REASONS = {
-    200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed", 413: b"Content Too Large",
+    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+    405: b"Method Not Allowed", 413: b"Content Too Large", 429: b"Too Many Requests",
     500: b"Internal Server Error", 503: b"Service Unavailable",
 }  # fmt: skip
 
@@ -76,10 +80,12 @@ class HttpProtocol(asyncio.Protocol):
         self._worker: asyncio.Task[None] | None = None
         self._url = b""
         self._draining = False
+        self._peer = ""
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._peer = peer_address(transport)
         self._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -138,7 +144,7 @@ class HttpProtocol(asyncio.Protocol):
             request = self._ready.popleft()
             body = None if request.too_large else b"".join(request.body)
             try:
-                response = await self._handle(request.method, request.path, request.headers, body)
+                response = await self._handle(request.method, request.path, request.headers, body, self._peer)
             except Exception:  # the handler maps every expected error; this is a bug, answered in shape
                 log.exception("unexpected error answering %s %s", request.method, request.path)
                 response = Response(b'{"error":"internal error; the server log has the details"}', 500)
@@ -178,17 +184,20 @@ class HttpServer:
     """Listens on a bound socket; ``shutdown`` stops accepting, lets requests
     in flight finish (up to ``grace`` seconds) and closes every connection."""
 
-    def __init__(self, handle: Handle, max_body_bytes: int) -> None:
+    def __init__(self, handle: Handle, max_body_bytes: int, tls: ssl.SSLContext | None = None) -> None:
         self._handle = handle
         self._limit = max_body_bytes
+        self._tls = tls
         self._connections: set[HttpProtocol] = set()
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self, sock: Any) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: HttpProtocol(self._handle, self._limit, self._connections), sock=sock
-        )
+        self._server = await loop.create_server(self.protocol, sock=sock, ssl=self._tls)
+
+    def protocol(self) -> HttpProtocol:
+        """A connection's protocol; for a listener that decides the protocol itself (``dual``)."""
+        return HttpProtocol(self._handle, self._limit, self._connections)
 
     async def shutdown(self, grace: float) -> None:
         if self._server is not None:

@@ -3,16 +3,25 @@ to status codes, and nothing more."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+from turnout import __version__
 from turnout.dataplane import DataPlane
-from turnout.errors import Code, InvalidRequest, PayloadTooLarge, TurnoutError
+from turnout.errors import Code, Forbidden, InvalidRequest, PayloadTooLarge, TurnoutError
 from turnout.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.observability.metrics import Metrics
+from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
 from turnout.protocol.rest_codec import decode_request, dumps, encode_response, parse_object
-from turnout.transports.asgi import Receive, Request, Response, Router, Scope, Send
+from turnout.security.guard import Caller, Guard
+from turnout.security.principal import ANONYMOUS, Action
+from turnout.transports import openapi
+from turnout.transports.asgi import Handler, Receive, Request, Response, Router, Scope, Send
+from turnout.transports.planes import Plane, admin_elsewhere_message
 from turnout.transports.triton_config import triton_model_config
 
 log = logging.getLogger("turnout.rest")
@@ -26,6 +35,9 @@ STATUS = {
     Code.OVERLOADED: 503,
     Code.TIMEOUT: 503,
     Code.INTERNAL: 500,
+    Code.UNAUTHENTICATED: 401,
+    Code.FORBIDDEN: 403,
+    Code.RATE_LIMITED: 429,
 }
 OCTET_STREAM = b"application/octet-stream"
 
@@ -35,43 +47,81 @@ def json_response(document: Any, status: int = 200, headers: tuple[tuple[bytes, 
 
 
 def error_response(exc: TurnoutError) -> Response:
+    headers: tuple[tuple[bytes, bytes], ...] = ()
     retry_after = exc.retry_after_header()
-    headers = () if retry_after is None else ((b"retry-after", retry_after.encode()),)
+    if retry_after is not None:
+        headers = ((b"retry-after", retry_after.encode()),)
+    if exc.code is Code.UNAUTHENTICATED:  # RFC 6750: say which scheme to use
+        headers = ((b"www-authenticate", b'Bearer realm="turnout"'),)
     return json_response({"error": exc.message}, STATUS[exc.code], headers)
 
 
-class RestApi:
-    """The ASGI application serving V2 REST (and /metrics)."""
+@dataclass(frozen=True, slots=True)
+class _Route:
+    handler: Handler
+    action: Action | None  # what the guard checks; None: open to anyone (health probes)
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> None:
+
+class RestApi:
+    """The ASGI application serving V2 REST (and /metrics), for one plane."""
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        metrics: Metrics,
+        max_body_bytes: int,
+        guard: Guard,
+        plane: Plane = Plane.INFERENCE,
+        admin_elsewhere: str = "",
+        limits: InputLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self._limits = limits
         self._dataplane = dataplane
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
-        self._router = router = Router()
+        self._guard = guard
+        self._admin_elsewhere = admin_elsewhere  # where the admin plane is, for the public port's 403
+        self._router: Router[_Route] = Router()
         model, version = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
-        # the inference routes first: they are the ones matched most
-        for prefix in (model, version):
-            router.add("POST", prefix + "/infer", self.infer)
-        router.add("GET", "/v2/health/live", self.live)
-        router.add("GET", "/v2/health/ready", self.ready)
-        router.add("GET", "/v2", self.server_metadata)
-        for prefix in (model, version):
-            router.add("GET", prefix, self.model_metadata)
-            router.add("GET", prefix + "/config", self.model_config)
-            router.add("GET", prefix + "/ready", self.model_ready)
-        router.add("POST", "/v2/repository/index", self.repository_index)
-        router.add("POST", "/v2/repository/models/{model}/load", self.load)
-        router.add("POST", "/v2/repository/models/{model}/unload", self.unload)
-        router.add("GET", "/metrics", self.metrics)
+
+        def add(method: str, path: str, handler: Handler, action: Action | None) -> None:
+            self._router.add(method, path, _Route(handler, action))
+
+        inference = plane.serves_inference
+        if inference:  # the inference routes first: they are the ones matched most
+            for prefix in (model, version):
+                add("POST", prefix + "/infer", self.infer, Action.INFER)
+        self._openapi = dumps(openapi.document(__version__, plane.serves_inference, plane.serves_admin))
+        add("GET", "/openapi.json", self.openapi, None)
+        add("GET", "/v2/health/live", self.live, None)
+        add("GET", "/v2/health/ready", self.ready, None)
+        add("GET", "/v2", self.server_metadata, None)
+        if inference:
+            for prefix in (model, version):
+                add("GET", prefix, self.model_metadata, Action.READ)
+                add("GET", prefix + "/config", self.model_config, Action.READ)
+                add("GET", prefix + "/ready", self.model_ready, Action.READ)
+            add("GET", "/metrics", self.metrics, Action.READ)
+        add("POST", "/v2/repository/index", self.repository_index, Action.READ)
+        if plane.serves_admin:
+            add("POST", "/v2/repository/models/{model}/load", self.load, Action.ADMIN)
+            add("POST", "/v2/repository/models/{model}/unload", self.unload, Action.ADMIN)
+        else:
+            add("POST", "/v2/repository/models/{model}/load", self.admin_elsewhere, None)
+            add("POST", "/v2/repository/models/{model}/unload", self.admin_elsewhere, None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """As an ASGI application (under uvicorn or any ASGI server)."""
         if scope["type"] != "http":  # lifespan is off; websockets are not served
             return
-        response = await self._dispatch(scope["method"], scope["path"], dict(scope["headers"]), receive)
+        client = scope.get("client")
+        source = f"{client[0]}:{client[1]}" if client else ""
+        response = await self._dispatch(scope["method"], scope["path"], dict(scope["headers"]), receive, source)
         await response(send)
 
-    async def handle(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes | None) -> Response:
+    async def handle(
+        self, method: str, path: str, headers: dict[bytes, bytes], body: bytes | None, source: str = ""
+    ) -> Response:
         """For turnout's own HTTP server, which has read the body already
         (``None``: it passed the size limit and was dropped)."""
 
@@ -80,21 +130,35 @@ class RestApi:
                 raise PayloadTooLarge(f"the body exceeds the limit of {self._max_body_bytes} bytes")
             return {"type": "http.request", "body": body, "more_body": False}
 
-        return await self._dispatch(method, path, headers, receive)
+        return await self._dispatch(method, path, headers, receive, source)
 
-    async def _dispatch(self, method: str, path: str, headers: dict[bytes, bytes], receive: Receive) -> Response:
-        handler, params, known = self._router.match(method, path)
-        if handler is None:
+    async def _dispatch(
+        self, method: str, path: str, headers: dict[bytes, bytes], receive: Receive, source: str
+    ) -> Response:
+        route, params, known = self._router.match(method, path)
+        if route is None:
             if known:
                 return json_response({"error": f"{method} is not allowed on {path}"}, 405)
             return json_response({"error": f"no such endpoint: {method} {path}"}, 404)
+        request = Request(method, path, headers, params, receive, source)
         try:
-            return await handler(Request(method, path, headers, params, receive))
+            action = route.action
+            if action is not None:
+                guard = self._guard
+                if guard.open_to_anyone(action):
+                    request.principal = ANONYMOUS
+                else:
+                    caller = Caller.from_http(headers, source)
+                    request.principal = guard.check(caller, action, params.get("model"), path)
+            return await route.handler(request)
         except TurnoutError as exc:
             return error_response(exc)
         except Exception:  # a bug, not the client's fault: answer in the protocol's shape and log it
             log.exception("unexpected error answering %s %s", method, path)
             return json_response({"error": "internal error; the server log has the details"}, 500)
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(self._openapi)
 
     async def live(self, request: Request) -> Response:
         live = self._dataplane.live()
@@ -129,7 +193,7 @@ class RestApi:
         served = self._dataplane.resolve(model, version, "rest")
         try:
             body = await request.body(self._max_body_bytes)
-            inference = decode_request(body, _header_length(request), model, version)
+            inference = decode_request(body, _header_length(request), model, version, self._limits)
         except TurnoutError as exc:
             self._dataplane.record_rejected(served, "rest", exc)
             raise
@@ -152,15 +216,34 @@ class RestApi:
         )
 
     async def load(self, request: Request) -> Response:
-        body = await request.body(self._max_body_bytes)
-        parameters = parse_object(body).get("parameters") if body.strip() else None
-        await self._dataplane.load_model(request.params["model"], parameters)
+        model = request.params["model"]
+        with self._audited(request, "load", model):
+            body = await request.body(self._max_body_bytes)
+            parameters = parse_object(body).get("parameters") if body.strip() else None
+            await self._dataplane.load_model(model, parameters)
         return Response(b"")
 
     async def unload(self, request: Request) -> Response:
-        await request.body(self._max_body_bytes)
-        await self._dataplane.unload_model(request.params["model"])
+        model = request.params["model"]
+        with self._audited(request, "unload", model):
+            await request.body(self._max_body_bytes)
+            await self._dataplane.unload_model(model)
         return Response(b"")
+
+    async def admin_elsewhere(self, request: Request) -> Response:
+        raise Forbidden(admin_elsewhere_message(self._admin_elsewhere))
+
+    @contextlib.contextmanager
+    def _audited(self, request: Request, action: str, target: str) -> Iterator[None]:
+        """Record an admin action's outcome in the audit log."""
+        caller = Caller.from_http(request.headers, request.source)
+        try:
+            yield
+        except Exception as exc:
+            detail = exc.message if isinstance(exc, TurnoutError) else "internal error"
+            self._guard.record(request.principal, action, target, "failed", caller, detail)
+            raise
+        self._guard.record(request.principal, action, target, "ok", caller)
 
     async def metrics(self, request: Request) -> Response:
         return Response(self._metrics.exposition(), content_type=METRICS_CONTENT_TYPE.encode())

@@ -14,6 +14,7 @@ import numpy as np
 from turnout.errors import InvalidRequest
 from turnout.protocol import raw
 from turnout.protocol.datatypes import BYTES, check_integer_range, is_datatype, to_numpy
+from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
 from turnout.protocol.shapes import element_count, format_shape
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferInput, Parameters, RequestedOutput
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
@@ -59,7 +60,9 @@ def encode_parameters(target: Any, parameters: Parameters) -> None:
             entry.string_param = str(value)
 
 
-def decode_request(message: pb.ModelInferRequest) -> tuple[InferenceRequest, bool]:
+def decode_request(
+    message: pb.ModelInferRequest, limits: InputLimits = DEFAULT_LIMITS
+) -> tuple[InferenceRequest, bool]:
     """The request, and whether its tensors came raw (to answer in kind)."""
     raw_contents = message.raw_input_contents
     if raw_contents and len(raw_contents) != len(message.inputs):
@@ -76,12 +79,15 @@ def decode_request(message: pb.ModelInferRequest) -> tuple[InferenceRequest, boo
         shape = tuple(tensor.shape)
         if shape and min(shape) < 0:
             raise InvalidRequest(f"input '{name}': shape {format_shape(shape)} has a negative dimension")
+        limits.check_shape(name, shape)
         if raw_contents:
             if tensor.HasField("contents"):
                 raise InvalidRequest(f"input '{name}' has typed contents while raw_input_contents is used")
             data = raw.decode(raw_contents[position], tensor.datatype, shape, name)
         else:
             data = _decode_contents(tensor, shape)
+        if tensor.datatype == BYTES:
+            limits.check_bytes(name, map(len, data.reshape(-1)))
         inputs.append(InferInput(name, tensor.datatype, shape, data, decode_parameters(tensor.parameters)))
     requested = message.outputs
     outputs = [RequestedOutput(o.name, decode_parameters(o.parameters)) for o in requested] if requested else None

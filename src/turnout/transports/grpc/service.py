@@ -5,20 +5,25 @@ The transport below it is ``turnout.transports.http2``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from turnout.dataplane import DataPlane
-from turnout.errors import Code, TurnoutError
+from turnout.errors import Code, Forbidden, TurnoutError
+from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
+from turnout.security.guard import Caller, Guard
+from turnout.security.principal import ANONYMOUS, Action, Principal
 from turnout.transports.grpc import convert, wire
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 from turnout.transports.grpc.wire import GrpcError, Status
 from turnout.transports.http2.server import Reply, Request
+from turnout.transports.planes import Plane, admin_elsewhere_message
 
 log = logging.getLogger("turnout.grpc")
 
@@ -32,35 +37,90 @@ STATUS = {
     Code.UNAVAILABLE: Status.UNAVAILABLE,
     Code.TIMEOUT: Status.DEADLINE_EXCEEDED,
     Code.INTERNAL: Status.INTERNAL,
+    Code.UNAUTHENTICATED: Status.UNAUTHENTICATED,
+    Code.FORBIDDEN: Status.PERMISSION_DENIED,
+    Code.RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
 }
 
-# (request message, deadline in seconds or None) -> response message
-Call = Callable[[Any, float | None], Awaitable[Any]]
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    deadline: float | None  # seconds the client still waits, or None
+    caller: Caller
+    principal: Principal | None  # None on open methods (health)
+
+
+# (request message, its context) -> response message
+Call = Callable[[Any, CallContext], Awaitable[Any]]
+
+
+# (method name, call, what the guard checks, the model a call concerns)
+_Row = tuple[str, Call, Action | None, Callable[[Any], str | None]]
+
+
+def _no_model(message: Any) -> str | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class Method:
     request_type: Any
     call: Call
+    action: Action | None  # what the guard checks; None: open to anyone (health)
+    model_of: Callable[[Any], str | None] = _no_model  # the model a call concerns, for allow lists
 
 
 class InferenceService:
-    def __init__(self, dataplane: DataPlane, max_message_bytes: int) -> None:
+    """The V2 gRPC service, for one plane (see ``planes``): the inference
+    plane answers the repository's load and unload with PERMISSION_DENIED
+    and where to go; the admin plane serves those, the index and health."""
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        max_message_bytes: int,
+        guard: Guard,
+        plane: Plane = Plane.INFERENCE,
+        admin_elsewhere: str = "",
+        limits: InputLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self._limits = limits
         self._dataplane = dataplane
         self._limit = max_message_bytes
+        self._guard = guard
+        self._admin_elsewhere = admin_elsewhere
+
+        def by_name(message: Any) -> str | None:
+            return str(message.name)
+
+        def by_model_name(message: Any) -> str | None:
+            return str(message.model_name)
+
+        table: list[_Row] = [
+            ("ServerLive", self.server_live, None, _no_model),
+            ("ServerReady", self.server_ready, None, _no_model),
+            ("ServerMetadata", self.server_metadata, None, _no_model),
+            ("RepositoryIndex", self.repository_index, Action.READ, _no_model),
+        ]
+        if plane.serves_inference:
+            table += [
+                ("ModelReady", self.model_ready, Action.READ, by_name),
+                ("ModelMetadata", self.model_metadata, Action.READ, by_name),
+                ("ModelInfer", self.model_infer, Action.INFER, by_model_name),
+            ]
+        if plane.serves_admin:
+            table += [
+                ("RepositoryModelLoad", self.repository_model_load, Action.ADMIN, by_model_name),
+                ("RepositoryModelUnload", self.repository_model_unload, Action.ADMIN, by_model_name),
+            ]
+        else:
+            table += [
+                ("RepositoryModelLoad", self.admin_elsewhere, None, _no_model),
+                ("RepositoryModelUnload", self.admin_elsewhere, None, _no_model),
+            ]
         self.methods: dict[str, Method] = {
-            f"/{SERVICE}/{name}": Method(getattr(pb, f"{name}Request"), call)
-            for name, call in (
-                ("ServerLive", self.server_live),
-                ("ServerReady", self.server_ready),
-                ("ServerMetadata", self.server_metadata),
-                ("ModelReady", self.model_ready),
-                ("ModelMetadata", self.model_metadata),
-                ("ModelInfer", self.model_infer),
-                ("RepositoryIndex", self.repository_index),
-                ("RepositoryModelLoad", self.repository_model_load),
-                ("RepositoryModelUnload", self.repository_model_unload),
-            )
+            f"/{SERVICE}/{name}": Method(getattr(pb, f"{name}Request"), call, action, model_of)
+            for name, call, action, model_of in table
         }
 
     async def handle(self, request: Request) -> Reply:
@@ -100,8 +160,16 @@ class InferenceService:
                 Status.INVALID_ARGUMENT, f"cannot parse the {path.rsplit('/', 1)[-1]} request: {exc}"
             ) from None
         remaining = None if timeout is None else timeout - (time.monotonic() - started)
+        caller = Caller.from_headers(headers, request.peer)
         try:
-            response = await method.call(message, remaining)
+            principal = None
+            action = method.action
+            if action is not None:
+                if self._guard.open_to_anyone(action):
+                    principal = ANONYMOUS
+                else:
+                    principal = self._guard.check(caller, action, method.model_of(message), path)
+            response = await method.call(message, CallContext(remaining, caller, principal))
         except TurnoutError as exc:
             retry_after = exc.retry_after_header()
             metadata = (("retry-after", retry_after),) if retry_after is not None else ()
@@ -109,19 +177,19 @@ class InferenceService:
         return Reply(wire.RESPONSE_HEAD, wire.frame(response.SerializeToString()), wire.OK_TRAILERS)
 
     # methods
-    async def server_live(self, request: Any, deadline: float | None) -> Any:
+    async def server_live(self, request: Any, context: CallContext) -> Any:
         return pb.ServerLiveResponse(live=self._dataplane.live())
 
-    async def server_ready(self, request: Any, deadline: float | None) -> Any:
+    async def server_ready(self, request: Any, context: CallContext) -> Any:
         return pb.ServerReadyResponse(ready=self._dataplane.ready())
 
-    async def server_metadata(self, request: Any, deadline: float | None) -> Any:
+    async def server_metadata(self, request: Any, context: CallContext) -> Any:
         return pb.ServerMetadataResponse(**self._dataplane.server_metadata())
 
-    async def model_ready(self, request: Any, deadline: float | None) -> Any:
+    async def model_ready(self, request: Any, context: CallContext) -> Any:
         return pb.ModelReadyResponse(ready=self._dataplane.model_ready(request.name, request.version or None))
 
-    async def model_metadata(self, request: Any, deadline: float | None) -> Any:
+    async def model_metadata(self, request: Any, context: CallContext) -> Any:
         metadata = self._dataplane.model_metadata(request.name, request.version or None)
         response = pb.ModelMetadataResponse(
             name=metadata["name"], versions=metadata["versions"], platform=metadata["platform"]
@@ -131,26 +199,42 @@ class InferenceService:
                 getattr(response, kind).add(**tensor)
         return response
 
-    async def model_infer(self, request: Any, deadline: float | None) -> Any:
+    async def model_infer(self, request: Any, context: CallContext) -> Any:
         served = self._dataplane.resolve(request.model_name, request.model_version or None, "grpc")
         try:
-            decoded, as_raw = convert.decode_request(request)
+            decoded, as_raw = convert.decode_request(request, self._limits)
         except TurnoutError as exc:
             self._dataplane.record_rejected(served, "grpc", exc)
             raise
-        response = await self._dataplane.infer(decoded, "grpc", deadline)
+        response = await self._dataplane.infer(decoded, "grpc", context.deadline)
         return convert.encode_response(response, as_raw)
 
-    async def repository_index(self, request: Any, deadline: float | None) -> Any:
+    async def repository_index(self, request: Any, context: CallContext) -> Any:
         response = pb.RepositoryIndexResponse()
         for entry in self._dataplane.repository_index(request.ready):
             response.models.add(name=entry.name, version=entry.version, state=entry.state.value, reason=entry.reason)
         return response
 
-    async def repository_model_load(self, request: Any, deadline: float | None) -> Any:
-        await self._dataplane.load_model(request.model_name, dict(request.parameters))
+    async def repository_model_load(self, request: Any, context: CallContext) -> Any:
+        with self._audited(context, "load", request.model_name):
+            await self._dataplane.load_model(request.model_name, dict(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
-    async def repository_model_unload(self, request: Any, deadline: float | None) -> Any:
-        await self._dataplane.unload_model(request.model_name)
+    async def repository_model_unload(self, request: Any, context: CallContext) -> Any:
+        with self._audited(context, "unload", request.model_name):
+            await self._dataplane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    async def admin_elsewhere(self, request: Any, context: CallContext) -> Any:
+        raise Forbidden(admin_elsewhere_message(self._admin_elsewhere))
+
+    @contextlib.contextmanager
+    def _audited(self, context: CallContext, action: str, target: str) -> Iterator[None]:
+        """Record an admin action's outcome in the audit log."""
+        try:
+            yield
+        except Exception as exc:
+            detail = exc.message if isinstance(exc, TurnoutError) else "internal error"
+            self._guard.record(context.principal, action, target, "failed", context.caller, detail)
+            raise
+        self._guard.record(context.principal, action, target, "ok", context.caller)

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from turnout.transports.addresses import peer_address
 from turnout.transports.http2 import frames as f
 from turnout.transports.http2.headers import HeaderDecoder
 
@@ -46,6 +48,7 @@ class Request:
     stream_id: int
     headers: dict[str, str]
     body: bytes | None  # None: it passed the size limit and was dropped as it arrived
+    peer: str = ""  # the client's address, "host:port"
 
 
 @dataclass(slots=True)
@@ -112,12 +115,14 @@ class Http2Protocol(asyncio.Protocol):
         self._buffered = 0  # request body bytes held for streams not yet answered
         self._buffer_cap = max(2 * max_body_bytes, CONNECTION_WINDOW)
         self._going_away = False
+        self._peer = ""
         self.idle = asyncio.Event()
         self.idle.set()
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        self._peer = peer_address(transport)
         self._connections.add(self)
         self._transport.write(
             f.settings(
@@ -368,7 +373,7 @@ class Http2Protocol(asyncio.Protocol):
     def _dispatch(self, stream_id: int, stream: _Stream) -> None:
         body = None if stream.too_large else b"".join(stream.body)
         stream.body = []
-        request = Request(stream_id, stream.headers, body)
+        request = Request(stream_id, stream.headers, body, self._peer)
         stream.task = asyncio.get_running_loop().create_task(self._answer(stream_id, stream, request))
 
     async def _answer(self, stream_id: int, stream: _Stream, request: Request) -> None:
@@ -492,18 +497,23 @@ class Http2Server:
     """Listens on a bound socket; ``shutdown`` stops accepting, sends GOAWAY,
     lets open streams finish (up to ``grace`` seconds) and closes every connection."""
 
-    def __init__(self, handle: Handle, max_body_bytes: int, screen: Screen = _admit_all) -> None:
+    def __init__(
+        self, handle: Handle, max_body_bytes: int, screen: Screen = _admit_all, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._handle = handle
         self._screen = screen
         self._limit = max_body_bytes
+        self._tls = tls  # its ALPN must offer h2: gRPC clients insist
         self._connections: set[Http2Protocol] = set()
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self, sock: Any) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: Http2Protocol(self._handle, self._limit, self._connections, self._screen), sock=sock
-        )
+        self._server = await loop.create_server(self.protocol, sock=sock, ssl=self._tls)
+
+    def protocol(self) -> Http2Protocol:
+        """A connection's protocol; for a listener that decides the protocol itself (``dual``)."""
+        return Http2Protocol(self._handle, self._limit, self._connections, self._screen)
 
     async def shutdown(self, grace: float) -> None:
         if self._server is not None:

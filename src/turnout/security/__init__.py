@@ -1,0 +1,1 @@
+"""Authentication, authorization, rate limits, TLS and the audit log (see the README's Security section)."""

@@ -1,0 +1,186 @@
+"""The one check every transport makes before it acts on a request: who is
+calling (API key or JWT), whether they may (roles, model allow lists), and
+whether their rate allows it now; with the audit log told of every
+authentication failure and every admin action.
+
+Credentials arrive in headers (HTTP) or metadata (gRPC), the same two ways:
+``Authorization: Bearer <token>`` (a turnout API key or a JWT), or
+``X-API-Key: <key>``. Errors say what is wrong without echoing the credential.
+
+Two planes: the inference plane (infer, metadata, metrics) may run without
+authentication for a local demo (``inference_auth`` off: every caller is
+``anonymous`` with the infer and read roles); the admin plane always
+requires a credential with the admin role.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import jwt as pyjwt
+
+from turnout.errors import Forbidden, RateLimited, Unauthenticated
+from turnout.security.audit import AuditEvent, AuditLog, NoAudit
+from turnout.security.jwt_auth import JwtVerifier
+from turnout.security.keys import KeyStore, looks_like_key
+from turnout.security.principal import ANONYMOUS, Action, Principal, authorize
+from turnout.security.ratelimit import Rate, RateLimiter
+
+_JWT_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A request's credential-bearing headers and where it came from.
+    ``authorization`` and ``api_key`` are the raw header values."""
+
+    authorization: str | None
+    api_key: str | None
+    source: str
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], source: str) -> Caller:
+        """From lower-case string headers (gRPC metadata)."""
+        return cls(headers.get("authorization"), headers.get("x-api-key"), source)
+
+    @classmethod
+    def from_http(cls, headers: Mapping[bytes, bytes], source: str) -> Caller:
+        """From lower-case byte headers (turnout's HTTP server, ASGI)."""
+        authorization = headers.get(b"authorization")
+        api_key = headers.get(b"x-api-key")
+        return cls(
+            None if authorization is None else authorization.decode("latin-1"),
+            None if api_key is None else api_key.decode("latin-1"),
+            source,
+        )
+
+    @property
+    def present(self) -> bool:
+        return bool(self.authorization or self.api_key)
+
+
+@dataclass(frozen=True, slots=True)
+class _Identity:
+    principal: Principal
+    bucket: str  # what the rate limit counts against: the key id or the token's subject
+    rate: Rate | None  # the credential's own limit, if its key record sets one
+
+
+class Guard:
+    def __init__(
+        self,
+        keys: KeyStore | None = None,
+        jwt: JwtVerifier | None = None,
+        limiter: RateLimiter | None = None,
+        audit: AuditLog | NoAudit | None = None,
+        inference_auth: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keys = keys
+        self._jwt = jwt
+        self._limiter = limiter if limiter is not None else RateLimiter(None)
+        self._audit = audit if audit is not None else NoAudit()
+        self.inference_auth = inference_auth
+        self._clock = clock
+        # verified JWTs, until they expire: an RS256 check costs tens of µs
+        self._jwt_cache: OrderedDict[str, tuple[_Identity, float]] = OrderedDict()
+
+    def close(self) -> None:
+        self._audit.close()
+
+    def open_to_anyone(self, action: Action) -> bool:
+        """Whether ``action`` needs no check at all: inference authentication is
+        off and no rate limit applies, so every caller is ``ANONYMOUS`` (the
+        transports then skip reading credentials: the demo's hot path)."""
+        return action is not Action.ADMIN and not self.inference_auth and not self._limiter.limits_by_default
+
+    @property
+    def can_authenticate(self) -> bool:
+        return self._keys is not None or self._jwt is not None
+
+    def check(self, caller: Caller, action: Action, model: str | None = None, target: str = "") -> Principal:
+        """The principal allowed to take ``action``, or a 401/403/429 error.
+
+        Admin actions are audited here when refused; the admin API records
+        their outcome once it knows it (``record``)."""
+        audited = action is Action.ADMIN
+        subject = model or target  # what the audit log names: the model, else the path or method
+        if not (audited or self.inference_auth):
+            identity = _Identity(ANONYMOUS, f"anonymous:{caller.source}", None)
+        else:
+            identity = self._authenticate(caller, action, subject)
+        try:
+            authorize(identity.principal, action, model)
+        except Forbidden as exc:
+            if audited:
+                self.record(identity.principal, action.value, subject, "denied", caller, exc.message)
+            raise
+        wait = self._limiter.check(identity.bucket, identity.rate)
+        if wait > 0:
+            if audited:
+                self.record(identity.principal, action.value, subject, "denied", caller, "rate limited")
+            raise RateLimited(f"the request rate allowed to '{identity.principal.name}' is spent", retry_after=wait)
+        return identity.principal
+
+    def record(
+        self, principal: Principal | None, action: str, target: str, result: str, caller: Caller, detail: str = ""
+    ) -> None:
+        name = "" if principal is None else principal.name
+        self._audit.record(AuditEvent(name, action, target, result, caller.source, detail))
+
+    def _authenticate(self, caller: Caller, action: Action, target: str) -> _Identity:
+        try:
+            return self._identify(caller)
+        except Unauthenticated as exc:
+            self.record(None, f"authenticate:{action.value}", target, "denied", caller, exc.message)
+            raise
+
+    def _identify(self, caller: Caller) -> _Identity:
+        token = _token(caller)
+        if looks_like_key(token):
+            if self._keys is None:
+                raise Unauthenticated("API keys are not accepted by this server")
+            record = self._keys.lookup(token)
+            if record is None:
+                raise Unauthenticated("the API key is not valid (unknown, revoked or mistyped)")
+            rate = Rate(record.rate, record.burst or max(1, int(record.rate))) if record.rate else None
+            return _Identity(record.principal(), f"key:{record.id}", rate)
+        if self._jwt is None:
+            raise Unauthenticated("the credential is not a turnout API key, and bearer tokens are not accepted")
+        now = self._clock()
+        cached = self._jwt_cache.get(token)
+        if cached is not None and cached[1] > now:
+            self._jwt_cache.move_to_end(token)
+            return cached[0]
+        principal = self._jwt.verify(token)
+        identity = _Identity(principal, f"jwt:{principal.name}", None)
+        expires = _expiry(token)
+        if expires is not None:
+            self._jwt_cache[token] = (identity, expires)
+            if len(self._jwt_cache) > _JWT_CACHE_SIZE:
+                self._jwt_cache.popitem(last=False)
+        return identity
+
+
+def _token(caller: Caller) -> str:
+    if caller.authorization:
+        scheme, _, value = caller.authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthenticated("the Authorization header must read 'Bearer <token>'")
+        return value.strip()
+    if caller.api_key:
+        return caller.api_key.strip()
+    raise Unauthenticated("this needs a credential: an 'Authorization: Bearer <token>' or 'X-API-Key' header")
+
+
+def _expiry(token: str) -> float | None:
+    """The (already verified) token's exp claim, for the cache."""
+    try:
+        claims = pyjwt.decode(token, options={"verify_signature": False})
+    except pyjwt.InvalidTokenError:
+        return None
+    exp = claims.get("exp")
+    return float(exp) if isinstance(exp, int | float) else None
