@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-body-bytes", type=_positive_int, default=64 * 1024 * 1024, help="largest request body or gRPC message"
     )
     serve.add_argument(
+        "--request-read-timeout",
+        type=_seconds,
+        default=30.0,
+        help="seconds a REST request may take to arrive, first byte to last, before 408 (default 30)",
+    )
+    serve.add_argument(
         "--max-tensor-elements",
         type=_positive_int,
         default=DEFAULT_LIMITS.max_tensor_elements,
@@ -244,7 +250,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     settings = Settings(
         repository=args.repository,
-        http=HttpSettings(args.host, args.http_port, args.max_body_bytes),
+        http=HttpSettings(args.host, args.http_port, args.max_body_bytes, args.request_read_timeout),
         grpc=GrpcSettings(args.host, args.grpc_port, args.max_body_bytes),
         admin=AdminSettings(args.admin_host, None if args.no_admin else args.admin_port, args.admin_on_public_port),
         security=security,

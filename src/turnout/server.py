@@ -144,7 +144,7 @@ class Server:
         api = RestApi(
             self.dataplane, self.metrics, limit, self.guard, plane, self._admin_elsewhere(), self.settings.limits
         )
-        return HttpServer(api.handle, limit, self._tls_context("http/1.1"))
+        return HttpServer(api.handle, limit, self._tls_context("http/1.1"), self.settings.http.read_timeout_seconds)
 
     def _grpc_server(self) -> Http2Server:
         size = self.settings.grpc.max_message_bytes
@@ -161,7 +161,7 @@ class Server:
         api = RestApi(self.dataplane, self.metrics, http_limit, self.guard, Plane.ADMIN)
         service = InferenceService(self.dataplane, grpc_limit, self.guard, Plane.ADMIN)
         return DualServer(
-            HttpServer(api.handle, http_limit),
+            HttpServer(api.handle, http_limit, read_timeout=self.settings.http.read_timeout_seconds),
             Http2Server(service.handle, grpc_limit + 5, service.screen),
             self._tls_context("h2", "http/1.1"),
         )

@@ -16,6 +16,7 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 64 * 1024 * 1024
+    read_timeout_seconds: float = 30.0  # a request's first byte to its last
 
 
 @dataclass(frozen=True, slots=True)

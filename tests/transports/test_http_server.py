@@ -16,7 +16,7 @@ Handled = list[tuple[str, str, bytes | None]]
 
 @asynccontextmanager
 async def serving(
-    limit: int = 100, delay: float = 0.0, arrived: asyncio.Event | None = None
+    limit: int = 100, delay: float = 0.0, arrived: asyncio.Event | None = None, read_timeout: float = 30.0
 ) -> AsyncIterator[tuple[int, Handled, HttpServer]]:
     handled: Handled = []
 
@@ -32,7 +32,7 @@ async def serving(
     sock.bind(("127.0.0.1", 0))
     sock.listen()
     sock.setblocking(False)
-    server = HttpServer(handle, limit)
+    server = HttpServer(handle, limit, read_timeout=read_timeout)
     await server.start(sock)
     try:
         yield sock.getsockname()[1], handled, server
@@ -132,3 +132,31 @@ def test_shutdown_finishes_the_request_in_flight() -> None:
         assert reply.startswith(b"HTTP/1.1 200") and b"connection: close" in reply
 
     run(scenario)
+
+
+def test_a_request_that_trickles_in_is_cut_off_with_408() -> None:
+    """A slowloris client (headers, then a body that never finishes) gets 408 and
+    loses the connection when the read timeout passes; nothing reaches the handler."""
+
+    async def scenario() -> None:
+        async with serving(read_timeout=0.3) as (port, handled, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n0123456789")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)  # read() returns when the server closes
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout")
+            assert b"did not arrive within 0.3 s" in answer
+            assert handled == []
+            writer.close()
+            # a request that arrives whole in time is unaffected
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for path in (b"/fast", b"/again"):
+                writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200")
+                length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+                assert await reader.readexactly(length) == b'{"echo":"%s"}' % path
+                await asyncio.sleep(0.5)  # idle between requests is not a slow request
+            writer.close()
+
+    asyncio.run(scenario())

@@ -37,7 +37,7 @@ Handle = Callable[[str, str, dict[bytes, bytes], bytes | None, str], Awaitable[R
 
 _REASONS = {
     200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
-    405: b"Method Not Allowed", 413: b"Content Too Large", 429: b"Too Many Requests",
+    405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large", 429: b"Too Many Requests",
     500: b"Internal Server Error", 503: b"Service Unavailable",
 }  # fmt: skip
 
@@ -67,10 +67,24 @@ class _Pending:
         self.too_large = False
 
 
+# How long a request may take to arrive, from its first byte to its last: a
+# client that opens requests and trickles them (slowloris) holds a connection
+# and its buffers only this long.
+READ_TIMEOUT_SECONDS = 30.0
+
+
 class HttpProtocol(asyncio.Protocol):
-    def __init__(self, handle: Handle, max_body_bytes: int, connections: set[HttpProtocol]) -> None:
+    def __init__(
+        self,
+        handle: Handle,
+        max_body_bytes: int,
+        connections: set[HttpProtocol],
+        read_timeout: float = READ_TIMEOUT_SECONDS,
+    ) -> None:
         self._handle = handle
         self._limit = max_body_bytes
+        self._read_timeout = read_timeout
+        self._read_timer: asyncio.TimerHandle | None = None
         self._connections = connections
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -91,6 +105,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         self._transport = None
+        self._stop_read_timer()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -105,6 +120,7 @@ class HttpProtocol(asyncio.Protocol):
         self._current = _Pending()
         self._size = 0
         self._url = b""
+        self._read_timer = asyncio.get_running_loop().call_later(self._read_timeout, self._read_timed_out)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -135,6 +151,7 @@ class HttpProtocol(asyncio.Protocol):
         current.body.append(body)
 
     def on_message_complete(self) -> None:
+        self._stop_read_timer()
         self._ready.append(self._current)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._answer())
@@ -155,6 +172,15 @@ class HttpProtocol(asyncio.Protocol):
             if not keep_alive:
                 self._transport.close()
                 return
+
+    def _stop_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        self._fail(408, b"the request did not arrive within %g s" % self._read_timeout)
 
     def _fail(self, status: int, message: bytes) -> None:
         """A request that cannot be parsed or is too large: answer and close."""
@@ -184,10 +210,17 @@ class HttpServer:
     """Listens on a bound socket; ``shutdown`` stops accepting, lets requests
     in flight finish (up to ``grace`` seconds) and closes every connection."""
 
-    def __init__(self, handle: Handle, max_body_bytes: int, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        handle: Handle,
+        max_body_bytes: int,
+        tls: ssl.SSLContext | None = None,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
+    ) -> None:
         self._handle = handle
         self._limit = max_body_bytes
         self._tls = tls
+        self._read_timeout = read_timeout
         self._connections: set[HttpProtocol] = set()
         self._server: asyncio.base_events.Server | None = None
 
@@ -197,7 +230,7 @@ class HttpServer:
 
     def protocol(self) -> HttpProtocol:
         """A connection's protocol; for a listener that decides the protocol itself (``dual``)."""
-        return HttpProtocol(self._handle, self._limit, self._connections)
+        return HttpProtocol(self._handle, self._limit, self._connections, self._read_timeout)
 
     async def shutdown(self, grace: float) -> None:
         if self._server is not None:
