@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         "--request-read-timeout",
         type=_seconds,
         default=30.0,
-        help="seconds a REST request may take to arrive, first byte to last, before 408 (default 30)",
+        help="seconds a request may take to arrive, first byte to last, before REST answers 408 and gRPC resets "
+        "the stream (default 30)",
     )
     serve.add_argument(
         "--max-tensor-elements",

@@ -153,7 +153,8 @@ class Server:
             self.dataplane, size, self.guard, plane, self._admin_elsewhere(), self.settings.limits
         )
         # the body: the message and its 5-byte prefix
-        return Http2Server(service.handle, size + 5, service.screen, self._tls_context("h2"))
+        timeout = self.settings.http.read_timeout_seconds
+        return Http2Server(service.handle, size + 5, service.screen, self._tls_context("h2"), timeout)
 
     def _admin_server(self) -> DualServer:
         """REST and gRPC on one port: the repository's load and unload, its index, health."""
@@ -162,7 +163,9 @@ class Server:
         service = InferenceService(self.dataplane, grpc_limit, self.guard, Plane.ADMIN)
         return DualServer(
             HttpServer(api.handle, http_limit, read_timeout=self.settings.http.read_timeout_seconds),
-            Http2Server(service.handle, grpc_limit + 5, service.screen),
+            Http2Server(
+                service.handle, grpc_limit + 5, service.screen, read_timeout=self.settings.http.read_timeout_seconds
+            ),
             self._tls_context("h2", "http/1.1"),
         )
 

@@ -46,13 +46,15 @@ class EchoService:
 
 
 @asynccontextmanager
-async def serving(limit: int = 64 * 1024 * 1024) -> AsyncIterator[tuple[int, EchoService, Http2Server]]:
+async def serving(
+    limit: int = 64 * 1024 * 1024, read_timeout: float = 30.0
+) -> AsyncIterator[tuple[int, EchoService, Http2Server]]:
     service = EchoService()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
     sock.setblocking(False)
-    server = Http2Server(service.handle, limit)
+    server = Http2Server(service.handle, limit, read_timeout=read_timeout)
     await server.start(sock)
     try:
         yield sock.getsockname()[1], service, server
@@ -320,5 +322,26 @@ def test_a_screened_stream_is_refused_at_its_headers() -> None:
             client.close()
         finally:
             await server.shutdown(1.0)
+
+    run(scenario)
+
+
+def test_a_request_that_trickles_in_is_reset_after_the_read_timeout() -> None:
+    """A slowloris stream (headers and part of a message, then nothing) is reset
+    with CANCEL when the read timeout passes; the handler never sees it, and
+    the connection goes on serving."""
+
+    async def scenario() -> None:
+        async with serving(read_timeout=0.3) as (port, service, _):
+            client = await RawClient.connect(port)
+            client.request(1)
+            client.send(f.frame(f.DATA, 0, 1, wire.frame(b"0123456789")[:8]))
+            _, payload = await client.until(f.RST_STREAM, 1)
+            assert struct.unpack(">I", payload)[0] == f.CANCEL
+            assert service.bodies == []
+            client.call(3, b"whole")  # a request that arrives in time is answered
+            _, data = await client.until(f.DATA, 3)
+            assert data == wire.frame(b"whole")
+            client.close()
 
     run(scenario)

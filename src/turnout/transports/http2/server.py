@@ -74,7 +74,7 @@ def _admit_all(headers: dict[str, str]) -> Reply | None:
 
 class _Stream:
     __slots__ = (
-        "body", "ended", "headers", "held", "pending", "send_window", "size", "task", "too_large", "unacked"
+        "body", "ended", "headers", "held", "pending", "send_window", "size", "task", "timer", "too_large", "unacked"
     )  # fmt: skip
 
     def __init__(self, headers: dict[str, str], send_window: int) -> None:
@@ -88,14 +88,34 @@ class _Stream:
         self.send_window = send_window
         self.pending: tuple[bytes, bytes | None] | None = None  # reply data waiting for window, and trailers
         self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the read timeout, while the request arrives
+
+
+def _stop(stream: _Stream) -> None:
+    """Cancel a stream's read timeout: its request has arrived, or it is gone."""
+    if stream.timer is not None:
+        stream.timer.cancel()
+        stream.timer = None
+
+
+# How long a request may take to arrive, HEADERS to END_STREAM, before its
+# stream is reset: a client trickling messages (slowloris) holds a stream and
+# its buffered body only this long.
+READ_TIMEOUT_SECONDS = 30.0
 
 
 class Http2Protocol(asyncio.Protocol):
     def __init__(
-        self, handle: Handle, max_body_bytes: int, connections: set[Http2Protocol], screen: Screen = _admit_all
+        self,
+        handle: Handle,
+        max_body_bytes: int,
+        connections: set[Http2Protocol],
+        screen: Screen = _admit_all,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
     ) -> None:
         self._handle = handle
         self._screen = screen
+        self._read_timeout = read_timeout
         self._limit = max_body_bytes
         self._connections = connections
         self._transport: asyncio.Transport | None = None
@@ -141,6 +161,7 @@ class Http2Protocol(asyncio.Protocol):
         self._connections.discard(self)
         self._transport = None
         for stream in self._streams.values():
+            _stop(stream)
             if stream.task is not None:
                 stream.task.cancel()
         self._streams.clear()
@@ -261,6 +282,17 @@ class Http2Protocol(asyncio.Protocol):
         if flags & f.END_STREAM:
             stream.ended = True
             self._dispatch(stream_id, stream)
+        else:
+            stream.timer = asyncio.get_running_loop().call_later(self._read_timeout, self._read_timed_out, stream_id)
+
+    def _read_timed_out(self, stream_id: int) -> None:
+        """A request still arriving after the read timeout (a client trickling
+        it): the stream is reset (CANCEL), its buffered body dropped."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.task is None:
+            stream.timer = None
+            log.debug("stream %d: the request did not arrive within %g s", stream_id, self._read_timeout)
+            self._reset(stream_id, f.CANCEL)
 
     def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id == 0:
@@ -371,6 +403,7 @@ class Http2Protocol(asyncio.Protocol):
 
     # exchanges
     def _dispatch(self, stream_id: int, stream: _Stream) -> None:
+        _stop(stream)
         body = None if stream.too_large else b"".join(stream.body)
         stream.body = []
         request = Request(stream_id, stream.headers, body, self._peer)
@@ -440,6 +473,7 @@ class Http2Protocol(asyncio.Protocol):
     def _release(self, stream_id: int, stream: _Stream) -> None:
         if self._streams.pop(stream_id, None) is None:
             return
+        _stop(stream)
         self._drop_body(stream)
         self._credit_connection()
         if not self._streams:
@@ -498,9 +532,15 @@ class Http2Server:
     lets open streams finish (up to ``grace`` seconds) and closes every connection."""
 
     def __init__(
-        self, handle: Handle, max_body_bytes: int, screen: Screen = _admit_all, tls: ssl.SSLContext | None = None
+        self,
+        handle: Handle,
+        max_body_bytes: int,
+        screen: Screen = _admit_all,
+        tls: ssl.SSLContext | None = None,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
     ) -> None:
         self._handle = handle
+        self._read_timeout = read_timeout
         self._screen = screen
         self._limit = max_body_bytes
         self._tls = tls  # its ALPN must offer h2: gRPC clients insist
@@ -513,7 +553,7 @@ class Http2Server:
 
     def protocol(self) -> Http2Protocol:
         """A connection's protocol; for a listener that decides the protocol itself (``dual``)."""
-        return Http2Protocol(self._handle, self._limit, self._connections, self._screen)
+        return Http2Protocol(self._handle, self._limit, self._connections, self._screen, self._read_timeout)
 
     async def shutdown(self, grace: float) -> None:
         if self._server is not None:
