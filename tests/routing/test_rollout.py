@@ -1,0 +1,99 @@
+"""The canary rollout state machine, on made-up windows and a made-up clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from turnout.routing.policy import PolicyError
+from turnout.routing.rollout import (
+    GuardLimits,
+    State,
+    Step,
+    Window,
+    advance,
+    pause,
+    promote,
+    resume,
+    roll_back,
+    start,
+    unhealthy,
+)
+
+STEPS = (Step(5, hold_seconds=60), Step(25, hold_seconds=60, min_requests=100), Step(100, hold_seconds=30))
+LIMITS = GuardLimits(max_error_ratio=2.0, error_slack=0.01, max_p99_ratio=1.5, min_samples=20)
+HEALTHY = Window(requests=500, errors=1, p99_seconds=0.010)
+
+
+def test_a_healthy_candidate_goes_through_every_step_to_promotion() -> None:
+    rollout = start("v1", "v2", STEPS, now=0.0)
+    assert rollout.weight == 5
+    rollout, event = advance(rollout, 30.0, HEALTHY, Window(50, 0, 0.011), LIMITS)
+    assert event is None and rollout.weight == 5  # held 30 of 60 s
+    rollout, event = advance(rollout, 60.0, HEALTHY, Window(100, 0, 0.011), LIMITS)
+    assert event is not None and event.kind == "step" and rollout.weight == 25 and rollout.step_started == 60.0
+    rollout, event = advance(rollout, 130.0, HEALTHY, Window(99, 0, 0.011), LIMITS)
+    assert event is None  # held long enough, but 99 of the 100 requests the step asks
+    rollout, event = advance(rollout, 131.0, HEALTHY, Window(100, 0, 0.011), LIMITS)
+    assert rollout.weight == 100
+    rollout, event = advance(rollout, 161.0, HEALTHY, Window(300, 0, 0.011), LIMITS)
+    assert rollout.state is State.PROMOTED and event is not None and event.kind == "promoted"
+    assert rollout.weight == 100
+    assert advance(rollout, 999.0, HEALTHY, Window(300, 300, 1.0), LIMITS) == (rollout, None)  # finished
+
+
+def test_a_candidate_with_errors_is_rolled_back_within_the_step() -> None:
+    rollout = start("v1", "v2", STEPS, now=0.0)
+    rollout, event = advance(rollout, 5.0, HEALTHY, Window(40, 8, 0.010), LIMITS)  # 5 s into a 60 s step
+    assert rollout.state is State.ROLLED_BACK and rollout.weight == 0
+    assert event is not None and event.kind == "rolled_back"
+    assert rollout.reason == "at 5%: error rate 20.0% against the baseline's 0.2% (allowed 1.2%)"
+
+
+def test_a_slow_candidate_is_rolled_back_with_its_p99() -> None:
+    rollout, _event = advance(start("v1", "v2", STEPS, 0.0), 1.0, HEALTHY, Window(40, 0, 0.050), LIMITS)
+    assert rollout.state is State.ROLLED_BACK
+    assert rollout.reason == "at 5%: p99 50.0 ms against the baseline's 10.0 ms (allowed 15.0 ms)"
+
+
+def test_too_few_samples_neither_judge_nor_advance() -> None:
+    rollout = start("v1", "v2", STEPS, now=0.0)
+    few = Window(19, 19, 9.0)  # all errors, very slow, but only 19 requests
+    assert unhealthy(HEALTHY, few, LIMITS) is None
+    assert advance(rollout, 3600.0, HEALTHY, few, LIMITS) == (rollout, None)
+
+
+def test_small_error_rates_use_the_absolute_slack() -> None:
+    clean = Window(1000, 0, 0.01)
+    assert unhealthy(clean, Window(1000, 9, 0.01), LIMITS) is None  # 0.9% <= 0% + 1%
+    assert unhealthy(clean, Window(1000, 11, 0.01), LIMITS) is not None
+
+
+def test_operators_pause_resume_promote_and_roll_back() -> None:
+    rollout = start("v1", "v2", STEPS, now=0.0)
+    paused, event = pause(rollout)
+    assert paused.state is State.PAUSED and event is not None
+    assert advance(paused, 500.0, HEALTHY, HEALTHY, LIMITS) == (paused, None)  # a paused rollout stays put
+    resumed, _ = resume(paused, now=500.0)
+    assert resumed.state is State.RUNNING and resumed.step_started == 500.0
+    promoted, event = promote(resumed)
+    assert promoted.weight == 100 and event is not None and event.kind == "promoted"
+    assert roll_back(promoted) == (promoted, None)  # finished: a new rollout is needed
+    back, event = roll_back(start("v1", "v2", STEPS, 0.0), "bad outputs")
+    assert back.weight == 0 and back.reason == "bad outputs"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Step(0, hold_seconds=1), "above 0 and at most 100"),
+        (lambda: Step(120, hold_seconds=1), "above 0 and at most 100"),
+        (lambda: Step(5), "needs a hold time, a minimum of requests, or both"),
+        (lambda: Step(5, hold_seconds=-1), "positive number of seconds"),
+        (lambda: start("v1", "v2", (Step(50, 1), Step(25, 1)), 0.0), r"must rise, got \[50, 25\]"),
+        (lambda: start("v1", "v1", (Step(50, 1),), 0.0), "must differ from the baseline"),
+        (lambda: start("v1", "v2", (), 0.0), "at least one step"),
+    ],
+)
+def test_bad_rollouts_are_refused(make: object, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        make()  # type: ignore[operator]
