@@ -15,14 +15,13 @@ requires a credential with the admin role.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-import jwt as pyjwt
-
-from turnout.errors import Forbidden, RateLimited, Unauthenticated
+from turnout.errors import Forbidden, RateLimited, TurnoutError, Unauthenticated
 from turnout.security.audit import AuditEvent, AuditLog, NoAudit
 from turnout.security.jwt_auth import JwtVerifier
 from turnout.security.keys import KeyStore, looks_like_key
@@ -105,7 +104,7 @@ class Guard:
         """The principal allowed to take ``action``, or a 401/403/429 error.
 
         Admin actions are audited here when refused; the admin API records
-        their outcome once it knows it (``record``)."""
+        their outcome once it knows it (``audited``)."""
         audited = action is Action.ADMIN
         subject = model or target  # what the audit log names: the model, else the path or method
         if not (audited or self.inference_auth):
@@ -131,6 +130,17 @@ class Guard:
         name = "" if principal is None else principal.name
         self._audit.record(AuditEvent(name, action, target, result, caller.source, detail))
 
+    @contextlib.contextmanager
+    def audited(self, principal: Principal | None, action: str, target: str, caller: Caller) -> Iterator[None]:
+        """Record an admin action's outcome ("ok", or "failed" and why) once it is known."""
+        try:
+            yield
+        except Exception as exc:
+            detail = exc.message if isinstance(exc, TurnoutError) else "internal error"
+            self.record(principal, action, target, "failed", caller, detail)
+            raise
+        self.record(principal, action, target, "ok", caller)
+
     def _authenticate(self, caller: Caller, action: Action, target: str) -> _Identity:
         try:
             return self._identify(caller)
@@ -155,13 +165,11 @@ class Guard:
         if cached is not None and cached[1] > now:
             self._jwt_cache.move_to_end(token)
             return cached[0]
-        principal = self._jwt.verify(token)
+        principal, expires = self._jwt.verify_until(token)
         identity = _Identity(principal, f"jwt:{principal.name}", None)
-        expires = _expiry(token)
-        if expires is not None:
-            self._jwt_cache[token] = (identity, expires)
-            if len(self._jwt_cache) > _JWT_CACHE_SIZE:
-                self._jwt_cache.popitem(last=False)
+        self._jwt_cache[token] = (identity, expires)
+        if len(self._jwt_cache) > _JWT_CACHE_SIZE:
+            self._jwt_cache.popitem(last=False)
         return identity
 
 
@@ -174,13 +182,3 @@ def _token(caller: Caller) -> str:
     if caller.api_key:
         return caller.api_key.strip()
     raise Unauthenticated("this needs a credential: an 'Authorization: Bearer <token>' or 'X-API-Key' header")
-
-
-def _expiry(token: str) -> float | None:
-    """The (already verified) token's exp claim, for the cache."""
-    try:
-        claims = pyjwt.decode(token, options={"verify_signature": False})
-    except pyjwt.InvalidTokenError:
-        return None
-    exp = claims.get("exp")
-    return float(exp) if isinstance(exp, int | float) else None

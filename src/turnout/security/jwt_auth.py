@@ -67,6 +67,10 @@ class JwtVerifier:
     def verify(self, token: str) -> Principal:
         """The principal a valid token names; ``Unauthenticated`` otherwise,
         with the reason (never the token) in the message."""
+        return self.verify_until(token)[0]
+
+    def verify_until(self, token: str) -> tuple[Principal, float]:
+        """As ``verify``, with the token's expiry (its ``exp``, epoch seconds)."""
         key, algorithms = self._key_for(token)
         settings = self._settings
         try:
@@ -89,7 +93,7 @@ class JwtVerifier:
             raise Unauthenticated(f"the bearer token lacks the '{exc.claim}' claim") from None
         except jwt.InvalidTokenError:
             raise Unauthenticated("the bearer token is not valid (signature or format)") from None
-        return self._principal(claims)
+        return self._principal(claims), float(claims["exp"])
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         settings = self._settings

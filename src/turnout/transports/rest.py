@@ -3,10 +3,8 @@ to status codes, and nothing more."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,7 +215,7 @@ class RestApi:
 
     async def load(self, request: Request) -> Response:
         model = request.params["model"]
-        with self._audited(request, "load", model):
+        with self._guard.audited(request.principal, "load", model, Caller.from_http(request.headers, request.source)):
             body = await request.body(self._max_body_bytes)
             parameters = parse_object(body).get("parameters") if body.strip() else None
             await self._dataplane.load_model(model, parameters)
@@ -225,25 +223,13 @@ class RestApi:
 
     async def unload(self, request: Request) -> Response:
         model = request.params["model"]
-        with self._audited(request, "unload", model):
+        with self._guard.audited(request.principal, "unload", model, Caller.from_http(request.headers, request.source)):
             await request.body(self._max_body_bytes)
             await self._dataplane.unload_model(model)
         return Response(b"")
 
     async def admin_elsewhere(self, request: Request) -> Response:
         raise Forbidden(admin_elsewhere_message(self._admin_elsewhere))
-
-    @contextlib.contextmanager
-    def _audited(self, request: Request, action: str, target: str) -> Iterator[None]:
-        """Record an admin action's outcome in the audit log."""
-        caller = Caller.from_http(request.headers, request.source)
-        try:
-            yield
-        except Exception as exc:
-            detail = exc.message if isinstance(exc, TurnoutError) else "internal error"
-            self._guard.record(request.principal, action, target, "failed", caller, detail)
-            raise
-        self._guard.record(request.principal, action, target, "ok", caller)
 
     async def metrics(self, request: Request) -> Response:
         return Response(self._metrics.exposition(), content_type=METRICS_CONTENT_TYPE.encode())

@@ -5,10 +5,9 @@ The transport below it is ``turnout.transports.http2``."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,25 +215,14 @@ class InferenceService:
         return response
 
     async def repository_model_load(self, request: Any, context: CallContext) -> Any:
-        with self._audited(context, "load", request.model_name):
+        with self._guard.audited(context.principal, "load", request.model_name, context.caller):
             await self._dataplane.load_model(request.model_name, dict(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     async def repository_model_unload(self, request: Any, context: CallContext) -> Any:
-        with self._audited(context, "unload", request.model_name):
+        with self._guard.audited(context.principal, "unload", request.model_name, context.caller):
             await self._dataplane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     async def admin_elsewhere(self, request: Any, context: CallContext) -> Any:
         raise Forbidden(admin_elsewhere_message(self._admin_elsewhere))
-
-    @contextlib.contextmanager
-    def _audited(self, context: CallContext, action: str, target: str) -> Iterator[None]:
-        """Record an admin action's outcome in the audit log."""
-        try:
-            yield
-        except Exception as exc:
-            detail = exc.message if isinstance(exc, TurnoutError) else "internal error"
-            self._guard.record(context.principal, action, target, "failed", context.caller, detail)
-            raise
-        self._guard.record(context.principal, action, target, "ok", context.caller)
