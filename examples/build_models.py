@@ -9,6 +9,9 @@ skl2onnx produce the same ONNX files and the README's answers stay true.
   (30 features). Version 1 is a standardised logistic regression, version 2
   gradient-boosted trees. Outputs: ``label`` (INT64) and ``probabilities`` (FP32, 2 classes).
 - diabetes: ridge regression on the diabetes data (10 features) -> ``prediction``.
+- wine: a traffic-control example. Three classes of wine (13 features);
+  version 1 is a standardised logistic regression, version 2 a random forest,
+  and its model.toml sends a 10% canary to version 2 (README, Traffic control).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
-from sklearn.datasets import load_breast_cancer, load_diabetes
-from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
@@ -81,6 +84,27 @@ latest = 1
 """
 
 
+WINE_TOML = """\
+# Wine classifier (13 features, 3 classes), an endpoint with a canary (README, Traffic control).
+max_batch_size = 64
+
+[version_policy]
+all = true                # both versions are loaded: the canary routes between them
+
+[batching]
+max_queue_delay_ms = 1.0
+
+# Requests that name no version: 90% to version 1, 10% to version 2. Change it
+# at run time with `turnout rollout ...` / `turnout routing ...`; such changes
+# last (across restarts) until this table itself is edited.
+[routing]
+policy = "canary"
+baseline = "1"
+candidate = "2"
+weight = 10
+"""
+
+
 def build(out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
@@ -118,6 +142,26 @@ def build(out: Path) -> None:
     )
     _write(out / "diabetes" / "1" / "model.onnx", _canonical(onnx_model))
     (out / "diabetes" / "model.toml").write_text(DIABETES_TOML)
+
+    wine = load_wine()
+    x_train, _, y_train, _ = train_test_split(
+        wine.data.astype(np.float32), wine.target, test_size=0.25, random_state=0, stratify=wine.target
+    )
+    wine_classifiers = {
+        1: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0)),
+        2: RandomForestClassifier(n_estimators=50, max_depth=4, random_state=0),
+    }
+    for version, model in wine_classifiers.items():
+        model.fit(x_train, y_train)
+        onnx_model = to_onnx(
+            model,
+            initial_types=[("input", FloatTensorType([None, 13]))],
+            options={id(model): {"zipmap": False}},
+            final_types=[("label", _int64_vector()), ("probabilities", FloatTensorType([None, 3]))],
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        )
+        _write(out / "wine" / str(version) / "model.onnx", _canonical(onnx_model))
+    (out / "wine" / "model.toml").write_text(WINE_TOML)
 
 
 def _int64_vector():  # type: ignore[no-untyped-def]

@@ -50,14 +50,24 @@ class ServerProcess:
     Unless ``inference_auth``, the public ports need no credential (as in the
     README's demo). Either way the admin plane has a port of its own and a key
     store holding one admin key (``admin_headers``); ``extra`` arguments come
-    last, so a test's own ``--api-keys`` replaces that store."""
+    last, so a test's own ``--api-keys`` replaces that store. Routing state
+    goes to a directory of the server's own (``state_dir``, unless given), so
+    servers sharing a repository never share policies."""
 
-    def __init__(self, repository: Path, *extra: str, log_dir: Path, inference_auth: bool = False) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        *extra: str,
+        log_dir: Path,
+        inference_auth: bool = False,
+        state_dir: Path | None = None,
+    ) -> None:
         self.http_port = free_port()
         self.grpc_port = free_port()
         self.admin_port = free_port()
         self.log_path = log_dir / f"turnout-{self.http_port}.log"
         self.key_store = log_dir / f"keys-{self.http_port}.json"
+        self.state_dir = state_dir or log_dir / f"state-{self.http_port}"
         record, self.admin_key = new_key("test-admin", [Role.ADMIN])
         FileKeys(self.key_store).add(record)
         self.command = [
@@ -74,6 +84,8 @@ class ServerProcess:
             str(self.admin_port),
             "--api-keys",
             str(self.key_store),
+            "--state-dir",
+            str(self.state_dir),
             *([] if inference_auth else ["--no-inference-auth"]),
             *extra,
         ]
@@ -200,3 +212,36 @@ def slow(repeats: int = 150) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 256, 256])],
         [weight],
     )
+
+
+def failing_when_above(model_file: Path, input_name: str, output_name: str, threshold: float) -> onnx.ModelProto:
+    """The model in ``model_file`` made to fail, inside ONNX Runtime, on rows
+    whose first feature is above ``threshold``: such a row becomes an
+    out-of-range Gather index. The signature is unchanged, so it can stand in
+    for the original as a (bad) canary candidate."""
+    model = onnx.load(str(model_file))
+    graph = model.graph
+    raw = f"{output_name}_before_gate"
+    for node in graph.node:
+        node.output[:] = [raw if name == output_name else name for name in node.output]
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([0], dtype=np.int64), "gate_start"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "gate_end"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "gate_axis"),
+            numpy_helper.from_array(np.array(threshold, dtype=np.float32), "gate_threshold"),
+            numpy_helper.from_array(np.array(5, dtype=np.int64), "gate_far"),
+            numpy_helper.from_array(np.zeros(2, dtype=np.float32), "gate_table"),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Slice", [input_name, "gate_start", "gate_end", "gate_axis"], ["gate_first"]),
+            helper.make_node("Greater", ["gate_first", "gate_threshold"], ["gate_above"]),
+            helper.make_node("Cast", ["gate_above"], ["gate_flag"], to=TensorProto.INT64),
+            helper.make_node("Mul", ["gate_flag", "gate_far"], ["gate_index"]),  # 0, or 5: out of range
+            helper.make_node("Gather", ["gate_table", "gate_index"], ["gate_zero"], axis=0),
+            helper.make_node("Add", [raw, "gate_zero"], [output_name]),
+        ]
+    )
+    return model

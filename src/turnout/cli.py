@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from turnout import __version__
+from turnout import __version__, traffic_cli
 from turnout.errors import ConfigError
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
@@ -21,7 +21,14 @@ from turnout.security.jwt_auth import JwtSettings
 from turnout.security.principal import Role
 from turnout.security.ratelimit import Rate
 from turnout.security.tls import TlsSettings
-from turnout.settings import AdminSettings, GrpcSettings, HttpSettings, SecuritySettings, Settings
+from turnout.settings import (
+    AdminSettings,
+    GrpcSettings,
+    HttpSettings,
+    RoutingSettings,
+    SecuritySettings,
+    Settings,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,6 +125,23 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also serve the admin routes on the public REST and gRPC ports (admin role still required)",
     )
+    routing = serve.add_argument_group("traffic control")
+    routing.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where routing policies, their event log, A/B feedback and shadow disagreements are kept "
+        "(default: REPOSITORY/.turnout)",
+    )
+    routing.add_argument(
+        "--shadow-queue",
+        type=_positive_int,
+        default=1000,
+        help="shadow copies waiting to run; beyond this a copy is dropped and counted (default 1000)",
+    )
+    routing.add_argument(
+        "--shadow-workers", type=_positive_int, default=2, help="shadow copies run at once (default 2)"
+    )
     serve.set_defaults(run=_serve)
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys").add_subparsers(title="keys commands")
@@ -189,6 +213,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(run=_bench)
 
+    traffic_cli.add_commands(commands)
+
     models = commands.add_parser("models", help="inspect a model repository").add_subparsers(title="models commands")
     validate = models.add_parser("validate", help="check every model in a repository and print its signature")
     validate.add_argument("repository", type=Path)
@@ -256,6 +282,7 @@ def _serve(args: argparse.Namespace) -> int:
         admin=AdminSettings(args.admin_host, None if args.no_admin else args.admin_port, args.admin_on_public_port),
         security=security,
         limits=InputLimits(args.max_tensor_elements, args.max_bytes_element),
+        routing=RoutingSettings(args.state_dir, args.shadow_queue, args.shadow_workers),
         strict_readiness=not args.no_strict_readiness,
         shutdown_grace_seconds=args.shutdown_grace,
     )

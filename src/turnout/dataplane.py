@@ -3,22 +3,49 @@ inference and the repository extension. REST and gRPC both call this."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from turnout import __version__
-from turnout.errors import ConfigError, InvalidRequest, TurnoutError, Unavailable
+from turnout.errors import Code, ConfigError, InvalidRequest, TurnoutError, Unavailable
 from turnout.observability.metrics import Metrics
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State, VersionsFailed
+from turnout.routing.feedback import FeedbackStore
+from turnout.routing.policy import PolicyError
+from turnout.routing.shadow import ShadowJob, ShadowMirror
+from turnout.routing.traffic import Route, TrafficControl
+from turnout.routing.variants import target
 from turnout.validation import validate
 
+log = logging.getLogger("turnout.dataplane")
+
 SERVER_NAME = "turnout"
+# failures that count against a variant in a rollout's guard
+_SERVER_SIDE = frozenset({Code.INTERNAL, Code.TIMEOUT, Code.UNAVAILABLE, Code.OVERLOADED})
+_target = functools.lru_cache(maxsize=4096)(target)
 EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
 
 
 class DataPlane:
-    def __init__(self, registry: ModelRegistry, metrics: Metrics, strict_readiness: bool = True) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        metrics: Metrics,
+        strict_readiness: bool = True,
+        traffic: TrafficControl | None = None,
+        mirror: ShadowMirror | None = None,
+        feedback: FeedbackStore | None = None,
+    ) -> None:
+        self._traffic = traffic
+        self._mirror = mirror
+        self._feedback = feedback
         self._registry = registry
         self._metrics = metrics
         self._strict_readiness = strict_readiness
@@ -69,12 +96,12 @@ class DataPlane:
         except TurnoutError as exc:
             known = self._registry.known(name)
             # Unknown names are not used as labels: clients could grow the series without bound.
-            self._metrics.request_outcome(name if known else "", "", protocol, exc.code.value).inc()
+            self._metrics.request_outcome(name if known else "", "", "", protocol, exc.code.value).inc()
             raise
 
     def record_rejected(self, served: ServedVersion, protocol: str, error: TurnoutError) -> None:
         """Count a request the transport could not decode."""
-        self._metrics.request_outcome(served.model, str(served.version), protocol, error.code.value).inc()
+        self._metrics.request_outcome(served.model, str(served.version), "", protocol, error.code.value).inc()
 
     def served_version(self, name: str, version: str | None) -> ServedVersion:
         """What answers for ``name`` (and ``version``): its configuration and signature."""
@@ -85,15 +112,85 @@ class DataPlane:
         request: InferenceRequest,
         protocol: str,
         deadline: float | None = None,
+        key_of: Callable[[str], str | None] | None = None,
     ) -> InferenceResponse:
         """Validate, queue and answer one request.
 
         ``deadline`` is the seconds the transport can still wait (a gRPC
-        deadline); it shortens the model's queue timeout.
+        deadline); it shortens the model's queue timeout. ``key_of`` reads a
+        header (or gRPC metadata) by name: an A/B test's assignment key.
+        A request naming a version is served by it, whatever the routing.
         """
         started = time.monotonic()
-        served = self.resolve(request.model_name, request.model_version, protocol)
-        model, version = served.model, str(served.version)
+        traffic = self._traffic
+        route = None if request.model_version or traffic is None else traffic.routes.get(request.model_name)
+        if route is None:
+            served = self.resolve(request.model_name, request.model_version, protocol)
+            response = await self._answer(served, request, protocol, deadline, "", started)
+            return response
+        assert traffic is not None
+        return await self._routed(traffic, route, request, protocol, deadline, key_of, started)
+
+    async def _routed(
+        self,
+        traffic: TrafficControl,
+        route: Route,
+        request: InferenceRequest,
+        protocol: str,
+        deadline: float | None,
+        key_of: Callable[[str], str | None] | None,
+        started: float,
+    ) -> InferenceResponse:
+        endpoint = request.model_name
+        key_name = route.key_name
+        key = None
+        if key_name is not None:
+            key = (key_of(key_name) if key_of is not None else None) or _text(request.parameters.get(key_name))
+        decision = traffic.decide(route, key)
+        variant = decision.serve
+        where = _target(endpoint, variant)
+        served = self.resolve(where.model, where.version, protocol)
+        try:
+            response = await self._answer(served, request, protocol, deadline, variant, started)
+        except TurnoutError as exc:
+            if exc.code in _SERVER_SIDE:  # a client's bad request says nothing about the variant
+                traffic.observe(endpoint, variant, False, time.monotonic() - started)
+            raise
+        seconds = time.monotonic() - started
+        traffic.observe(endpoint, variant, True, seconds)
+        response.parameters["variant"] = variant
+        if key_name is not None and self._feedback is not None:
+            if not response.id:  # feedback names the request by its id, so an A/B answer always has one
+                response.id = uuid.uuid4().hex
+            self._feedback.remember(endpoint, response.id, variant)
+        if decision.mirror is not None and self._mirror is not None:
+            self._mirror.offer(self._shadow_job(endpoint, decision.mirror, request, response, seconds))
+        return response
+
+    def _shadow_job(
+        self, endpoint: str, shadow: str, request: InferenceRequest, response: InferenceResponse, seconds: float
+    ) -> ShadowJob:
+        where = _target(endpoint, shadow)
+
+        async def run() -> Mapping[str, np.ndarray[Any, Any]]:
+            served = self._registry.get(where.model, where.version)
+            checked = validate(request, served.signature, served.max_batch_size)
+            result = await served.batcher.submit(served.prepare(checked.inputs), checked.outputs, served.timeout)
+            return result.outputs
+
+        primary = {output.name: output.data for output in response.outputs}
+        return ShadowJob(endpoint, shadow, response.id or "", run, primary, seconds)
+
+    async def _answer(
+        self,
+        served: ServedVersion,
+        request: InferenceRequest,
+        protocol: str,
+        deadline: float | None,
+        variant: str,
+        started: float,
+    ) -> InferenceResponse:
+        model, version = request.model_name, str(served.version)
         try:
             checked = validate(request, served.signature, served.max_batch_size)
             inputs = served.prepare(checked.inputs)
@@ -101,7 +198,7 @@ class DataPlane:
                 inputs, checked.outputs, _timeout(served.timeout, request.parameters, deadline)
             )
         except TurnoutError as exc:
-            self._metrics.request_outcome(model, version, protocol, exc.code.value).inc()
+            self._metrics.request_outcome(model, version, variant, protocol, exc.code.value).inc()
             raise
         signature = served.signature
         outputs = []
@@ -110,10 +207,10 @@ class DataPlane:
             spec = signature.output(name)
             assert spec is not None  # validate() checked the name
             outputs.append(InferOutput(name, spec.datatype, array.shape, array))
-        self._metrics.request_outcome(model, version, protocol, "success").inc()
-        self._metrics.latency(model, version, protocol).observe(time.monotonic() - started)
-        self._metrics.queue_time(model, version).observe(result.queue_seconds)
-        self._metrics.compute_time(model, version).observe(result.compute_seconds)
+        self._metrics.request_outcome(model, version, variant, protocol, "success").inc()
+        self._metrics.latency(model, version, variant, protocol).observe(time.monotonic() - started)
+        self._metrics.queue_time(served.model, version).observe(result.queue_seconds)
+        self._metrics.compute_time(served.model, version).observe(result.compute_seconds)
         return InferenceResponse(model, version, outputs, id=request.id)
 
     def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
@@ -129,12 +226,40 @@ class DataPlane:
                 f"load parameters {keys!r} are not supported; change model.toml and the "
                 "version directories on disk, then load"
             )
+        failed = None
         try:
             await self._registry.load(name)
         except ConfigError as exc:
             raise InvalidRequest(f"model '{name}' cannot be loaded: {exc}") from None
         except VersionsFailed as exc:  # as Triton answers a failed load; the versions that loaded serve
-            raise InvalidRequest(str(exc)) from None
+            failed = InvalidRequest(str(exc))
+        self.take_up_routing(name)
+        if failed is not None:
+            raise failed
+
+    def take_up_all_routing(self) -> None:
+        """At start, once every model has loaded (a policy may name another model)."""
+        for name in sorted({entry.name for entry in self._registry.index()}):
+            try:
+                self.take_up_routing(name)
+            except InvalidRequest as exc:
+                log.error("%s", exc.message)
+
+    def take_up_routing(self, name: str) -> None:
+        """Apply the [routing] of ``name``'s model.toml once its versions are
+        live; a policy that cannot apply leaves the one in force, and says why."""
+        if self._traffic is None:
+            return
+        try:
+            served = self._registry.get(name)
+        except TurnoutError:
+            return  # nothing live: nothing to route to yet
+        try:
+            self._traffic.configured(name, served.config.routing)
+        except PolicyError as exc:
+            raise InvalidRequest(
+                f"model '{name}' loaded, but its [routing] was refused (the policy in force stays): {exc}"
+            ) from None
 
     async def unload_model(self, name: str) -> None:
         await self._registry.unload(name)
@@ -150,3 +275,12 @@ def _timeout(configured: float | None, parameters: dict[str, Any], deadline: flo
             raise InvalidRequest("parameter 'timeout' must be a positive integer (microseconds)")
         limits.append(requested / 1_000_000)
     return min(limits, default=None)
+
+
+def _text(value: Any) -> str | None:
+    """A request parameter used as an A/B key: a string or a whole number."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None

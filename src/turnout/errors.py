@@ -21,6 +21,7 @@ class Code(enum.Enum):
     UNAUTHENTICATED = "unauthenticated"  # no credential, or one that is not valid
     FORBIDDEN = "forbidden"  # a valid credential without the right for this
     RATE_LIMITED = "rate_limited"  # the credential's request rate is spent: retry later
+    CONFLICT = "conflict"  # the change clashes with what is already recorded (duplicate feedback)
 
 
 class TurnoutError(Exception):
@@ -47,6 +48,10 @@ class InvalidRequest(TurnoutError):
 
 class NotFound(TurnoutError):
     code = Code.NOT_FOUND
+
+
+class Conflict(TurnoutError):
+    code = Code.CONFLICT
 
 
 class PayloadTooLarge(TurnoutError):

@@ -21,7 +21,12 @@ from turnout.model.onnx import OnnxRuntime
 from turnout.model.repository import ModelRepository
 from turnout.model.runtime import ModelRuntime
 from turnout.observability.metrics import Metrics
+from turnout.observability.shadow_metrics import register_shadow_metrics
 from turnout.registry import ModelRegistry
+from turnout.routing.feedback import FeedbackStore
+from turnout.routing.shadow import ShadowMirror
+from turnout.routing.state_store import RoutingStore
+from turnout.routing.traffic import TrafficControl
 from turnout.security.audit import AuditLog, NoAudit
 from turnout.security.guard import Guard
 from turnout.security.jwt_auth import JwtVerifier
@@ -35,6 +40,7 @@ from turnout.transports.http2.server import Http2Server
 from turnout.transports.http_server import HttpServer
 from turnout.transports.planes import Plane
 from turnout.transports.rest import RestApi
+from turnout.transports.routing_rest import RoutingRoutes
 
 log = logging.getLogger("turnout.server")
 
@@ -55,8 +61,31 @@ class Server:
         self.registry = ModelRegistry(
             repository, self.metrics, settings.shutdown_grace_seconds, settings.security.allow_trusted_models
         )
-        self.dataplane = DataPlane(self.registry, self.metrics, settings.strict_readiness)
         self.guard = build_guard(settings.security)
+        routing = settings.routing
+        state = settings.state_dir
+        try:
+            self.traffic = TrafficControl(
+                self.registry, RoutingStore(state / "routing.db"), tick_seconds=routing.rollout_tick_seconds
+            )
+            self.feedback = FeedbackStore(state / "feedback.db")
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(
+                f"cannot keep routing state in {state}: {exc} (choose another place with --state-dir)"
+            ) from None
+        self.mirror = ShadowMirror(
+            routing.shadow_queue,
+            routing.shadow_workers,
+            sample_every=routing.shadow_log_every,
+            log_path=state / "shadow-disagreements.jsonl",
+        )
+        register_shadow_metrics(self.metrics.registry, self.mirror)
+        self.dataplane = DataPlane(
+            self.registry, self.metrics, settings.strict_readiness, self.traffic, self.mirror, self.feedback
+        )
+        self._routing_routes = RoutingRoutes(
+            self.traffic, self.mirror, self.feedback, self.guard, settings.http.max_body_bytes
+        )
         self._tls = settings.security.tls
         self._stop = asyncio.Event()
 
@@ -93,6 +122,10 @@ class Server:
             )
             self._log_security()
             await self.registry.load_all()
+            self.dataplane.take_up_all_routing()
+            self.traffic.start()
+            self.mirror.start()
+            flusher = loop.create_task(self._flush_feedback())
             self.dataplane.mark_started()
             log.info("models loaded; ready=%s", self.dataplane.ready())
             await self._stop.wait()
@@ -105,12 +138,25 @@ class Server:
                 grpc_server.shutdown(grace),
                 *([] if admin_server is None else [admin_server.shutdown(grace)]),
             )
+            await self.mirror.close(min(grace, 5.0))  # shadow copies are best effort
+            flusher.cancel()
+            await self.traffic.close()
+            await asyncio.to_thread(self.feedback.close)
             await self.registry.close()
             self.guard.close()
             log.info("stopped")
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+
+    async def _flush_feedback(self) -> None:
+        """A/B assignments reach SQLite in batches, off the event loop."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await asyncio.to_thread(self.feedback.flush)
+            except sqlite3.Error as exc:  # kept in memory; the next flush tries again
+                log.error("cannot record A/B assignments: %s", exc)
 
     def _log_security(self) -> None:
         settings, guard = self.settings, self.guard
@@ -141,8 +187,18 @@ class Server:
     def _http_server(self) -> HttpServer:
         limit = self.settings.http.max_body_bytes
         plane = Plane.BOTH if self.settings.admin.on_public_port else Plane.INFERENCE
+        routes = self._routing_routes.inference()
+        if plane.serves_admin:
+            routes += self._routing_routes.admin()
         api = RestApi(
-            self.dataplane, self.metrics, limit, self.guard, plane, self._admin_elsewhere(), self.settings.limits
+            self.dataplane,
+            self.metrics,
+            limit,
+            self.guard,
+            plane,
+            self._admin_elsewhere(),
+            self.settings.limits,
+            routes,
         )
         return HttpServer(api.handle, limit, self._tls_context("http/1.1"), self.settings.http.read_timeout_seconds)
 
@@ -159,7 +215,14 @@ class Server:
     def _admin_server(self) -> DualServer:
         """REST and gRPC on one port: the repository's load and unload, its index, health."""
         http_limit, grpc_limit = self.settings.http.max_body_bytes, self.settings.grpc.max_message_bytes
-        api = RestApi(self.dataplane, self.metrics, http_limit, self.guard, Plane.ADMIN)
+        api = RestApi(
+            self.dataplane,
+            self.metrics,
+            http_limit,
+            self.guard,
+            Plane.ADMIN,
+            extra_routes=self._routing_routes.admin(),
+        )
         service = InferenceService(self.dataplane, grpc_limit, self.guard, Plane.ADMIN)
         return DualServer(
             HttpServer(api.handle, http_limit, read_timeout=self.settings.http.read_timeout_seconds),

@@ -51,6 +51,18 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """Traffic control. ``state_dir`` holds the policies, their event log, A/B
+    feedback and the shadow disagreement log (None: ``.turnout`` in the repository)."""
+
+    state_dir: Path | None = None
+    shadow_queue: int = 1000  # shadow copies waiting; beyond, a copy is dropped (and counted)
+    shadow_workers: int = 2
+    shadow_log_every: int = 100  # log one disagreement in this many
+    rollout_tick_seconds: float = 0.25  # how often running rollouts are judged
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     repository: Path
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -58,8 +70,13 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     limits: InputLimits = field(default_factory=InputLimits)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
     # ready only when every model version is ready, as the V2 protocol says;
     # off, the server is ready once loading is done, whatever failed
     strict_readiness: bool = True
     # how long shutdown waits for requests in flight and queued
     shutdown_grace_seconds: float = 30.0
+
+    @property
+    def state_dir(self) -> Path:
+        return self.routing.state_dir or self.repository / ".turnout"

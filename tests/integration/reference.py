@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 
 def run(model_file: Path, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
@@ -22,3 +22,7 @@ def cancer_rows(count: int, start: int = 0) -> np.ndarray[Any, Any]:
 
 def diabetes_rows(count: int, start: int = 0) -> np.ndarray[Any, Any]:
     return load_diabetes().data[start : start + count].astype(np.float32)
+
+
+def wine_rows(count: int, start: int = 0) -> np.ndarray[Any, Any]:
+    return load_wine().data[start : start + count].astype(np.float32)

@@ -64,7 +64,7 @@ def test_bad_names_on_load_leave_no_trace(strict_server: ServerProcess) -> None:
             assert caught.value.status() == "StatusCode.NOT_FOUND"
         assert client.is_server_ready()
         index = client.get_model_repository_index(headers=strict_server.admin_headers)
-        assert {m.name for m in index.models} == {"breast_cancer", "diabetes"}
+        assert {m.name for m in index.models} == {"breast_cancer", "diabetes", "wine"}
     finally:
         client.close()
 

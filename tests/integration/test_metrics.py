@@ -33,10 +33,11 @@ def test_requests_latency_queue_and_batches_are_measured(server: ServerProcess) 
         return after.get(key, 0.0) - before.get(key, 0.0)
 
     model = {"model": "diabetes", "version": "1"}
-    assert delta("turnout_requests_total", **model, protocol="rest", status="success") == 3
-    assert delta("turnout_requests_total", **model, protocol="rest", status="invalid") == 1
-    assert delta("turnout_requests_total", model="", version="", protocol="rest", status="not_found") == 1
-    assert delta("turnout_request_duration_seconds_count", **model, protocol="rest") == 3
+    unrouted = {**model, "variant": ""}  # diabetes has no routing policy
+    assert delta("turnout_requests_total", **unrouted, protocol="rest", status="success") == 3
+    assert delta("turnout_requests_total", **unrouted, protocol="rest", status="invalid") == 1
+    assert delta("turnout_requests_total", model="", version="", variant="", protocol="rest", status="not_found") == 1
+    assert delta("turnout_request_duration_seconds_count", **unrouted, protocol="rest") == 3
     assert delta("turnout_queue_duration_seconds_count", **model) == 3
     assert delta("turnout_compute_duration_seconds_count", **model) == 3
     assert delta("turnout_batch_size_count", **model) == 3
@@ -56,6 +57,8 @@ def test_refused_bodies_are_counted(server: ServerProcess) -> None:
     for status in ("too_large", "invalid"):
         key = (
             "turnout_requests_total",
-            frozenset({"model": "diabetes", "version": "1", "protocol": "rest", "status": status}.items()),
+            frozenset(
+                {"model": "diabetes", "version": "1", "variant": "", "protocol": "rest", "status": status}.items()
+            ),
         )
         assert after.get(key, 0.0) - before.get(key, 0.0) == 1

@@ -21,6 +21,9 @@ def test_the_documents_are_valid_openapi(server: ServerProcess) -> None:
     validate(admin)
     assert "/v2/models/{model}/infer" not in admin["paths"]
     assert "/v2/repository/models/{model}/load" in admin["paths"]
+    assert "/v2/routing/{model}/rollout/{operation}" in admin["paths"]
+    assert "/v2/routing/{model}" not in public["paths"]
+    assert "/v2/models/{model}/feedback" in public["paths"]
 
 
 def test_no_generated_request_makes_the_server_fail(server: ServerProcess) -> None:

@@ -4,6 +4,7 @@ must give the answers the README documents."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -58,3 +59,42 @@ def test_security_walkthrough(example_repo: Path, tmp_path: Path) -> None:
     documented = re.findall(r"# (\d{3})$", calls, re.M)
     assert documented == ["401", "200", "403", "200"]
     assert result.stdout.split() == documented, result.stderr
+
+
+def test_traffic_control_walkthrough(repo: Path, tmp_path: Path) -> None:
+    """The Traffic control section's commands, as printed, against a server of
+    the example repository: the wine canary promoted, rolled back and rolled
+    out; blue/green switches; a shadow; an A/B test with feedback."""
+    blocks = {
+        marker: block_after(marker, "sh")
+        for marker in ("drive the canary:", "**Blue/green.**", "**Shadow.**", "**A/B test.**")
+    }
+    first = blocks["drive the canary:"]
+    assert "turnout keys create --store keys.db --name ops --role admin > ops.key" in first
+    assert "turnout serve examples/models --no-inference-auth --api-keys keys.db &" in first
+    server = ServerProcess(repo, log_dir=tmp_path)
+    env = {**os.environ, "TURNOUT_ADMIN_URL": server.admin_url, "TURNOUT_ADMIN_KEY": server.admin_key}
+    outputs = []
+    with server:
+        for block in blocks.values():
+            lines = [
+                line
+                for line in block.splitlines()
+                if line.strip() and "keys create" not in line and " serve " not in line and "export " not in line
+            ]
+            script = on_test_ports("\n".join(lines), server).replace(
+                ".venv/bin/turnout", f"{sys.executable} -m turnout"
+            )
+            result = subprocess.run(["bash", "-ec", script], env=env, capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, result.stderr
+            outputs.append(result.stdout)
+    canary, blue_green, shadow, ab = outputs
+    assert "policy: canary (baseline=1, candidate=2, weight=10.0), set by model.toml" in canary
+    assert "weight=100.0" in canary and "weight=0.0" in canary
+    assert "rollout: 1 -> 2, running, candidate at 10% (step 1 of 3: 10% -> 50% -> 100%)" in canary
+    events = [line.split()[1] for line in canary.splitlines() if line[:4].isdigit()]
+    assert events == ["policy", "promoted", "rolled_back", "rollout"]
+    assert "live=2" in blue_green and blue_green.rstrip().endswith("live=1), set by test-admin")
+    assert "policy: shadow (primary=1, shadow=2, percent=100.0)" in shadow
+    assert '"recorded":true' in ab and "A/B report for 'wine'" in ab
+    assert "nothing to compare yet" in ab  # one user, one variant

@@ -9,17 +9,17 @@ from turnout.observability.metrics import LATENCY_BUCKETS, Metrics
 
 def test_histograms_are_cumulative_with_sum_and_count() -> None:
     metrics = Metrics()
-    latency = metrics.latency("m", "1", "rest")
+    latency = metrics.latency("m", "1", "", "rest")
     for value in (0.00005, 0.0003, 0.0003, 100.0):  # below the first bucket, twice mid, beyond the last
         latency.observe(value)
-    metrics.request_outcome("m", "1", "rest", "success").inc()
+    metrics.request_outcome("m", "1", "", "rest", "success").inc()
     metrics.queue_depth("m", "1").set(3)
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(metrics.exposition().decode())
         for s in family.samples
     }
-    labels = (("model", "m"), ("protocol", "rest"), ("version", "1"))
+    labels = (("model", "m"), ("protocol", "rest"), ("variant", ""), ("version", "1"))
     bucket = "turnout_request_duration_seconds_bucket"
 
     def le(bound: str) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -31,13 +31,13 @@ def test_histograms_are_cumulative_with_sum_and_count() -> None:
     assert samples[le("+Inf")] == 4
     assert samples[("turnout_request_duration_seconds_count", labels)] == 4
     assert abs(samples[("turnout_request_duration_seconds_sum", labels)] - 100.00065) < 1e-9
-    outcome = (("model", "m"), ("protocol", "rest"), ("status", "success"), ("version", "1"))
+    outcome = (("model", "m"), ("protocol", "rest"), ("status", "success"), ("variant", ""), ("version", "1"))
     assert samples[("turnout_requests_total", outcome)] == 1
     assert samples[("turnout_queue_depth", (("model", "m"), ("version", "1")))] == 3
 
 
 def test_registries_are_independent() -> None:
     first, second = Metrics(), Metrics()
-    first.request_outcome("m", "1", "grpc", "success").inc()
+    first.request_outcome("m", "1", "", "grpc", "success").inc()
     assert b'turnout_requests_total{model="m"' in first.exposition()
     assert b'turnout_requests_total{model="m"' not in second.exposition()

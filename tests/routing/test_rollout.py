@@ -77,7 +77,9 @@ def test_operators_pause_resume_promote_and_roll_back() -> None:
     assert resumed.state is State.RUNNING and resumed.step_started == 500.0
     promoted, event = promote(resumed)
     assert promoted.weight == 100 and event is not None and event.kind == "promoted"
-    assert roll_back(promoted) == (promoted, None)  # finished: a new rollout is needed
+    undone, event = roll_back(promoted)  # an operator's undo after promotion
+    assert undone.weight == 0 and event is not None and event.kind == "rolled_back"
+    assert roll_back(undone) == (undone, None)
     back, event = roll_back(start("v1", "v2", STEPS, 0.0), "bad outputs")
     assert back.weight == 0 and back.reason == "bad outputs"
 

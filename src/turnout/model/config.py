@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from turnout.errors import ConfigError
 from turnout.model.signature import Signature, TensorSpec
 from turnout.protocol.datatypes import DATATYPES
+from turnout.routing.document import RoutingDocument
+from turnout.routing.policy import PolicyError
 
 CONFIG_FILE = "model.toml"
 
@@ -106,6 +108,20 @@ class ModelConfig(_Section):
     optimization: OptimizationConfig = OptimizationConfig()
     inputs: list[TensorConfig] | None = None
     outputs: list[TensorConfig] | None = None
+    # this model as an endpoint routing to variants (routing/document.py)
+    routing: RoutingDocument | None = None
+
+    @model_validator(mode="after")
+    def _routing_rules(self) -> Self:
+        # which variants exist is checked once the versions are loaded; the rules here
+        if self.routing is not None:
+            try:
+                self.routing.to_policy()
+                self.routing.rollout_steps()
+                self.routing.guard_limits()
+            except PolicyError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:

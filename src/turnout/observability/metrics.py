@@ -128,13 +128,16 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         model = ["model", "version"]
+        # variant: the routing policy's variant that answered ("" when the endpoint has no policy)
         requests = _Counts(
-            "turnout_requests", "Inference requests answered, by outcome.", [*model, "protocol", "status"]
+            "turnout_requests",
+            "Inference requests answered, by outcome.",
+            [*model, "variant", "protocol", "status"],
         )
         latency = _Distributions(
             "turnout_request_duration_seconds",
             "Time from a request reaching the data plane to its successful answer.",
-            [*model, "protocol"],
+            [*model, "variant", "protocol"],
             LATENCY_BUCKETS,
         )
         queue_time = _Distributions(

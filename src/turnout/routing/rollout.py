@@ -180,6 +180,7 @@ def promote(rollout: Rollout, reason: str = "promoted by an operator") -> tuple[
 
 
 def roll_back(rollout: Rollout, reason: str = "rolled back by an operator") -> tuple[Rollout, Event | None]:
-    if rollout.finished:
+    """Back to the baseline, from any step or after promotion (an operator's undo)."""
+    if rollout.state is State.ROLLED_BACK:
         return rollout, None
     return replace(rollout, state=State.ROLLED_BACK, reason=reason), Event("rolled_back", reason)

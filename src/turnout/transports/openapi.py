@@ -40,6 +40,22 @@ _SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "Feedback": {
+        "type": "object",
+        "required": ["id", "outcome"],
+        "properties": {"id": {"type": "string"}, "outcome": {"oneOf": [{"type": "number"}, {"type": "boolean"}]}},
+    },
+    "FeedbackRecorded": {
+        "type": "object",
+        "properties": {"id": {"type": "string"}, "variant": {"type": "string"}, "recorded": {"type": "boolean"}},
+    },
+    "RoutingPolicy": {
+        "type": "object",
+        "required": ["policy"],
+        "properties": {"policy": {"type": "string", "enum": ["single", "canary", "blue_green", "shadow", "ab"]}},
+        "additionalProperties": True,
+    },
+    "RoutingStatus": {"type": "object", "additionalProperties": True},
     "Parameters": {"type": "object", "additionalProperties": True},
     "Datatype": {
         "type": "string",
@@ -205,6 +221,14 @@ def document(server_version: str, inference: bool, admin: bool) -> dict[str, Any
             )
         }
     if inference:
+        paths["/v2/models/{model}/feedback"] = {
+            "post": _operation(
+                "an A/B test's outcome for an answered request (404: no assignment for the id; 409: already given)",
+                _answer("recorded", "FeedbackRecorded"),
+                [_MODEL],
+                body="Feedback",
+            )
+        }
         paths["/metrics"] = {
             "get": {
                 "summary": "Prometheus metrics",
@@ -221,6 +245,8 @@ def document(server_version: str, inference: bool, admin: bool) -> dict[str, Any
                 body="LoadRequest" if action == "load" else None,
             )
         }
+    if admin:
+        paths.update(_routing_paths())
     return {
         "openapi": "3.0.3",
         "info": {
@@ -236,6 +262,30 @@ def document(server_version: str, inference: bool, admin: bool) -> dict[str, Any
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
         },
+    }
+
+
+def _routing_paths() -> dict[str, Any]:
+    """Traffic control on the admin plane (README, Traffic control)."""
+    status = _answer("the endpoint's routing now", "RoutingStatus")
+    base = "/v2/routing/{model}"
+    operation = {"name": "operation", "in": "path", "required": True,
+                 "schema": {"type": "string", "enum": ["start", "pause", "resume", "promote", "rollback"]}}  # fmt: skip
+    listing = {"description": "a list", "content": {_JSON: {"schema": {"type": "array", "items": {"type": "object"}}}}}
+    return {
+        "/v2/routing": {"get": _operation("every endpoint's routing", listing)},
+        base: {
+            "get": _operation("the endpoint's policy, rollout, windows and shadow statistics", status, [_MODEL]),
+            "put": _operation("set the endpoint's policy", status, [_MODEL], body="RoutingPolicy"),
+            "delete": _operation("remove the endpoint's policy", status, [_MODEL]),
+        },
+        base + "/switch": {"post": _operation("blue/green switch", status, [_MODEL], body="Parameters")},
+        base + "/rollout/{operation}": {
+            "post": _operation("start or steer a canary rollout", status, [_MODEL, operation], body="Parameters")
+        },
+        base + "/events": {"get": _operation("the endpoint's event log", listing, [_MODEL])},
+        base + "/shadow": {"get": _operation("shadow comparison statistics", listing, [_MODEL])},
+        base + "/ab": {"post": _operation("the A/B report", _answer("the report", None), [_MODEL], body="Parameters")},
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +37,10 @@ STATUS = {
     Code.UNAUTHENTICATED: 401,
     Code.FORBIDDEN: 403,
     Code.RATE_LIMITED: 429,
+    Code.CONFLICT: 409,
 }
 OCTET_STREAM = b"application/octet-stream"
+VARIANT_HEADER = b"turnout-variant"  # which routing variant answered
 
 
 def json_response(document: Any, status: int = 200, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Response:
@@ -72,6 +75,7 @@ class RestApi:
         plane: Plane = Plane.INFERENCE,
         admin_elsewhere: str = "",
         limits: InputLimits = DEFAULT_LIMITS,
+        extra_routes: Sequence[tuple[str, str, Handler, Action | None]] = (),
     ) -> None:
         self._limits = limits
         self._dataplane = dataplane
@@ -107,6 +111,8 @@ class RestApi:
         else:
             add("POST", "/v2/repository/models/{model}/load", self.admin_elsewhere, None)
             add("POST", "/v2/repository/models/{model}/unload", self.admin_elsewhere, None)
+        for method, path, handler, action in extra_routes:  # traffic control's, for this plane
+            add(method, path, handler, action)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """As an ASGI application (under uvicorn or any ASGI server)."""
@@ -195,14 +201,22 @@ class RestApi:
         except TurnoutError as exc:
             self._dataplane.record_rejected(served, "rest", exc)
             raise
-        response = await self._dataplane.infer(inference, "rest")
+        headers = request.headers
+
+        def key_of(name: str) -> str | None:  # an A/B test's assignment key, when sent as a header
+            value = headers.get(name.lower().encode("latin-1"))
+            return None if value is None else value.decode("latin-1")
+
+        response = await self._dataplane.infer(inference, "rest", None, key_of)
         encoded = encode_response(response, inference)
+        variant = response.parameters.get("variant")
+        routed = () if variant is None else ((VARIANT_HEADER, str(variant).encode()),)
         if encoded.header_length is None:
-            return Response(encoded.body)
+            return Response(encoded.body, headers=routed)
         return Response(
             encoded.body,
             content_type=OCTET_STREAM,
-            headers=((b"inference-header-content-length", str(encoded.header_length).encode()),),
+            headers=((b"inference-header-content-length", str(encoded.header_length).encode()), *routed),
         )
 
     async def repository_index(self, request: Request) -> Response:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
@@ -27,6 +27,7 @@ from turnout.transports.planes import Plane, admin_elsewhere_message
 log = logging.getLogger("turnout.grpc")
 
 SERVICE = "inference.GRPCInferenceService"
+VARIANT_METADATA = "turnout-variant"  # trailing metadata: which routing variant answered
 
 STATUS = {
     Code.INVALID: Status.INVALID_ARGUMENT,
@@ -39,6 +40,7 @@ STATUS = {
     Code.UNAUTHENTICATED: Status.UNAUTHENTICATED,
     Code.FORBIDDEN: Status.PERMISSION_DENIED,
     Code.RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
+    Code.CONFLICT: Status.ALREADY_EXISTS,
 }
 
 
@@ -47,6 +49,8 @@ class CallContext:
     deadline: float | None  # seconds the client still waits, or None
     caller: Caller
     principal: Principal | None  # None on open methods (health)
+    metadata: Mapping[str, str] = field(default_factory=dict)  # the call's headers (lower-case names)
+    trailing: list[tuple[str, str]] = field(default_factory=list)  # a call adds trailing metadata here
 
 
 # (request message, its context) -> response message
@@ -168,12 +172,14 @@ class InferenceService:
                     principal = ANONYMOUS
                 else:
                     principal = self._guard.check(caller, action, method.model_of(message), path)
-            response = await method.call(message, CallContext(remaining, caller, principal))
+            context = CallContext(remaining, caller, principal, headers)
+            response = await method.call(message, context)
         except TurnoutError as exc:
             retry_after = exc.retry_after_header()
             metadata = (("retry-after", retry_after),) if retry_after is not None else ()
             raise GrpcError(STATUS[exc.code], exc.message, metadata) from None
-        return Reply(wire.RESPONSE_HEAD, wire.frame(response.SerializeToString()), wire.OK_TRAILERS)
+        trailers = wire.trailers(Status.OK, "", context.trailing) if context.trailing else wire.OK_TRAILERS
+        return Reply(wire.RESPONSE_HEAD, wire.frame(response.SerializeToString()), trailers)
 
     # methods
     async def server_live(self, request: Any, context: CallContext) -> Any:
@@ -205,7 +211,13 @@ class InferenceService:
         except TurnoutError as exc:
             self._dataplane.record_rejected(served, "grpc", exc)
             raise
-        response = await self._dataplane.infer(decoded, "grpc", context.deadline)
+        metadata = context.metadata
+        response = await self._dataplane.infer(
+            decoded, "grpc", context.deadline, lambda name: metadata.get(name.lower())
+        )
+        variant = response.parameters.get("variant")
+        if variant is not None:
+            context.trailing.append((VARIANT_METADATA, str(variant)))
         return convert.encode_response(response, as_raw)
 
     async def repository_index(self, request: Any, context: CallContext) -> Any:

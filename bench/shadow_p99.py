@@ -1,0 +1,187 @@
+"""Does a slow shadow variant slow the primary? The primary's latency with
+no shadow against with a 100% shadow to a slow variant, in one run.
+
+    python bench/shadow_p99.py [--rounds 5] [--duration 5] [--rate 400] [--out bench/.out/shadow]
+
+One server (pinned to core 0) serves the endpoint ``cancer`` (the breast
+cancer logistic regression) and two slow variants with its signature:
+
+- ``slow_wait``: the same model behind a 50 ms batching delay: each copy
+  answers 50 ms late, at no CPU cost (a slow remote model, say);
+- ``slow_cpu``: the model plus a chain of 256x256 matrix products per row
+  (~10 ms of one core per row), one instance: it competes with the primary
+  for the server's core.
+
+Open loop from core 1 (``turnout bench --rate``): a fixed arrival rate, so the
+primary's latency is measured at the same load in every configuration. Each
+round measures the three configurations, rotating their order; the report
+takes medians over the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT))
+
+import build_models  # noqa: E402  (examples/build_models.py)
+
+from tests.support import ServerProcess  # noqa: E402  (a server on free ports with an admin key)
+
+CONFIGS = ("none", "slow_wait", "slow_cpu")
+
+
+def slow_on_cpu(model_file: Path, products: int = 60) -> onnx.ModelProto:
+    """The model with a CPU-heavy branch that adds zero to ``probabilities``."""
+    model = onnx.load(str(model_file))
+    graph = model.graph
+    for node in graph.node:
+        node.output[:] = ["raw_probabilities" if o == "probabilities" else o for o in node.output]
+    rng = np.random.default_rng(0)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(rng.standard_normal((30, 256)).astype(np.float32) / 30, "spread"),
+            numpy_helper.from_array(rng.standard_normal((256, 256)).astype(np.float32) / 16, "mix"),
+            numpy_helper.from_array(np.zeros(1, dtype=np.float32), "nothing"),
+        ]
+    )
+    nodes = [helper.make_node("MatMul", ["input", "spread"], ["h0"])]
+    for i in range(products):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "mix"], [f"h{i + 1}"]))
+    nodes += [
+        helper.make_node("ReduceSum", [f"h{products}"], ["total"], keepdims=1),
+        helper.make_node("Mul", ["total", "nothing"], ["zero"]),
+        helper.make_node("Add", ["raw_probabilities", "zero"], ["probabilities"]),
+    ]
+    graph.node.extend(nodes)
+    return model
+
+
+def build_repo(root: Path) -> None:
+    examples = root.parent / "examples"
+    build_models.build(examples)
+    source = examples / "breast_cancer" / "1" / "model.onnx"
+    signature = (examples / "breast_cancer" / "model.toml").read_text().split("# The signature")[1]
+    for name, toml in (
+        ("cancer", "max_batch_size = 64\n"),
+        ("slow_wait", "max_batch_size = 64\n[batching]\nmax_queue_delay_ms = 50.0\npreferred_batch_sizes = [64]\n"),
+        ("slow_cpu", "max_batch_size = 64\n[instances]\ncount = 1\nintra_op_threads = 1\n"),
+    ):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "model.toml").write_text(toml + "# The signature" + signature)
+        if name == "slow_cpu":
+            onnx.save(slow_on_cpu(source), root / name / "1" / "model.onnx")
+        else:
+            shutil.copy(source, root / name / "1" / "model.onnx")
+
+
+def measure(server: ServerProcess, config: str, args: argparse.Namespace, out: Path, round_: int) -> dict[str, Any]:
+    with server.admin_client() as admin:
+        if config == "none":
+            admin.delete("/v2/routing/cancer").raise_for_status()
+        else:
+            policy = {"policy": "shadow", "primary": "1", "shadow": config, "percent": 100}
+            admin.put("/v2/routing/cancer", json=policy).raise_for_status()
+        before = admin.get("/v2/routing/cancer/shadow").json()
+    result_file = out / f"{config}-{round_}.json"
+    argv = [str(BIN / "turnout"), "bench", "--model", "cancer", "--url", server.url, "--rate", str(args.rate),
+            "--duration", str(args.duration), "--warmup", "1", "--quiet", "--json", str(result_file)]  # fmt: skip
+    if shutil.which("taskset"):
+        argv = ["taskset", "-c", "1", *argv]
+    subprocess.run(argv, check=True, capture_output=True)
+    time.sleep(0.5)  # let queued shadow copies finish before reading their counts
+    with server.admin_client() as admin:
+        after = admin.get("/v2/routing/cancer/shadow").json()
+    point = json.loads(result_file.read_text())["points"][0]
+    shadow = _shadow_delta(before, after, config)
+    return {"config": config, "round": round_, **_latencies(point), **shadow}
+
+
+def _latencies(point: dict[str, Any]) -> dict[str, Any]:
+    latency = point["latency_ms"]
+    return {"p50_ms": latency["p50"], "p99_ms": latency["p99"], "throughput": point["throughput"],
+            "errors": sum(point.get("errors", {}).values())}  # fmt: skip
+
+
+def _shadow_delta(before: list[dict[str, Any]], after: list[dict[str, Any]], config: str) -> dict[str, int]:
+    def counts(reports: list[dict[str, Any]]) -> dict[str, int]:
+        for report in reports:
+            if report["shadow"] == config:
+                return {k: report[k] for k in ("requests", "dropped", "errors")}
+        return {"requests": 0, "dropped": 0, "errors": 0}
+
+    b, a = counts(before), counts(after)
+    return {f"shadow_{k}": a[k] - b[k] for k in a}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rate", type=int, default=400)
+    parser.add_argument("--out", type=Path, default=HERE / ".out" / "shadow")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="turnout-shadow-"))
+    repo = work / "models"
+    build_repo(repo)
+    server = ServerProcess(repo, "--shadow-workers", "2", log_dir=work)
+    if shutil.which("taskset"):
+        server.command = ["taskset", "-c", "0", *server.command]
+    rows = []
+    with server:
+        urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=10)
+        for round_ in range(args.rounds):
+            order = CONFIGS[round_ % 3 :] + CONFIGS[: round_ % 3]
+            for config in order:
+                row = measure(server, config, args, args.out, round_)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+    print(report(rows, args))
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        f"Open loop at {args.rate} req/s, {args.duration:g} s per point, {args.rounds} rounds (medians); "
+        f"`python bench/shadow_p99.py --rounds {args.rounds} --duration {args.duration:g} --rate {args.rate}`",
+        "",
+        "| shadow | primary p50 ms | primary p99 ms | p99 vs none | shadow copies compared | dropped | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    base = statistics.median(r["p99_ms"] for r in rows if r["config"] == "none")
+    for config in CONFIGS:
+        mine = [r for r in rows if r["config"] == config]
+        p50 = statistics.median(r["p50_ms"] for r in mine)
+        p99 = statistics.median(r["p99_ms"] for r in mine)
+        compared = statistics.median(r["shadow_requests"] for r in mine)
+        dropped = statistics.median(r["shadow_dropped"] for r in mine)
+        errors = sum(r["errors"] for r in mine)
+        lines.append(
+            f"| {config} | {p50:.3f} | {p99:.3f} | {p99 / base:.2f}x | {compared:g} | {dropped:g} | {errors} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,455 @@
+"""Traffic control for the running server: each endpoint's policy in force,
+the changes to it, and the rollouts that change it on their own.
+
+The decisions are the pure core's (``choose``, ``rollout.advance``); this
+module holds their state, checks a policy against the loaded models before
+it takes effect, swaps it in at once (one dict assignment on the event
+loop, so a request sees the old policy or the new, never half of one),
+persists it with an event in the log, and ticks the rollouts.
+
+Precedence between ``model.toml`` and the admin API: a change through the
+API lasts (across restarts) until the ``[routing]`` table of the model's
+``model.toml`` itself changes; then the file wins. Each stored state keeps a
+digest of the table it was made under to tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from turnout.errors import InvalidRequest, NotFound, TurnoutError
+from turnout.routing import rollout as rollouts
+from turnout.routing.choose import Decision, RandomSource, choose
+from turnout.routing.document import RoutingDocument, describe, parse
+from turnout.routing.policy import ABTest, BlueGreen, Canary, Policy, PolicyError, Shadow, Single
+from turnout.routing.rollout import GuardLimits, Rollout, Step, Window
+from turnout.routing.state_store import LoggedEvent, RoutingStore
+from turnout.routing.variants import incompatibility, target
+from turnout.routing.windows import VariantWindow
+
+log = logging.getLogger("turnout.routing")
+
+CONFIG = "model.toml"  # the actor of changes read from a model's configuration
+GUARD = "rollout guard"  # the actor of automatic rollout decisions
+DEFAULT_GUARD = GuardLimits()
+
+
+class Registry(Protocol):
+    """What traffic control needs of the model registry (``ModelRegistry``)."""
+
+    def get(self, name: str, version: str | None = None) -> Any: ...
+
+    def known(self, name: str) -> bool: ...
+
+
+@dataclass(slots=True)
+class Route:
+    """One endpoint's routing in force. Replaced whole, never changed in place."""
+
+    policy: Policy
+    source: str  # "model.toml" or who set it through the admin API
+    config_digest: str | None  # of the [routing] table this state was made under
+    rollout: Rollout | None = None
+    guard: GuardLimits = DEFAULT_GUARD
+
+    @property
+    def key_name(self) -> str | None:
+        """The header / request parameter holding the assignment key (A/B only)."""
+        return self.policy.key if isinstance(self.policy, ABTest) else None
+
+    def as_state(self) -> dict[str, Any]:
+        return {
+            "policy": describe(self.policy),
+            "source": self.source,
+            "config_digest": self.config_digest,
+            "rollout": None if self.rollout is None else _rollout_state(self.rollout),
+            "guard": dataclasses.asdict(self.guard),
+        }
+
+
+@dataclass(slots=True)
+class _Windows:
+    """The current rollout step's windows, per variant; the baseline's last
+    non-empty one carries over into a 100% step, where it gets no traffic."""
+
+    by_variant: dict[str, VariantWindow] = field(default_factory=dict)
+    previous_baseline: Window | None = None
+
+
+class TrafficControl:
+    def __init__(
+        self,
+        registry: Registry,
+        store: RoutingStore,
+        rng: RandomSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tick_seconds: float = 0.25,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._tick = tick_seconds
+        self.routes: dict[str, Route] = {}
+        self._windows: dict[str, _Windows] = {}
+        self._stored = store.load()  # states from earlier runs, taken up as their endpoints load
+        self._ticker: asyncio.Task[None] | None = None
+
+    # the request path
+    def decide(self, route: Route, key: str | None) -> Decision:
+        return choose(route.policy, key, self._rng)
+
+    def observe(self, endpoint: str, variant: str, ok: bool, seconds: float) -> None:
+        """A routed request's outcome, for the rollout guard (only while one runs)."""
+        windows = self._windows.get(endpoint)
+        if windows is not None:
+            window = windows.by_variant.get(variant)
+            if window is None:
+                window = windows.by_variant[variant] = VariantWindow()
+            window.observe(ok, seconds)
+
+    # changes
+    def configured(self, endpoint: str, document: RoutingDocument | None) -> None:
+        """The endpoint's model (re)loaded with this ``[routing]`` table: take
+        up the stored state, or the file's when it is new or changed.
+        ``PolicyError`` when the file's policy cannot apply; what was in force stays."""
+        digest = _digest(document)
+        stored = self._stored.pop(endpoint, None)
+        if stored is not None and stored.get("config_digest") == digest:
+            try:
+                self._install(endpoint, _route_from_state(stored, self._clock()))
+            except (PolicyError, KeyError, TypeError, ValueError) as exc:
+                log.error("routing of %s from the state store not used: %s", endpoint, exc)
+            else:
+                return
+        current = self.routes.get(endpoint)
+        if current is not None and current.config_digest == digest:
+            return  # a reload with the same table: keep what is in force (a rollout, an API change)
+        if document is None:
+            if current is not None:
+                self._set(endpoint, None, ("cleared", f"the [routing] table left {CONFIG}", CONFIG))
+            return
+        try:
+            route = self._route_from_document(endpoint, document, CONFIG, digest)
+        except PolicyError as exc:
+            self._store.log(endpoint, "refused", f"{CONFIG}: {exc}", CONFIG)
+            raise
+        self._set(endpoint, route, ("policy", _summary(route), CONFIG))
+
+    def apply(self, endpoint: str, body: Any, actor: str) -> Route:
+        """Set a policy from an admin API document; ``InvalidRequest`` saying why not."""
+        self._endpoint(endpoint)
+        try:
+            document = parse(body)
+            route = self._route_from_document(endpoint, document, actor, self._config_digest(endpoint))
+        except PolicyError as exc:
+            self._store.log(endpoint, "refused", str(exc), actor)
+            raise InvalidRequest(f"policy refused, the one in force stays: {exc}") from None
+        self._set(endpoint, route, ("policy", _summary(route), actor))
+        return route
+
+    def clear(self, endpoint: str, actor: str) -> None:
+        self._endpoint(endpoint)
+        if endpoint in self.routes:
+            self._set(endpoint, None, ("cleared", "no policy: the default version serves", actor))
+
+    def switch(self, endpoint: str, actor: str, to: str | None = None) -> Route:
+        """Blue/green: all traffic to the other colour (or to ``to``)."""
+        route = self._route(endpoint)
+        policy = route.policy
+        if not isinstance(policy, BlueGreen):
+            raise InvalidRequest(f"'{endpoint}' has a {describe(policy)['policy']} policy, not blue_green")
+        live = to or (policy.green if policy.live == policy.blue else policy.blue)
+        try:
+            switched = BlueGreen(policy.blue, policy.green, live)
+        except PolicyError as exc:
+            raise InvalidRequest(str(exc)) from None
+        self._check(endpoint, switched)  # the other colour may have been unloaded since
+        new = dataclasses.replace(route, policy=switched, source=actor)
+        self._set(endpoint, new, ("switched", f"{policy.live} -> {live}", actor))
+        return new
+
+    def start_rollout(
+        self,
+        endpoint: str,
+        candidate: str,
+        steps: tuple[Step, ...],
+        actor: str,
+        baseline: str | None = None,
+        guard: GuardLimits = DEFAULT_GUARD,
+    ) -> Route:
+        self._endpoint(endpoint)
+        current = self.routes.get(endpoint)
+        try:
+            baseline = baseline or self._serving(endpoint, current)
+            plan = rollouts.start(baseline, candidate, steps, self._clock())
+            policy: Policy = Canary(baseline, candidate, plan.weight)
+            self._check(endpoint, policy)
+        except PolicyError as exc:
+            raise InvalidRequest(f"rollout refused, the policy in force stays: {exc}") from None
+        route = Route(policy, actor, self._config_digest(endpoint), plan, guard)
+        self._set(endpoint, route, ("rollout", f"{baseline} -> {candidate}: {_steps(steps)}", actor))
+        return route
+
+    def operate(self, endpoint: str, operation: str, actor: str) -> Route:
+        """pause, resume, promote or rollback: the endpoint's rollout, or a fixed canary's weight."""
+        route = self._route(endpoint)
+        plan = route.rollout
+        if plan is None:
+            return self._operate_fixed(endpoint, route, operation, actor)
+        if operation == "pause":
+            changed, event = rollouts.pause(plan, f"paused by {actor}")
+        elif operation == "resume":
+            changed, event = rollouts.resume(plan, self._clock())
+        elif operation == "promote":
+            changed, event = rollouts.promote(plan, f"promoted by {actor}")
+        elif operation == "rollback":
+            changed, event = rollouts.roll_back(plan, f"rolled back by {actor}")
+        else:
+            raise InvalidRequest(f"unknown rollout operation {operation!r}: pause, resume, promote or rollback")
+        if event is None:
+            raise InvalidRequest(f"cannot {operation} the rollout of '{endpoint}': it is {plan.state.value}")
+        self._set(endpoint, self._with_rollout(route, changed, actor), (event.kind, event.detail, actor))
+        return self.routes[endpoint]
+
+    def _operate_fixed(self, endpoint: str, route: Route, operation: str, actor: str) -> Route:
+        policy = route.policy
+        if not isinstance(policy, Canary) or operation not in ("promote", "rollback"):
+            raise InvalidRequest(f"'{endpoint}' has no rollout to {operation}; start one with `turnout rollout start`")
+        weight = 100.0 if operation == "promote" else 0.0
+        kind = "promoted" if operation == "promote" else "rolled_back"
+        new = dataclasses.replace(route, policy=Canary(policy.baseline, policy.candidate, weight), source=actor)
+        self._set(endpoint, new, (kind, f"{policy.candidate} at {weight:g}%", actor))
+        return new
+
+    # the rollout guard
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        self._store.close()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick)
+            try:
+                self.tick()
+            except Exception:  # the guard must keep guarding whatever one tick met
+                log.exception("rollout tick failed")
+
+    def tick(self) -> None:
+        """Judge every running rollout on its step's window."""
+        now = self._clock()
+        for endpoint, route in list(self.routes.items()):
+            plan = route.rollout
+            if plan is None or plan.state is not rollouts.State.RUNNING:
+                continue
+            windows = self._windows.setdefault(endpoint, _Windows())
+            baseline = _summary_of(windows.by_variant.get(plan.baseline))
+            if plan.weight >= 100.0 and windows.previous_baseline is not None:
+                baseline = windows.previous_baseline
+            candidate = _summary_of(windows.by_variant.get(plan.candidate))
+            changed, event = rollouts.advance(plan, now, baseline, candidate, route.guard)
+            if event is None:
+                continue
+            if event.kind == "step":
+                kept = baseline if baseline.requests else windows.previous_baseline
+                self._windows[endpoint] = _Windows(previous_baseline=kept)
+            log.log(logging.WARNING if event.kind == "rolled_back" else logging.INFO, "rollout of %s: %s: %s",
+                    endpoint, event.kind, event.detail)  # fmt: skip
+            self._set(endpoint, self._with_rollout(route, changed, GUARD), (event.kind, event.detail, GUARD))
+
+    # reading
+    def status(self, endpoint: str) -> dict[str, Any]:
+        self._endpoint(endpoint)
+        route = self.routes.get(endpoint)
+        if route is None:
+            return {"endpoint": endpoint, "policy": None, "rollout": None}
+        answer = {"endpoint": endpoint, **route.as_state()}
+        del answer["config_digest"]
+        windows = self._windows.get(endpoint)
+        if windows is not None and route.rollout is not None:
+            answer["window"] = {
+                name: dataclasses.asdict(window.summary()) for name, window in sorted(windows.by_variant.items())
+            }
+        return answer
+
+    def events(self, endpoint: str | None, limit: int = 100) -> list[LoggedEvent]:
+        if endpoint is not None:
+            self._endpoint(endpoint)
+        return self._store.events(endpoint, limit)
+
+    # inside
+    def _route_from_document(self, endpoint: str, document: RoutingDocument, actor: str, digest: str | None) -> Route:
+        policy = document.to_policy()
+        self._check(endpoint, policy)
+        steps = document.rollout_steps()
+        plan = None
+        if steps:
+            assert isinstance(policy, Canary)
+            plan = rollouts.start(policy.baseline, policy.candidate, steps, self._clock())
+        return Route(policy, actor, digest, plan, document.guard_limits())
+
+    def _check(self, endpoint: str, policy: Policy) -> None:
+        """Every variant is served now, and can take the others' requests."""
+        reference = None
+        for variant in policy.variants:
+            where = target(endpoint, variant)
+            try:
+                served = self._registry.get(where.model, where.version)
+            except NotFound as exc:
+                raise PolicyError(f"unknown variant {variant!r}: {exc} (is it in the version_policy?)") from None
+            except TurnoutError as exc:
+                raise PolicyError(f"variant {variant!r} is not ready: {exc}") from None
+            if reference is None:
+                reference = (variant, served.signature)
+                continue
+            problem = incompatibility(reference[1], served.signature)
+            if problem:
+                raise PolicyError(f"variant {variant!r} has a signature incompatible with {reference[0]!r}: {problem}")
+
+    def _set(self, endpoint: str, route: Route | None, event: tuple[str, str, str]) -> None:
+        """Persist with its event, then swap in."""
+        self._store.save(endpoint, None if route is None else route.as_state(), event)
+        self._install(endpoint, route)
+
+    def _install(self, endpoint: str, route: Route | None) -> None:
+        if route is None:
+            self.routes.pop(endpoint, None)
+            self._windows.pop(endpoint, None)
+            return
+        self.routes[endpoint] = route
+        running = route.rollout is not None and route.rollout.state is rollouts.State.RUNNING
+        if not running:
+            self._windows.pop(endpoint, None)
+        elif endpoint not in self._windows:
+            self._windows[endpoint] = _Windows()
+
+    def _with_rollout(self, route: Route, plan: Rollout, actor: str) -> Route:
+        policy = Canary(plan.baseline, plan.candidate, plan.weight)
+        return dataclasses.replace(route, policy=policy, rollout=plan, source=actor)
+
+    def _serving(self, endpoint: str, route: Route | None) -> str:
+        """The variant that serves the endpoint now, as a rollout's default baseline."""
+        if route is None:
+            return str(self._registry.get(endpoint).version)
+        policy = route.policy
+        if isinstance(policy, Single):
+            return policy.variant
+        if isinstance(policy, Canary):
+            return policy.candidate if policy.weight >= 100 else policy.baseline
+        if isinstance(policy, BlueGreen):
+            return policy.live
+        if isinstance(policy, Shadow):
+            return policy.primary
+        raise PolicyError(f"'{endpoint}' runs an A/B test: name the rollout's baseline")
+
+    def _route(self, endpoint: str) -> Route:
+        self._endpoint(endpoint)
+        route = self.routes.get(endpoint)
+        if route is None:
+            raise InvalidRequest(f"'{endpoint}' has no routing policy")
+        return route
+
+    def _endpoint(self, endpoint: str) -> None:
+        if not self._registry.known(endpoint):
+            raise NotFound(f"unknown model '{endpoint[:200]}'")
+
+    def _config_digest(self, endpoint: str) -> str | None:
+        try:
+            served = self._registry.get(endpoint)
+        except TurnoutError:
+            current = self.routes.get(endpoint)
+            return current.config_digest if current else None
+        return _digest(served.config.routing)
+
+
+def _digest(document: RoutingDocument | None) -> str | None:
+    if document is None:
+        return None
+    text = json.dumps(document.model_dump(exclude_none=True), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _summary_of(window: VariantWindow | None) -> Window:
+    return Window(0, 0, None) if window is None else window.summary()
+
+
+def _summary(route: Route) -> str:
+    text = json.dumps(describe(route.policy), sort_keys=True)
+    if route.rollout is not None:
+        text += f"; rollout {_steps(route.rollout.steps)}"
+    return text
+
+
+def _steps(steps: tuple[Step, ...]) -> str:
+    def one(step: Step) -> str:
+        held = [f"{step.hold_seconds:g}s"] if step.hold_seconds is not None else []
+        counted = [f"{step.min_requests}r"] if step.min_requests is not None else []
+        return ":".join([f"{step.weight:g}", *held, *counted])
+
+    return ",".join(one(s) for s in steps)
+
+
+def _rollout_state(plan: Rollout) -> dict[str, Any]:
+    return {
+        "baseline": plan.baseline,
+        "candidate": plan.candidate,
+        "steps": [dataclasses.asdict(s) for s in plan.steps],
+        "step": plan.step,
+        "weight": plan.weight,
+        "state": plan.state.value,
+        "reason": plan.reason,
+    }
+
+
+def _route_from_state(state: dict[str, Any], now: float) -> Route:
+    """A stored state back into a route; a running step's hold starts again."""
+    policy = parse(state["policy"]).to_policy()
+    plan = None
+    stored = state.get("rollout")
+    if stored is not None:
+        steps = tuple(Step(**s) for s in stored["steps"])
+        plan = Rollout(
+            stored["baseline"],
+            stored["candidate"],
+            steps,
+            stored["step"],
+            now,
+            rollouts.State(stored["state"]),
+            stored["reason"],
+        )
+    guard = GuardLimits(**state.get("guard", {}))
+    return Route(policy, state["source"], state.get("config_digest"), plan, guard)
+
+
+def parse_steps(text: str) -> tuple[Step, ...]:
+    """``5:30s,25:30s:200r,100:60s``: weight, then a hold time and/or a minimum of requests."""
+    steps = []
+    for part in text.split(","):
+        weight, *rest = part.strip().split(":")
+        hold, count = None, None
+        try:
+            for item in rest:
+                if item.endswith("s"):
+                    hold = float(item[:-1])
+                elif item.endswith("r"):
+                    count = int(item[:-1])
+                else:
+                    raise ValueError(item)
+            steps.append(Step(float(weight), hold, count))
+        except ValueError:
+            raise PolicyError(f"step {part!r}: write WEIGHT:SECONDSs and/or WEIGHT:COUNTr, e.g. 25:60s:200r") from None
+    return tuple(steps)

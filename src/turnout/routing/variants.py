@@ -1,0 +1,58 @@
+"""What a variant name means, and whether a variant can stand in for another.
+
+A variant is named by a version of the endpoint's own model ("2"), another
+model ("fraud_v2", its default version) or another model's version
+("fraud_v2:3"). Pure: the caller looks the target up in the registry.
+
+A variant can take an endpoint's traffic when clients need not change: the
+same input names and datatypes with shapes that accept the same requests,
+and the same outputs. A -1 dimension matches any size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from turnout.model.signature import Signature, TensorSpec
+from turnout.protocol.shapes import format_shape
+from turnout.routing.policy import PolicyError
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    model: str
+    version: str | None  # None: that model's default version
+
+
+def target(endpoint: str, variant: str) -> Target:
+    if variant.isdigit():
+        return Target(endpoint, variant)
+    model, colon, version = variant.partition(":")
+    if not model or (colon and not version.isdigit()):
+        raise PolicyError(f"variant {variant!r} is neither a version ('2'), a model ('other') nor 'model:version'")
+    return Target(model, version or None)
+
+
+def incompatibility(reference: Signature, candidate: Signature) -> str | None:
+    """Why ``candidate`` cannot serve requests meant for ``reference``; None if it can."""
+    for kind, ours, theirs in (
+        ("inputs", reference.inputs, candidate.inputs),
+        ("outputs", reference.outputs, candidate.outputs),
+    ):
+        mine, other = {t.name: t for t in ours}, {t.name: t for t in theirs}
+        if mine.keys() != other.keys():
+            return f"{kind} differ: {sorted(mine)} against {sorted(other)}"
+        for name, spec in mine.items():
+            problem = _tensor_mismatch(spec, other[name])
+            if problem:
+                return f"{kind[:-1]} '{name}': {problem}"
+    return None
+
+
+def _tensor_mismatch(a: TensorSpec, b: TensorSpec) -> str | None:
+    if a.datatype != b.datatype:
+        return f"{a.datatype} against {b.datatype}"
+    fits = len(a.shape) == len(b.shape) and all(x == y or -1 in (x, y) for x, y in zip(a.shape, b.shape, strict=False))
+    if not fits:
+        return f"shape {format_shape(a.shape)} against {format_shape(b.shape)}"
+    return None

@@ -1,0 +1,355 @@
+"""Traffic control against a real server, under a steady load of concurrent
+clients: blue/green switches, canary rollouts (promoted, rolled back by an
+operator, rolled back by the guard), shadow comparison, A/B assignment and
+feedback, refused policies, and state that survives a restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+
+from tests.integration.reference import cancer_rows, run, wine_rows
+from tests.support import ServerProcess, failing_when_above, write_model
+from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
+from turnout.transports.grpc.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+
+ROWS = wine_rows(178)
+
+
+def body(row: int, outputs: tuple[str, ...] = ()) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 13], "data": ROWS[row].tolist()}]
+    }
+    if outputs:
+        document["outputs"] = [{"name": name} for name in outputs]
+    return document
+
+
+class SteadyLoad:
+    """Clients sending wine rows back to back, each on its own connection,
+    recording every answer's status and variant."""
+
+    def __init__(self, url: str, clients: int = 4, headers: dict[str, str] | None = None) -> None:
+        self._url = url
+        self._clients = clients
+        self._headers = headers or {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.answers: list[tuple[int, str, float]] = []  # (status, variant, when sent)
+        self.failures: list[str] = []
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self, client_index: int) -> None:
+        row = client_index
+        with httpx.Client(base_url=self._url, timeout=30.0, headers=self._headers) as client:
+            while not self._stop.is_set():
+                row = (row + 7) % len(ROWS)
+                sent = time.monotonic()
+                try:
+                    response = client.post("/v2/models/wine/infer", json=body(row))
+                    status, variant = response.status_code, response.headers.get("turnout-variant", "")
+                    if status != 200:
+                        detail = f"{status} {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    status, variant, detail = 0, "", repr(exc)
+                with self._lock:
+                    self.answers.append((status, variant, sent))
+                    if status != 200:
+                        self.failures.append(detail)
+
+    def variants_since(self, moment: float) -> Counter[str]:
+        with self._lock:
+            return Counter(variant for _, variant, when in self.answers if when >= moment)
+
+    def after(self, moment: float, count: int, timeout: float = 30.0) -> Counter[str]:
+        """The variants of ``count`` requests sent after ``moment`` (waiting for them)."""
+        deadline = time.monotonic() + timeout
+        while sum((counts := self.variants_since(moment)).values()) < count:
+            assert time.monotonic() < deadline, "the load stalled"
+            time.sleep(0.02)
+        return counts
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        start = len(self.answers)
+        while len(self.answers) < start + count:
+            assert time.monotonic() < deadline, "the load stalled"
+            time.sleep(0.02)
+
+
+def wait_until(condition: Any, timeout: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def wine_server(repo: Path, log_dir: Path) -> Any:
+    with ServerProcess(repo, log_dir=log_dir) as server:
+        yield server
+
+
+def test_example_canary_is_in_force_and_reported(wine_server: ServerProcess) -> None:
+    with httpx.Client(base_url=wine_server.url) as client:
+        variants = Counter()
+        for i in range(300):
+            response = client.post("/v2/models/wine/infer", json=body(i % 178))
+            assert response.status_code == 200
+            document = response.json()
+            variant = response.headers["turnout-variant"]
+            assert document["parameters"]["variant"] == variant
+            assert document["model_version"] == variant  # the variants are the endpoint's own versions
+            variants[variant] += 1
+        # 10% canary: 30 expected of 300; 5 sigma is ~26
+        assert 5 <= variants["2"] <= 60, variants
+        pinned = client.post("/v2/models/wine/versions/2/infer", json=body(0))
+        assert pinned.json()["model_version"] == "2" and "turnout-variant" not in pinned.headers
+        metrics = client.get("/metrics").text
+    assert 'variant="2"' in metrics and 'variant="1"' in metrics
+    with wine_server.admin_client() as admin:
+        status = admin.get("/v2/routing/wine").json()
+        assert status["policy"] == {"policy": "canary", "baseline": "1", "candidate": "2", "weight": 10.0}
+        events = admin.get("/v2/routing/wine/events").json()
+        assert events[0]["kind"] == "policy" and events[0]["actor"] == "model.toml"
+
+
+def test_blue_green_switch_and_back_under_load_fails_nothing(wine_server: ServerProcess) -> None:
+    with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
+        answer = admin.put("/v2/routing/wine", json={"policy": "blue_green", "blue": "1", "green": "2"})
+        assert answer.status_code == 200, answer.text
+        load.wait_for(100)
+        assert admin.post("/v2/routing/wine/switch").json()["policy"]["live"] == "2"
+        after_switch = load.after(time.monotonic(), 200)  # the switch has been answered: every new request
+        assert admin.post("/v2/routing/wine/switch", json={"to": "1"}).json()["policy"]["live"] == "1"
+        after_back = load.after(time.monotonic(), 200)
+    assert load.failures == []
+    assert set(after_switch) == {"2"}
+    assert set(after_back) == {"1"}
+    with wine_server.admin_client() as admin:
+        kinds = [e["kind"] for e in admin.get("/v2/routing/wine/events").json()]
+    assert kinds[-3:] == ["policy", "switched", "switched"]
+
+
+def test_canary_rollout_promotes_under_load_with_no_failed_request(wine_server: ServerProcess) -> None:
+    with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
+        started = admin.post(
+            "/v2/routing/wine/rollout/start",
+            json={"candidate": "2", "baseline": "1", "steps": "20:0.5s:30r,60:0.5s:30r,100:0.5s:20r",
+                  "guard": {"min_samples": 10, "max_p99_ratio": 50}},
+        )  # fmt: skip
+        assert started.status_code == 200, started.text
+        status = wait_until(
+            lambda: (s := admin.get("/v2/routing/wine").json())["rollout"]["state"] == "promoted" and s,
+            60,
+            "the promotion",
+        )
+        after_promotion = load.after(time.monotonic(), 100)
+        events = admin.get("/v2/routing/wine/events").json()
+    assert load.failures == []
+    assert status["policy"]["weight"] == 100.0
+    assert set(after_promotion) == {"2"}
+    assert [e["kind"] for e in events][-4:] == ["rollout", "step", "step", "promoted"]
+    assert all(e["actor"] == "rollout guard" for e in events[-3:])
+
+
+def test_operator_rollback_under_load_fails_nothing(wine_server: ServerProcess) -> None:
+    with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
+        started = admin.post("/v2/routing/wine/rollout/start", json={"candidate": "2", "steps": "50:60s,100:60s"})
+        assert started.json()["rollout"]["baseline"] == "1"  # the variant serving most before
+        load.wait_for(100)
+        assert load.variants_since(0)["2"] > 0
+        back = admin.post("/v2/routing/wine/rollout/rollback")
+        assert back.json()["rollout"]["state"] == "rolled_back" and back.json()["policy"]["weight"] == 0
+        after = load.after(time.monotonic(), 150)
+        again = admin.post("/v2/routing/wine/rollout/rollback")
+    assert load.failures == []
+    assert set(after) == {"1"}
+    assert again.status_code == 400 and "rolled_back" in again.json()["error"]
+
+
+def test_a_bad_candidate_is_rolled_back_by_the_guard_within_its_step(repo: Path, log_dir: Path) -> None:
+    # version 3: version 1 failing on rows with alcohol above 13% (about 40% of the wine data)
+    write_model(repo / "wine" / "3" / "model.onnx", failing_when_above(repo / "wine" / "1" / "model.onnx", "input",
+                "probabilities", 13.0))  # fmt: skip
+    with ServerProcess(repo, log_dir=log_dir) as server, server.admin_client() as admin, SteadyLoad(server.url):
+        started = admin.post(
+            "/v2/routing/wine/rollout/start",
+            json={"candidate": "3", "baseline": "1", "steps": "30:120s,100:120s", "guard": {"min_samples": 20}},
+        )
+        assert started.status_code == 200, started.text
+        begun = time.monotonic()
+        status = wait_until(
+            lambda: (s := admin.get("/v2/routing/wine").json())["rollout"]["state"] == "rolled_back" and s,
+            60,
+            "the automatic rollback",
+        )
+        assert time.monotonic() - begun < 120  # within the first step's hold
+        events = admin.get("/v2/routing/wine/events").json()
+    assert status["policy"]["weight"] == 0
+    last = events[-1]
+    assert last["kind"] == "rolled_back" and last["actor"] == "rollout guard"
+    assert "at 30%: error rate" in last["detail"]
+
+
+def test_shadow_counts_disagreements_and_leaves_answers_alone(wine_server: ServerProcess, repo: Path) -> None:
+    # breast_cancer's versions (logistic regression, boosted trees) disagree on 10 of its 569 rows
+    rows = cancer_rows(569)
+
+    def cancer(row: int) -> dict[str, Any]:
+        return {
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 30], "data": rows[row].tolist()}],
+            "outputs": [{"name": "label"}],  # the comparison covers the outputs asked for
+        }
+
+    with httpx.Client(base_url=wine_server.url) as client:
+        plain = [client.post("/v2/models/breast_cancer/versions/1/infer", json=cancer(r)).json() for r in range(569)]
+        with wine_server.admin_client() as admin:
+            policy = {"policy": "shadow", "primary": "1", "shadow": "2"}
+            answer = admin.put("/v2/routing/breast_cancer", json=policy)
+            assert answer.status_code == 200, answer.text
+            shadowed = [client.post("/v2/models/breast_cancer/infer", json=cancer(r)).json() for r in range(569)]
+            report = wait_until(
+                lambda: (s := admin.get("/v2/routing/breast_cancer/shadow").json()) and s[0]["requests"] == 569 and s,
+                30,
+                "every shadow copy compared",
+            )[0]
+        metrics = client.get("/metrics").text
+    for before, after in zip(plain, shadowed, strict=True):
+        assert after["outputs"] == before["outputs"] and after["model_version"] == "1"
+    one = run(repo / "breast_cancer" / "1" / "model.onnx", {"input": rows})["label"]
+    two = run(repo / "breast_cancer" / "2" / "model.onnx", {"input": rows})["label"]
+    expected = int(np.count_nonzero(one != two))
+    assert expected > 0  # the two versions are known to differ on some rows
+    assert report["disagreements"] == expected
+    assert report["agreeing"] == 569 - expected
+    assert report["errors"] == 0 and report["dropped"] == 0
+    line = f'turnout_shadow_requests_total{{endpoint="breast_cancer",outcome="disagree",shadow="2"}} {expected}.0'
+    assert line in metrics
+
+
+def test_ab_assignment_is_sticky_across_restarts_and_feedback_is_reported(repo: Path, log_dir: Path) -> None:
+    state = log_dir / "state"
+    assignments: dict[str, str] = {}
+    with ServerProcess(repo, log_dir=log_dir, state_dir=state) as server:
+        with server.admin_client() as admin:
+            answer = admin.put("/v2/routing/wine", json={"policy": "ab", "variants": {"1": 50, "2": 50}})
+            assert answer.status_code == 200, answer.text
+        with httpx.Client(base_url=server.url) as client:
+            for user in range(40):
+                seen = set()
+                for _ in range(3):
+                    response = client.post("/v2/models/wine/infer", json=body(user), headers={"user-id": f"u{user}"})
+                    seen.add(response.headers["turnout-variant"])
+                    request_id = response.json()["id"]
+                assert len(seen) == 1  # sticky
+                assignments[f"u{user}"] = seen.pop()
+                converted = 1 if assignments[f"u{user}"] == "2" else 0
+                recorded = client.post("/v2/models/wine/feedback", json={"id": request_id, "outcome": converted})
+                assert recorded.json() == {"id": request_id, "variant": assignments[f"u{user}"], "recorded": True}
+            duplicate = client.post("/v2/models/wine/feedback", json={"id": request_id, "outcome": 1})
+            assert duplicate.status_code == 409
+            unknown = client.post("/v2/models/wine/feedback", json={"id": "never-issued", "outcome": 1})
+            assert unknown.status_code == 404
+            # the key as a V2 request parameter works the same
+            keyed = {**body(0), "parameters": {"user-id": "u3"}}
+            assert client.post("/v2/models/wine/infer", json=keyed).headers["turnout-variant"] == assignments["u3"]
+    assert set(assignments.values()) == {"1", "2"}
+    with ServerProcess(repo, log_dir=log_dir, state_dir=state) as server:
+        with httpx.Client(base_url=server.url) as client:
+            for user, variant in assignments.items():
+                response = client.post("/v2/models/wine/infer", json=body(0), headers={"user-id": user})
+                assert response.headers["turnout-variant"] == variant
+        with server.admin_client() as admin:
+            report = admin.post("/v2/routing/wine/ab", json={"min_count": 5}).json()
+    by_variant = {row["variant"]: row for row in report["variants"]}
+    counts = Counter(assignments.values())
+    assert by_variant["2"]["outcomes"] == counts["2"] and by_variant["2"]["mean"] == 1.0
+    assert by_variant["1"]["outcomes"] == counts["1"] and by_variant["1"]["mean"] == 0.0
+    assert "two-proportion z-test" in report["text"]
+
+
+def test_bad_policies_are_refused_and_the_running_one_stays(wine_server: ServerProcess, repo: Path) -> None:
+    with wine_server.admin_client() as admin:
+        in_force = admin.get("/v2/routing/wine").json()["policy"]
+        for policy, message in (
+            ({"policy": "ab", "variants": {"1": 60, "2": 30}}, "must sum to 100"),
+            ({"policy": "canary", "baseline": "1", "candidate": "9", "weight": 5}, "unknown variant '9'"),
+            ({"policy": "canary", "baseline": "1", "candidate": "breast_cancer", "weight": 5}, "incompatible"),
+            ({"policy": "canary", "baseline": "1", "candidate": "2", "weight": 150}, "percentage from 0 to 100"),
+            ({"policy": "blue_green", "blue": "1", "green": "2", "colour": "x"}, "unknown field"),
+        ):
+            answer = admin.put("/v2/routing/wine", json=policy)
+            assert answer.status_code == 400 and message in answer.json()["error"], (policy, answer.text)
+            assert admin.get("/v2/routing/wine").json()["policy"] == in_force
+        refused = [e for e in admin.get("/v2/routing/wine/events").json() if e["kind"] == "refused"]
+        assert len(refused) == 5
+        # a model.toml whose [routing] is broken: the load is refused, the policy in force stays
+        toml = repo / "wine" / "model.toml"
+        toml.write_text(toml.read_text().replace("weight = 10", "weight = 10\nsteps = [{weight = 50}]"))
+        answer = admin.post("/v2/repository/models/wine/load")
+        assert answer.status_code == 400 and "hold time, a minimum of requests" in answer.json()["error"]
+        assert admin.get("/v2/routing/wine").json()["policy"] == in_force
+    with httpx.Client(base_url=wine_server.url) as client:
+        assert client.post("/v2/models/wine/infer", json=body(0)).status_code == 200
+
+
+def test_api_changes_survive_a_restart_until_model_toml_changes(repo: Path, log_dir: Path) -> None:
+    state = log_dir / "state"
+    with ServerProcess(repo, log_dir=log_dir, state_dir=state) as server, server.admin_client() as admin:
+        admin.put("/v2/routing/wine", json={"policy": "blue_green", "blue": "1", "green": "2", "live": "2"})
+    with ServerProcess(repo, log_dir=log_dir, state_dir=state) as server:
+        with server.admin_client() as admin:
+            assert admin.get("/v2/routing/wine").json()["policy"]["policy"] == "blue_green"
+        with httpx.Client(base_url=server.url) as client:
+            assert client.post("/v2/models/wine/infer", json=body(0)).headers["turnout-variant"] == "2"
+    toml = repo / "wine" / "model.toml"
+    toml.write_text(toml.read_text().replace("weight = 10", "weight = 0"))
+    with ServerProcess(repo, log_dir=log_dir, state_dir=state) as server, server.admin_client() as admin:
+        status = admin.get("/v2/routing/wine").json()
+        assert status["policy"] == {"policy": "canary", "baseline": "1", "candidate": "2", "weight": 0.0}
+        assert status["source"] == "model.toml"
+
+
+def test_grpc_answers_carry_the_variant_in_trailing_metadata(wine_server: ServerProcess) -> None:
+    request = pb.ModelInferRequest(model_name="wine")
+    tensor = request.inputs.add(name="input", datatype="FP32", shape=[1, 13])
+    tensor.contents.fp32_contents.extend(ROWS[0].tolist())
+    with grpc.insecure_channel(wine_server.grpc_address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        seen = set()
+        for _ in range(60):
+            response, call = stub.ModelInfer.with_call(request, metadata=(("user-id", "u1"),))
+            trailing = dict(call.trailing_metadata())
+            assert response.parameters["variant"].string_param == trailing["turnout-variant"]
+            seen.add(trailing["turnout-variant"])
+    assert seen == {"1", "2"}  # the 10% canary, over 60 calls: both appear (p of none ~ 0.002)
+
+
+def test_routing_changes_need_the_admin_plane_and_an_admin_key(wine_server: ServerProcess) -> None:
+    with httpx.Client(base_url=wine_server.url) as public:
+        assert public.put("/v2/routing/wine", json={"policy": "single", "variant": "1"}).status_code == 404
+    with httpx.Client(base_url=wine_server.admin_url) as anonymous:
+        answer = anonymous.put("/v2/routing/wine", json={"policy": "single", "variant": "1"})
+        assert answer.status_code == 401
