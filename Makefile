@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test models proto lint typecheck venv clean system-deps bench
+.PHONY: serve test models proto lint typecheck venv clean system-deps bench bench-shadow
 
 # The virtual environment, with turnout installed editable plus the dev tools.
 $(STAMP): pyproject.toml
@@ -54,6 +54,10 @@ proto: $(STAMP)
 # BENCH_ARGS="--quick" for a smoke run; see bench/side_by_side.py --help.
 bench: $(STAMP)
 	$(BIN)/python bench/side_by_side.py $(BENCH_ARGS)
+
+# A slow shadow variant against the primary's latency (its section of BENCHMARKS.md).
+bench-shadow: $(STAMP)
+	$(BIN)/python bench/shadow_p99.py $(SHADOW_ARGS)
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

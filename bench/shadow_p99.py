@@ -9,8 +9,11 @@ cancer logistic regression) and two slow variants with its signature:
 - ``slow_wait``: the same model behind a 50 ms batching delay: each copy
   answers 50 ms late, at no CPU cost (a slow remote model, say);
 - ``slow_cpu``: the model plus a chain of 256x256 matrix products per row
-  (~10 ms of one core per row), one instance: it competes with the primary
-  for the server's core.
+  (~3 ms of one core per row, more than the arrival rate leaves: the shadow
+  queue fills and copies are dropped), one instance: it competes with the primary
+  for the server's core;
+- ``slow_cpu_niced``: the same with ``[instances] niceness = 19``, its thread
+  at the lowest CPU priority.
 
 Open loop from core 1 (``turnout bench --rate``): a fixed arrival rate, so the
 primary's latency is measured at the same load in every configuration. Each
@@ -41,17 +44,40 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import build_models  # noqa: E402  (examples/build_models.py)
+import sections  # noqa: E402  (bench/sections.py)
 
 from tests.support import ServerProcess  # noqa: E402  (a server on free ports with an admin key)
 
-CONFIGS = ("none", "slow_wait", "slow_cpu")
+SECTION_HEAD = """## Shadow traffic: the primary's latency with a slow shadow
+
+One server pinned to core 0 serves `cancer` (the breast-cancer logistic
+regression); the load generator, on core 1, sends it a fixed 400 requests/s
+(open loop) while its policy is, in turn: no shadow; a 100% shadow to
+`slow_wait` (the same model behind a 50 ms batching delay: slow, but idle);
+to `slow_cpu` (about 3 ms of CPU per row, more than the core has to spare,
+one instance); to `slow_cpu_niced` (the same, with `[instances] niceness =
+19`). Each configuration waits for the shadow queue to drain before the next.
+
+"""
+SECTION_FOOT = """A shadow that is slow to answer costs the primary nothing: its copies wait
+in their own queue. A shadow that needs more CPU than the machine has to
+spare takes it from the primary when both share a core: give such a variant
+`niceness` (its instance threads then yield the core to everything else),
+and the bounded queue drops the copies it cannot run, counted in
+`turnout_shadow_requests_total{outcome="dropped"}`. On a machine with spare
+cores the plain `slow_cpu` runs beside the primary instead of against it.
+"""
+
+CONFIGS = ("none", "slow_wait", "slow_cpu", "slow_cpu_niced")
 
 
-def slow_on_cpu(model_file: Path, products: int = 60) -> onnx.ModelProto:
-    """The model with a CPU-heavy branch that adds zero to ``probabilities``."""
+def slow_on_cpu(model_file: Path, products: int = 2400) -> onnx.ModelProto:
+    """The model with a CPU-heavy branch whose sum, times 1e-30, is added to
+    ``probabilities`` (far below float32's resolution there: same answers)."""
     model = onnx.load(str(model_file))
     graph = model.graph
     for node in graph.node:
@@ -60,8 +86,10 @@ def slow_on_cpu(model_file: Path, products: int = 60) -> onnx.ModelProto:
     graph.initializer.extend(
         [
             numpy_helper.from_array(rng.standard_normal((30, 256)).astype(np.float32) / 30, "spread"),
-            numpy_helper.from_array(rng.standard_normal((256, 256)).astype(np.float32) / 16, "mix"),
-            numpy_helper.from_array(np.zeros(1, dtype=np.float32), "nothing"),
+            # orthogonal: the products keep the vector's length, however many there are
+            numpy_helper.from_array(np.linalg.qr(rng.standard_normal((256, 256)))[0].astype(np.float32), "mix"),
+            # tiny, not zero: ONNX Runtime would drop a branch multiplied by a constant 0
+            numpy_helper.from_array(np.full(1, 1e-30, dtype=np.float32), "nothing"),
         ]
     )
     nodes = [helper.make_node("MatMul", ["input", "spread"], ["h0"])]
@@ -85,10 +113,11 @@ def build_repo(root: Path) -> None:
         ("cancer", "max_batch_size = 64\n"),
         ("slow_wait", "max_batch_size = 64\n[batching]\nmax_queue_delay_ms = 50.0\npreferred_batch_sizes = [64]\n"),
         ("slow_cpu", "max_batch_size = 64\n[instances]\ncount = 1\nintra_op_threads = 1\n"),
+        ("slow_cpu_niced", "max_batch_size = 64\n[instances]\ncount = 1\nintra_op_threads = 1\nniceness = 19\n"),
     ):
         (root / name / "1").mkdir(parents=True)
         (root / name / "model.toml").write_text(toml + "# The signature" + signature)
-        if name == "slow_cpu":
+        if name.startswith("slow_cpu"):
             onnx.save(slow_on_cpu(source), root / name / "1" / "model.onnx")
         else:
             shutil.copy(source, root / name / "1" / "model.onnx")
@@ -108,12 +137,21 @@ def measure(server: ServerProcess, config: str, args: argparse.Namespace, out: P
     if shutil.which("taskset"):
         argv = ["taskset", "-c", "1", *argv]
     subprocess.run(argv, check=True, capture_output=True)
-    time.sleep(0.5)  # let queued shadow copies finish before reading their counts
     with server.admin_client() as admin:
-        after = admin.get("/v2/routing/cancer/shadow").json()
-    point = json.loads(result_file.read_text())["points"][0]
+        after = _drained(admin)  # a backlog must not spill into the next measurement
+    point = json.loads(result_file.read_text())["results"][0]
     shadow = _shadow_delta(before, after, config)
     return {"config": config, "round": round_, **_latencies(point), **shadow}
+
+
+def _drained(admin: Any, timeout: float = 120.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        reports: list[dict[str, Any]] = admin.get("/v2/routing/cancer/shadow").json()
+        if not reports or reports[0]["queued"] == 0 or time.monotonic() > deadline:
+            time.sleep(0.2)  # the copies the workers hold
+            return admin.get("/v2/routing/cancer/shadow").json()  # type: ignore[no-any-return]
+        time.sleep(0.2)
 
 
 def _latencies(point: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +177,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=400)
     parser.add_argument("--out", type=Path, default=HERE / ".out" / "shadow")
+    parser.add_argument("--report", type=Path, default=ROOT / "BENCHMARKS.md", help="where the section goes")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="turnout-shadow-"))
@@ -151,19 +190,24 @@ def main() -> None:
     with server:
         urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=10)
         for round_ in range(args.rounds):
-            order = CONFIGS[round_ % 3 :] + CONFIGS[: round_ % 3]
+            shift = round_ % len(CONFIGS)
+            order = CONFIGS[shift:] + CONFIGS[:shift]
             for config in order:
                 row = measure(server, config, args, args.out, round_)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
-    print(report(rows, args))
+    table = report(rows, args)
+    print(table)
+    if args.report is not None:
+        sections.put(args.report, "shadow_p99", SECTION_HEAD + table + "\n\n" + SECTION_FOOT)
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"Open loop at {args.rate} req/s, {args.duration:g} s per point, {args.rounds} rounds (medians); "
-        f"`python bench/shadow_p99.py --rounds {args.rounds} --duration {args.duration:g} --rate {args.rate}`",
+        "`make bench-shadow` (`.venv/bin/python bench/shadow_p99.py "
+        f"--rounds {args.rounds} --duration {args.duration:g} --rate {args.rate}`)",
         "",
         "| shadow | primary p50 ms | primary p99 ms | p99 vs none | shadow copies compared | dropped | errors |",
         "|---|---|---|---|---|---|---|",

@@ -39,6 +39,7 @@ sys.path.insert(0, str(HERE))
 
 import models  # noqa: E402  (bench/models.py, beside this file)
 import report  # noqa: E402
+import sections  # noqa: E402
 
 PROJECT_BIN = ROOT / ".venv" / "bin"
 VENVS = HERE / ".venvs"
@@ -368,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             commands=commands,
         ),
     )
+    if args.report.exists():  # other scripts' sections (bench/sections.py) stay
+        text = text.rstrip("\n") + "\n" + sections.carried(args.report.read_text())
     args.report.write_text(text)
     _log(f"wrote {args.report}")
 

@@ -188,6 +188,7 @@ class ModelRegistry:
             ),
             config.batching.max_queue_size,
             VersionObserver(self._metrics, source.name, str(version)),
+            niceness=config.instances.niceness,
         )
         batcher.start()
         return ServedVersion(

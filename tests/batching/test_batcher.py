@@ -8,6 +8,7 @@ cleared) keeps the single worker busy so that later requests queue up.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any
@@ -433,3 +434,22 @@ def test_without_a_batch_axis_each_request_runs_alone() -> None:
 def test_a_batcher_needs_an_instance() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Batcher([], BatchLimits(8), 16)
+
+
+def test_a_niced_batcher_runs_its_model_at_a_lower_cpu_priority() -> None:
+    priorities: list[int] = []
+
+    def record() -> None:  # in the instance thread, as the model runs
+        priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    async def scenario() -> None:
+        for niceness in (0, 7):
+            model = RowModel(before=record)
+            batcher = Batcher([model], BatchLimits(4), 16, inline_below=0.0, niceness=niceness)
+            batcher.start()
+            await batcher.submit(request(1, 1), BOTH)
+            await batcher.close(grace=HOLD_LIMIT)
+
+    run(scenario())
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert priorities == [own, min(19, own + 7)]

@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -36,6 +38,15 @@ Outputs = dict[str, np.ndarray[Any, Any]]
 class BatchObserver(Protocol):
     def queue_depth(self, depth: int) -> None: ...
     def batch_ran(self, rows: int, requests: int, seconds: float) -> None: ...
+
+
+def _lower_priority(niceness: int) -> None:
+    """Run this instance thread at a lower CPU priority (Linux schedules
+    threads one by one), so a model that may wait (a shadow) yields the core
+    to the ones clients wait for."""
+    if niceness and hasattr(os, "setpriority"):
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
 
 
 class _NoObserver:
@@ -103,6 +114,7 @@ class Batcher:
         observer: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         inline_below: float = INLINE_BELOW_SECONDS,
+        niceness: int = 0,
     ) -> None:
         if not instances:
             raise ValueError("a batcher needs at least one model instance")
@@ -118,7 +130,9 @@ class Batcher:
         self._dispatch_now = False  # one plan ignores the batching delay (a request's timeout came due)
         self._idle_workers = 0  # workers waiting for arrivals or for a batching delay to pass
         self._workers: list[asyncio.Task[None]] = []
-        self._executor = ThreadPoolExecutor(len(instances), thread_name_prefix="turnout-infer")
+        self._executor = ThreadPoolExecutor(
+            len(instances), thread_name_prefix="turnout-infer", initializer=_lower_priority, initargs=(niceness,)
+        )
         self._cost = BatchCost(inline_below)
         self._waits = WaitController()
         self._no_wait = dataclasses.replace(limits, max_queue_delay=0.0)

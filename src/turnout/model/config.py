@@ -88,6 +88,9 @@ class InstancesConfig(_Section):
     # Runtime ignores inter_op_threads in "sequential" mode
     execution_mode: Literal["sequential", "parallel"] = "sequential"
     inter_op_threads: Annotated[int, Field(ge=0)] = 1
+    # above 0: the instance threads run at a lower CPU priority (Unix nice),
+    # for models whose answers may wait, such as shadow variants
+    niceness: Annotated[int, Field(ge=0, le=19)] = 0
 
 
 class OptimizationConfig(_Section):
