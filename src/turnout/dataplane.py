@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from turnout import __version__
-from turnout.errors import Code, ConfigError, InvalidRequest, TurnoutError, Unavailable
+from turnout.errors import Code, ConfigError, InvalidRequest, NotFound, TurnoutError, Unavailable
 from turnout.observability.metrics import Metrics
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State, VersionsFailed
+from turnout.routing.choose import alternatives
 from turnout.routing.feedback import FeedbackStore
 from turnout.routing.policy import PolicyError
 from turnout.routing.shadow import ShadowJob, ShadowMirror
@@ -147,9 +148,7 @@ class DataPlane:
         if key_name is not None:
             key = (key_of(key_name) if key_of is not None else None) or _text(request.parameters.get(key_name))
         decision = traffic.decide(route, key)
-        variant = decision.serve
-        where = _target(endpoint, variant)
-        served = self.resolve(where.model, where.version, protocol)
+        variant, served = self._pick(endpoint, decision.serve, route, protocol)
         try:
             response = await self._answer(served, request, protocol, deadline, variant, started)
         except TurnoutError as exc:
@@ -166,6 +165,21 @@ class DataPlane:
         if decision.mirror is not None and self._mirror is not None:
             self._mirror.offer(self._shadow_job(endpoint, decision.mirror, request, response, seconds))
         return response
+
+    def _pick(self, endpoint: str, variant: str, route: Route, protocol: str) -> tuple[str, ServedVersion]:
+        """The chosen variant's live version or, if it has none now (unloaded,
+        failed to reload), the first of the policy's other variants that has one."""
+        where = _target(endpoint, variant)
+        try:
+            return variant, self._registry.get(where.model, where.version)
+        except (Unavailable, NotFound):
+            for other in alternatives(route.policy, variant):
+                instead = _target(endpoint, other)
+                try:
+                    return other, self._registry.get(instead.model, instead.version)
+                except (Unavailable, NotFound):
+                    continue
+        return variant, self.resolve(where.model, where.version, protocol)  # raises, and is counted
 
     def _shadow_job(
         self, endpoint: str, shadow: str, request: InferenceRequest, response: InferenceResponse, seconds: float
@@ -209,8 +223,8 @@ class DataPlane:
             outputs.append(InferOutput(name, spec.datatype, array.shape, array))
         self._metrics.request_outcome(model, version, variant, protocol, "success").inc()
         self._metrics.latency(model, version, variant, protocol).observe(time.monotonic() - started)
-        self._metrics.queue_time(served.model, version).observe(result.queue_seconds)
-        self._metrics.compute_time(served.model, version).observe(result.compute_seconds)
+        self._metrics.queue_time(model, version, variant).observe(result.queue_seconds)
+        self._metrics.compute_time(model, version, variant).observe(result.compute_seconds)
         return InferenceResponse(model, version, outputs, id=request.id)
 
     def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:

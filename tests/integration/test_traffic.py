@@ -176,7 +176,11 @@ def test_canary_rollout_promotes_under_load_with_no_failed_request(wine_server: 
 
 def test_operator_rollback_under_load_fails_nothing(wine_server: ServerProcess) -> None:
     with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
-        started = admin.post("/v2/routing/wine/rollout/start", json={"candidate": "2", "steps": "50:60s,100:60s"})
+        # a lenient guard: this test is about the operator's rollback, not the guard's
+        lenient = {"max_p99_ratio": 100}
+        started = admin.post(
+            "/v2/routing/wine/rollout/start", json={"candidate": "2", "steps": "50:60s,100:60s", "guard": lenient}
+        )
         assert started.json()["rollout"]["baseline"] == "1"  # the variant serving most before
         load.wait_for(100)
         assert load.variants_since(0)["2"] > 0
@@ -353,3 +357,15 @@ def test_routing_changes_need_the_admin_plane_and_an_admin_key(wine_server: Serv
     with httpx.Client(base_url=wine_server.admin_url) as anonymous:
         answer = anonymous.put("/v2/routing/wine", json={"policy": "single", "variant": "1"})
         assert answer.status_code == 401
+
+
+def test_a_variant_gone_from_the_repository_falls_back_to_another(wine_server: ServerProcess, repo: Path) -> None:
+    with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
+        admin.put("/v2/routing/wine", json={"policy": "blue_green", "blue": "1", "green": "2", "live": "2"})
+        assert set(load.after(time.monotonic(), 50)) == {"2"}
+        toml = repo / "wine" / "model.toml"
+        toml.write_text(toml.read_text().replace("all = true", "specific = [1]"))
+        assert admin.post("/v2/repository/models/wine/load").status_code == 200  # version 2 is unloaded
+        after = load.after(time.monotonic(), 100)
+    assert load.failures == []
+    assert set(after) == {"1"}  # green is gone: blue serves rather than every request failing

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from turnout.routing.choose import BUCKETS, Decision, bucket, choose
+from turnout.routing.choose import BUCKETS, Decision, alternatives, bucket, choose
 from turnout.routing.policy import ABTest, BlueGreen, Canary, PolicyError, Shadow, Single, check_variants
 
 DECISIONS = 10_000
@@ -121,3 +121,11 @@ def test_a_policy_may_only_name_the_endpoints_variants() -> None:
     check_variants(Canary("v1", "v2", 5.0), {"v1", "v2", "v3"})
     with pytest.raises(PolicyError, match=r"unknown variant\(s\) \['v9'\]; this endpoint has: v1, v2"):
         check_variants(Canary("v1", "v9", 5.0), {"v1", "v2"})
+
+
+def test_alternatives_are_the_other_serving_variants() -> None:
+    assert alternatives(Canary("1", "2", 10.0), "2") == ("1",)
+    assert alternatives(BlueGreen("1", "2", "1"), "1") == ("2",)
+    assert alternatives(ABTest((("a", 50.0), ("b", 30.0), ("c", 20.0))), "b") == ("a", "c")
+    assert alternatives(Shadow("1", "2", 100.0), "1") == ()  # a shadow never serves
+    assert alternatives(Single("1"), "1") == ()

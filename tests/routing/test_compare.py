@@ -60,3 +60,16 @@ def test_stats_count_agreement_latency_and_sample_the_log() -> None:
     assert math.isclose(stats.mean_latency_difference, 0.003)
     assert math.isclose(stats.max_abs["p"], 0.029, rel_tol=1e-9)
     assert len(logged) == math.ceil(stats.disagreements / 2)  # one in two logged
+
+
+def test_each_output_has_its_own_agreement_rate() -> None:
+    stats = ShadowStats()
+    primary = {"label": np.array([1, 0]), "p": np.array([0.9, 0.2], dtype=np.float32)}
+    same_label = {"label": np.array([1, 0]), "p": np.array([0.8, 0.3], dtype=np.float32)}
+    other_label = {"label": np.array([1, 1]), "p": np.array([0.9, 0.2], dtype=np.float32)}
+    for shadow in (same_label, same_label, same_label, other_label):
+        stats.record(compare(primary, shadow), 0.001, 0.002)
+    assert stats.output_agreement("label") == 0.75  # the classification agreement
+    assert stats.output_agreement("p") == 0.25
+    assert stats.agreement_rate == 0.0  # no request agreed on both outputs
+    assert math.isnan(stats.output_agreement("missing"))

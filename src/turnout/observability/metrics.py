@@ -141,12 +141,15 @@ class Metrics:
             LATENCY_BUCKETS,
         )
         queue_time = _Distributions(
-            "turnout_queue_duration_seconds", "Time a request waited in the batcher's queue.", model, LATENCY_BUCKETS
+            "turnout_queue_duration_seconds",
+            "Time a request waited in the batcher's queue.",
+            [*model, "variant"],
+            LATENCY_BUCKETS,
         )
         compute_time = _Distributions(
             "turnout_compute_duration_seconds",
             "Time the model took for the batch that held the request.",
-            model,
+            [*model, "variant"],
             LATENCY_BUCKETS,
         )
         batch_rows = _Distributions("turnout_batch_size", "Rows per executed batch.", model, BATCH_BUCKETS)

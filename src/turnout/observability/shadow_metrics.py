@@ -43,6 +43,8 @@ class ShadowCollector(Collector):
             if report.requests:
                 families.agreement.add_metric(pair, report.agreement_rate)
                 families.latency.add_metric(pair, report.mean_latency_difference_seconds)
+            for output, value in report.output_agreement.items():
+                families.output_agreement.add_metric([*pair, output], value)
             for output, value in report.max_abs.items():
                 families.max_abs.add_metric([*pair, output], value)
             for output, value in report.mean_abs.items():
@@ -68,6 +70,7 @@ class _Families(NamedTuple):
     mean_abs: GaugeMetricFamily
     latency: GaugeMetricFamily
     queue: GaugeMetricFamily
+    output_agreement: GaugeMetricFamily
 
 
 def _families() -> _Families:
@@ -99,6 +102,11 @@ def _families() -> _Families:
             labels=PAIR,
         ),
         GaugeMetricFamily("turnout_shadow_queue_length", "Copies waiting to be run on a shadow variant."),
+        GaugeMetricFamily(
+            "turnout_shadow_output_agreement_ratio",
+            "Compared requests on which this output agreed (for a label output: the classification agreement).",
+            labels=output,
+        ),
     )
 
 

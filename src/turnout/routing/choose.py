@@ -67,3 +67,12 @@ def _weighted(policy: ABTest, point: float) -> str:
             return name
     assert last is not None  # the weights sum to 100
     return last  # rounding at the very top
+
+
+def alternatives(policy: Policy, chosen: str) -> tuple[str, ...]:
+    """Who may serve instead when the chosen variant cannot (unloaded or
+    failed to load since the policy was set): the policy's other serving
+    variants, in order. A shadow never serves, so a primary has none."""
+    if isinstance(policy, Shadow):
+        return ()
+    return tuple(name for name in policy.variants if name != chosen)

@@ -98,12 +98,17 @@ class ShadowStats:
     sum_abs: dict[str, float] = field(default_factory=dict)  # of each request's max, for the mean
     latency_difference_sum: float = 0.0  # shadow minus primary, seconds
     disagreements: int = 0
+    # per output: a label output's agreement is the classification agreement rate
+    output_compared: dict[str, int] = field(default_factory=dict)
+    output_agreeing: dict[str, int] = field(default_factory=dict)
 
     def record(self, result: RequestComparison, primary_seconds: float, shadow_seconds: float) -> bool:
         """Count one compared request; True when this disagreement should be logged."""
         self.requests += 1
         self.latency_difference_sum += shadow_seconds - primary_seconds
         for output in result.outputs:
+            self.output_compared[output.name] = self.output_compared.get(output.name, 0) + 1
+            self.output_agreeing[output.name] = self.output_agreeing.get(output.name, 0) + output.agrees
             if output.kind == "numeric":
                 self.max_abs[output.name] = max(self.max_abs.get(output.name, 0.0), output.max_abs)
                 self.sum_abs[output.name] = self.sum_abs.get(output.name, 0.0) + output.max_abs
@@ -120,6 +125,10 @@ class ShadowStats:
     @property
     def mean_latency_difference(self) -> float:
         return self.latency_difference_sum / self.requests if self.requests else math.nan
+
+    def output_agreement(self, output: str) -> float:
+        compared = self.output_compared.get(output, 0)
+        return self.output_agreeing.get(output, 0) / compared if compared else math.nan
 
     def mean_abs(self, output: str) -> float:
         return self.sum_abs.get(output, 0.0) / self.requests if self.requests else math.nan

@@ -71,6 +71,7 @@ class ShadowReport:
     max_abs: dict[str, float]  # numeric outputs only
     mean_abs: dict[str, float]
     queued: int  # copies waiting in the mirror's queue, all keys together
+    output_agreement: dict[str, float] = field(default_factory=dict)  # per output; labels: classification agreement
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe: nan and infinities become None (JSON has no such numbers)."""
@@ -87,6 +88,7 @@ class ShadowReport:
             "max_abs": {name: _finite(value) for name, value in self.max_abs.items()},
             "mean_abs": {name: _finite(value) for name, value in self.mean_abs.items()},
             "queued": self.queued,
+            "output_agreement": {name: _finite(value) for name, value in self.output_agreement.items()},
         }
 
 
@@ -261,6 +263,7 @@ def _report(key: tuple[str, str], tally: _Tally, queued: int) -> ShadowReport:
         max_abs=dict(stats.max_abs),
         mean_abs={name: stats.mean_abs(name) for name in stats.sum_abs},
         queued=queued,
+        output_agreement={name: stats.output_agreement(name) for name in stats.output_compared},
     )
 
 
