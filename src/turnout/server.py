@@ -64,21 +64,24 @@ class Server:
         self.guard = build_guard(settings.security)
         routing = settings.routing
         state = settings.state_dir
-        try:
-            self.traffic = TrafficControl(
-                self.registry, RoutingStore(state / "routing.db"), tick_seconds=routing.rollout_tick_seconds
-            )
-            self.feedback = FeedbackStore(state / "feedback.db")
-        except (OSError, sqlite3.Error) as exc:
-            raise StartupError(
-                f"cannot keep routing state in {state}: {exc} (choose another place with --state-dir)"
-            ) from None
         self.mirror = ShadowMirror(
             routing.shadow_queue,
             routing.shadow_workers,
             sample_every=routing.shadow_log_every,
             log_path=state / "shadow-disagreements.jsonl",
         )
+        try:
+            self.traffic = TrafficControl(
+                self.registry,
+                RoutingStore(state / "routing.db"),
+                tick_seconds=routing.rollout_tick_seconds,
+                mirrored=self.mirror.agreement,
+            )
+            self.feedback = FeedbackStore(state / "feedback.db")
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(
+                f"cannot keep routing state in {state}: {exc} (choose another place with --state-dir)"
+            ) from None
         register_shadow_metrics(self.metrics.registry, self.mirror)
         self.dataplane = DataPlane(
             self.registry, self.metrics, settings.strict_readiness, self.traffic, self.mirror, self.feedback

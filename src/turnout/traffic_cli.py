@@ -53,6 +53,12 @@ def add_commands(commands: Any) -> None:
     start.add_argument("--max-error-ratio", type=float, help="candidate error rate at most this x the baseline's")
     start.add_argument("--max-p99-ratio", type=float, help="candidate p99 latency at most this x the baseline's")
     start.add_argument("--min-samples", type=int, help="requests on each side before the guard judges")
+    start.add_argument(
+        "--mirror-percent", type=float, help="also send this percent of the baseline's requests to the candidate..."
+    )
+    start.add_argument(
+        "--min-agreement", type=float, help="...and roll back if their outputs agree on less than this fraction"
+    )
     for name, text in (
         ("status", "the rollout's state, step and windows"),
         ("pause", "hold the current step (traffic stays as it is)"),
@@ -165,6 +171,8 @@ def _start(args: argparse.Namespace) -> int:
             ("max_error_ratio", args.max_error_ratio),
             ("max_p99_ratio", args.max_p99_ratio),
             ("min_samples", args.min_samples),
+            ("mirror_percent", args.mirror_percent),
+            ("min_agreement", args.min_agreement),
         )
         if value is not None
     }

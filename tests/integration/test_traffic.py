@@ -369,3 +369,26 @@ def test_a_variant_gone_from_the_repository_falls_back_to_another(wine_server: S
         after = load.after(time.monotonic(), 100)
     assert load.failures == []
     assert set(after) == {"1"}  # green is gone: blue serves rather than every request failing
+
+
+def test_a_candidate_whose_outputs_diverge_is_rolled_back(wine_server: ServerProcess) -> None:
+    # wine's versions agree on every label but never on the probabilities (within 1e-5 + 1e-3 x)
+    guard = {"mirror_percent": 100, "min_agreement": 0.9, "min_samples": 20, "max_p99_ratio": 100}
+    with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
+        started = admin.post(
+            "/v2/routing/wine/rollout/start",
+            json={"candidate": "2", "baseline": "1", "steps": "10:120s,100:120s", "guard": guard},
+        )
+        assert started.status_code == 200, started.text
+        status = wait_until(
+            lambda: (s := admin.get("/v2/routing/wine").json())["rollout"]["state"] == "rolled_back" and s,
+            60,
+            "the rollback on divergence",
+        )
+        last = admin.get("/v2/routing/wine/events").json()[-1]
+    assert load.failures == []  # mirrored copies never reach clients
+    assert status["policy"]["weight"] == 0
+    assert last["actor"] == "rollout guard" and "outputs agree on 0.0% of" in last["detail"]
+    shadow = status["shadow"][0]
+    assert shadow["shadow"] == "2" and shadow["requests"] >= 20
+    assert shadow["output_agreement"]["label"] == 1.0

@@ -6,6 +6,7 @@ import pytest
 
 from turnout.routing.policy import PolicyError
 from turnout.routing.rollout import (
+    Divergence,
     GuardLimits,
     State,
     Step,
@@ -99,3 +100,16 @@ def test_operators_pause_resume_promote_and_roll_back() -> None:
 def test_bad_rollouts_are_refused(make: object, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         make()  # type: ignore[operator]
+
+
+def test_outputs_diverging_on_mirrored_requests_roll_back() -> None:
+    limits = GuardLimits(min_samples=20, mirror_percent=50.0, min_agreement=0.95)
+    rollout = start("v1", "v2", STEPS, 0.0)
+    healthy = Window(100, 0, 0.01)
+    assert unhealthy(healthy, healthy, limits, Divergence(19, 0)) is None  # too few compared to judge
+    assert unhealthy(healthy, healthy, limits, Divergence(40, 38)) is None  # 95%: enough
+    back, event = advance(rollout, 1.0, healthy, healthy, limits, Divergence(40, 37))
+    assert back.state is State.ROLLED_BACK and event is not None
+    assert event.detail == "at 5%: outputs agree on 92.5% of 40 mirrored requests (at least 95.0% required)"
+    without = GuardLimits(min_samples=20)  # no min_agreement: divergence is not judged
+    assert unhealthy(healthy, healthy, without, Divergence(40, 0)) is None

@@ -52,13 +52,26 @@ class GuardDocument(_Strict):
     error_slack: Number = _DEFAULT_GUARD.error_slack
     max_p99_ratio: Number = _DEFAULT_GUARD.max_p99_ratio
     min_samples: int = _DEFAULT_GUARD.min_samples
+    mirror_percent: Number = 0.0
+    min_agreement: Number | None = None
 
     def to_limits(self) -> GuardLimits:
         if min(self.max_error_ratio, self.max_p99_ratio) < 1.0:
             raise PolicyError("guard ratios must be at least 1 (the candidate may be as good as the baseline)")
         if self.error_slack < 0 or self.min_samples < 1:
             raise PolicyError("guard error_slack must be >= 0 and min_samples >= 1")
-        return GuardLimits(self.max_error_ratio, self.error_slack, self.max_p99_ratio, self.min_samples)
+        if not 0.0 <= self.mirror_percent <= 100.0:
+            raise PolicyError("guard mirror_percent must be a percentage from 0 to 100")
+        if self.min_agreement is not None and not (0.0 <= self.min_agreement <= 1.0 and self.mirror_percent > 0):
+            raise PolicyError("guard min_agreement is a fraction from 0 to 1, and needs mirror_percent above 0")
+        return GuardLimits(
+            self.max_error_ratio,
+            self.error_slack,
+            self.max_p99_ratio,
+            self.min_samples,
+            self.mirror_percent,
+            self.min_agreement,
+        )
 
 
 class RoutingDocument(_Strict):

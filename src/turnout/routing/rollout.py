@@ -49,6 +49,10 @@ class GuardLimits:
     error_slack: float = 0.01  # ...or the baseline's plus this (absolute), whichever is larger
     max_p99_ratio: float = 1.5  # candidate p99 <= this x the baseline's
     min_samples: int = 20  # requests each side before the guard judges
+    # output divergence: mirror this percent of the baseline's requests to the
+    # candidate, and require their outputs to agree on at least min_agreement of them
+    mirror_percent: float = 0.0
+    min_agreement: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,18 @@ class Window:
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """The baseline's requests mirrored to the candidate in the current window."""
+
+    compared: int
+    agreeing: int
+
+    @property
+    def agreement(self) -> float:
+        return self.agreeing / self.compared if self.compared else 1.0
 
 
 class State(enum.Enum):
@@ -117,12 +133,17 @@ def start(baseline: str, candidate: str, steps: tuple[Step, ...], now: float) ->
 
 
 def advance(
-    rollout: Rollout, now: float, baseline: Window, candidate: Window, limits: GuardLimits
+    rollout: Rollout,
+    now: float,
+    baseline: Window,
+    candidate: Window,
+    limits: GuardLimits,
+    divergence: Divergence | None = None,
 ) -> tuple[Rollout, Event | None]:
     """The rollout after looking at the current step's window at ``now``."""
     if rollout.state is not State.RUNNING:
         return rollout, None
-    problem = unhealthy(baseline, candidate, limits)
+    problem = unhealthy(baseline, candidate, limits, divergence)
     if problem is not None:
         reason = f"at {rollout.weight:g}%: {problem}"
         return replace(rollout, state=State.ROLLED_BACK, reason=reason), Event("rolled_back", reason)
@@ -139,9 +160,21 @@ def advance(
     return following, Event("step", f"{step.weight:g}% -> {following.weight:g}%: healthy")
 
 
-def unhealthy(baseline: Window, candidate: Window, limits: GuardLimits) -> str | None:
+def unhealthy(
+    baseline: Window, candidate: Window, limits: GuardLimits, divergence: Divergence | None = None
+) -> str | None:
     """Why the candidate is worse than the baseline allows; None if it is not
     (or there are too few samples on either side to say)."""
+    if (
+        limits.min_agreement is not None
+        and divergence is not None
+        and divergence.compared >= limits.min_samples
+        and divergence.agreement < limits.min_agreement
+    ):
+        return (
+            f"outputs agree on {divergence.agreement:.1%} of {divergence.compared} mirrored requests "
+            f"(at least {limits.min_agreement:.1%} required)"
+        )
     if candidate.requests < limits.min_samples or baseline.requests < limits.min_samples:
         return None
     allowed = max(baseline.error_rate * limits.max_error_ratio, baseline.error_rate + limits.error_slack)

@@ -157,6 +157,11 @@ class ShadowMirror:
     def queued(self) -> int:
         return self._queue.qsize()
 
+    def agreement(self, endpoint: str, shadow: str) -> tuple[int, int]:
+        """(compared, agreeing) so far for the pair: a rollout guard's running count."""
+        tally = self._tallies.get((endpoint, shadow))
+        return (0, 0) if tally is None else (tally.stats.requests, tally.stats.agreeing)
+
     def snapshot(self, endpoint: str | None = None) -> list[ShadowReport]:
         """Every (endpoint, shadow) pair seen so far, or one endpoint's, sorted by name."""
         queued = self.queued

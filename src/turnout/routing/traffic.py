@@ -31,7 +31,7 @@ from turnout.routing import rollout as rollouts
 from turnout.routing.choose import Decision, RandomSource, choose
 from turnout.routing.document import RoutingDocument, describe, parse
 from turnout.routing.policy import ABTest, BlueGreen, Canary, Policy, PolicyError, Shadow, Single
-from turnout.routing.rollout import GuardLimits, Rollout, Step, Window
+from turnout.routing.rollout import Divergence, GuardLimits, Rollout, Step, Window
 from turnout.routing.state_store import LoggedEvent, RoutingStore
 from turnout.routing.variants import incompatibility, target
 from turnout.routing.windows import VariantWindow
@@ -83,6 +83,7 @@ class _Windows:
 
     by_variant: dict[str, VariantWindow] = field(default_factory=dict)
     previous_baseline: Window | None = None
+    mirrored_at_start: tuple[int, int] = (0, 0)  # the candidate's (compared, agreeing) copies then
 
 
 class TrafficControl:
@@ -93,7 +94,9 @@ class TrafficControl:
         rng: RandomSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         tick_seconds: float = 0.25,
+        mirrored: Callable[[str, str], tuple[int, int]] | None = None,
     ) -> None:
+        self._mirrored = mirrored or (lambda endpoint, shadow: (0, 0))  # (compared, agreeing) copies
         self._registry = registry
         self._store = store
         self._rng = rng or random.Random()
@@ -106,7 +109,17 @@ class TrafficControl:
 
     # the request path
     def decide(self, route: Route, key: str | None) -> Decision:
-        return choose(route.policy, key, self._rng)
+        decision = choose(route.policy, key, self._rng)
+        plan, guard = route.rollout, route.guard
+        if (  # the guard compares outputs: a share of the baseline's requests also go to the candidate
+            guard.mirror_percent > 0
+            and plan is not None
+            and plan.state is rollouts.State.RUNNING
+            and decision.serve == plan.baseline
+            and self._rng.random() * 100.0 < guard.mirror_percent
+        ):
+            return Decision(decision.serve, plan.candidate)
+        return decision
 
     def observe(self, endpoint: str, variant: str, ok: bool, seconds: float) -> None:
         """A routed request's outcome, for the rollout guard (only while one runs)."""
@@ -256,17 +269,24 @@ class TrafficControl:
             plan = route.rollout
             if plan is None or plan.state is not rollouts.State.RUNNING:
                 continue
-            windows = self._windows.setdefault(endpoint, _Windows())
+            windows = self._windows.get(endpoint) or self._windows.setdefault(
+                endpoint, self._new_windows(endpoint, plan.candidate)
+            )
             baseline = _summary_of(windows.by_variant.get(plan.baseline))
             if plan.weight >= 100.0 and windows.previous_baseline is not None:
                 baseline = windows.previous_baseline
             candidate = _summary_of(windows.by_variant.get(plan.candidate))
-            changed, event = rollouts.advance(plan, now, baseline, candidate, route.guard)
+            divergence = None
+            if route.guard.min_agreement is not None:
+                compared, agreeing = self._mirrored(endpoint, plan.candidate)
+                start = windows.mirrored_at_start
+                divergence = Divergence(compared - start[0], agreeing - start[1])
+            changed, event = rollouts.advance(plan, now, baseline, candidate, route.guard, divergence)
             if event is None:
                 continue
             if event.kind == "step":
                 kept = baseline if baseline.requests else windows.previous_baseline
-                self._windows[endpoint] = _Windows(previous_baseline=kept)
+                self._windows[endpoint] = self._new_windows(endpoint, plan.candidate, kept)
             log.log(logging.WARNING if event.kind == "rolled_back" else logging.INFO, "rollout of %s: %s: %s",
                     endpoint, event.kind, event.detail)  # fmt: skip
             self._set(endpoint, self._with_rollout(route, changed, GUARD), (event.kind, event.detail, GUARD))
@@ -335,7 +355,11 @@ class TrafficControl:
         if not running:
             self._windows.pop(endpoint, None)
         elif endpoint not in self._windows:
-            self._windows[endpoint] = _Windows()
+            assert route.rollout is not None
+            self._windows[endpoint] = self._new_windows(endpoint, route.rollout.candidate)
+
+    def _new_windows(self, endpoint: str, candidate: str, previous_baseline: Window | None = None) -> _Windows:
+        return _Windows(previous_baseline=previous_baseline, mirrored_at_start=self._mirrored(endpoint, candidate))
 
     def _with_rollout(self, route: Route, plan: Rollout, actor: str) -> Route:
         policy = Canary(plan.baseline, plan.candidate, plan.weight)
