@@ -245,3 +245,33 @@ def failing_when_above(model_file: Path, input_name: str, output_name: str, thre
         ]
     )
     return model
+
+
+def slower(model_file: Path, input_name: str, output_name: str, products: int = 1500) -> onnx.ModelProto:
+    """The model in ``model_file`` with the same answers, made slow: a chain of
+    256x256 orthogonal matrix products per row (milliseconds of CPU), whose
+    sum times 1e-30 is added to ``output_name`` (far below float32's resolution
+    there). A real slow candidate: it computes, it does not sleep."""
+    model = onnx.load(str(model_file))
+    graph = model.graph
+    features = next(i for i in graph.input if i.name == input_name).type.tensor_type.shape.dim[1].dim_value
+    raw = f"{output_name}_before_delay"
+    for node in graph.node:
+        node.output[:] = [raw if name == output_name else name for name in node.output]
+    rng = np.random.default_rng(0)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(rng.standard_normal((features, 256)).astype(np.float32) / 16, "delay_spread"),
+            numpy_helper.from_array(np.linalg.qr(rng.standard_normal((256, 256)))[0].astype(np.float32), "delay_mix"),
+            numpy_helper.from_array(np.full(1, 1e-30, dtype=np.float32), "delay_tiny"),
+        ]
+    )
+    nodes = [helper.make_node("MatMul", [input_name, "delay_spread"], ["delay_0"])]
+    nodes += [helper.make_node("MatMul", [f"delay_{i}", "delay_mix"], [f"delay_{i + 1}"]) for i in range(products)]
+    nodes += [
+        helper.make_node("ReduceSum", [f"delay_{products}"], ["delay_sum"], keepdims=1),
+        helper.make_node("Mul", ["delay_sum", "delay_tiny"], ["delay_nothing"]),
+        helper.make_node("Add", [raw, "delay_nothing"], [output_name]),
+    ]
+    graph.node.extend(nodes)
+    return model

@@ -89,12 +89,16 @@ class DataPlane:
             "outputs": [spec.as_metadata() for spec in served.signature.outputs],
         }
 
-    def resolve(self, name: str, version: str | None, protocol: str) -> ServedVersion:
+    def resolve(self, name: str, version: str | None, protocol: str, follow_route: bool = True) -> ServedVersion:
         """The live version that will answer; transports call this before
-        decoding a body, so an unknown model is a 404 whatever the body holds."""
+        decoding a body, so an unknown model is a 404 whatever the body holds.
+        An endpoint whose own model is not live may still route elsewhere."""
         try:
             return self._registry.get(name, version)
         except TurnoutError as exc:
+            route = None if self._traffic is None else self._traffic.routes.get(name)
+            if follow_route and route is not None and not version and isinstance(exc, Unavailable):
+                return self._pick(name, route.policy.variants[0], route, protocol)[1]
             known = self._registry.known(name)
             # Unknown names are not used as labels: clients could grow the series without bound.
             self._metrics.request_outcome(name if known else "", "", "", protocol, exc.code.value).inc()
@@ -127,8 +131,9 @@ class DataPlane:
         route = None if request.model_version or traffic is None else traffic.routes.get(request.model_name)
         if route is None:
             served = self.resolve(request.model_name, request.model_version, protocol)
-            response = await self._answer(served, request, protocol, deadline, "", started)
-            return response
+            if not self._started and traffic is not None and not request.model_version:
+                self._routing_pending(traffic, served)
+            return await self._answer(served, request, protocol, deadline, "", started)
         assert traffic is not None
         return await self._routed(traffic, route, request, protocol, deadline, key_of, started)
 
@@ -166,6 +171,12 @@ class DataPlane:
             self._mirror.offer(self._shadow_job(endpoint, decision.mirror, request, response, seconds))
         return response
 
+    def _routing_pending(self, traffic: TrafficControl, served: ServedVersion) -> None:
+        """Before start, an endpoint whose routing is still to be taken up
+        does not serve its default version by mistake (a rolled-back candidate, say)."""
+        if served.config.routing is not None or traffic.has_saved(served.model):
+            raise Unavailable(f"model '{served.model}' is restoring its routing; retry", retry_after=1.0)
+
     def _pick(self, endpoint: str, variant: str, route: Route, protocol: str) -> tuple[str, ServedVersion]:
         """The chosen variant's live version or, if it has none now (unloaded,
         failed to reload), the first of the policy's other variants that has one."""
@@ -179,7 +190,7 @@ class DataPlane:
                     return other, self._registry.get(instead.model, instead.version)
                 except (Unavailable, NotFound):
                     continue
-        return variant, self.resolve(where.model, where.version, protocol)  # raises, and is counted
+        return variant, self.resolve(where.model, where.version, protocol, follow_route=False)  # raises, counted
 
     def _shadow_job(
         self, endpoint: str, shadow: str, request: InferenceRequest, response: InferenceResponse, seconds: float
@@ -256,7 +267,7 @@ class DataPlane:
         for name in sorted({entry.name for entry in self._registry.index()}):
             try:
                 self.take_up_routing(name)
-            except InvalidRequest as exc:
+            except TurnoutError as exc:  # refused or not saved: logged, and the server starts regardless
                 log.error("%s", exc.message)
 
     def take_up_routing(self, name: str) -> None:

@@ -158,8 +158,8 @@ class Server:
             await asyncio.sleep(1.0)
             try:
                 await asyncio.to_thread(self.feedback.flush)
-            except sqlite3.Error as exc:  # kept in memory; the next flush tries again
-                log.error("cannot record A/B assignments: %s", exc)
+            except sqlite3.Error as exc:  # kept in memory (up to a bound); the next flush tries again
+                log.error("cannot record A/B assignments (%d lost so far): %s", self.feedback.lost, exc)
 
     def _log_security(self) -> None:
         settings, guard = self.settings, self.guard

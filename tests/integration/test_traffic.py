@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.integration.reference import cancer_rows, run, wine_rows
-from tests.support import ServerProcess, failing_when_above, write_model
+from tests.support import ServerProcess, failing_when_above, slower, write_model
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -359,16 +359,23 @@ def test_routing_changes_need_the_admin_plane_and_an_admin_key(wine_server: Serv
         assert answer.status_code == 401
 
 
-def test_a_variant_gone_from_the_repository_falls_back_to_another(wine_server: ServerProcess, repo: Path) -> None:
+def test_a_variant_gone_from_the_repository_clears_a_policy_that_cannot_serve(
+    wine_server: ServerProcess, repo: Path
+) -> None:
     with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
         admin.put("/v2/routing/wine", json={"policy": "blue_green", "blue": "1", "green": "2", "live": "2"})
         assert set(load.after(time.monotonic(), 50)) == {"2"}
         toml = repo / "wine" / "model.toml"
         toml.write_text(toml.read_text().replace("all = true", "specific = [1]"))
-        assert admin.post("/v2/repository/models/wine/load").status_code == 200  # version 2 is unloaded
+        reloaded = admin.post("/v2/repository/models/wine/load")  # version 2 is unloaded...
         after = load.after(time.monotonic(), 100)
-    assert load.failures == []
-    assert set(after) == {"1"}  # green is gone: blue serves rather than every request failing
+        status = admin.get("/v2/routing/wine").json()
+        events = admin.get("/v2/routing/wine/events").json()
+    assert load.failures == []  # ...while requests keep being answered
+    assert reloaded.status_code == 400 and "[routing] was refused" in reloaded.json()["error"]
+    assert set(after) == {""}  # no policy can serve (nor can model.toml's canary): the default version does
+    assert status["policy"] is None
+    assert [e["kind"] for e in events][-3:] == ["refused", "refused", "cleared"]
 
 
 def test_a_candidate_whose_outputs_diverge_is_rolled_back(wine_server: ServerProcess) -> None:
@@ -392,3 +399,86 @@ def test_a_candidate_whose_outputs_diverge_is_rolled_back(wine_server: ServerPro
     shadow = status["shadow"][0]
     assert shadow["shadow"] == "2" and shadow["requests"] >= 20
     assert shadow["output_agreement"]["label"] == 1.0
+
+
+def test_a_slow_candidate_is_rolled_back_on_p99(repo: Path, log_dir: Path) -> None:
+    write_model(
+        repo / "wine" / "3" / "model.onnx", slower(repo / "wine" / "1" / "model.onnx", "input", "probabilities")
+    )
+    with ServerProcess(repo, log_dir=log_dir) as server, server.admin_client() as admin, SteadyLoad(server.url) as load:
+        started = admin.post(
+            "/v2/routing/wine/rollout/start",
+            json={"candidate": "3", "baseline": "1", "steps": "30:120s,100:120s", "guard": {"min_samples": 20}},
+        )
+        assert started.status_code == 200, started.text
+        status = wait_until(
+            lambda: (s := admin.get("/v2/routing/wine").json())["rollout"]["state"] == "rolled_back" and s,
+            60,
+            "the automatic rollback",
+        )
+        last = admin.get("/v2/routing/wine/events").json()[-1]
+    assert load.failures == []  # slow, not failing
+    assert status["policy"]["weight"] == 0
+    assert last["actor"] == "rollout guard" and last["detail"].startswith("at 30%: p99 ")
+
+
+def test_ab_keys_in_grpc_metadata_are_sticky(wine_server: ServerProcess) -> None:
+    with wine_server.admin_client() as admin:
+        admin.put("/v2/routing/wine", json={"policy": "ab", "variants": {"1": 50, "2": 50}, "key": "user-id"})
+    request = pb.ModelInferRequest(model_name="wine")
+    tensor = request.inputs.add(name="input", datatype="FP32", shape=[1, 13])
+    tensor.contents.fp32_contents.extend(ROWS[0].tolist())
+    seen: dict[str, set[str]] = {}
+    with grpc.insecure_channel(wine_server.grpc_address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for user in range(20):
+            for _ in range(3):
+                response, call = stub.ModelInfer.with_call(request, metadata=(("user-id", f"g{user}"),))
+                assert response.id  # an A/B answer always has an id, for feedback
+                seen.setdefault(f"g{user}", set()).add(dict(call.trailing_metadata())["turnout-variant"])
+    assert all(len(variants) == 1 for variants in seen.values())
+    assert set().union(*seen.values()) == {"1", "2"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [
+        ("POST", "/v2/models/wine/feedback", b"[1, 2]"),
+        ("POST", "/v2/models/wine/feedback", b'{"id": 7, "outcome": 1}'),
+        ("POST", "/v2/models/wine/feedback", b'{"id": "x", "outcome": "yes"}'),
+        ("POST", "/v2/models/wine/feedback", b'{"id": "x"}'),
+        ("POST", "/v2/models/wine/feedback", b"{not json"),
+        ("POST", "/v2/models/nothing/feedback", b'{"id": "x", "outcome": 1}'),
+    ],
+)
+def test_hostile_feedback_gets_a_clear_4xx(wine_server: ServerProcess, method: str, path: str, payload: bytes) -> None:
+    response = httpx.request(method, wine_server.url + path, content=payload)
+    assert 400 <= response.status_code < 500 and response.json()["error"], response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [
+        ("PUT", "/v2/routing/wine", b"{not json"),
+        ("PUT", "/v2/routing/wine", b'"canary"'),
+        ("PUT", "/v2/routing/wine", b'{"policy": "ab", "variants": {"1": 50, "2": 50}, "key": "\\u043a\\u043b"}'),
+        ("PUT", "/v2/routing/wine", b'{"policy": "ab", "variants": [1, 2]}'),
+        ("PUT", "/v2/routing/nothing", b'{"policy": "single", "variant": "1"}'),
+        ("POST", "/v2/routing/wine/rollout/start", b'{"candidate": "2", "steps": 5}'),
+        ("POST", "/v2/routing/wine/rollout/start", b'{"candidate": "2", "steps": "5:1e999s"}'),
+        ("POST", "/v2/routing/wine/rollout/start", b'{"candidate": "2", "steps": "5:1s", "guard": {"max": 1}}'),
+        ("POST", "/v2/routing/wine/rollout/start", b'{"candidate": "2", "steps": "5:1s", "guard": [1]}'),
+        ("POST", "/v2/routing/wine/rollout/explode", b""),
+        ("POST", "/v2/routing/wine/rollout/pause", b""),
+        ("POST", "/v2/routing/wine/switch", b'{"to": 3}'),
+        ("POST", "/v2/routing/wine/ab", b'{"min_count": "many"}'),
+        ("POST", "/v2/routing/wine/ab", b'{"baseline": "typo"}'),
+    ],
+)
+def test_hostile_admin_requests_get_a_clear_4xx(
+    wine_server: ServerProcess, method: str, path: str, payload: bytes
+) -> None:
+    with wine_server.admin_client() as admin:
+        response = admin.request(method, path, content=payload)
+        assert 400 <= response.status_code < 500 and response.json()["error"], response.text
+        assert admin.get("/v2/routing/wine").json()["policy"]["policy"] == "canary"  # what was in force stays

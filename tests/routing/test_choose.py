@@ -129,3 +129,9 @@ def test_alternatives_are_the_other_serving_variants() -> None:
     assert alternatives(ABTest((("a", 50.0), ("b", 30.0), ("c", 20.0))), "b") == ("a", "c")
     assert alternatives(Shadow("1", "2", 100.0), "1") == ()  # a shadow never serves
     assert alternatives(Single("1"), "1") == ()
+
+
+@pytest.mark.parametrize("key", ["", "ключ", "user id", "x" * 65, "a:b"])
+def test_ab_keys_must_be_header_names(key: str) -> None:
+    with pytest.raises(PolicyError, match="must be a header name"):
+        ABTest((("a", 50.0), ("b", 50.0)), key)

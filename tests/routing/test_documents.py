@@ -115,7 +115,17 @@ def _signature(rows: int = -1, features: int = 4, label: str = "INT64") -> Signa
 
 def test_signature_compatibility() -> None:
     assert incompatibility(_signature(), _signature()) is None
-    assert incompatibility(_signature(), _signature(rows=8)) is None  # -1 accepts a fixed size
+    # a candidate fixed at 8 rows cannot take what a reference taking any number accepts...
+    assert incompatibility(_signature(), _signature(rows=8)) == "input 'x': shape [-1, 4] against [8, 4]"
+    # ...while one taking any number can stand in for one fixed at 8, inputs and outputs alike
+    fixed, open_ = _signature(rows=8), _signature()
+    assert incompatibility(fixed, open_) == "output 'label': shape [8] against [-1]"
+    same_outputs = Signature(open_.inputs, fixed.outputs)
+    assert incompatibility(fixed, same_outputs) is None
+    assert incompatibility(_signature(), _signature(), 64, 8) == (
+        "max_batch_size 8 against 64: larger requests would fail"
+    )
+    assert incompatibility(_signature(), _signature(), 8, 64) is None
     assert incompatibility(_signature(), _signature(features=5)) == "input 'x': shape [-1, 4] against [-1, 5]"
     assert incompatibility(_signature(), _signature(label="INT32")) == "output 'label': INT64 against INT32"
     renamed = Signature((TensorSpec("y", "FP32", (-1, 4)),), _signature().outputs)

@@ -113,3 +113,19 @@ def test_outputs_diverging_on_mirrored_requests_roll_back() -> None:
     assert event.detail == "at 5%: outputs agree on 92.5% of 40 mirrored requests (at least 95.0% required)"
     without = GuardLimits(min_samples=20)  # no min_agreement: divergence is not judged
     assert unhealthy(healthy, healthy, without, Divergence(40, 0)) is None
+
+
+def test_the_last_step_needs_enough_candidate_requests_and_still_judges_errors() -> None:
+    limits = GuardLimits(min_samples=20)
+    last = start("v1", "v2", (Step(100, hold_seconds=1),), 0.0)
+    baseline_before = Window(500, 0, 0.01)
+    few = Window(15, 15, None)  # every request failed, but too few to judge
+    assert advance(last, 5.0, baseline_before, few, limits) == (last, None)  # not promoted on a hunch
+    failing = Window(40, 10, 0.01)
+    back, event = advance(last, 5.0, baseline_before, failing, limits)
+    assert back.state is State.ROLLED_BACK and event is not None and "error rate 25.0%" in event.detail
+    # after a restart the baseline's earlier window is gone: the absolute slack still holds
+    back, event = advance(last, 5.0, Window(0, 0, None), failing, limits)
+    assert back.state is State.ROLLED_BACK and event is not None and "allowed 1.0%" in event.detail
+    promoted, event = advance(last, 5.0, Window(0, 0, None), Window(40, 0, 0.01), limits)
+    assert promoted.state is State.PROMOTED and event is not None

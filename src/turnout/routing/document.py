@@ -135,10 +135,24 @@ def parse(document: Any) -> RoutingDocument:
     try:
         return RoutingDocument.model_validate(document)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "routing"
-        message = "unknown field" if first["type"] == "extra_forbidden" else str(first["msg"])
-        raise PolicyError(f"{where}: {message.removeprefix('Value error, ')}") from None
+        raise PolicyError(_first_problem(exc, "routing")) from None
+
+
+def parse_guard(document: Any) -> GuardLimits:
+    """A rollout guard from decoded JSON; ``PolicyError`` naming the first problem."""
+    if not isinstance(document, dict):
+        raise PolicyError('a rollout guard is a JSON object, e.g. {"max_error_ratio": 2}')
+    try:
+        return GuardDocument.model_validate(document).to_limits()
+    except ValidationError as exc:
+        raise PolicyError(_first_problem(exc, "guard")) from None
+
+
+def _first_problem(exc: ValidationError, whole: str) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or whole
+    message = "unknown field" if first["type"] == "extra_forbidden" else str(first["msg"])
+    return f"{where}: {message.removeprefix('Value error, ')}"
 
 
 def describe(policy: Policy) -> dict[str, Any]:

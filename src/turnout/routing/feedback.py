@@ -120,6 +120,10 @@ class AbReport:
         }
 
 
+# assignments waiting for a flush at most (about 100 MB); beyond, while flushes fail, new ones are lost
+MAX_PENDING = 1_000_000
+
+
 class FeedbackStore:
     """A/B assignments and outcomes in one SQLite file (WAL mode)."""
 
@@ -134,6 +138,7 @@ class FeedbackStore:
         self._pending: dict[tuple[str, str], tuple[str, float]] = {}
         # the latest assignments, written or not: feedback usually follows within seconds
         self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._lost = 0
         self._db_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         # autocommit; flush opens its own transaction
@@ -156,7 +161,15 @@ class FeedbackStore:
             self._recent[key] = variant
             if len(self._recent) > self._recent_limit:
                 self._recent.popitem(last=False)
+            if len(self._pending) >= MAX_PENDING and key not in self._pending:
+                self._lost += 1  # the database has been failing for a long while: memory stays bounded
+                return
             self._pending.setdefault(key, (variant, assigned_at))
+
+    @property
+    def lost(self) -> int:
+        """Assignments not kept because the write buffer was full (flushes failing)."""
+        return self._lost
 
     def flush(self) -> int:
         """Write the buffered assignments in one transaction; returns how many were buffered."""

@@ -10,7 +10,11 @@ the names (the registry), since that needs the loaded models.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+
+# the key is read from an HTTP header, gRPC metadata or a request parameter of this name
+_KEY_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class PolicyError(ValueError):
@@ -118,8 +122,10 @@ class ABTest:
         total = math.fsum(weight for _, weight in self.weights)
         if abs(total - 100.0) > 1e-9:
             raise PolicyError(f"A/B weights must sum to 100, these sum to {total:g}")
-        if not self.key:
-            raise PolicyError("an A/B test needs the name of its assignment key")
+        if not _KEY_NAME.fullmatch(self.key):
+            raise PolicyError(
+                f"the A/B assignment key {self.key[:80]!r} must be a header name: 1 to 64 letters, digits, '-' or '_'"
+            )
 
     @property
     def variants(self) -> tuple[str, ...]:

@@ -143,15 +143,22 @@ def advance(
     """The rollout after looking at the current step's window at ``now``."""
     if rollout.state is not State.RUNNING:
         return rollout, None
-    problem = unhealthy(baseline, candidate, limits, divergence)
+    whole = rollout.weight >= 100.0
+    if whole and baseline.requests < limits.min_samples:
+        # the baseline serves nothing at 100%: without its earlier window (a restart), the
+        # candidate is held to the absolute slack alone
+        baseline = Window(0, 0, None)
+        problem = _diverged(divergence, limits) or _too_many_errors(baseline, candidate, limits)
+    else:
+        problem = unhealthy(baseline, candidate, limits, divergence)
     if problem is not None:
         reason = f"at {rollout.weight:g}%: {problem}"
         return replace(rollout, state=State.ROLLED_BACK, reason=reason), Event("rolled_back", reason)
     step = rollout.steps[rollout.step]
     held = step.hold_seconds is None or now - rollout.step_started >= step.hold_seconds
     counted = step.min_requests is None or candidate.requests >= step.min_requests
-    judged = candidate.requests >= limits.min_samples and baseline.requests >= limits.min_samples
-    if not (held and counted and (judged or rollout.weight >= 100.0)):
+    judged = candidate.requests >= limits.min_samples and (whole or baseline.requests >= limits.min_samples)
+    if not (held and counted and judged):
         return rollout, None
     if rollout.step + 1 == len(rollout.steps):
         reason = f"healthy through {len(rollout.steps)} step(s)"
@@ -165,6 +172,25 @@ def unhealthy(
 ) -> str | None:
     """Why the candidate is worse than the baseline allows; None if it is not
     (or there are too few samples on either side to say)."""
+    problem = _diverged(divergence, limits)
+    if problem is not None:
+        return problem
+    if candidate.requests < limits.min_samples or baseline.requests < limits.min_samples:
+        return None
+    problem = _too_many_errors(baseline, candidate, limits)
+    if problem is not None:
+        return problem
+    if candidate.p99_seconds is not None and baseline.p99_seconds is not None:
+        limit = baseline.p99_seconds * limits.max_p99_ratio
+        if candidate.p99_seconds > limit:
+            return (
+                f"p99 {candidate.p99_seconds * 1000:.1f} ms against the baseline's "
+                f"{baseline.p99_seconds * 1000:.1f} ms (allowed {limit * 1000:.1f} ms)"
+            )
+    return None
+
+
+def _diverged(divergence: Divergence | None, limits: GuardLimits) -> str | None:
     if (
         limits.min_agreement is not None
         and divergence is not None
@@ -175,7 +201,11 @@ def unhealthy(
             f"outputs agree on {divergence.agreement:.1%} of {divergence.compared} mirrored requests "
             f"(at least {limits.min_agreement:.1%} required)"
         )
-    if candidate.requests < limits.min_samples or baseline.requests < limits.min_samples:
+    return None
+
+
+def _too_many_errors(baseline: Window, candidate: Window, limits: GuardLimits) -> str | None:
+    if candidate.requests < limits.min_samples:
         return None
     allowed = max(baseline.error_rate * limits.max_error_ratio, baseline.error_rate + limits.error_slack)
     if candidate.error_rate > allowed:
@@ -183,13 +213,6 @@ def unhealthy(
             f"error rate {candidate.error_rate:.1%} against the baseline's {baseline.error_rate:.1%} "
             f"(allowed {allowed:.1%})"
         )
-    if candidate.p99_seconds is not None and baseline.p99_seconds is not None:
-        limit = baseline.p99_seconds * limits.max_p99_ratio
-        if candidate.p99_seconds > limit:
-            return (
-                f"p99 {candidate.p99_seconds * 1000:.1f} ms against the baseline's "
-                f"{baseline.p99_seconds * 1000:.1f} ms (allowed {limit * 1000:.1f} ms)"
-            )
     return None
 
 

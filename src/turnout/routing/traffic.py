@@ -21,12 +21,13 @@ import hashlib
 import json
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from turnout.errors import InvalidRequest, NotFound, TurnoutError
+from turnout.errors import InvalidRequest, NotFound, TurnoutError, Unavailable
 from turnout.routing import rollout as rollouts
 from turnout.routing.choose import Decision, RandomSource, choose
 from turnout.routing.document import RoutingDocument, describe, parse
@@ -106,6 +107,11 @@ class TrafficControl:
         self._windows: dict[str, _Windows] = {}
         self._stored = store.load()  # states from earlier runs, taken up as their endpoints load
         self._ticker: asyncio.Task[None] | None = None
+        self._started = False  # changes wait until every model's saved routing is taken up
+
+    def has_saved(self, endpoint: str) -> bool:
+        """A state saved by an earlier run waits for this endpoint's model."""
+        return endpoint in self._stored
 
     # the request path
     def decide(self, route: Route, key: str | None) -> Decision:
@@ -132,46 +138,63 @@ class TrafficControl:
 
     # changes
     def configured(self, endpoint: str, document: RoutingDocument | None) -> None:
-        """The endpoint's model (re)loaded with this ``[routing]`` table: take
-        up the stored state, or the file's when it is new or changed.
-        ``PolicyError`` when the file's policy cannot apply; what was in force stays."""
+        """The endpoint's model (re)loaded with this ``[routing]`` table.
+
+        At start, the state stored by an earlier run is taken up if it was made
+        under the same table and still applies to the loaded models; a reload
+        keeps the policy in force on the same terms. Otherwise the file's
+        policy applies (none: no policy). ``PolicyError`` when the file's
+        policy cannot apply; then what was in force stays.
+        """
         digest = _digest(document)
+        current = self.routes.get(endpoint)
         stored = self._stored.pop(endpoint, None)
+        superseded = stored is not None  # unless taken up below, the saved state gives way to the file's
         if stored is not None and stored.get("config_digest") == digest:
             try:
-                self._install(endpoint, _route_from_state(stored, self._clock()))
+                route = _route_from_state(stored, self._clock())
+                self._check(endpoint, route.policy)
             except (PolicyError, KeyError, TypeError, ValueError) as exc:
-                log.error("routing of %s from the state store not used: %s", endpoint, exc)
+                self._log(endpoint, "refused", f"the saved policy no longer applies: {exc}", CONFIG)
+            else:
+                self._install(endpoint, route)
+                return
+        broken = False  # the policy in force names a variant that is gone
+        if stored is None and current is not None and current.config_digest == digest:
+            try:  # a reload with the same table: keep what is in force (a rollout, an API change)...
+                self._check(endpoint, current.policy)
+            except PolicyError as exc:  # ...unless the reload took one of its variants away
+                self._log(endpoint, "refused", f"the policy in force no longer applies: {exc}", CONFIG)
+                broken = True
             else:
                 return
-        current = self.routes.get(endpoint)
-        if current is not None and current.config_digest == digest:
-            return  # a reload with the same table: keep what is in force (a rollout, an API change)
         if document is None:
-            if current is not None:
-                self._set(endpoint, None, ("cleared", f"the [routing] table left {CONFIG}", CONFIG))
+            if current is not None or superseded:
+                self._set(endpoint, None, ("cleared", f"no [routing] in {CONFIG}: the default version serves", CONFIG))
             return
         try:
             route = self._route_from_document(endpoint, document, CONFIG, digest)
         except PolicyError as exc:
-            self._store.log(endpoint, "refused", f"{CONFIG}: {exc}", CONFIG)
+            self._log(endpoint, "refused", f"{CONFIG}: {exc}", CONFIG)
+            if broken:  # neither can serve: no policy, rather than one whose variant is gone
+                self._set(endpoint, None, ("cleared", "no applicable policy: the default version serves", CONFIG))
             raise
         self._set(endpoint, route, ("policy", _summary(route), CONFIG))
 
     def apply(self, endpoint: str, body: Any, actor: str) -> Route:
         """Set a policy from an admin API document; ``InvalidRequest`` saying why not."""
-        self._endpoint(endpoint)
+        self._changing(endpoint)
         try:
             document = parse(body)
             route = self._route_from_document(endpoint, document, actor, self._config_digest(endpoint))
         except PolicyError as exc:
-            self._store.log(endpoint, "refused", str(exc), actor)
+            self._log(endpoint, "refused", str(exc), actor)
             raise InvalidRequest(f"policy refused, the one in force stays: {exc}") from None
         self._set(endpoint, route, ("policy", _summary(route), actor))
         return route
 
     def clear(self, endpoint: str, actor: str) -> None:
-        self._endpoint(endpoint)
+        self._changing(endpoint)
         if endpoint in self.routes:
             self._set(endpoint, None, ("cleared", "no policy: the default version serves", actor))
 
@@ -184,9 +207,10 @@ class TrafficControl:
         live = to or (policy.green if policy.live == policy.blue else policy.blue)
         try:
             switched = BlueGreen(policy.blue, policy.green, live)
+            self._check(endpoint, switched)  # the other colour may have been unloaded since
         except PolicyError as exc:
-            raise InvalidRequest(str(exc)) from None
-        self._check(endpoint, switched)  # the other colour may have been unloaded since
+            self._log(endpoint, "refused", f"switch to {live!r}: {exc}", actor)
+            raise InvalidRequest(f"switch refused, the policy in force stays: {exc}") from None
         new = dataclasses.replace(route, policy=switched, source=actor)
         self._set(endpoint, new, ("switched", f"{policy.live} -> {live}", actor))
         return new
@@ -200,7 +224,7 @@ class TrafficControl:
         baseline: str | None = None,
         guard: GuardLimits = DEFAULT_GUARD,
     ) -> Route:
-        self._endpoint(endpoint)
+        self._changing(endpoint)
         current = self.routes.get(endpoint)
         try:
             baseline = baseline or self._serving(endpoint, current)
@@ -208,6 +232,7 @@ class TrafficControl:
             policy: Policy = Canary(baseline, candidate, plan.weight)
             self._check(endpoint, policy)
         except PolicyError as exc:
+            self._log(endpoint, "refused", f"rollout of {candidate!r}: {exc}", actor)
             raise InvalidRequest(f"rollout refused, the policy in force stays: {exc}") from None
         route = Route(policy, actor, self._config_digest(endpoint), plan, guard)
         self._set(endpoint, route, ("rollout", f"{baseline} -> {candidate}: {_steps(steps)}", actor))
@@ -246,6 +271,7 @@ class TrafficControl:
 
     # the rollout guard
     def start(self) -> None:
+        self._started = True
         self._ticker = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
@@ -289,7 +315,13 @@ class TrafficControl:
                 self._windows[endpoint] = self._new_windows(endpoint, plan.candidate, kept)
             log.log(logging.WARNING if event.kind == "rolled_back" else logging.INFO, "rollout of %s: %s: %s",
                     endpoint, event.kind, event.detail)  # fmt: skip
-            self._set(endpoint, self._with_rollout(route, changed, GUARD), (event.kind, event.detail, GUARD))
+            # the guard's decision takes effect even if it cannot be saved (a full disk)
+            new = self._with_rollout(route, changed, GUARD)
+            self._install(endpoint, new, keep_windows=True)
+            try:
+                self._store.save(endpoint, new.as_state(), (event.kind, event.detail, GUARD))
+            except sqlite3.Error as exc:
+                log.error("rollout of %s: %s, but it could not be saved: %s", endpoint, event.kind, exc)
 
     # reading
     def status(self, endpoint: str) -> dict[str, Any]:
@@ -334,18 +366,32 @@ class TrafficControl:
             except TurnoutError as exc:
                 raise PolicyError(f"variant {variant!r} is not ready: {exc}") from None
             if reference is None:
-                reference = (variant, served.signature)
+                reference = (variant, served)
                 continue
-            problem = incompatibility(reference[1], served.signature)
+            problem = incompatibility(
+                reference[1].signature, served.signature, reference[1].max_batch_size, served.max_batch_size
+            )
             if problem:
                 raise PolicyError(f"variant {variant!r} has a signature incompatible with {reference[0]!r}: {problem}")
 
     def _set(self, endpoint: str, route: Route | None, event: tuple[str, str, str]) -> None:
-        """Persist with its event, then swap in."""
-        self._store.save(endpoint, None if route is None else route.as_state(), event)
+        """Persist with its event, then swap in: a change that cannot be saved
+        is not made (503), so what is in force is what a restart brings back."""
+        try:
+            self._store.save(endpoint, None if route is None else route.as_state(), event)
+        except sqlite3.Error as exc:
+            log.error("routing of %s not changed: the state store failed: %s", endpoint, exc)
+            raise Unavailable(f"the routing state could not be saved ({exc}); nothing was changed") from None
         self._install(endpoint, route)
 
-    def _install(self, endpoint: str, route: Route | None) -> None:
+    def _log(self, endpoint: str, kind: str, detail: str, actor: str) -> None:
+        try:
+            self._store.log(endpoint, kind, detail, actor)
+        except sqlite3.Error as exc:
+            log.error("routing event for %s not logged (%s): %s %s", endpoint, exc, kind, detail)
+
+    def _install(self, endpoint: str, route: Route | None, keep_windows: bool = False) -> None:
+        """Swap in; a new or changed rollout judges its own requests only."""
         if route is None:
             self.routes.pop(endpoint, None)
             self._windows.pop(endpoint, None)
@@ -354,7 +400,7 @@ class TrafficControl:
         running = route.rollout is not None and route.rollout.state is rollouts.State.RUNNING
         if not running:
             self._windows.pop(endpoint, None)
-        elif endpoint not in self._windows:
+        elif not keep_windows or endpoint not in self._windows:
             assert route.rollout is not None
             self._windows[endpoint] = self._new_windows(endpoint, route.rollout.candidate)
 
@@ -381,11 +427,16 @@ class TrafficControl:
         raise PolicyError(f"'{endpoint}' runs an A/B test: name the rollout's baseline")
 
     def _route(self, endpoint: str) -> Route:
-        self._endpoint(endpoint)
+        self._changing(endpoint)
         route = self.routes.get(endpoint)
         if route is None:
             raise InvalidRequest(f"'{endpoint}' has no routing policy")
         return route
+
+    def _changing(self, endpoint: str) -> None:
+        self._endpoint(endpoint)
+        if not self._started:
+            raise Unavailable("the server is still loading its models and their routing; retry", retry_after=1.0)
 
     def _endpoint(self, endpoint: str) -> None:
         if not self._registry.known(endpoint):
@@ -473,7 +524,8 @@ def parse_steps(text: str) -> tuple[Step, ...]:
                     count = int(item[:-1])
                 else:
                     raise ValueError(item)
-            steps.append(Step(float(weight), hold, count))
+            value = float(weight)
         except ValueError:
             raise PolicyError(f"step {part!r}: write WEIGHT:SECONDSs and/or WEIGHT:COUNTr, e.g. 25:60s:200r") from None
+        steps.append(Step(value, hold, count))  # which says what is wrong with the numbers
     return tuple(steps)

@@ -13,7 +13,7 @@ from typing import Any
 
 from turnout.errors import Conflict, InvalidRequest, NotFound
 from turnout.protocol.rest_codec import dumps, parse_object
-from turnout.routing.document import GuardDocument
+from turnout.routing.document import parse_guard
 from turnout.routing.feedback import DuplicateFeedback, FeedbackError, FeedbackStore, format_report
 from turnout.routing.policy import PolicyError
 from turnout.routing.shadow import ShadowMirror
@@ -84,7 +84,10 @@ class RoutingRoutes:
             raise InvalidRequest("'min_count' must be an integer of at least 2")
         if baseline is not None and not isinstance(baseline, str):
             raise InvalidRequest("'baseline' must be a variant name")
-        report = await asyncio.to_thread(self._report, model, min_count, baseline)
+        try:
+            report = await asyncio.to_thread(self._report, model, min_count, baseline)
+        except FeedbackError as exc:  # a baseline that is not one of the variants
+            raise InvalidRequest(str(exc)) from None
         return _json(report)
 
     def _report(self, model: str, min_count: int, baseline: str | None) -> dict[str, Any]:
@@ -136,9 +139,9 @@ class RoutingRoutes:
         if not isinstance(steps, str):
             raise InvalidRequest("'steps' is a string such as \"5:60s,25:60s,50:60s,100:60s\"")
         try:
-            guard = GuardDocument.model_validate(options.get("guard") or {}).to_limits()
+            guard = parse_guard(options.get("guard") or {})
             parsed = parse_steps(steps)
-        except (PolicyError, ValueError) as exc:
+        except PolicyError as exc:
             raise InvalidRequest(f"rollout refused: {exc}") from None
         self.traffic.start_rollout(model, candidate, parsed, actor, baseline, guard)
 

@@ -1,0 +1,177 @@
+"""TrafficControl against a real model registry (the example repository,
+loaded by ONNX Runtime in this process) and a real SQLite store: which policy
+is in force after loads, restarts and changes, and what the event log says."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from turnout.errors import InvalidRequest, Unavailable
+from turnout.model.onnx import OnnxRuntime
+from turnout.model.repository import ModelRepository
+from turnout.observability.metrics import Metrics
+from turnout.registry import ModelRegistry
+from turnout.routing.policy import BlueGreen, Canary
+from turnout.routing.rollout import Step
+from turnout.routing.state_store import RoutingStore
+from turnout.routing.traffic import TrafficControl
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def models(tmp_path: Path, example_repo: Path) -> Path:
+    root = tmp_path / "models"
+    shutil.copytree(example_repo, root)
+    return root
+
+
+Scenario = Callable[[ModelRegistry, Callable[[], TrafficControl]], Awaitable[None]]
+
+
+def run(models: Path, state: Path, scenario: Scenario) -> None:
+    """Load the repository, then run ``scenario`` with a factory of traffic
+    controls sharing one state file (a new one is a restart)."""
+
+    async def main() -> None:
+        registry = ModelRegistry(ModelRepository(models, {"onnx": OnnxRuntime()}), Metrics())
+        await registry.load_all()
+        made: list[TrafficControl] = []
+
+        def control() -> TrafficControl:
+            traffic = TrafficControl(registry, RoutingStore(state), clock=Clock())
+            for name in ("breast_cancer", "diabetes", "wine"):
+                traffic.configured(name, registry.get(name).config.routing)
+            traffic._started = True  # as Server.serve does once every model is taken up
+            made.append(traffic)
+            return traffic
+
+        try:
+            await scenario(registry, control)
+        finally:
+            for traffic in made:
+                traffic._store.close()
+            await registry.close()
+
+    asyncio.run(main())
+
+
+def kinds(traffic: TrafficControl, endpoint: str = "wine") -> list[str]:
+    return [e.kind for e in traffic.events(endpoint)]
+
+
+def test_an_api_change_lasts_across_restarts_until_model_toml_changes(models: Path, tmp_path: Path) -> None:
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        first = control()
+        assert first.routes["wine"].policy == Canary("1", "2", 10.0)  # model.toml's
+        first.apply("wine", {"policy": "blue_green", "blue": "1", "green": "2"}, "ops")
+        assert control().routes["wine"].policy == BlueGreen("1", "2", "1")  # a restart keeps it
+        toml = models / "wine" / "model.toml"
+        toml.write_text(toml.read_text().replace("weight = 10", "weight = 20"))
+        await registry.load("wine")
+        third = control()
+        assert third.routes["wine"].policy == Canary("1", "2", 20.0)  # the file changed: it wins
+        toml.write_text(toml.read_text().split("[routing]")[0])
+        await registry.load("wine")
+        fourth = control()
+        assert "wine" not in fourth.routes  # the table is gone: no policy...
+        toml.write_text(
+            toml.read_text() + '[routing]\npolicy = "canary"\nbaseline = "1"\ncandidate = "2"\nweight = 20\n'
+        )
+        await registry.load("wine")
+        fifth = control()
+        assert fifth.routes["wine"].source == "model.toml"  # ...and no old state comes back with it
+        assert kinds(fifth)[-2:] == ["cleared", "policy"]
+
+    run(models, tmp_path / "routing.db", scenario)
+
+
+def test_a_saved_policy_whose_variant_is_gone_gives_way_to_the_files(models: Path, tmp_path: Path) -> None:
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        control().apply("wine", {"policy": "single", "variant": "1"}, "ops")
+        (models / "wine" / "1").rename(models / "wine" / "3")  # version 1 leaves; 3 arrives
+        toml = models / "wine" / "model.toml"
+        toml.write_text(toml.read_text().replace('baseline = "1"', 'baseline = "3"'))
+        await registry.load("wine")
+        # the saved state was made under the old table: superseded by the file's new one
+        restarted = control()
+        assert restarted.routes["wine"].policy == Canary("3", "2", 10.0)
+
+    run(models, tmp_path / "routing.db", scenario)
+
+
+def test_a_saved_policy_naming_a_missing_variant_is_refused_at_start(models: Path, tmp_path: Path) -> None:
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        control().apply("breast_cancer", {"policy": "single", "variant": "1"}, "ops")
+        toml = models / "breast_cancer" / "model.toml"
+        toml.write_text(toml.read_text().replace("all = true", "specific = [2]"))
+        await registry.load("breast_cancer")
+        restarted = control()
+        assert "breast_cancer" not in restarted.routes  # no [routing] in its model.toml: no policy
+        events = restarted.events("breast_cancer")
+        assert events[-2].kind == "refused" and "the saved policy no longer applies" in events[-2].detail
+        assert events[-1].kind == "cleared"
+
+    run(models, tmp_path / "routing.db", scenario)
+
+
+def test_a_new_rollout_judges_only_its_own_requests(models: Path, tmp_path: Path) -> None:
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        traffic = control()
+        steps = (Step(50, min_requests=10), Step(100, min_requests=10))
+        traffic.start_rollout("wine", "2", steps, "ops", "1")
+        for _ in range(100):
+            traffic.observe("wine", "1", True, 0.001)
+            traffic.observe("wine", "2", False, 0.001)  # a bad first attempt
+        traffic.start_rollout("wine", "2", steps, "ops", "1")  # started again, from scratch
+        traffic.tick()
+        assert traffic.routes["wine"].rollout is not None
+        assert traffic.routes["wine"].rollout.state.value == "running"  # not judged on the old errors
+        assert traffic.status("wine")["window"] == {}
+
+    run(models, tmp_path / "routing.db", scenario)
+
+
+def test_a_change_that_cannot_be_saved_is_not_made_but_a_guard_rollback_is(models: Path, tmp_path: Path) -> None:
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        traffic = control()
+        traffic.start_rollout("wine", "2", (Step(50, hold_seconds=60),), "ops", "1")
+        traffic._store.close()  # the store fails from now on (as a full or vanished disk would)
+        with pytest.raises(Unavailable, match="could not be saved"):
+            traffic.apply("wine", {"policy": "single", "variant": "1"}, "ops")
+        assert isinstance(traffic.routes["wine"].policy, Canary)
+        for _ in range(30):
+            traffic.observe("wine", "1", True, 0.001)
+            traffic.observe("wine", "2", False, 0.001)
+        traffic.tick()
+        assert traffic.routes["wine"].policy == Canary("1", "2", 0.0)  # rolled back all the same
+
+    run(models, tmp_path / "routing.db", scenario)
+
+
+def test_changes_wait_for_the_start_and_bad_switches_say_why(models: Path, tmp_path: Path) -> None:
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        waiting = TrafficControl(registry, RoutingStore(tmp_path / "other.db"))
+        with pytest.raises(Unavailable, match="still loading"):
+            waiting.apply("wine", {"policy": "single", "variant": "1"}, "ops")
+        waiting._store.close()
+        traffic = control()
+        traffic.apply("wine", {"policy": "blue_green", "blue": "1", "green": "2"}, "ops")
+        with pytest.raises(InvalidRequest, match="switch refused"):
+            traffic.switch("wine", "ops", "7")
+        with pytest.raises(InvalidRequest, match="rollout refused"):
+            traffic.start_rollout("wine", "breast_cancer", (Step(50, hold_seconds=1),), "ops")
+        assert kinds(traffic)[-2:] == ["refused", "refused"]
+
+    run(models, tmp_path / "routing.db", scenario)
