@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from turnout.routing.compare import ShadowStats, Tolerance, compare
 
@@ -73,3 +74,12 @@ def test_each_output_has_its_own_agreement_rate() -> None:
     assert stats.output_agreement("p") == 0.25
     assert stats.agreement_rate == 0.0  # no request agreed on both outputs
     assert math.isnan(stats.output_agreement("missing"))
+
+
+def test_relative_differences_are_tracked_per_numeric_output() -> None:
+    stats = ShadowStats()
+    primary = {"p": np.array([1.0, 4.0], dtype=np.float32)}
+    stats.record(compare(primary, {"p": np.array([1.0, 5.0], dtype=np.float32)}), 0.001, 0.001)
+    stats.record(compare(primary, {"p": np.array([1.5, 4.0], dtype=np.float32)}), 0.001, 0.001)
+    assert stats.max_rel == {"p": pytest.approx(1 / 3)}  # |1.5 - 1| / 1.5
+    assert stats.max_abs == {"p": 1.0}

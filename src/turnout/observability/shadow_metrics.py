@@ -43,6 +43,8 @@ class ShadowCollector(Collector):
             if report.requests:
                 families.agreement.add_metric(pair, report.agreement_rate)
                 families.latency.add_metric(pair, report.mean_latency_difference_seconds)
+            for output, value in report.max_rel.items():
+                families.max_rel.add_metric([*pair, output], value)
             for output, value in report.output_agreement.items():
                 families.output_agreement.add_metric([*pair, output], value)
             for output, value in report.max_abs.items():
@@ -71,6 +73,7 @@ class _Families(NamedTuple):
     latency: GaugeMetricFamily
     queue: GaugeMetricFamily
     output_agreement: GaugeMetricFamily
+    max_rel: GaugeMetricFamily
 
 
 def _families() -> _Families:
@@ -105,6 +108,11 @@ def _families() -> _Families:
         GaugeMetricFamily(
             "turnout_shadow_output_agreement_ratio",
             "Compared requests on which this output agreed (for a label output: the classification agreement).",
+            labels=output,
+        ),
+        GaugeMetricFamily(
+            "turnout_shadow_max_rel_difference",
+            "Largest relative difference seen between the shadow's and the primary's numeric output.",
             labels=output,
         ),
     )

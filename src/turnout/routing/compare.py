@@ -96,6 +96,7 @@ class ShadowStats:
     dropped: int = 0  # shadow copies not run: the shadow queue was full
     max_abs: dict[str, float] = field(default_factory=dict)
     sum_abs: dict[str, float] = field(default_factory=dict)  # of each request's max, for the mean
+    max_rel: dict[str, float] = field(default_factory=dict)
     latency_difference_sum: float = 0.0  # shadow minus primary, seconds
     disagreements: int = 0
     # per output: a label output's agreement is the classification agreement rate
@@ -112,6 +113,7 @@ class ShadowStats:
             if output.kind == "numeric":
                 self.max_abs[output.name] = max(self.max_abs.get(output.name, 0.0), output.max_abs)
                 self.sum_abs[output.name] = self.sum_abs.get(output.name, 0.0) + output.max_abs
+                self.max_rel[output.name] = max(self.max_rel.get(output.name, 0.0), output.max_rel)
         if result.agrees:
             self.agreeing += 1
             return False

@@ -72,6 +72,7 @@ class ShadowReport:
     mean_abs: dict[str, float]
     queued: int  # copies waiting in the mirror's queue, all keys together
     output_agreement: dict[str, float] = field(default_factory=dict)  # per output; labels: classification agreement
+    max_rel: dict[str, float] = field(default_factory=dict)  # numeric outputs: the largest relative difference
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe: nan and infinities become None (JSON has no such numbers)."""
@@ -89,6 +90,7 @@ class ShadowReport:
             "mean_abs": {name: _finite(value) for name, value in self.mean_abs.items()},
             "queued": self.queued,
             "output_agreement": {name: _finite(value) for name, value in self.output_agreement.items()},
+            "max_rel": {name: _finite(value) for name, value in self.max_rel.items()},
         }
 
 
@@ -269,6 +271,7 @@ def _report(key: tuple[str, str], tally: _Tally, queued: int) -> ShadowReport:
         mean_abs={name: stats.mean_abs(name) for name in stats.sum_abs},
         queued=queued,
         output_agreement={name: stats.output_agreement(name) for name in stats.output_compared},
+        max_rel=dict(stats.max_rel),
     )
 
 
