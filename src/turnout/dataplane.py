@@ -31,6 +31,7 @@ SERVER_NAME = "turnout"
 # failures that count against a variant in a rollout's guard
 _SERVER_SIDE = frozenset({Code.INTERNAL, Code.TIMEOUT, Code.UNAVAILABLE, Code.OVERLOADED})
 _target = functools.lru_cache(maxsize=4096)(target)
+MAX_AB_ID = 128
 EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
 
 
@@ -151,6 +152,8 @@ class DataPlane:
         key_name = route.key_name
         key = None
         if key_name is not None:
+            if request.id is not None and len(request.id) > MAX_AB_ID:  # the id is stored, for feedback
+                raise InvalidRequest(f"an A/B-routed request's id must be at most {MAX_AB_ID} characters")
             key = (key_of(key_name) if key_of is not None else None) or _text(request.parameters.get(key_name))
         decision = traffic.decide(route, key)
         variant, served = self._pick(endpoint, decision.serve, route, protocol)
@@ -275,6 +278,7 @@ class DataPlane:
         live; a policy that cannot apply leaves the one in force, and says why."""
         if self._traffic is None:
             return
+        self._traffic.model_changed(name)  # other endpoints may route to this model
         try:
             served = self._registry.get(name)
         except TurnoutError:
@@ -288,6 +292,8 @@ class DataPlane:
 
     async def unload_model(self, name: str) -> None:
         await self._registry.unload(name)
+        if self._traffic is not None:
+            self._traffic.model_changed(name)
 
 
 def _timeout(configured: float | None, parameters: dict[str, Any], deadline: float | None) -> float | None:

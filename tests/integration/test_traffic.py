@@ -359,7 +359,7 @@ def test_routing_changes_need_the_admin_plane_and_an_admin_key(wine_server: Serv
         assert answer.status_code == 401
 
 
-def test_a_variant_gone_from_the_repository_clears_a_policy_that_cannot_serve(
+def test_a_variant_gone_from_the_repository_brings_a_policy_that_can_serve(
     wine_server: ServerProcess, repo: Path
 ) -> None:
     with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
@@ -373,9 +373,10 @@ def test_a_variant_gone_from_the_repository_clears_a_policy_that_cannot_serve(
         events = admin.get("/v2/routing/wine/events").json()
     assert load.failures == []  # ...while requests keep being answered
     assert reloaded.status_code == 400 and "[routing] was refused" in reloaded.json()["error"]
-    assert set(after) == {""}  # no policy can serve (nor can model.toml's canary): the default version does
-    assert status["policy"] is None
-    assert [e["kind"] for e in events][-3:] == ["refused", "refused", "cleared"]
+    # neither the policy in force nor model.toml's canary can serve: the canary's baseline serves alone
+    assert set(after) == {"1"}
+    assert status["policy"] == {"policy": "single", "variant": "1"}
+    assert [e["kind"] for e in events][-3:] == ["refused", "refused", "fallback"]
 
 
 def test_a_candidate_whose_outputs_diverge_is_rolled_back(wine_server: ServerProcess) -> None:
@@ -482,3 +483,13 @@ def test_hostile_admin_requests_get_a_clear_4xx(
         response = admin.request(method, path, content=payload)
         assert 400 <= response.status_code < 500 and response.json()["error"], response.text
         assert admin.get("/v2/routing/wine").json()["policy"]["policy"] == "canary"  # what was in force stays
+
+
+def test_an_ab_request_with_an_oversized_id_is_refused(wine_server: ServerProcess) -> None:
+    with wine_server.admin_client() as admin:
+        admin.put("/v2/routing/wine", json={"policy": "ab", "variants": {"1": 50, "2": 50}})
+    with httpx.Client(base_url=wine_server.url) as client:
+        long = client.post("/v2/models/wine/infer", json={**body(0), "id": "x" * 129}, headers={"user-id": "u"})
+        fine = client.post("/v2/models/wine/infer", json={**body(0), "id": "x" * 128}, headers={"user-id": "u"})
+    assert long.status_code == 400 and "at most 128 characters" in long.json()["error"]  # ids are stored
+    assert fine.status_code == 200 and fine.json()["id"] == "x" * 128

@@ -126,6 +126,10 @@ def test_signature_compatibility() -> None:
         "max_batch_size 8 against 64: larger requests would fail"
     )
     assert incompatibility(_signature(), _signature(), 8, 64) is None
+    assert incompatibility(_signature(), _signature(), 0, 8) == (
+        "max_batch_size 8 against 0: one batches requests, the other does not"
+    )
+    assert incompatibility(_signature(), _signature(), 0, 0) is None
     assert incompatibility(_signature(), _signature(features=5)) == "input 'x': shape [-1, 4] against [-1, 5]"
     assert incompatibility(_signature(), _signature(label="INT32")) == "output 'label': INT64 against INT32"
     renamed = Signature((TensorSpec("y", "FP32", (-1, 4)),), _signature().outputs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from turnout.model.onnx import OnnxRuntime
 from turnout.model.repository import ModelRepository
 from turnout.observability.metrics import Metrics
 from turnout.registry import ModelRegistry
-from turnout.routing.policy import BlueGreen, Canary
-from turnout.routing.rollout import Step
+from turnout.routing.policy import BlueGreen, Canary, PolicyError, Single
+from turnout.routing.rollout import GuardLimits, Step
 from turnout.routing.state_store import RoutingStore
 from turnout.routing.traffic import TrafficControl
 
@@ -51,7 +52,7 @@ def run(models: Path, state: Path, scenario: Scenario) -> None:
 
         def control() -> TrafficControl:
             traffic = TrafficControl(registry, RoutingStore(state), clock=Clock())
-            for name in ("breast_cancer", "diabetes", "wine"):
+            for name in registry_names(registry):
                 traffic.configured(name, registry.get(name).config.routing)
             traffic._started = True  # as Server.serve does once every model is taken up
             made.append(traffic)
@@ -65,6 +66,10 @@ def run(models: Path, state: Path, scenario: Scenario) -> None:
             await registry.close()
 
     asyncio.run(main())
+
+
+def registry_names(registry: ModelRegistry) -> list[str]:
+    return sorted({entry.name for entry in registry.index()})
 
 
 def kinds(traffic: TrafficControl, endpoint: str = "wine") -> list[str]:
@@ -173,5 +178,103 @@ def test_changes_wait_for_the_start_and_bad_switches_say_why(models: Path, tmp_p
         with pytest.raises(InvalidRequest, match="rollout refused"):
             traffic.start_rollout("wine", "breast_cancer", (Step(50, hold_seconds=1),), "ops")
         assert kinds(traffic)[-2:] == ["refused", "refused"]
+
+    run(models, tmp_path / "routing.db", scenario)
+
+
+def test_a_policy_removed_through_the_api_stays_removed(models: Path, tmp_path: Path) -> None:
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        traffic = control()
+        traffic.clear("wine", "ops")
+        traffic.configured("wine", registry.get("wine").config.routing)  # a reload, same table
+        assert "wine" not in traffic.routes
+        assert "wine" not in control().routes  # a restart
+        assert kinds(traffic)[-1] == "cleared"
+
+    run(models, tmp_path / "routing.db", scenario)
+
+
+def test_a_single_variant_is_checked_against_the_endpoints_signature(models: Path, tmp_path: Path) -> None:
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        with pytest.raises(InvalidRequest, match="incompatible with 'wine'"):
+            control().apply("wine", {"policy": "single", "variant": "breast_cancer"}, "ops")
+
+    run(models, tmp_path / "routing.db", scenario)
+
+
+def test_the_files_policy_applies_even_when_it_cannot_be_saved_and_is_saved_later(models: Path, tmp_path: Path) -> None:
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        traffic = control()
+        traffic.clear("wine", "ops")
+        real = traffic._store.save
+
+        def failing(*args: object, **kwargs: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        traffic._store.save = failing  # type: ignore[method-assign]
+        toml = models / "wine" / "model.toml"
+        toml.write_text(toml.read_text().replace("weight = 10", "weight = 30"))
+        await registry.load("wine")
+        traffic.configured("wine", registry.get("wine").config.routing)
+        assert traffic.routes["wine"].policy == Canary("1", "2", 30.0)  # in force, not saved
+        traffic.tick()  # still failing: kept for later
+        traffic._store.save = real  # type: ignore[method-assign]
+        traffic.tick()
+        assert control().routes["wine"].policy == Canary("1", "2", 30.0)  # saved once the store worked
+
+    run(models, tmp_path / "routing.db", scenario)
+
+
+def test_a_refused_file_policy_leaves_its_baseline_serving_not_the_candidate(models: Path, tmp_path: Path) -> None:
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        toml = models / "wine" / "model.toml"
+        toml.write_text(toml.read_text().replace('candidate = "2"', 'candidate = "9"'))
+        await registry.load("wine")
+        traffic = TrafficControl(registry, RoutingStore(tmp_path / "fresh.db"))
+        with pytest.raises(PolicyError, match="unknown variant '9'"):
+            traffic.configured("wine", registry.get("wine").config.routing)
+        assert traffic.routes["wine"].policy == Single("1")  # not version 2, the highest
+        assert kinds(traffic)[-2:] == ["refused", "fallback"]
+        traffic._store.close()
+
+    run(models, tmp_path / "routing.db", scenario)
+
+
+def test_pausing_at_the_last_step_keeps_the_baseline_to_compare_with(models: Path, tmp_path: Path) -> None:
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        traffic = control()
+        limits = GuardLimits(min_samples=10)
+        traffic.start_rollout("wine", "2", (Step(50, min_requests=10), Step(100, min_requests=10)), "ops", "1", limits)
+        for _ in range(20):
+            traffic.observe("wine", "1", True, 0.001)
+            traffic.observe("wine", "2", True, 0.001)
+        traffic.tick()
+        assert traffic.routes["wine"].policy == Canary("1", "2", 100.0)  # at the last step
+        traffic.operate("wine", "pause", "ops")
+        traffic.operate("wine", "resume", "ops")
+        for _ in range(20):
+            traffic.observe("wine", "2", True, 0.5)  # 500 times slower than the baseline was
+        traffic.tick()
+        plan = traffic.routes["wine"].rollout
+        assert plan is not None and plan.state.value == "rolled_back" and "p99" in plan.reason
+
+    run(models, tmp_path / "routing.db", scenario)
+
+
+def test_an_endpoint_routing_to_a_model_that_changes_is_checked_again(models: Path, tmp_path: Path) -> None:
+    shutil.copytree(models / "wine", models / "wine_copy")
+    (models / "wine_copy" / "model.toml").write_text("max_batch_size = 64\n[version_policy]\nall = true\n")
+
+    async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
+        traffic = control()
+        traffic.apply("wine", {"policy": "shadow", "primary": "1", "shadow": "wine_copy"}, "ops")
+        for version in ("1", "2"):  # wine_copy becomes a breast-cancer model: another signature
+            shutil.copy(
+                models / "breast_cancer" / version / "model.onnx", models / "wine_copy" / version / "model.onnx"
+            )
+        await registry.load("wine_copy")
+        traffic.model_changed("wine_copy")
+        assert traffic.routes["wine"].policy == Canary("1", "2", 10.0)  # model.toml's again
+        assert "once 'wine_copy' changed" in traffic.events("wine")[-2].detail
 
     run(models, tmp_path / "routing.db", scenario)

@@ -16,6 +16,7 @@ digest of the table it was made under to tell.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -61,6 +62,8 @@ class Route:
     config_digest: str | None  # of the [routing] table this state was made under
     rollout: Rollout | None = None
     guard: GuardLimits = DEFAULT_GUARD
+    # the baseline's last window before a 100% step, where it serves nothing: the guard compares with it
+    baseline_before: Window | None = None
 
     @property
     def key_name(self) -> str | None:
@@ -74,16 +77,15 @@ class Route:
             "config_digest": self.config_digest,
             "rollout": None if self.rollout is None else _rollout_state(self.rollout),
             "guard": dataclasses.asdict(self.guard),
+            "baseline_before": None if self.baseline_before is None else dataclasses.asdict(self.baseline_before),
         }
 
 
 @dataclass(slots=True)
 class _Windows:
-    """The current rollout step's windows, per variant; the baseline's last
-    non-empty one carries over into a 100% step, where it gets no traffic."""
+    """The current rollout step's windows, per variant."""
 
     by_variant: dict[str, VariantWindow] = field(default_factory=dict)
-    previous_baseline: Window | None = None
     mirrored_at_start: tuple[int, int] = (0, 0)  # the candidate's (compared, agreeing) copies then
 
 
@@ -108,6 +110,8 @@ class TrafficControl:
         self._stored = store.load()  # states from earlier runs, taken up as their endpoints load
         self._ticker: asyncio.Task[None] | None = None
         self._started = False  # changes wait until every model's saved routing is taken up
+        self._cleared: dict[str, str | None] = {}  # policies removed through the API, by [routing] digest
+        self._unsaved: dict[str, tuple[str, str, str]] = {}  # changes in force but not yet saved: retried
 
     def has_saved(self, endpoint: str) -> bool:
         """A state saved by an earlier run waits for this endpoint's model."""
@@ -142,15 +146,21 @@ class TrafficControl:
 
         At start, the state stored by an earlier run is taken up if it was made
         under the same table and still applies to the loaded models; a reload
-        keeps the policy in force on the same terms. Otherwise the file's
-        policy applies (none: no policy). ``PolicyError`` when the file's
-        policy cannot apply; then what was in force stays.
+        keeps the policy in force (or its removal through the API) on the same
+        terms. Otherwise the file's policy applies. When it cannot (a variant
+        missing, say), a policy in force that still applies stays; if none
+        does, the file's first variant (its baseline) serves alone, so a
+        refused canary never leaves its candidate serving everything. Changes
+        made here take effect even when they cannot be saved (retried later).
+        ``PolicyError`` says why the file's policy was refused.
         """
         digest = _digest(document)
         current = self.routes.get(endpoint)
         stored = self._stored.pop(endpoint, None)
-        superseded = stored is not None  # unless taken up below, the saved state gives way to the file's
         if stored is not None and stored.get("config_digest") == digest:
+            if stored.get("policy") is None:  # removed through the API under this very table
+                self._cleared[endpoint] = digest
+                return
             try:
                 route = _route_from_state(stored, self._clock())
                 self._check(endpoint, route.policy)
@@ -159,27 +169,77 @@ class TrafficControl:
             else:
                 self._install(endpoint, route)
                 return
-        broken = False  # the policy in force names a variant that is gone
-        if stored is None and current is not None and current.config_digest == digest:
+        elif stored is None and current is None and endpoint in self._cleared:
+            if self._cleared[endpoint] == digest:
+                return  # removed through the API, and the table has not changed since
+        elif stored is None and current is not None and current.config_digest == digest:
             try:  # a reload with the same table: keep what is in force (a rollout, an API change)...
                 self._check(endpoint, current.policy)
             except PolicyError as exc:  # ...unless the reload took one of its variants away
                 self._log(endpoint, "refused", f"the policy in force no longer applies: {exc}", CONFIG)
-                broken = True
+                current = None
             else:
                 return
+        elif current is not None and not self._applies(endpoint, current):
+            current = None
+        self._cleared.pop(endpoint, None)
         if document is None:
-            if current is not None or superseded:
-                self._set(endpoint, None, ("cleared", f"no [routing] in {CONFIG}: the default version serves", CONFIG))
+            if current is not None or stored is not None or endpoint in self.routes:
+                self._set(endpoint, None, ("cleared", f"no [routing] in {CONFIG}: the default version serves", CONFIG),
+                          required=False)  # fmt: skip
             return
         try:
             route = self._route_from_document(endpoint, document, CONFIG, digest)
         except PolicyError as exc:
             self._log(endpoint, "refused", f"{CONFIG}: {exc}", CONFIG)
-            if broken:  # neither can serve: no policy, rather than one whose variant is gone
-                self._set(endpoint, None, ("cleared", "no applicable policy: the default version serves", CONFIG))
+            if current is None:
+                self._fall_back(endpoint, document, digest)
             raise
-        self._set(endpoint, route, ("policy", _summary(route), CONFIG))
+        self._set(endpoint, route, ("policy", _summary(route), CONFIG), required=False)
+
+    def model_changed(self, model: str) -> None:
+        """``model`` (re)loaded or unloaded: policies of other endpoints that
+        route to it are checked again; one that no longer applies gives way
+        to its endpoint's file policy, or to none."""
+        for endpoint, route in list(self.routes.items()):
+            if endpoint == model or all(target(endpoint, v).model != model for v in route.policy.variants):
+                continue
+            if self._applies(endpoint, route):
+                continue
+            self._log(endpoint, "refused", f"the policy in force no longer applies once {model!r} changed", CONFIG)
+            self._install(endpoint, None)
+            try:
+                document = self._registry.get(endpoint).config.routing
+            except TurnoutError:
+                document = None
+            if document is None:
+                self._set(endpoint, None, ("cleared", "no policy applies: the default version serves", CONFIG),
+                          required=False)  # fmt: skip
+                continue
+            with contextlib.suppress(PolicyError):  # refused: logged, and a fallback is in force
+                self.configured(endpoint, document)
+
+    def _applies(self, endpoint: str, route: Route) -> bool:
+        try:
+            self._check(endpoint, route.policy)
+        except PolicyError:
+            return False
+        return True
+
+    def _fall_back(self, endpoint: str, document: RoutingDocument, digest: str | None) -> None:
+        """The file's policy was refused and nothing else applies: its first
+        variant serves alone if it can, else the default version does."""
+        try:
+            policy = document.to_policy()
+            first = policy.live if isinstance(policy, BlueGreen) else policy.variants[0]
+            fallback = Route(Single(first), CONFIG, digest)
+            self._check(endpoint, fallback.policy)
+        except PolicyError:
+            self._set(endpoint, None, ("cleared", "no policy applies: the default version serves", CONFIG),
+                      required=False)  # fmt: skip
+            return
+        self._set(endpoint, fallback, ("fallback", f"{first!r} alone, until the policy can apply", CONFIG),
+                  required=False)  # fmt: skip
 
     def apply(self, endpoint: str, body: Any, actor: str) -> Route:
         """Set a policy from an admin API document; ``InvalidRequest`` saying why not."""
@@ -194,9 +254,15 @@ class TrafficControl:
         return route
 
     def clear(self, endpoint: str, actor: str) -> None:
+        """No policy: the default version serves. Lasts, across restarts, until
+        the model's [routing] table changes (as any change through the API)."""
         self._changing(endpoint)
         if endpoint in self.routes:
-            self._set(endpoint, None, ("cleared", "no policy: the default version serves", actor))
+            digest = self._config_digest(endpoint)
+            removed = {"policy": None, "source": actor, "config_digest": digest}
+            self._save(endpoint, removed, ("cleared", "no policy: the default version serves", actor))
+            self._install(endpoint, None)
+            self._cleared[endpoint] = digest
 
     def switch(self, endpoint: str, actor: str, to: str | None = None) -> Route:
         """Blue/green: all traffic to the other colour (or to ``to``)."""
@@ -289,8 +355,15 @@ class TrafficControl:
                 log.exception("rollout tick failed")
 
     def tick(self) -> None:
-        """Judge every running rollout on its step's window."""
+        """Judge every running rollout on its step's window (and retry saves that failed)."""
         now = self._clock()
+        for endpoint, pending in list(self._unsaved.items()):
+            in_force = self.routes.get(endpoint)
+            try:
+                self._store.save(endpoint, None if in_force is None else in_force.as_state(), pending)
+            except sqlite3.Error:
+                continue
+            self._unsaved.pop(endpoint, None)
         for endpoint, route in list(self.routes.items()):
             plan = route.rollout
             if plan is None or plan.state is not rollouts.State.RUNNING:
@@ -299,8 +372,8 @@ class TrafficControl:
                 endpoint, self._new_windows(endpoint, plan.candidate)
             )
             baseline = _summary_of(windows.by_variant.get(plan.baseline))
-            if plan.weight >= 100.0 and windows.previous_baseline is not None:
-                baseline = windows.previous_baseline
+            if plan.weight >= 100.0 and route.baseline_before is not None:
+                baseline = route.baseline_before
             candidate = _summary_of(windows.by_variant.get(plan.candidate))
             divergence = None
             if route.guard.min_agreement is not None:
@@ -310,18 +383,15 @@ class TrafficControl:
             changed, event = rollouts.advance(plan, now, baseline, candidate, route.guard, divergence)
             if event is None:
                 continue
+            new = self._with_rollout(route, changed, GUARD)
             if event.kind == "step":
-                kept = baseline if baseline.requests else windows.previous_baseline
-                self._windows[endpoint] = self._new_windows(endpoint, plan.candidate, kept)
+                kept = baseline if baseline.requests else route.baseline_before
+                new = dataclasses.replace(new, baseline_before=kept)
+                self._windows[endpoint] = self._new_windows(endpoint, plan.candidate)
             log.log(logging.WARNING if event.kind == "rolled_back" else logging.INFO, "rollout of %s: %s: %s",
                     endpoint, event.kind, event.detail)  # fmt: skip
-            # the guard's decision takes effect even if it cannot be saved (a full disk)
-            new = self._with_rollout(route, changed, GUARD)
-            self._install(endpoint, new, keep_windows=True)
-            try:
-                self._store.save(endpoint, new.as_state(), (event.kind, event.detail, GUARD))
-            except sqlite3.Error as exc:
-                log.error("rollout of %s: %s, but it could not be saved: %s", endpoint, event.kind, exc)
+            # the guard's decision takes effect even if it cannot be saved (a full disk): retried
+            self._set(endpoint, new, (event.kind, event.detail, GUARD), required=False, keep_windows=True)
 
     # reading
     def status(self, endpoint: str) -> dict[str, Any]:
@@ -355,8 +425,12 @@ class TrafficControl:
         return Route(policy, actor, digest, plan, document.guard_limits())
 
     def _check(self, endpoint: str, policy: Policy) -> None:
-        """Every variant is served now, and can take the others' requests."""
+        """Every variant is served now, and can take the requests clients send
+        the endpoint (its own default version's signature, or the first
+        variant's when the endpoint's model is not live)."""
         reference = None
+        with contextlib.suppress(TurnoutError):
+            reference = (endpoint, self._registry.get(endpoint))
         for variant in policy.variants:
             where = target(endpoint, variant)
             try:
@@ -372,17 +446,44 @@ class TrafficControl:
                 reference[1].signature, served.signature, reference[1].max_batch_size, served.max_batch_size
             )
             if problem:
-                raise PolicyError(f"variant {variant!r} has a signature incompatible with {reference[0]!r}: {problem}")
+                raise PolicyError(
+                    f"variant {variant!r} has a signature incompatible with {reference[0]!r} (clients' requests): "
+                    f"{problem}"
+                )
 
-    def _set(self, endpoint: str, route: Route | None, event: tuple[str, str, str]) -> None:
-        """Persist with its event, then swap in: a change that cannot be saved
-        is not made (503), so what is in force is what a restart brings back."""
+    def _set(
+        self,
+        endpoint: str,
+        route: Route | None,
+        event: tuple[str, str, str],
+        required: bool = True,
+        keep_windows: bool = False,
+    ) -> None:
+        """Persist with its event and swap in. ``required`` (an operator's
+        change): one that cannot be saved is not made (503), so what is in force
+        is what a restart brings back. Otherwise (the file's policy, the guard's
+        decisions) it takes effect regardless, and the save is retried."""
+        state = None if route is None else route.as_state()
+        if required:
+            self._save(endpoint, state, event)
+            self._install(endpoint, route, keep_windows)
+            return
+        self._install(endpoint, route, keep_windows)
         try:
-            self._store.save(endpoint, None if route is None else route.as_state(), event)
+            self._store.save(endpoint, state, event)
+        except sqlite3.Error as exc:
+            log.error("routing of %s changed (%s) but not saved, retrying: %s", endpoint, event[0], exc)
+            self._unsaved[endpoint] = event
+        else:
+            self._unsaved.pop(endpoint, None)
+
+    def _save(self, endpoint: str, state: dict[str, Any] | None, event: tuple[str, str, str]) -> None:
+        try:
+            self._store.save(endpoint, state, event)
         except sqlite3.Error as exc:
             log.error("routing of %s not changed: the state store failed: %s", endpoint, exc)
             raise Unavailable(f"the routing state could not be saved ({exc}); nothing was changed") from None
-        self._install(endpoint, route)
+        self._unsaved.pop(endpoint, None)
 
     def _log(self, endpoint: str, kind: str, detail: str, actor: str) -> None:
         try:
@@ -404,8 +505,8 @@ class TrafficControl:
             assert route.rollout is not None
             self._windows[endpoint] = self._new_windows(endpoint, route.rollout.candidate)
 
-    def _new_windows(self, endpoint: str, candidate: str, previous_baseline: Window | None = None) -> _Windows:
-        return _Windows(previous_baseline=previous_baseline, mirrored_at_start=self._mirrored(endpoint, candidate))
+    def _new_windows(self, endpoint: str, candidate: str) -> _Windows:
+        return _Windows(mirrored_at_start=self._mirrored(endpoint, candidate))
 
     def _with_rollout(self, route: Route, plan: Rollout, actor: str) -> Route:
         policy = Canary(plan.baseline, plan.candidate, plan.weight)
@@ -507,7 +608,9 @@ def _route_from_state(state: dict[str, Any], now: float) -> Route:
             stored["reason"],
         )
     guard = GuardLimits(**state.get("guard", {}))
-    return Route(policy, state["source"], state.get("config_digest"), plan, guard)
+    before = state.get("baseline_before")
+    baseline_before = None if before is None else Window(**before)
+    return Route(policy, state["source"], state.get("config_digest"), plan, guard, baseline_before)
 
 
 def parse_steps(text: str) -> tuple[Step, ...]:

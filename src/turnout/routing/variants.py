@@ -55,6 +55,8 @@ def incompatibility(
             problem = _tensor_mismatch(spec, other[name], wide, narrow)
             if problem:
                 return f"{kind[:-1]} '{name}': {problem}"
+    if (candidate_batch == 0) != (reference_batch == 0):  # 0: no batch axis, the tensors as they come
+        return f"max_batch_size {candidate_batch} against {reference_batch}: one batches requests, the other does not"
     if candidate_batch < reference_batch:
         return f"max_batch_size {candidate_batch} against {reference_batch}: larger requests would fail"
     return None
