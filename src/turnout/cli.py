@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from turnout import __version__, traffic_cli
+from turnout import __version__, lifecycle_cli, traffic_cli
 from turnout.errors import ConfigError
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
@@ -25,6 +25,7 @@ from turnout.settings import (
     AdminSettings,
     GrpcSettings,
     HttpSettings,
+    LifecycleSettings,
     RoutingSettings,
     SecuritySettings,
     Settings,
@@ -125,6 +126,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also serve the admin routes on the public REST and gRPC ports (admin role still required)",
     )
+    lifecycle = serve.add_argument_group("model lifecycle")
+    lifecycle.add_argument(
+        "--model-control",
+        choices=("poll", "explicit"),
+        default="poll",
+        help="poll: load new and changed versions and unload removed ones as the repository changes (default); "
+        "explicit: only through the repository API",
+    )
+    lifecycle.add_argument(
+        "--poll-interval", type=_seconds, default=2.0, help="seconds between repository scans (default 2)"
+    )
     routing = serve.add_argument_group("traffic control")
     routing.add_argument(
         "--state-dir",
@@ -215,10 +227,13 @@ def _parser() -> argparse.ArgumentParser:
 
     traffic_cli.add_commands(commands)
 
-    models = commands.add_parser("models", help="inspect a model repository").add_subparsers(title="models commands")
+    models = commands.add_parser(
+        "models", help="inspect a model repository; pin, unpin and roll back a running server's versions"
+    ).add_subparsers(title="models commands")
     validate = models.add_parser("validate", help="check every model in a repository and print its signature")
     validate.add_argument("repository", type=Path)
     validate.set_defaults(run=_validate)
+    lifecycle_cli.add_commands(models)
     return parser
 
 
@@ -283,6 +298,7 @@ def _serve(args: argparse.Namespace) -> int:
         security=security,
         limits=InputLimits(args.max_tensor_elements, args.max_bytes_element),
         routing=RoutingSettings(args.state_dir, args.shadow_queue, args.shadow_workers),
+        lifecycle=LifecycleSettings(None if args.model_control == "explicit" else max(args.poll_interval, 0.1)),
         strict_readiness=not args.no_strict_readiness,
         shutdown_grace_seconds=args.shutdown_grace,
     )

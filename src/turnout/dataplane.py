@@ -14,6 +14,7 @@ import numpy as np
 
 from turnout import __version__
 from turnout.errors import Code, ConfigError, InvalidRequest, NotFound, TurnoutError, Unavailable
+from turnout.model.repository import parse_version
 from turnout.observability.metrics import Metrics
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State, VersionsFailed
@@ -289,6 +290,43 @@ class DataPlane:
             raise InvalidRequest(
                 f"model '{name}' loaded, but its [routing] was refused (the policy in force stays): {exc}"
             ) from None
+
+    async def pin_model(self, name: str, version: str) -> None:
+        number = parse_version(version)
+        if number is None:
+            raise InvalidRequest(f"'{version[:40]}' is not a version number")
+        try:
+            await self._registry.pin(name, number)
+        except VersionsFailed as exc:
+            raise InvalidRequest(f"version {number} cannot be pinned, the default stays: {exc}") from None
+        except ConfigError as exc:
+            raise InvalidRequest(f"model '{name}' cannot be read: {exc}") from None
+
+    async def unpin_model(self, name: str) -> None:
+        await self._registry.unpin(name)
+
+    async def rollback_model(self, name: str) -> int:
+        try:
+            return await self._registry.rollback(name)
+        except VersionsFailed as exc:
+            raise InvalidRequest(f"cannot roll back, the default stays: {exc}") from None
+
+    def version_status(self, name: str) -> dict[str, Any]:
+        """The model's default version, its pin, its earlier defaults and each version's state."""
+        if not self._registry.known(name):
+            raise NotFound(f"unknown model '{name[:200]}'")
+        default, pinned = self._registry.default_version(name), self._registry.pinned(name)
+        return {
+            "name": name,
+            "default": None if default is None else str(default),
+            "pinned": None if pinned is None else str(pinned),
+            "history": [str(v) for v in self._registry.history(name)],
+            "versions": [
+                {"version": e.version, "state": e.state.value, "reason": e.reason}
+                for e in self._registry.index()
+                if e.name == name
+            ],
+        }
 
     async def unload_model(self, name: str) -> None:
         await self._registry.unload(name)

@@ -21,12 +21,14 @@ from typing import Any
 
 from turnout.batching.batcher import Batcher
 from turnout.batching.planner import BatchLimits
-from turnout.errors import ConfigError, NotFound, Unavailable
+from turnout.errors import ConfigError, InvalidRequest, NotFound, Unavailable
 from turnout.model.config import ModelConfig
+from turnout.model.fingerprint import config_digest, version_digest
 from turnout.model.loader import LoadedVersion, LoadFailed, load_version
+from turnout.model.pins import PinStore
 from turnout.model.repository import ModelRepository, ModelSource, is_model_name, parse_version
 from turnout.model.runtime import Tensors
-from turnout.model.signature import Signature
+from turnout.model.signature import Signature, incompatibility
 from turnout.observability.metrics import Metrics, VersionObserver
 
 log = logging.getLogger("turnout.registry")
@@ -69,6 +71,8 @@ class _Model:
     states: dict[int | None, tuple[State, str]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     unloaded: bool = False  # explicitly unloaded: not counted against server readiness
+    digests: dict[int, str] = field(default_factory=dict)  # each live version's files when loaded
+    default_version: int | None = None  # model.toml's default_version
 
 
 UNLOADED = "unloaded"
@@ -81,7 +85,9 @@ class ModelRegistry:
         metrics: Metrics,
         drain_seconds: float = 30.0,
         allow_trusted_models: bool = False,
+        pins: PinStore | None = None,
     ) -> None:
+        self._pins = pins or PinStore()
         self._allow_trusted = allow_trusted_models
         self._repository = repository
         self._metrics = metrics
@@ -148,34 +154,148 @@ class ModelRegistry:
                 if not model.live:
                     model.states = {None: (State.UNAVAILABLE, str(exc))}
                 raise
-            # versions serving stay READY until the swap; only new ones are LOADING
+            wanted = set(source.versions)
+            pinned = self._pins.pinned(name)
+            if pinned is not None and pinned in source.on_disk:  # a pin keeps its version whatever the policy
+                wanted.add(pinned)
+            digests = await asyncio.to_thread(_digests, source, sorted(wanted))
+            unchanged = {v for v in wanted if v in model.live and model.digests.get(v) == digests[v]}
+            # versions serving stay READY until the swap; only new or changed ones are LOADING
             model.states = {v: (State.READY, "") for v in model.live}
-            model.states |= {v: (State.LOADING, "") for v in source.versions if v not in model.live}
+            model.states |= {v: (State.LOADING, "") for v in wanted - unchanged}
             loaded: dict[int, ServedVersion] = {}
             states: dict[int | None, tuple[State, str]] = {}
-            for version in source.versions:
+            kept_digests: dict[int, str] = {}
+            for version in sorted(wanted):
+                previous = model.live.get(version)
+                if version in unchanged:  # the same files and configuration: no second copy in memory
+                    assert previous is not None
+                    loaded[version], states[version] = previous, (State.READY, "")
+                    kept_digests[version] = digests[version]
+                    continue
                 try:
                     result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
+                    _keeps_the_contract(source, version, result, self._contract(name, model))
                 except LoadFailed as exc:
                     log.error("model %s version %d not loaded: %s", name, version, exc)
-                    previous = model.live.get(version)
+                    self._metrics.load_failures(name, str(version)).inc()
                     if previous is not None:
                         loaded[version] = previous
+                        kept_digests[version] = model.digests[version]
                         states[version] = (State.READY, f"reload failed, still serving the earlier load: {exc}")
                     else:
                         states[version] = (State.UNAVAILABLE, str(exc))
                     continue
                 loaded[version] = self._serve(source, version, result)
+                kept_digests[version] = digests[version]
                 states[version] = (State.READY, "")
                 log.info("model %s version %d ready (%s)", name, version, _describe(result.signature))
+            newly_failed = [v for v in wanted if v not in loaded]
+            if newly_failed:  # what they were to replace keeps serving (if its directory is still there)
+                for version, served in model.live.items():
+                    if version not in loaded and version in source.on_disk:
+                        loaded[version] = served
+                        kept_digests[version] = model.digests[version]
+                        states[version] = (State.READY, f"kept serving: version(s) {newly_failed} failed to load")
             old = model.live
+            before = self._default(name, model)
             model.live, model.states, model.unloaded = loaded, states, False
+            model.digests, model.default_version = kept_digests, source.config.default_version
+            self._note_default(name, model, before)
             self._publish(name, old, loaded)
             kept = {id(v) for v in loaded.values()}
             await self._drain(v for v in old.values() if id(v) not in kept)
-            failed = {v: reason for v, (state, reason) in states.items() if reason and v is not None}
+            failed = {v: reason for v, (state, reason) in states.items() if reason and v in wanted}
             if failed:
                 raise VersionsFailed(name, failed)
+
+    def _contract(self, name: str, model: _Model) -> ServedVersion | None:
+        """What clients call now: the serving default version, whose signature
+        a new version must keep unless model.toml declares the signature."""
+        default = self._default(name, model)
+        return None if default is None else model.live[default]
+
+    def _default(self, name: str, model: _Model) -> int | None:
+        """The version requests that name none get: the pinned one, else
+        model.toml's default_version, else the highest live one."""
+        if not model.live:
+            return None
+        for choice in (self._pins.pinned(name), model.default_version):
+            if choice is not None and choice in model.live:
+                return choice
+        return max(model.live)
+
+    def _note_default(self, name: str, model: _Model, before: int | None) -> None:
+        after = self._default(name, model)
+        if before is not None and after is not None and after != before:
+            self._pins.default_changed(name, before)
+            log.info("model %s: version %d is now the default (was %d)", name, after, before)
+
+    # pinning and rollback
+    async def pin(self, name: str, version: int) -> None:
+        """Make ``version`` the default, loading it if the version policy left it out."""
+        model = self._known(name)
+        if version not in model.live:
+            source = await asyncio.to_thread(self._repository.read, name)
+            if version not in source.on_disk:
+                raise NotFound(f"model '{name}' has no version {version} on disk (it has {list(source.on_disk)})")
+        before = self._default(name, model)
+        self._pins.pin(name, version)
+        if version not in model.live:
+            try:
+                await self.load(name)
+            except VersionsFailed as exc:
+                if version in exc.reasons:  # the pin cannot serve: undone, the earlier default stays
+                    self._pins.unpin(name)
+                    raise
+        if version not in model.live:
+            self._pins.unpin(name)
+            raise Unavailable(f"model '{name}' version {version} could not be loaded; nothing was pinned")
+        self._note_default(name, model, before)
+
+    async def unpin(self, name: str) -> None:
+        model = self._known(name)
+        before = self._default(name, model)
+        pinned = self._pins.pinned(name)
+        self._pins.unpin(name)
+        if pinned is not None and pinned not in set(self._policy_versions(name)):
+            await self.load(name)  # the pinned version leaves with its pin
+        self._note_default(name, model, before)
+
+    async def rollback(self, name: str) -> int:
+        """Back to the default before the current one (pinned); returns its version."""
+        model = self._known(name)
+        current = self._default(name, model)
+        earlier = [v for v in self._pins.history(name) if v != current]
+        if not earlier:
+            raise InvalidRequest(f"model '{name}' has no earlier default version to roll back to")
+        target = earlier[-1]
+        await self.pin(name, target)
+        self._pins.forget_last(name)  # the rollback's own change of default is not a step to undo
+        self._pins.forget_last(name)
+        return target
+
+    def pinned(self, name: str) -> int | None:
+        return self._pins.pinned(name)
+
+    def default_version(self, name: str) -> int | None:
+        model = self._models.get(name)
+        return None if model is None else self._default(name, model)
+
+    def history(self, name: str) -> list[int]:
+        return self._pins.history(name)
+
+    def _policy_versions(self, name: str) -> list[int]:
+        try:
+            return list(self._repository.read(name).versions)
+        except ConfigError:
+            return []
+
+    def _known(self, name: str) -> _Model:
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"unknown model '{name[:200]}'")
+        return model
 
     def _serve(self, source: ModelSource, version: int, loaded: LoadedVersion) -> ServedVersion:
         config = source.config
@@ -236,8 +356,9 @@ class ModelRegistry:
                 f"model '{name}' version {number} is {state.value.lower()}{_because(reason)}",
                 retry_after=_retry_after(state),
             )
-        if model.live:
-            return model.live[max(model.live)]
+        default = self._default(name, model)
+        if default is not None:
+            return model.live[default]
         reasons = "; ".join(dict.fromkeys(r for _, r in model.states.values() if r))
         busy = next((s for s, _ in model.states.values() if _retry_after(s)), None)
         if busy and not reasons:
@@ -314,3 +435,26 @@ def _describe(signature: Signature) -> str:
     ins = ", ".join(s.describe() for s in signature.inputs)
     outs = ", ".join(s.describe() for s in signature.outputs)
     return f"{ins} -> {outs}"
+
+
+def _digests(source: ModelSource, versions: list[int]) -> dict[int, str]:
+    config = config_digest(source.directory)
+    return {v: version_digest(source.version_dir(v), config) for v in versions}
+
+
+def _keeps_the_contract(
+    source: ModelSource, version: int, loaded: LoadedVersion, serving: ServedVersion | None
+) -> None:
+    """A new version may not change the signature clients rely on by accident:
+    without a signature declared in model.toml, it must accept what the
+    serving default accepts and answer in the same shapes."""
+    if serving is None or serving.version == version or source.config.declared_signature() is not None:
+        return
+    problem = incompatibility(serving.signature, loaded.signature, serving.max_batch_size, loaded.max_batch_size)
+    if problem:
+        for instance in loaded.instances:
+            instance.close()
+        raise LoadFailed(
+            f"its signature differs from version {serving.version}, which serves now ({problem}); to change the "
+            "signature on purpose, declare [[inputs]] and [[outputs]] in model.toml"
+        )

@@ -17,9 +17,12 @@ import sqlite3
 import ssl
 
 from turnout.dataplane import DataPlane
+from turnout.model.fingerprint import scan
 from turnout.model.onnx import OnnxRuntime
+from turnout.model.pins import PinStore
 from turnout.model.repository import ModelRepository
 from turnout.model.runtime import ModelRuntime
+from turnout.model.watcher import RepositoryWatcher
 from turnout.observability.metrics import Metrics
 from turnout.observability.shadow_metrics import register_shadow_metrics
 from turnout.registry import ModelRegistry
@@ -38,6 +41,7 @@ from turnout.transports.dual import DualServer
 from turnout.transports.grpc.service import InferenceService
 from turnout.transports.http2.server import Http2Server
 from turnout.transports.http_server import HttpServer
+from turnout.transports.lifecycle_rest import LifecycleRoutes
 from turnout.transports.planes import Plane
 from turnout.transports.rest import RestApi
 from turnout.transports.routing_rest import RoutingRoutes
@@ -58,8 +62,19 @@ class Server:
         self.settings = settings
         self.metrics = Metrics()
         repository = ModelRepository(settings.repository, default_runtimes())
+        try:
+            pins = PinStore(settings.state_dir / "pins.json")
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot read the pinned versions in {settings.state_dir}: {exc}") from None
         self.registry = ModelRegistry(
-            repository, self.metrics, settings.shutdown_grace_seconds, settings.security.allow_trusted_models
+            repository, self.metrics, settings.shutdown_grace_seconds, settings.security.allow_trusted_models, pins
+        )
+        self._repository = repository
+        poll = settings.lifecycle.poll_seconds
+        self.watcher = (
+            None
+            if poll is None
+            else RepositoryWatcher(lambda: scan(settings.repository), self.dataplane_load, self.dataplane_unload, poll)
         )
         self.guard = build_guard(settings.security)
         routing = settings.routing
@@ -89,6 +104,7 @@ class Server:
         self._routing_routes = RoutingRoutes(
             self.traffic, self.mirror, self.feedback, self.guard, settings.http.max_body_bytes
         )
+        self._lifecycle_routes = LifecycleRoutes(self.dataplane, self.guard, settings.http.max_body_bytes)
         self._tls = settings.security.tls
         self._stop = asyncio.Event()
 
@@ -128,6 +144,8 @@ class Server:
             self.dataplane.take_up_all_routing()
             self.traffic.start()
             self.mirror.start()
+            if self.watcher is not None:
+                await self.watcher.start()
             flusher = loop.create_task(self._flush_feedback())
             self.dataplane.mark_started()
             log.info("models loaded; ready=%s", self.dataplane.ready())
@@ -141,6 +159,8 @@ class Server:
                 grpc_server.shutdown(grace),
                 *([] if admin_server is None else [admin_server.shutdown(grace)]),
             )
+            if self.watcher is not None:
+                await self.watcher.close()
             await self.mirror.close(min(grace, 5.0))  # shadow copies are best effort
             flusher.cancel()
             await self.traffic.close()
@@ -151,6 +171,12 @@ class Server:
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+
+    async def dataplane_load(self, name: str) -> None:
+        await self.dataplane.load_model(name)
+
+    async def dataplane_unload(self, name: str) -> None:
+        await self.dataplane.unload_model(name)
 
     async def _flush_feedback(self) -> None:
         """A/B assignments reach SQLite in batches, off the event loop."""
@@ -192,7 +218,7 @@ class Server:
         plane = Plane.BOTH if self.settings.admin.on_public_port else Plane.INFERENCE
         routes = self._routing_routes.inference()
         if plane.serves_admin:
-            routes += self._routing_routes.admin()
+            routes += self._routing_routes.admin() + self._lifecycle_routes.admin()
         api = RestApi(
             self.dataplane,
             self.metrics,
@@ -224,7 +250,7 @@ class Server:
             http_limit,
             self.guard,
             Plane.ADMIN,
-            extra_routes=self._routing_routes.admin(),
+            extra_routes=self._routing_routes.admin() + self._lifecycle_routes.admin(),
         )
         service = InferenceService(self.dataplane, grpc_limit, self.guard, Plane.ADMIN)
         return DualServer(

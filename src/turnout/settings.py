@@ -51,6 +51,15 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LifecycleSettings:
+    """``poll_seconds``: how often the repository is scanned for new, changed
+    and removed models and versions; None: explicit mode (load and unload
+    only through the API)."""
+
+    poll_seconds: float | None = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingSettings:
     """Traffic control. ``state_dir`` holds the policies, their event log, A/B
     feedback and the shadow disagreement log (None: ``.turnout`` in the repository)."""
@@ -71,6 +80,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     limits: InputLimits = field(default_factory=InputLimits)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     # ready only when every model version is ready, as the V2 protocol says;
     # off, the server is ready once loading is done, whatever failed
     strict_readiness: bool = True

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import ssl
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ADMIN_URL = "http://127.0.0.1:8082"
+from turnout.admin_client import AdminError, add_admin_options, call
 
 
 def add_commands(commands: Any) -> None:
@@ -78,47 +74,14 @@ def add_commands(commands: Any) -> None:
 def _command(sub: Any, name: str, text: str, run: Any, endpoint: str | None = None) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
     parser.add_argument("endpoint", nargs=endpoint, help="the model name clients call")
-    parser.add_argument(
-        "--admin-url",
-        default=os.environ.get("TURNOUT_ADMIN_URL", DEFAULT_ADMIN_URL),
-        help=f"the admin plane (default $TURNOUT_ADMIN_URL or {DEFAULT_ADMIN_URL})",
-    )
-    parser.add_argument("--key", default=None, help="an admin API key or JWT (default $TURNOUT_ADMIN_KEY)")
-    parser.add_argument("--ca", type=Path, default=None, help="CA certificate to verify an https admin plane")
-    parser.add_argument("--json-output", action="store_true", help="print the server's JSON answer")
+    add_admin_options(parser)
     parser.set_defaults(run=run)
     return parser
 
 
-class AdminError(Exception):
-    pass
-
-
-def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
-    url = args.admin_url.rstrip("/") + path
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("content-type", "application/json")
-    key = args.key or os.environ.get("TURNOUT_ADMIN_KEY")
-    if key:
-        request.add_header("authorization", f"Bearer {key}")
-    context = ssl.create_default_context(cafile=str(args.ca)) if args.ca else None
-    try:
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", exc.reason)
-        except (ValueError, AttributeError):
-            message = exc.reason
-        raise AdminError(f"{exc.code}: {message}") from None
-    except urllib.error.URLError as exc:
-        raise AdminError(f"cannot reach the admin plane at {args.admin_url}: {exc.reason}") from None
-
-
 def _run(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
     try:
-        answer = _call(args, method, path, body)
+        answer = call(args, method, path, body)
     except AdminError as exc:
         print(f"turnout: {exc}", file=sys.stderr)
         return 1
@@ -196,7 +159,7 @@ def _ab_report(args: argparse.Namespace) -> int:
     if args.baseline:
         body["baseline"] = args.baseline
     try:
-        answer = _call(args, "POST", _path(args, "/ab"), body)
+        answer = call(args, "POST", _path(args, "/ab"), body)
     except AdminError as exc:
         print(f"turnout: {exc}", file=sys.stderr)
         return 1

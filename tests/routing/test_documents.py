@@ -13,13 +13,13 @@ import pytest
 
 from turnout.errors import ConfigError
 from turnout.model.config import load_config
-from turnout.model.signature import Signature, TensorSpec
+from turnout.model.signature import Signature, TensorSpec, incompatibility
 from turnout.routing.document import describe, parse
 from turnout.routing.policy import ABTest, BlueGreen, Canary, PolicyError, Shadow, Single
 from turnout.routing.rollout import Step
 from turnout.routing.state_store import RoutingStore
 from turnout.routing.traffic import parse_steps
-from turnout.routing.variants import Target, incompatibility, target
+from turnout.routing.variants import Target, target
 from turnout.routing.windows import VariantWindow, p99
 
 

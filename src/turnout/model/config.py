@@ -6,6 +6,7 @@ valid model. Unknown fields are errors, so a typo never silently does nothing.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -19,6 +20,7 @@ from turnout.routing.document import RoutingDocument
 from turnout.routing.policy import PolicyError
 
 CONFIG_FILE = "model.toml"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class _Section(BaseModel):
@@ -106,6 +108,10 @@ class ModelConfig(_Section):
     max_batch_size: Annotated[int, Field(ge=0)] | None = None
     warmup: bool = True
     version_policy: VersionPolicy = VersionPolicy(latest=1)
+    # the version requests that name none get (if live); unset: the highest live one
+    default_version: Annotated[int, Field(ge=1)] | None = None
+    # version -> the sha256 (hex) its artifact must have; a "<artifact>.sha256" file beside it does the same
+    checksums: dict[str, str] = {}
     batching: BatchingConfig = BatchingConfig()
     instances: InstancesConfig = InstancesConfig()
     optimization: OptimizationConfig = OptimizationConfig()
@@ -113,6 +119,15 @@ class ModelConfig(_Section):
     outputs: list[TensorConfig] | None = None
     # this model as an endpoint routing to variants (routing/document.py)
     routing: RoutingDocument | None = None
+
+    @model_validator(mode="after")
+    def _checksums_are_sha256(self) -> Self:
+        for version, digest in self.checksums.items():
+            if not version.isdigit() or version.startswith("0"):
+                raise ValueError(f"checksums: {version!r} is not a version number")
+            if not _SHA256.fullmatch(digest.lower()):
+                raise ValueError(f"checksums: version {version}'s value is not a sha256 (64 hex digits)")
+        return self
 
     @model_validator(mode="after")
     def _routing_rules(self) -> Self:

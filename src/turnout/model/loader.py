@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from turnout.model.integrity import IntegrityError, verify
 from turnout.model.repository import ModelSource
 from turnout.model.runtime import LoadedModel
 from turnout.model.signature import Signature, reconcile
@@ -73,6 +74,10 @@ def load_version(source: ModelSource, version: int, allow_trusted: bool = False)
     if not artifact.is_file():
         raise LoadFailed(f"{artifact}: missing")
     config = source.config
+    try:
+        verify(artifact, config.checksums.get(str(version)))
+    except (IntegrityError, OSError) as exc:
+        raise LoadFailed(str(exc)) from None
     instances: list[LoadedModel] = []
     try:
         for _ in range(config.instances.count):

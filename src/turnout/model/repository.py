@@ -40,6 +40,7 @@ class ModelSource:
     config: ModelConfig
     runtime: ModelRuntime
     versions: tuple[int, ...]  # the versions the policy selects, ascending
+    on_disk: tuple[int, ...] = ()  # every version directory, ascending
 
     def version_dir(self, version: int) -> Path:
         return self.directory / str(version)
@@ -90,4 +91,4 @@ class ModelRepository:
                 f"the policy selects none of the versions on disk {on_disk}",
                 "version_policy",
             )
-        return ModelSource(name, directory, config, runtime, tuple(selected))
+        return ModelSource(name, directory, config, runtime, tuple(selected), tuple(on_disk))

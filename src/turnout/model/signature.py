@@ -95,3 +95,43 @@ def reconcile(declared: Signature | None, found: Signature) -> Signature:
     declared_outputs = {t.name for t in declared.outputs}
     extra = tuple(t for t in found.outputs if t.name not in declared_outputs)
     return Signature(declared.inputs, declared.outputs + extra)
+
+
+def incompatibility(
+    reference: Signature, candidate: Signature, reference_batch: int = 0, candidate_batch: int = 0
+) -> str | None:
+    """Why ``candidate`` cannot serve requests meant for ``reference``; None if it can.
+
+    It must accept every input the reference accepts (where the reference
+    takes any size, so must it) and give outputs the reference's shapes
+    allow; and take batches as large (``*_batch``: max batch sizes).
+    """
+    for kind, ours, theirs in (
+        ("inputs", reference.inputs, candidate.inputs),
+        ("outputs", reference.outputs, candidate.outputs),
+    ):
+        mine, other = {t.name: t for t in ours}, {t.name: t for t in theirs}
+        if mine.keys() != other.keys():
+            return f"{kind} differ: {sorted(mine)} against {sorted(other)}"
+        for name, spec in mine.items():
+            # inputs: what the reference accepts, the candidate must; outputs: the other way round
+            wide, narrow = (other[name], spec) if kind == "inputs" else (spec, other[name])
+            problem = _tensor_mismatch(spec, other[name], wide, narrow)
+            if problem:
+                return f"{kind[:-1]} '{name}': {problem}"
+    if (candidate_batch == 0) != (reference_batch == 0):  # 0: no batch axis, the tensors as they come
+        return f"max_batch_size {candidate_batch} against {reference_batch}: one batches requests, the other does not"
+    if candidate_batch < reference_batch:
+        return f"max_batch_size {candidate_batch} against {reference_batch}: larger requests would fail"
+    return None
+
+
+def _tensor_mismatch(a: TensorSpec, b: TensorSpec, wide: TensorSpec, narrow: TensorSpec) -> str | None:
+    if a.datatype != b.datatype:
+        return f"{a.datatype} against {b.datatype}"
+    fits = len(a.shape) == len(b.shape) and all(
+        w == -1 or w == n for w, n in zip(wide.shape, narrow.shape, strict=False)
+    )
+    if not fits:
+        return f"shape {format_shape(a.shape)} against {format_shape(b.shape)}"
+    return None

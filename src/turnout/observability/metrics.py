@@ -157,9 +157,17 @@ class Metrics:
         model_ready = _Counts(
             "turnout_model_ready", "1 when the model version is loaded and serving, else 0.", model, gauge=True
         )
-        self.registry.register(
-            _Families([requests, latency, queue_time, compute_time, batch_rows, queue_depth, model_ready])
+        load_failures = _Counts(
+            "turnout_model_load_failures",
+            "Version loads that failed (unreadable, corrupt, wrong signature, checksum mismatch, warm-up).",
+            model,
         )
+        self.registry.register(
+            _Families(
+                [requests, latency, queue_time, compute_time, batch_rows, queue_depth, model_ready, load_failures]
+            )
+        )
+        self.load_failures = cache(load_failures.child)
         self.request_outcome = cache(requests.child)
         self.latency = cache(latency.child)
         self.queue_time = cache(queue_time.child)

@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from turnout.errors import InvalidRequest, NotFound, TurnoutError, Unavailable
+from turnout.model.signature import incompatibility
 from turnout.routing import rollout as rollouts
 from turnout.routing.choose import Decision, RandomSource, choose
 from turnout.routing.document import RoutingDocument, describe, parse
 from turnout.routing.policy import ABTest, BlueGreen, Canary, Policy, PolicyError, Shadow, Single
 from turnout.routing.rollout import Divergence, GuardLimits, Rollout, Step, Window
 from turnout.routing.state_store import LoggedEvent, RoutingStore
-from turnout.routing.variants import incompatibility, target
+from turnout.routing.variants import target
 from turnout.routing.windows import VariantWindow
 
 log = logging.getLogger("turnout.routing")

@@ -1,0 +1,168 @@
+"""The model lifecycle against a real server watching its repository, under a
+steady load of concurrent clients: new versions go live by themselves, broken
+ones (corrupt file, another signature, a checksum mismatch) never replace the
+serving one, and rollback and pinning are instant; no request fails, and
+every answer comes from a version that was live."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.integration.reference import diabetes_rows
+from tests.support import ServerProcess
+
+ROWS = diabetes_rows(50)
+
+
+class SteadyLoad:
+    """Clients calling ``diabetes`` (no version named) back to back."""
+
+    def __init__(self, url: str, clients: int = 4) -> None:
+        self._url = url
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.answers: list[tuple[int, str, float]] = []  # (status, version, when sent)
+        self.failures: list[str] = []
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self, index: int) -> None:
+        with httpx.Client(base_url=self._url, timeout=30.0) as client:
+            row = index
+            while not self._stop.is_set():
+                row = (row + 1) % len(ROWS)
+                body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": ROWS[row].tolist()}]}
+                sent = time.monotonic()
+                try:
+                    response = client.post("/v2/models/diabetes/infer", json=body)
+                    status = response.status_code
+                    version = response.json().get("model_version", "") if status == 200 else ""
+                    detail = "" if status == 200 else f"{status} {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    status, version, detail = 0, "", repr(exc)
+                with self._lock:
+                    self.answers.append((status, version, sent))
+                    if detail:
+                        self.failures.append(detail)
+
+    def versions_after(self, moment: float, count: int = 50, timeout: float = 30.0) -> Counter[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                seen = Counter(v for _, v, when in self.answers if when >= moment)
+            if sum(seen.values()) >= count:
+                return seen
+            assert time.monotonic() < deadline, "the load stalled"
+            time.sleep(0.02)
+
+
+def wait_for(condition: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def publish(repo: Path, version: int, source: Path, sha256: str | None = None) -> None:
+    """Copy a model file in as a new version, the way an operator would: into a
+    hidden directory first, then renamed into place."""
+    staging = repo / "diabetes" / f".staging-{version}"
+    staging.mkdir()
+    shutil.copy(source, staging / "model.onnx")
+    if sha256 is not None:
+        (staging / "model.onnx.sha256").write_text(f"{sha256}  model.onnx\n")
+    staging.rename(repo / "diabetes" / str(version))
+
+
+def test_versions_come_and_go_under_load_with_no_failed_request(repo: Path, log_dir: Path) -> None:
+    good = repo / "diabetes" / "1" / "model.onnx"
+    server = ServerProcess(repo, "--model-control", "poll", "--poll-interval", "0.2", log_dir=log_dir)
+    with server, server.admin_client() as admin, SteadyLoad(server.url) as load:
+
+        def status() -> dict[str, Any]:
+            answer: dict[str, Any] = admin.get("/v2/repository/models/diabetes/versions").json()
+            return answer
+
+        def state(version: str) -> tuple[str, str]:
+            entry = next((v for v in status()["versions"] if v["version"] == version), None)
+            return ("", "") if entry is None else (entry["state"], entry["reason"])
+
+        # a new version goes live by itself (latest = 1: version 1 is drained and unloaded)
+        publish(repo, 2, good, hashlib.sha256(good.read_bytes()).hexdigest())
+        wait_for(lambda: status()["default"] == "2", "version 2 live")
+        assert set(load.versions_after(time.monotonic())) == {"2"}
+        # broken versions never replace the serving one
+        (repo / "diabetes" / ".staging-3").mkdir()
+        (repo / "diabetes" / ".staging-3" / "model.onnx").write_bytes(b"not an onnx model at all")
+        (repo / "diabetes" / ".staging-3").rename(repo / "diabetes" / "3")
+        wait_for(lambda: state("3")[0] == "UNAVAILABLE", "version 3 refused")
+        assert status()["default"] == "2"
+        shutil.rmtree(repo / "diabetes" / "3")
+        publish(repo, 4, repo / "breast_cancer" / "1" / "model.onnx")  # another signature entirely
+        wait_for(lambda: state("4")[0] == "UNAVAILABLE", "version 4 refused")
+        assert "signature differs from version 2" in state("4")[1]
+        shutil.rmtree(repo / "diabetes" / "4")
+        publish(repo, 5, good, "0" * 64)  # a checksum that does not match
+        wait_for(lambda: state("5")[0] == "UNAVAILABLE", "version 5 refused")
+        assert "does not match the expected" in state("5")[1]
+        assert status()["default"] == "2"
+        assert set(load.versions_after(time.monotonic())) == {"2"}
+        shutil.rmtree(repo / "diabetes" / "5")
+        # rollback: back to version 1 (reloaded: the policy had let it go), at once
+        back = admin.post("/v2/repository/models/diabetes/rollback")
+        assert back.status_code == 200, back.text
+        assert back.json()["default"] == "1" and back.json()["pinned"] == "1"
+        assert set(load.versions_after(time.monotonic())) == {"1"}
+        # pin 2 again, then unpin: the policy's choice (the highest, 2) serves
+        assert admin.post("/v2/repository/models/diabetes/pin", json={"version": "2"}).json()["default"] == "2"
+        assert set(load.versions_after(time.monotonic())) == {"2"}
+        unpinned = admin.post("/v2/repository/models/diabetes/unpin").json()
+        assert unpinned["pinned"] is None and unpinned["default"] == "2"
+        missing = admin.post("/v2/repository/models/diabetes/pin", json={"version": "9"})
+        assert missing.status_code == 404 and "no version 9 on disk" in missing.json()["error"]
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert load.failures == []
+    served = {version for _, version, _ in load.answers}
+    assert served == {"1", "2"}  # never a broken version
+    for version in ("3", "4", "5"):
+        assert f'turnout_model_load_failures_total{{model="diabetes",version="{version}"}} 1.0' in metrics
+
+
+def test_a_pin_survives_a_restart(repo: Path, log_dir: Path) -> None:
+    shutil.copytree(repo / "diabetes" / "1", repo / "diabetes" / "2")
+    state = log_dir / "state"
+    with ServerProcess(repo, log_dir=log_dir, state_dir=state) as server, server.admin_client() as admin:
+        assert admin.post("/v2/repository/models/diabetes/pin", json={"version": 1}).json()["default"] == "1"
+    with ServerProcess(repo, log_dir=log_dir, state_dir=state) as server:
+        answer = httpx.post(
+            f"{server.url}/v2/models/diabetes/infer",
+            json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": ROWS[0].tolist()}]},
+        )
+        assert answer.json()["model_version"] == "1"  # pinned, though the policy (latest = 1) picks 2
+
+
+def test_a_removed_model_directory_is_unloaded(repo: Path, log_dir: Path) -> None:
+    server = ServerProcess(repo, "--model-control", "poll", "--poll-interval", "0.2", log_dir=log_dir)
+    with server, httpx.Client(base_url=server.url) as client:
+        assert client.get("/v2/models/diabetes/ready").status_code == 200
+        shutil.rmtree(repo / "diabetes")
+        wait_for(lambda: client.get("/v2/models/diabetes/ready").status_code == 503, "diabetes unloaded")
+        assert client.get("/v2/models/breast_cancer/ready").status_code == 200
