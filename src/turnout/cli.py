@@ -137,6 +137,25 @@ def _parser() -> argparse.ArgumentParser:
     lifecycle.add_argument(
         "--poll-interval", type=_seconds, default=2.0, help="seconds between repository scans (default 2)"
     )
+    lifecycle.add_argument(
+        "--max-loaded-models", type=_positive_int, default=None, help="at most this many models in memory (LRU out)"
+    )
+    lifecycle.add_argument(
+        "--memory-budget",
+        type=_size,
+        default=None,
+        help="at most this much model memory, e.g. 2G (estimated: artifact size x instances; LRU out)",
+    )
+    lifecycle.add_argument(
+        "--idle-unload", type=_seconds, default=None, help="unload a model unused this many seconds (scale to zero)"
+    )
+    lifecycle.add_argument("--lazy-load", action="store_true", help="load no model at start: each on its first request")
+    lifecycle.add_argument(
+        "--load-timeout",
+        type=_seconds,
+        default=60.0,
+        help="how long a request for a model out of memory waits for it to load (default 60)",
+    )
     routing = serve.add_argument_group("traffic control")
     routing.add_argument(
         "--state-dir",
@@ -268,6 +287,23 @@ def _rate(text: str) -> Rate:
         ) from None
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """Bytes: 1500000, 512M, 2G (powers of 1024; a trailing B or iB is allowed)."""
+    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = cleaned[-1:] if cleaned[-1:] in _UNITS else ""
+    number = cleaned[: len(cleaned) - len(unit)]
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 1500000, 512M, 2G)") from None
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size of at least one byte")
+    return int(value)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -298,7 +334,14 @@ def _serve(args: argparse.Namespace) -> int:
         security=security,
         limits=InputLimits(args.max_tensor_elements, args.max_bytes_element),
         routing=RoutingSettings(args.state_dir, args.shadow_queue, args.shadow_workers),
-        lifecycle=LifecycleSettings(None if args.model_control == "explicit" else max(args.poll_interval, 0.1)),
+        lifecycle=LifecycleSettings(
+            None if args.model_control == "explicit" else max(args.poll_interval, 0.1),
+            args.max_loaded_models,
+            args.memory_budget,
+            args.idle_unload,
+            args.lazy_load,
+            args.load_timeout,
+        ),
         strict_readiness=not args.no_strict_readiness,
         shutdown_grace_seconds=args.shutdown_grace,
     )

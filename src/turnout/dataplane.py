@@ -3,6 +3,7 @@ inference and the repository extension. REST and gRPC both call this."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -45,7 +46,9 @@ class DataPlane:
         traffic: TrafficControl | None = None,
         mirror: ShadowMirror | None = None,
         feedback: FeedbackStore | None = None,
+        load_timeout: float = 60.0,
     ) -> None:
+        self._load_timeout = load_timeout  # how long a request waits for a model to load on demand
         self._traffic = traffic
         self._mirror = mirror
         self._feedback = feedback
@@ -74,15 +77,18 @@ class DataPlane:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
     def model_ready(self, name: str, version: str | None) -> bool:
-        """Whether it would serve now; an unknown model or version raises NotFound."""
+        """Whether it would serve now (a model out of memory would: it loads on
+        demand); an unknown model or version raises NotFound."""
+        if not version and self._registry.is_lazy(name):
+            return True
         try:
             self._registry.get(name, version)
         except Unavailable:
             return False
         return True
 
-    def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
-        served = self._registry.get(name, version)
+    async def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
+        served = await self.served_version(name, version)
         return {
             "name": name,
             "versions": [str(v) for v in self._registry.versions(name)],
@@ -110,9 +116,30 @@ class DataPlane:
         """Count a request the transport could not decode."""
         self._metrics.request_outcome(served.model, str(served.version), "", protocol, error.code.value).inc()
 
-    def served_version(self, name: str, version: str | None) -> ServedVersion:
+    async def served_version(self, name: str, version: str | None) -> ServedVersion:
         """What answers for ``name`` (and ``version``): its configuration and signature."""
+        if self._registry.is_lazy(name):
+            await self._cold_start(name)
         return self._registry.get(name, version)
+
+    async def arrive(self, name: str, version: str | None, protocol: str) -> ServedVersion:
+        """``resolve``, after loading a model that is out of memory (scale to
+        zero): the request waits for the load, up to the load timeout."""
+        if self._registry.is_lazy(name):
+            await self._cold_start(name)
+        return self.resolve(name, version, protocol)
+
+    async def _cold_start(self, name: str) -> None:
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(self._registry.load_on_demand(name), self._load_timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"model '{name}' is still loading after {self._load_timeout:g} s; retry", retry_after=1.0
+            ) from None
+        except (VersionsFailed, ConfigError) as exc:
+            raise Unavailable(f"model '{name}' could not be loaded: {exc}") from None
+        self._metrics.cold_start(name).observe(time.monotonic() - started)
 
     async def infer(
         self,
@@ -132,7 +159,7 @@ class DataPlane:
         traffic = self._traffic
         route = None if request.model_version or traffic is None else traffic.routes.get(request.model_name)
         if route is None:
-            served = self.resolve(request.model_name, request.model_version, protocol)
+            served = await self.arrive(request.model_name, request.model_version, protocol)
             if not self._started and traffic is not None and not request.model_version:
                 self._routing_pending(traffic, served)
             return await self._answer(served, request, protocol, deadline, "", started)

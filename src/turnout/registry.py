@@ -13,8 +13,10 @@ versions still serving stay READY; only new ones show LOADING.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,7 @@ from turnout.model.fingerprint import config_digest, version_digest
 from turnout.model.loader import LoadedVersion, LoadFailed, load_version
 from turnout.model.pins import PinStore
 from turnout.model.repository import ModelRepository, ModelSource, is_model_name, parse_version
+from turnout.model.residency import Budget, Residency
 from turnout.model.runtime import Tensors
 from turnout.model.signature import Signature, incompatibility
 from turnout.observability.metrics import Metrics, VersionObserver
@@ -73,9 +76,12 @@ class _Model:
     unloaded: bool = False  # explicitly unloaded: not counted against server readiness
     digests: dict[int, str] = field(default_factory=dict)  # each live version's files when loaded
     default_version: int | None = None  # model.toml's default_version
+    lazy: bool = False  # not in memory on purpose (lazy start, evicted, idle): loads on the next request
+    loading: asyncio.Future[None] | None = None  # an on-demand load under way, shared by its waiters
 
 
 UNLOADED = "unloaded"
+LAZY = "not in memory: loads on the next request"
 
 
 class ModelRegistry:
@@ -86,8 +92,13 @@ class ModelRegistry:
         drain_seconds: float = 30.0,
         allow_trusted_models: bool = False,
         pins: PinStore | None = None,
+        budget: Budget | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pins = pins or PinStore()
+        self._residency = Residency(budget or Budget())
+        self._tracking = self._residency.budget.limited or self._residency.budget.idle_seconds is not None
+        self._clock = clock
         self._allow_trusted = allow_trusted_models
         self._repository = repository
         self._metrics = metrics
@@ -95,16 +106,20 @@ class ModelRegistry:
         self._models: dict[str, _Model] = {}
         self._changes: set[asyncio.Task[None]] = set()  # loads and unloads under way
 
-    async def load_all(self) -> None:
+    async def load_all(self, lazy: bool = False) -> None:
+        """Load every model; ``lazy``: none now, each on its first request."""
         names = await asyncio.to_thread(self._repository.model_names)
         for name in names:
             if not is_model_name(name):  # listed, so the operator sees why it is not served
                 reason = f"{self._repository.root / name}: not a valid model name (letters, digits, '_', '.', '-')"
                 self._models[name] = _Model(states={None: (State.UNAVAILABLE, reason)})
                 log.error("model directory %r not loaded: %s", name, reason)
+            elif lazy:
+                self._models.setdefault(name, _Model(states={None: (State.UNAVAILABLE, LAZY)}, lazy=True))
             else:  # known from the start, so requests meanwhile hear "loading" (503), not "unknown" (404)
                 self._models.setdefault(name, _Model(states={None: (State.LOADING, "")}))
-        await asyncio.gather(*(self._load_logged(name) for name in names if is_model_name(name)))
+        if not lazy:
+            await asyncio.gather(*(self._load_logged(name) for name in names if is_model_name(name)))
 
     async def _load_logged(self, name: str) -> None:
         try:
@@ -140,6 +155,13 @@ class ModelRegistry:
         task.add_done_callback(self._change_done)
         await asyncio.shield(task)
 
+    def _in_background(self, change: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Start a state change without waiting for it (it runs to its end, as a shielded one)."""
+        task = asyncio.ensure_future(change)
+        self._changes.add(task)
+        task.add_done_callback(self._change_done)
+        return task
+
     def _change_done(self, task: asyncio.Task[None]) -> None:
         self._changes.discard(task)
         if not task.cancelled():
@@ -158,7 +180,7 @@ class ModelRegistry:
             pinned = self._pins.pinned(name)
             if pinned is not None and pinned in source.on_disk:  # a pin keeps its version whatever the policy
                 wanted.add(pinned)
-            digests = await asyncio.to_thread(_digests, source, sorted(wanted))
+            digests, size = await asyncio.to_thread(_digests_and_size, source, sorted(wanted))
             unchanged = {v for v in wanted if v in model.live and model.digests.get(v) == digests[v]}
             # versions serving stay READY until the swap; only new or changed ones are LOADING
             model.states = {v: (State.READY, "") for v in model.live}
@@ -201,7 +223,12 @@ class ModelRegistry:
             before = self._default(name, model)
             model.live, model.states, model.unloaded = loaded, states, False
             model.digests, model.default_version = kept_digests, source.config.default_version
+            model.lazy = False
             self._note_default(name, model, before)
+            if loaded and self._tracking:
+                self._residency.loaded(name, size, self._clock())
+                for victim in self._residency.to_evict(keep=name):  # each under its own lock, after this one
+                    self._in_background(self._evict(victim, "over the memory budget"))
             self._publish(name, old, loaded)
             kept = {id(v) for v in loaded.values()}
             await self._drain(v for v in old.values() if id(v) not in kept)
@@ -330,6 +357,7 @@ class ModelRegistry:
         await self._shielded(self._unload(name, model))
 
     async def _unload(self, name: str, model: _Model) -> None:
+        self._residency.unloaded(name)
         async with model.lock:
             old = model.live
             model.live = {}
@@ -337,7 +365,51 @@ class ModelRegistry:
             self._publish(name, old, {})
             await self._drain(old.values())
             model.states = {v: (State.UNAVAILABLE, UNLOADED) for v in old} or {None: (State.UNAVAILABLE, UNLOADED)}
-            model.unloaded = True
+            model.unloaded, model.lazy = True, False
+
+    # scale to zero
+    async def _evict(self, name: str, why: str) -> None:
+        """Out of memory until the next request brings it back."""
+        model = self._models.get(name)
+        if model is None:
+            return
+        self._residency.unloaded(name)
+        async with model.lock:
+            if not model.live or model.unloaded:
+                return
+            old = model.live
+            model.live, model.lazy = {}, True
+            model.states = {None: (State.UNAVAILABLE, LAZY)}
+            self._publish(name, old, {})
+            self._metrics.evictions(name).inc()
+            log.info("model %s unloaded: %s (it loads again on its next request)", name, why)
+            await self._drain(old.values())
+
+    async def evict_idle(self) -> None:
+        for name in self._residency.idle(self._clock()):
+            await self._shielded(self._evict(name, f"unused for {self._residency.budget.idle_seconds:g} s"))
+
+    def is_lazy(self, name: str) -> bool:
+        model = self._models.get(name)
+        return model is not None and model.lazy and not model.live
+
+    async def load_on_demand(self, name: str) -> None:
+        """Load a lazy model for a request that wants it; concurrent requests
+        share one load. Raises what the load raised."""
+        model = self._known(name)
+        if model.live or not model.lazy:
+            return
+        if model.loading is None:
+            model.states = {None: (State.LOADING, "")}
+            model.loading = self._in_background(self._load(name))
+
+            def done(future: asyncio.Future[None]) -> None:
+                model.loading = None
+                if not future.cancelled() and future.exception() is not None and not model.live:
+                    model.lazy = True  # the next request tries again
+
+            model.loading.add_done_callback(done)
+        await asyncio.shield(model.loading)
 
     def get(self, name: str, version: str | None = None) -> ServedVersion:
         """The live version to serve; the highest live one when none is named."""
@@ -348,6 +420,8 @@ class ModelRegistry:
             number = parse_version(version)
             served = model.live.get(number) if number is not None else None
             if served is not None:
+                if self._tracking:
+                    self._residency.used(name, self._clock())
                 return served
             if number is None or number not in model.states:
                 raise NotFound(f"model '{name}' has no version '{version[:40]}'")
@@ -358,6 +432,8 @@ class ModelRegistry:
             )
         default = self._default(name, model)
         if default is not None:
+            if self._tracking:
+                self._residency.used(name, self._clock())
             return model.live[default]
         reasons = "; ".join(dict.fromkeys(r for _, r in model.states.values() if r))
         busy = next((s for s, _ in model.states.values() if _retry_after(s)), None)
@@ -386,7 +462,7 @@ class ModelRegistry:
         return all(
             state == State.READY
             for model in self._models.values()
-            if not model.unloaded
+            if not (model.unloaded or model.lazy)  # a lazy model serves: it loads on demand
             for state, _ in model.states.values()
         )
 
@@ -437,9 +513,17 @@ def _describe(signature: Signature) -> str:
     return f"{ins} -> {outs}"
 
 
-def _digests(source: ModelSource, versions: list[int]) -> dict[int, str]:
+def _digests_and_size(source: ModelSource, versions: list[int]) -> tuple[dict[int, str], int]:
+    """Each version's digest, and the memory the versions will take (estimated:
+    their artifacts' size on disk times the instances)."""
     config = config_digest(source.directory)
-    return {v: version_digest(source.version_dir(v), config) for v in versions}
+    digests = {v: version_digest(source.version_dir(v), config) for v in versions}
+    size = 0
+    for version in versions:
+        artifact = source.version_dir(version) / source.runtime.artifact
+        with contextlib.suppress(OSError):
+            size += artifact.stat().st_size
+    return digests, size * source.config.instances.count
 
 
 def _keeps_the_contract(

@@ -21,6 +21,7 @@ from turnout.model.fingerprint import scan
 from turnout.model.onnx import OnnxRuntime
 from turnout.model.pins import PinStore
 from turnout.model.repository import ModelRepository
+from turnout.model.residency import Budget
 from turnout.model.runtime import ModelRuntime
 from turnout.model.watcher import RepositoryWatcher
 from turnout.observability.metrics import Metrics
@@ -66,8 +67,15 @@ class Server:
             pins = PinStore(settings.state_dir / "pins.json")
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot read the pinned versions in {settings.state_dir}: {exc}") from None
+        lifecycle = settings.lifecycle
+        budget = Budget(lifecycle.max_models, lifecycle.memory_budget_bytes, lifecycle.idle_unload_seconds)
         self.registry = ModelRegistry(
-            repository, self.metrics, settings.shutdown_grace_seconds, settings.security.allow_trusted_models, pins
+            repository,
+            self.metrics,
+            settings.shutdown_grace_seconds,
+            settings.security.allow_trusted_models,
+            pins,
+            budget,
         )
         self._repository = repository
         poll = settings.lifecycle.poll_seconds
@@ -99,7 +107,13 @@ class Server:
             ) from None
         register_shadow_metrics(self.metrics.registry, self.mirror)
         self.dataplane = DataPlane(
-            self.registry, self.metrics, settings.strict_readiness, self.traffic, self.mirror, self.feedback
+            self.registry,
+            self.metrics,
+            settings.strict_readiness,
+            self.traffic,
+            self.mirror,
+            self.feedback,
+            lifecycle.load_timeout_seconds,
         )
         self._routing_routes = RoutingRoutes(
             self.traffic, self.mirror, self.feedback, self.guard, settings.http.max_body_bytes
@@ -140,13 +154,15 @@ class Server:
                 " (TLS)" if self._tls else "",
             )
             self._log_security()
-            await self.registry.load_all()
+            await self.registry.load_all(lazy=self.settings.lifecycle.lazy)
             self.dataplane.take_up_all_routing()
             self.traffic.start()
             self.mirror.start()
             if self.watcher is not None:
                 await self.watcher.start()
             flusher = loop.create_task(self._flush_feedback())
+            idle = self.settings.lifecycle.idle_unload_seconds
+            reaper = None if idle is None else loop.create_task(self._unload_idle(idle))
             self.dataplane.mark_started()
             log.info("models loaded; ready=%s", self.dataplane.ready())
             await self._stop.wait()
@@ -163,6 +179,8 @@ class Server:
                 await self.watcher.close()
             await self.mirror.close(min(grace, 5.0))  # shadow copies are best effort
             flusher.cancel()
+            if reaper is not None:
+                reaper.cancel()
             await self.traffic.close()
             await asyncio.to_thread(self.feedback.close)
             await self.registry.close()
@@ -177,6 +195,15 @@ class Server:
 
     async def dataplane_unload(self, name: str) -> None:
         await self.dataplane.unload_model(name)
+
+    async def _unload_idle(self, idle_seconds: float) -> None:
+        """Scale to zero: models unused for ``idle_seconds`` leave memory."""
+        while True:
+            await asyncio.sleep(min(max(idle_seconds / 4, 0.05), 5.0))
+            try:
+                await self.registry.evict_idle()
+            except Exception:  # the next round tries again; serving goes on
+                log.exception("unloading idle models failed")
 
     async def _flush_feedback(self) -> None:
         """A/B assignments reach SQLite in batches, off the event loop."""

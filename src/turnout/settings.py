@@ -54,9 +54,17 @@ class SecuritySettings:
 class LifecycleSettings:
     """``poll_seconds``: how often the repository is scanned for new, changed
     and removed models and versions; None: explicit mode (load and unload
-    only through the API)."""
+    only through the API). The rest: memory and scale to zero."""
 
     poll_seconds: float | None = 2.0
+    # scale to zero: at most this many models / bytes (estimated) in memory, least recently
+    # used unloaded first; unused this long, unloaded; lazy: none loaded at start. An unloaded
+    # model loads again on its next request, which waits up to load_timeout_seconds.
+    max_models: int | None = None
+    memory_budget_bytes: int | None = None
+    idle_unload_seconds: float | None = None
+    lazy: bool = False
+    load_timeout_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

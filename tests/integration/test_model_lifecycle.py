@@ -166,3 +166,75 @@ def test_a_removed_model_directory_is_unloaded(repo: Path, log_dir: Path) -> Non
         shutil.rmtree(repo / "diabetes")
         wait_for(lambda: client.get("/v2/models/diabetes/ready").status_code == 503, "diabetes unloaded")
         assert client.get("/v2/models/breast_cancer/ready").status_code == 200
+
+
+def infer_body(model: str, row: int = 0) -> dict[str, Any]:
+    features = {"diabetes": 10, "breast_cancer": 30, "wine": 13}[model]
+    return {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, features], "data": [0.1] * features}]}
+
+
+def counter(metrics: str, name: str, model: str) -> float:
+    total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith(name) and f'model="{model}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_three_models_in_use_under_a_budget_of_two_all_answer(repo: Path, log_dir: Path) -> None:
+    server = ServerProcess(repo, "--max-loaded-models", "2", log_dir=log_dir)
+    failures: list[str] = []
+    answered: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        models = ("diabetes", "breast_cancer", "wine")
+        with httpx.Client(base_url=server.url, timeout=60.0) as http:
+            for i in range(60):
+                model = models[(i + index) % 3]
+                response = http.post(f"/v2/models/{model}/infer", json=infer_body(model))
+                with lock:
+                    if response.status_code == 200:
+                        answered[model] += 1
+                    else:
+                        failures.append(f"{model}: {response.status_code} {response.text[:200]}")
+
+    with server:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        metrics = httpx.get(f"{server.url}/metrics").text
+        loaded = [
+            line for line in metrics.splitlines() if line.startswith("turnout_model_ready{") and line.endswith(" 1.0")
+        ]
+    assert failures == []
+    assert answered == {"diabetes": 60, "breast_cancer": 60, "wine": 60}
+    cold = sum(counter(metrics, "turnout_cold_start_seconds_count", m) for m in ("diabetes", "breast_cancer", "wine"))
+    evicted = sum(counter(metrics, "turnout_model_evictions_total", m) for m in ("diabetes", "breast_cancer", "wine"))
+    assert cold >= 1 and evicted >= 1  # models came and went, and requests waited for them
+    assert len({line.split('model="')[1].split('"')[0] for line in loaded}) <= 2  # the budget holds
+
+
+def test_lazy_load_and_idle_unload(repo: Path, log_dir: Path) -> None:
+    server = ServerProcess(repo, "--lazy-load", "--idle-unload", "1", log_dir=log_dir)
+    with server, httpx.Client(base_url=server.url, timeout=60.0) as client, server.admin_client() as admin:
+        index = {e["name"]: e for e in admin.post("/v2/repository/index").json() if e["version"] == ""}
+        assert (
+            index["diabetes"]["state"] == "UNAVAILABLE" and "loads on the next request" in index["diabetes"]["reason"]
+        )
+        assert client.get("/v2/models/diabetes/ready").status_code == 200  # it would serve: on demand
+        assert client.post("/v2/models/diabetes/infer", json=infer_body("diabetes")).status_code == 200
+        assert counter(client.get("/metrics").text, "turnout_cold_start_seconds_count", "diabetes") == 1
+        assert client.get("/v2/models/diabetes").json()["name"] == "diabetes"  # metadata while loaded
+        wait_for(
+            lambda: any(
+                e["name"] == "diabetes" and e["state"] == "UNAVAILABLE"
+                for e in admin.post("/v2/repository/index").json()
+            ),
+            "diabetes unloaded when idle",
+        )
+        assert client.post("/v2/models/diabetes/infer", json=infer_body("diabetes")).status_code == 200
+        assert counter(client.get("/metrics").text, "turnout_cold_start_seconds_count", "diabetes") == 2
+        assert counter(client.get("/metrics").text, "turnout_model_evictions_total", "diabetes") == 1

@@ -12,6 +12,7 @@ import pytest
 from turnout.model.fingerprint import model_digest, scan
 from turnout.model.integrity import IntegrityError, verify
 from turnout.model.pins import PinStore
+from turnout.model.residency import Budget, Residency
 from turnout.model.watcher import Changes, settled_changes
 
 
@@ -73,3 +74,30 @@ def test_pins_and_earlier_defaults_survive_reopening(tmp_path: Path) -> None:
     again = PinStore(path)
     assert again.pinned("m") is None and again.history("m") == [1, 2]
     assert not (tmp_path / "state" / "pins.json.tmp").exists()
+
+
+def test_the_least_recently_used_models_leave_to_keep_the_budget() -> None:
+    residency = Residency(Budget(max_models=2))
+    residency.loaded("a", 100, 0.0)
+    residency.loaded("b", 100, 1.0)
+    residency.used("a", 2.0)  # b is now the least recently used
+    residency.loaded("c", 100, 3.0)
+    assert residency.to_evict(keep="c") == ["b"]
+    residency.unloaded("b")
+    assert residency.to_evict(keep="c") == []
+    by_bytes = Residency(Budget(max_bytes=250))
+    for name, size in (("a", 100), ("b", 100), ("c", 100)):
+        by_bytes.loaded(name, size, 0.0)
+    assert by_bytes.to_evict(keep="c") == ["a"]
+    assert by_bytes.to_evict(keep="a") == ["b"]  # the one just loaded never leaves for itself
+    assert by_bytes.fits(250) and not by_bytes.fits(251)
+
+
+def test_models_unused_for_the_idle_time_are_idle() -> None:
+    residency = Residency(Budget(idle_seconds=10.0))
+    residency.loaded("a", 1, 0.0)
+    residency.loaded("b", 1, 0.0)
+    residency.used("b", 5.0)
+    assert residency.idle(9.0) == []
+    assert residency.idle(12.0) == ["a"]
+    assert Residency(Budget()).idle(1e9) == []  # no idle time: never

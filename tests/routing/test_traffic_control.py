@@ -268,7 +268,9 @@ def test_an_endpoint_routing_to_a_model_that_changes_is_checked_again(models: Pa
     async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
         traffic = control()
         traffic.apply("wine", {"policy": "shadow", "primary": "1", "shadow": "wine_copy"}, "ops")
-        for version in ("1", "2"):  # wine_copy becomes a breast-cancer model: another signature
+        signature = (models / "breast_cancer" / "model.toml").read_text().split("# The signature")[1]
+        (models / "wine_copy" / "model.toml").write_text("[version_policy]\nall = true\n# The signature" + signature)
+        for version in ("1", "2"):  # wine_copy becomes a breast-cancer model, declared: another signature
             shutil.copy(
                 models / "breast_cancer" / version / "model.onnx", models / "wine_copy" / version / "model.onnx"
             )

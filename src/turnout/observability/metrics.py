@@ -162,12 +162,23 @@ class Metrics:
             "Version loads that failed (unreadable, corrupt, wrong signature, checksum mismatch, warm-up).",
             model,
         )
-        self.registry.register(
-            _Families(
-                [requests, latency, queue_time, compute_time, batch_rows, queue_depth, model_ready, load_failures]
-            )
+        evictions = _Counts(
+            "turnout_model_evictions",
+            "Models unloaded to keep to the memory budget or after their idle time (they load again on demand).",
+            ["model"],
         )
+        cold_start = _Distributions(
+            "turnout_cold_start_seconds",
+            "How long requests for a model not in memory waited for it to load.",
+            ["model"],
+            LATENCY_BUCKETS,
+        )
+        families: list[_Counts | _Distributions] = [requests, latency, queue_time, compute_time, batch_rows]
+        families += [queue_depth, model_ready, load_failures, evictions, cold_start]
+        self.registry.register(_Families(families))
         self.load_failures = cache(load_failures.child)
+        self.evictions = cache(evictions.child)
+        self.cold_start = cache(cold_start.child)
         self.request_outcome = cache(requests.child)
         self.latency = cache(latency.child)
         self.queue_time = cache(queue_time.child)

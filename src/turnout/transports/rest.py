@@ -177,11 +177,11 @@ class RestApi:
 
     async def model_metadata(self, request: Request) -> Response:
         params = request.params
-        return json_response(self._dataplane.model_metadata(params["model"], params.get("version")))
+        return json_response(await self._dataplane.model_metadata(params["model"], params.get("version")))
 
     async def model_config(self, request: Request) -> Response:
         params = request.params
-        served = self._dataplane.served_version(params["model"], params.get("version"))
+        served = await self._dataplane.served_version(params["model"], params.get("version"))
         return json_response(triton_model_config(served))
 
     async def model_ready(self, request: Request) -> Response:
@@ -194,7 +194,7 @@ class RestApi:
         model, version = params["model"], params.get("version")
         # An unknown model is a 404 before its body is read; the version that
         # answers is chosen again after, since a reload may finish meanwhile.
-        served = self._dataplane.resolve(model, version, "rest")
+        served = await self._dataplane.arrive(model, version, "rest")
         try:
             body = await request.body(self._max_body_bytes)
             inference = decode_request(body, _header_length(request), model, version, self._limits)

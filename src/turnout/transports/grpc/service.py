@@ -195,7 +195,7 @@ class InferenceService:
         return pb.ModelReadyResponse(ready=self._dataplane.model_ready(request.name, request.version or None))
 
     async def model_metadata(self, request: Any, context: CallContext) -> Any:
-        metadata = self._dataplane.model_metadata(request.name, request.version or None)
+        metadata = await self._dataplane.model_metadata(request.name, request.version or None)
         response = pb.ModelMetadataResponse(
             name=metadata["name"], versions=metadata["versions"], platform=metadata["platform"]
         )
@@ -205,7 +205,7 @@ class InferenceService:
         return response
 
     async def model_infer(self, request: Any, context: CallContext) -> Any:
-        served = self._dataplane.resolve(request.model_name, request.model_version or None, "grpc")
+        served = await self._dataplane.arrive(request.model_name, request.model_version or None, "grpc")
         try:
             decoded, as_raw = convert.decode_request(request, self._limits)
         except TurnoutError as exc:
