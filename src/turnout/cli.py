@@ -156,6 +156,20 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         help="how long a request for a model out of memory waits for it to load (default 60)",
     )
+    lifecycle.add_argument(
+        "--registry",
+        choices=("mlflow",),
+        default=None,
+        help="also serve models from a model registry: mlflow (with --mlflow-model, repeated)",
+    )
+    lifecycle.add_argument(
+        "--mlflow-model",
+        action="append",
+        default=[],
+        metavar="models:/NAME@ALIAS",
+        help="a registered model to serve by alias; it follows the alias as it moves",
+    )
+    lifecycle.add_argument("--mlflow-uri", default=None, help="the MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
     routing = serve.add_argument_group("traffic control")
     routing.add_argument(
         "--state-dir",
@@ -326,6 +340,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"turnout: {exc}", file=sys.stderr)
         return 2
+    if bool(args.mlflow_model) != (args.registry == "mlflow"):
+        print("turnout: --registry mlflow and --mlflow-model models:/NAME@ALIAS go together", file=sys.stderr)
+        return 2
     settings = Settings(
         repository=args.repository,
         http=HttpSettings(args.host, args.http_port, args.max_body_bytes, args.request_read_timeout),
@@ -341,6 +358,8 @@ def _serve(args: argparse.Namespace) -> int:
             args.idle_unload,
             args.lazy_load,
             args.load_timeout,
+            tuple(args.mlflow_model),
+            args.mlflow_uri,
         ),
         strict_readiness=not args.no_strict_readiness,
         shutdown_grace_seconds=args.shutdown_grace,

@@ -9,6 +9,7 @@ exit 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import signal
@@ -18,6 +19,7 @@ import ssl
 
 from turnout.dataplane import DataPlane
 from turnout.model.fingerprint import scan
+from turnout.model.mlflow_source import AliasReference, AliasWatcher, MlflowPuller, MlflowUnavailable
 from turnout.model.onnx import OnnxRuntime
 from turnout.model.pins import PinStore
 from turnout.model.repository import ModelRepository
@@ -26,7 +28,7 @@ from turnout.model.runtime import ModelRuntime
 from turnout.model.watcher import RepositoryWatcher
 from turnout.observability.metrics import Metrics
 from turnout.observability.shadow_metrics import register_shadow_metrics
-from turnout.registry import ModelRegistry
+from turnout.registry import ModelRegistry, VersionsFailed
 from turnout.routing.feedback import FeedbackStore
 from turnout.routing.shadow import ShadowMirror
 from turnout.routing.state_store import RoutingStore
@@ -155,6 +157,7 @@ class Server:
             )
             self._log_security()
             await self.registry.load_all(lazy=self.settings.lifecycle.lazy)
+            aliases = await self._follow_mlflow()
             self.dataplane.take_up_all_routing()
             self.traffic.start()
             self.mirror.start()
@@ -177,6 +180,8 @@ class Server:
             )
             if self.watcher is not None:
                 await self.watcher.close()
+            if aliases is not None:
+                await aliases.close()
             await self.mirror.close(min(grace, 5.0))  # shadow copies are best effort
             flusher.cancel()
             if reaper is not None:
@@ -189,6 +194,29 @@ class Server:
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+
+    async def _follow_mlflow(self) -> AliasWatcher | None:
+        """With --registry mlflow: pull and deploy each alias's version now, then follow the aliases."""
+        lifecycle = self.settings.lifecycle
+        if not lifecycle.mlflow_models:
+            return None
+        try:
+            references = [AliasReference.parse(text) for text in lifecycle.mlflow_models]
+            puller = await asyncio.to_thread(MlflowPuller, lifecycle.mlflow_uri, self.settings.repository)
+        except MlflowUnavailable as exc:
+            raise StartupError(str(exc)) from None
+        aliases = AliasWatcher(puller, references, self._deploy_pulled, lifecycle.poll_seconds or 2.0)
+        await aliases.sync()
+        aliases.start()
+        return aliases
+
+    async def _deploy_pulled(self, name: str, version: int) -> None:
+        """A version pulled from MLflow: loaded, verified, warmed up, then the default."""
+        if not self.registry.known(name):
+            with contextlib.suppress(VersionsFailed):  # an older pulled version may be broken; this one counts
+                await self.registry.load(name)
+        await self.registry.pin(name, version)
+        self.dataplane.take_up_routing(name)
 
     async def dataplane_load(self, name: str) -> None:
         await self.dataplane.load_model(name)

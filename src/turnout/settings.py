@@ -65,6 +65,10 @@ class LifecycleSettings:
     idle_unload_seconds: float | None = None
     lazy: bool = False
     load_timeout_seconds: float = 60.0
+    # models followed in the MLflow Model Registry ("models:/fraud@champion"), and its tracking URI
+    # (None: MLFLOW_TRACKING_URI); polled every poll_seconds (2 s in explicit mode)
+    mlflow_models: tuple[str, ...] = ()
+    mlflow_uri: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
