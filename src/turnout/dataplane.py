@@ -4,6 +4,7 @@ inference and the repository extension. REST and gRPC both call this."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -127,6 +128,9 @@ class DataPlane:
         zero): the request waits for the load, up to the load timeout."""
         if self._registry.is_lazy(name):
             await self._cold_start(name)
+        elif (loading := self._registry.load_in_progress(name)) is not None:  # at start, say: wait, not 503
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(loading.wait(), self._load_timeout)
         return self.resolve(name, version, protocol)
 
     async def _cold_start(self, name: str) -> None:

@@ -78,6 +78,7 @@ class _Model:
     default_version: int | None = None  # model.toml's default_version
     lazy: bool = False  # not in memory on purpose (lazy start, evicted, idle): loads on the next request
     loading: asyncio.Future[None] | None = None  # an on-demand load under way, shared by its waiters
+    first_load: asyncio.Event | None = None  # set when a load of a model with nothing live ends
 
 
 UNLOADED = "unloaded"
@@ -169,6 +170,21 @@ class ModelRegistry:
 
     async def _load(self, name: str) -> None:
         model = self._models.setdefault(name, _Model())
+        if not model.live and model.first_load is None:  # requests meanwhile wait for it, not fail
+            model.first_load = asyncio.Event()
+        try:
+            await self._load_locked(name, model)
+        finally:
+            if model.first_load is not None:
+                model.first_load.set()
+                model.first_load = None
+
+    def load_in_progress(self, name: str) -> asyncio.Event | None:
+        """Set when the load of a model with no live version ends (None: no such load)."""
+        model = self._models.get(name)
+        return None if model is None or model.live else model.first_load
+
+    async def _load_locked(self, name: str, model: _Model) -> None:
         async with model.lock:
             try:
                 source = await asyncio.to_thread(self._repository.read, name)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from tests.integration.reference import diabetes_rows
-from tests.support import ServerProcess
+from tests.support import ServerProcess, slower, write_model
 
 ROWS = diabetes_rows(50)
 
@@ -238,3 +238,18 @@ def test_lazy_load_and_idle_unload(repo: Path, log_dir: Path) -> None:
         assert client.post("/v2/models/diabetes/infer", json=infer_body("diabetes")).status_code == 200
         assert counter(client.get("/metrics").text, "turnout_cold_start_seconds_count", "diabetes") == 2
         assert counter(client.get("/metrics").text, "turnout_model_evictions_total", "diabetes") == 1
+
+
+def test_a_request_during_the_first_load_waits_for_it(repo: Path, log_dir: Path) -> None:
+    # a model that takes a while to load: thousands of nodes to optimise, then a warm-up
+    shutil.copytree(repo / "diabetes", repo / "heavy")
+    write_model(repo / "heavy" / "1" / "model.onnx", slower(repo / "diabetes" / "1" / "model.onnx", "input",
+                                                           "prediction", products=3000))  # fmt: skip
+    server = ServerProcess(repo, log_dir=log_dir).start(wait_ready=False)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60.0) as client:
+            assert client.get("/v2/health/ready").status_code == 503  # still loading...
+            answer = client.post("/v2/models/heavy/infer", json=infer_body("diabetes"))
+            assert answer.status_code == 200, answer.text  # ...and the request waited for it
+    finally:
+        server.stop()
