@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test models proto lint typecheck venv clean system-deps bench bench-shadow
+.PHONY: serve test models proto lint typecheck venv clean system-deps bench bench-shadow bench-cold-start
 
 # The virtual environment, with turnout installed editable plus the dev tools.
 $(STAMP): pyproject.toml
@@ -58,6 +58,10 @@ bench: $(STAMP)
 # A slow shadow variant against the primary's latency (its section of BENCHMARKS.md).
 bench-shadow: $(STAMP)
 	$(BIN)/python bench/shadow_p99.py $(SHADOW_ARGS)
+
+# The first request for a model out of memory (its section of BENCHMARKS.md).
+bench-cold-start: $(STAMP)
+	$(BIN)/python bench/cold_start.py $(COLD_START_ARGS)
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
