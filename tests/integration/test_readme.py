@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.support import ServerProcess
@@ -98,3 +99,35 @@ def test_traffic_control_walkthrough(repo: Path, tmp_path: Path) -> None:
     assert "policy: shadow (primary=1, shadow=2, percent=100.0)" in shadow
     assert '"recorded":true' in ab and "A/B report for 'wine'" in ab
     assert "nothing to compare yet" in ab  # one user, one variant
+
+
+def test_model_lifecycle_walkthrough(repo: Path, tmp_path: Path) -> None:
+    """The Model lifecycle section as printed: a version dropped in goes live,
+    then rollback, pin and unpin with the CLI."""
+    server = ServerProcess(repo, "--poll-interval", "0.2", log_dir=tmp_path)
+    env = {**os.environ, "TURNOUT_ADMIN_URL": server.admin_url, "TURNOUT_ADMIN_KEY": server.admin_key}
+    drop = block_after("**Dropping in a new version.**", "sh").replace("examples/models", str(repo))
+    steps = [line for line in block_after("**Rollback and pinning**", "sh").splitlines() if "export " not in line]
+    turnout = f"{sys.executable} -m turnout"
+    with server:
+        subprocess.run(["bash", "-ec", drop], check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while True:
+            status = subprocess.run(
+                [*turnout.split(), "models", "versions", "diabetes"], env=env, capture_output=True, text=True
+            )
+            if "default version 2" in status.stdout:
+                break
+            assert time.monotonic() < deadline, status.stdout + status.stderr
+            time.sleep(0.1)
+        outputs = []
+        for line in steps:
+            command = line.split("#")[0].replace(".venv/bin/turnout", turnout)
+            result = subprocess.run(["bash", "-ec", command], env=env, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stderr
+            outputs.append(result.stdout)
+    versions, rolled_back, pinned, unpinned = outputs
+    assert "diabetes: default version 2" in versions and "earlier defaults: 1" in versions
+    assert "default version 1 (pinned to 1)" in rolled_back
+    assert "default version 2 (pinned to 2)" in pinned
+    assert unpinned.startswith("diabetes: default version 2\n")
