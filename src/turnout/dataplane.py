@@ -9,7 +9,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -133,16 +133,25 @@ class DataPlane:
                 await asyncio.wait_for(loading.wait(), self._load_timeout)
         return self.resolve(name, version, protocol)
 
+    async def _warm(self, name: str) -> None:
+        """A routed request's variant model out of memory: load it (a cold start)."""
+        if self._registry.is_lazy(name):
+            await self._cold_start(name)
+
     async def _cold_start(self, name: str) -> None:
+        """Wait for the model to load (again, should another load evict it
+        meanwhile), up to the load timeout."""
         started = time.monotonic()
-        try:
-            await asyncio.wait_for(self._registry.load_on_demand(name), self._load_timeout)
-        except TimeoutError:
-            raise Unavailable(
-                f"model '{name}' is still loading after {self._load_timeout:g} s; retry", retry_after=1.0
-            ) from None
-        except (VersionsFailed, ConfigError) as exc:
-            raise Unavailable(f"model '{name}' could not be loaded: {exc}") from None
+        deadline = started + self._load_timeout
+        while self._registry.is_lazy(name):
+            try:
+                await asyncio.wait_for(self._registry.load_on_demand(name), max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                raise Unavailable(
+                    f"model '{name}' is still loading after {self._load_timeout:g} s; retry", retry_after=1.0
+                ) from None
+            except (VersionsFailed, ConfigError) as exc:
+                raise Unavailable(f"model '{name}' could not be loaded: {exc}") from None
         self._metrics.cold_start(name).observe(time.monotonic() - started)
 
     async def infer(
@@ -188,6 +197,7 @@ class DataPlane:
                 raise InvalidRequest(f"an A/B-routed request's id must be at most {MAX_AB_ID} characters")
             key = (key_of(key_name) if key_of is not None else None) or _text(request.parameters.get(key_name))
         decision = traffic.decide(route, key)
+        await self._warm(_target(endpoint, decision.serve).model)
         variant, served = self._pick(endpoint, decision.serve, route, protocol)
         try:
             response = await self._answer(served, request, protocol, deadline, variant, started)
@@ -326,21 +336,17 @@ class DataPlane:
         number = parse_version(version)
         if number is None:
             raise InvalidRequest(f"'{version[:40]}' is not a version number")
-        try:
+        with _lifecycle_errors(f"version {number} cannot be pinned, the default stays"):
             await self._registry.pin(name, number)
-        except VersionsFailed as exc:
-            raise InvalidRequest(f"version {number} cannot be pinned, the default stays: {exc}") from None
-        except ConfigError as exc:
-            raise InvalidRequest(f"model '{name}' cannot be read: {exc}") from None
 
     async def unpin_model(self, name: str) -> None:
-        await self._registry.unpin(name)
+        with _lifecycle_errors("unpinned, but the reload that followed failed"):
+            await self._registry.unpin(name)
 
     async def rollback_model(self, name: str) -> int:
-        try:
-            return await self._registry.rollback(name)
-        except VersionsFailed as exc:
-            raise InvalidRequest(f"cannot roll back, the default stays: {exc}") from None
+        with _lifecycle_errors("cannot roll back, the default stays"):
+            version = await self._registry.rollback(name)
+        return version
 
     def version_status(self, name: str) -> dict[str, Any]:
         """The model's default version, its pin, its earlier defaults and each version's state."""
@@ -384,3 +390,16 @@ def _text(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
+
+
+@contextlib.contextmanager
+def _lifecycle_errors(what: str) -> Iterator[None]:
+    """A pin, unpin or rollback's failures as client-facing errors (never a 500)."""
+    try:
+        yield
+    except VersionsFailed as exc:
+        raise InvalidRequest(f"{what}: {exc}") from None
+    except ConfigError as exc:
+        raise InvalidRequest(f"{what}: the model cannot be read: {exc}") from None
+    except OSError as exc:
+        raise Unavailable(f"{what}: the pin could not be saved: {exc}") from None

@@ -79,6 +79,7 @@ class _Model:
     lazy: bool = False  # not in memory on purpose (lazy start, evicted, idle): loads on the next request
     loading: asyncio.Future[None] | None = None  # an on-demand load under way, shared by its waiters
     first_load: asyncio.Event | None = None  # set when a load of a model with nothing live ends
+    waiters: int = 0  # requests waiting for an on-demand load: not evicted meanwhile
 
 
 UNLOADED = "unloaded"
@@ -235,15 +236,19 @@ class ModelRegistry:
                         loaded[version] = served
                         kept_digests[version] = model.digests[version]
                         states[version] = (State.READY, f"kept serving: version(s) {newly_failed} failed to load")
+            if newly_failed and not loaded:  # nothing in memory to keep (a restart, an eviction): an older one
+                await self._load_older(name, model, source, wanted, newly_failed, loaded, states, kept_digests)
             old = model.live
             before = self._default(name, model)
             model.live, model.states, model.unloaded = loaded, states, False
             model.digests, model.default_version = kept_digests, source.config.default_version
             model.lazy = False
             self._note_default(name, model, before)
+            self._remember_contract(name, model)
             if loaded and self._tracking:
                 self._residency.loaded(name, size, self._clock())
-                for victim in self._residency.to_evict(keep=name):  # each under its own lock, after this one
+                busy = frozenset(n for n, m in self._models.items() if m.waiters)
+                for victim in self._residency.to_evict(keep=name, busy=busy):  # each under its own lock, later
                     self._in_background(self._evict(victim, "over the memory budget"))
             self._publish(name, old, loaded)
             kept = {id(v) for v in loaded.values()}
@@ -252,11 +257,45 @@ class ModelRegistry:
             if failed:
                 raise VersionsFailed(name, failed)
 
-    def _contract(self, name: str, model: _Model) -> ServedVersion | None:
-        """What clients call now: the serving default version, whose signature
-        a new version must keep unless model.toml declares the signature."""
+    def _contract(self, name: str, model: _Model) -> Contract | None:
+        """What clients call: the serving default version's signature, which a
+        new version must keep unless model.toml declares the signature; when
+        nothing is live (evicted, or just started), the last one that was."""
         default = self._default(name, model)
-        return None if default is None else model.live[default]
+        if default is not None:
+            served = model.live[default]
+            return Contract(served.version, served.signature, served.max_batch_size)
+        return self._pins.contract(name)
+
+    def _remember_contract(self, name: str, model: _Model) -> None:
+        contract = self._contract(name, model)
+        if contract is not None and model.live:
+            self._pins.remember_contract(name, contract)
+
+    async def _load_older(
+        self,
+        name: str,
+        model: _Model,
+        source: ModelSource,
+        wanted: set[int],
+        failed: list[int],
+        loaded: dict[int, ServedVersion],
+        states: dict[int | None, tuple[State, str]],
+        digests: dict[int, str],
+    ) -> None:
+        """Every wanted version failed and none serves: the newest older version that loads serves instead."""
+        for version in sorted((v for v in source.on_disk if v not in wanted), reverse=True)[:3]:
+            try:
+                result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
+                _keeps_the_contract(source, version, result, self._contract(name, model))
+            except LoadFailed as exc:
+                log.error("model %s: older version %d not loaded either: %s", name, version, exc)
+                continue
+            loaded[version] = self._serve(source, version, result)
+            digests[version] = (await asyncio.to_thread(_digests_and_size, source, [version]))[0][version]
+            states[version] = (State.READY, f"serving instead: version(s) {failed} failed to load")
+            log.warning("model %s: version %d serves instead of %s, which failed to load", name, version, failed)
+            return
 
     def _default(self, name: str, model: _Model) -> int | None:
         """The version requests that name none get: the pinned one, else
@@ -283,16 +322,17 @@ class ModelRegistry:
             if version not in source.on_disk:
                 raise NotFound(f"model '{name}' has no version {version} on disk (it has {list(source.on_disk)})")
         before = self._default(name, model)
+        earlier_pin = self._pins.pinned(name)
         self._pins.pin(name, version)
         if version not in model.live:
             try:
                 await self.load(name)
             except VersionsFailed as exc:
-                if version in exc.reasons:  # the pin cannot serve: undone, the earlier default stays
-                    self._pins.unpin(name)
+                if version in exc.reasons:  # the pin cannot serve: undone, the earlier one stays
+                    self._pins.restore(name, earlier_pin)
                     raise
         if version not in model.live:
-            self._pins.unpin(name)
+            self._pins.restore(name, earlier_pin)
             raise Unavailable(f"model '{name}' version {version} could not be loaded; nothing was pinned")
         self._note_default(name, model, before)
 
@@ -313,9 +353,9 @@ class ModelRegistry:
         if not earlier:
             raise InvalidRequest(f"model '{name}' has no earlier default version to roll back to")
         target = earlier[-1]
+        history = self._pins.history(name)
         await self.pin(name, target)
-        self._pins.forget_last(name)  # the rollback's own change of default is not a step to undo
-        self._pins.forget_last(name)
+        self._pins.set_history(name, history[: len(history) - 1 - history[::-1].index(target)])  # before target
         return target
 
     def pinned(self, name: str) -> int | None:
@@ -411,10 +451,18 @@ class ModelRegistry:
 
     async def load_on_demand(self, name: str) -> None:
         """Load a lazy model for a request that wants it; concurrent requests
-        share one load. Raises what the load raised."""
+        share one load, and the model is not evicted while they wait. Raises
+        what the load raised."""
         model = self._known(name)
         if model.live or not model.lazy:
             return
+        model.waiters += 1
+        try:
+            await self._load_on_demand(name, model)
+        finally:
+            model.waiters -= 1
+
+    async def _load_on_demand(self, name: str, model: _Model) -> None:
         if model.loading is None:
             model.states = {None: (State.LOADING, "")}
             model.loading = self._in_background(self._load(name))
@@ -474,13 +522,11 @@ class ModelRegistry:
         return name in self._models
 
     def all_ready(self) -> bool:
-        """Every model that should serve does: explicitly unloaded ones do not count."""
-        return all(
-            state == State.READY
-            for model in self._models.values()
-            if not (model.unloaded or model.lazy)  # a lazy model serves: it loads on demand
-            for state, _ in model.states.values()
-        )
+        """Every model that should serve does (has a live default version). Not
+        counted: explicitly unloaded models, and those out of memory on purpose
+        (they load on demand). A reload's new versions loading, or one that
+        failed while another serves, do not make the server unready."""
+        return all(model.live or model.unloaded or model.lazy for model in self._models.values())
 
     def flush(self) -> None:
         """Run whatever is queued without waiting out batching delays (shutdown)."""
@@ -542,19 +588,26 @@ def _digests_and_size(source: ModelSource, versions: list[int]) -> tuple[dict[in
     return digests, size * source.config.instances.count
 
 
-def _keeps_the_contract(
-    source: ModelSource, version: int, loaded: LoadedVersion, serving: ServedVersion | None
-) -> None:
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """The signature clients rely on: the serving default version's."""
+
+    version: int
+    signature: Signature
+    max_batch_size: int
+
+
+def _keeps_the_contract(source: ModelSource, version: int, loaded: LoadedVersion, serving: Contract | None) -> None:
     """A new version may not change the signature clients rely on by accident:
     without a signature declared in model.toml, it must accept what the
     serving default accepts and answer in the same shapes."""
-    if serving is None or serving.version == version or source.config.declared_signature() is not None:
+    if serving is None or source.config.declared_signature() is not None:
         return
     problem = incompatibility(serving.signature, loaded.signature, serving.max_batch_size, loaded.max_batch_size)
     if problem:
         for instance in loaded.instances:
             instance.close()
         raise LoadFailed(
-            f"its signature differs from version {serving.version}, which serves now ({problem}); to change the "
+            f"its signature differs from version {serving.version}'s, which clients call ({problem}); to change the "
             "signature on purpose, declare [[inputs]] and [[outputs]] in model.toml"
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import signal
 import socket
@@ -84,7 +85,9 @@ class Server:
         self.watcher = (
             None
             if poll is None
-            else RepositoryWatcher(lambda: scan(settings.repository), self.dataplane_load, self.dataplane_unload, poll)
+            else RepositoryWatcher(
+                functools.partial(scan, settings.repository), self.dataplane_load, self.dataplane_unload, poll
+            )
         )
         self.guard = build_guard(settings.security)
         routing = settings.routing
@@ -205,10 +208,25 @@ class Server:
             puller = await asyncio.to_thread(MlflowPuller, lifecycle.mlflow_uri, self.settings.repository)
         except MlflowUnavailable as exc:
             raise StartupError(str(exc)) from None
-        aliases = AliasWatcher(puller, references, self._deploy_pulled, lifecycle.poll_seconds or 2.0)
+        aliases = AliasWatcher(
+            puller,
+            references,
+            self._deploy_pulled,
+            lifecycle.poll_seconds or 2.0,
+            self.settings.state_dir / "mlflow-aliases.json",
+            self._versions_to_keep,
+        )
         await aliases.sync()
         aliases.start()
         return aliases
+
+    def _versions_to_keep(self, name: str) -> set[int]:
+        """Pulled versions that must stay on disk: the default, a pin, and earlier defaults (for rollback)."""
+        keep = set(self.registry.history(name))
+        for version in (self.registry.pinned(name), self.registry.default_version(name)):
+            if version is not None:
+                keep.add(version)
+        return keep
 
     async def _deploy_pulled(self, name: str, version: int) -> None:
         """A version pulled from MLflow: loaded, verified, warmed up, then the default."""

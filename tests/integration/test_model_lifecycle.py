@@ -125,6 +125,7 @@ def test_versions_come_and_go_under_load_with_no_failed_request(repo: Path, log_
         assert "does not match the expected" in state("5")[1]
         assert status()["default"] == "2"
         assert set(load.versions_after(time.monotonic())) == {"2"}
+        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # a refused version: still ready
         shutil.rmtree(repo / "diabetes" / "5")
         # rollback: back to version 1 (reloaded: the policy had let it go), at once
         back = admin.post("/v2/repository/models/diabetes/rollback")
@@ -138,6 +139,15 @@ def test_versions_come_and_go_under_load_with_no_failed_request(repo: Path, log_
         assert unpinned["pinned"] is None and unpinned["default"] == "2"
         missing = admin.post("/v2/repository/models/diabetes/pin", json={"version": "9"})
         assert missing.status_code == 404 and "no version 9 on disk" in missing.json()["error"]
+        admin.post("/v2/repository/models/diabetes/pin", json={"version": "1"})
+        (repo / "diabetes" / ".staging-6").mkdir()
+        (repo / "diabetes" / ".staging-6" / "model.onnx").write_bytes(b"broken")
+        (repo / "diabetes" / ".staging-6").rename(repo / "diabetes" / "6")
+        refused = admin.post("/v2/repository/models/diabetes/pin", json={"version": "6"})
+        assert refused.status_code == 400 and "cannot be pinned" in refused.json()["error"]
+        assert status()["pinned"] == "1" and status()["default"] == "1"  # the earlier pin stands
+        shutil.rmtree(repo / "diabetes" / "6")
+        admin.post("/v2/repository/models/diabetes/unpin")
         metrics = httpx.get(f"{server.url}/metrics").text
     assert load.failures == []
     served = {version for _, version, _ in load.answers}
@@ -253,3 +263,39 @@ def test_a_request_during_the_first_load_waits_for_it(repo: Path, log_dir: Path)
             assert answer.status_code == 200, answer.text  # ...and the request waited for it
     finally:
         server.stop()
+
+
+def test_after_a_restart_a_new_version_with_another_signature_is_still_refused(repo: Path, log_dir: Path) -> None:
+    state = log_dir / "state"
+    with ServerProcess(repo, log_dir=log_dir, state_dir=state):
+        pass  # version 1 served: its signature is what clients rely on
+    shutil.copytree(repo / "breast_cancer" / "1", repo / "diabetes" / "2")  # another signature, while down
+    with ServerProcess(repo, log_dir=log_dir, state_dir=state) as server, server.admin_client() as admin:
+        status = admin.get("/v2/repository/models/diabetes/versions").json()
+        answer = httpx.post(f"{server.url}/v2/models/diabetes/infer", json=infer_body("diabetes"))
+    states = {v["version"]: (v["state"], v["reason"]) for v in status["versions"]}
+    assert states["2"][0] == "UNAVAILABLE" and "signature differs from version 1" in states["2"][1]
+    assert states["1"][0] == "READY" and "serving instead" in states["1"][1]  # the older one, though unselected
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+
+
+def test_a_budget_of_one_with_three_models_and_many_clients_fails_nothing(repo: Path, log_dir: Path) -> None:
+    server = ServerProcess(repo, "--max-loaded-models", "1", "--lazy-load", log_dir=log_dir)
+    failures: list[str] = []
+
+    def client(index: int) -> None:
+        models = ("diabetes", "breast_cancer", "wine")
+        with httpx.Client(base_url=server.url, timeout=60.0) as http:
+            for i in range(30):
+                model = models[(i + index) % 3]
+                response = http.post(f"/v2/models/{model}/infer", json=infer_body(model))
+                if response.status_code != 200:
+                    failures.append(f"{model}: {response.status_code} {response.text[:200]}")
+
+    with server:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+    assert failures == []

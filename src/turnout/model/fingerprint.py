@@ -39,14 +39,16 @@ def model_digest(model_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def scan(root: Path) -> dict[str, str]:
-    """Every model directory under ``root`` (not hidden) and its digest; one
-    that vanishes while being read is left out."""
+def scan(root: Path, previous: dict[str, str] | None = None) -> dict[str, str]:
+    """Every model directory under ``root`` (not hidden) and its digest. One
+    that cannot be read this time (permissions, a file vanishing mid-scan)
+    keeps its ``previous`` digest: an unreadable moment is not a removal."""
     found = {}
     for entry in sorted(root.iterdir()):
         if entry.is_dir() and not entry.name.startswith("."):
             try:
                 found[entry.name] = model_digest(entry)
             except OSError:
-                continue
+                if previous is not None and entry.name in previous:
+                    found[entry.name] = previous[entry.name]
     return found

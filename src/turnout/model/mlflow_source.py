@@ -15,6 +15,7 @@ imported only here, and only when the server is started with
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -95,19 +96,21 @@ class MlflowPuller:
             (model_dir / "model.toml").write_text(MODEL_TOML)
         staging = model_dir / f".pull-{version}"  # hidden: never read as a version while incomplete
         shutil.rmtree(staging, ignore_errors=True)
-        downloaded = Path(
-            self._mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{reference.model}/{version}", dst_path=str(staging / "download")
+        try:
+            downloaded = Path(
+                self._mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{reference.model}/{version}", dst_path=str(staging / "download")
+                )
             )
-        )
-        _to_onnx(downloaded, staging / "model")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging / "model", target)
-        shutil.rmtree(staging, ignore_errors=True)
+            _to_onnx(downloaded, staging / "model")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging / "model", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # a failed or partial download leaves nothing behind
         return target
 
     def prune(self, reference: AliasReference, keep: set[int]) -> None:
-        """Older pulled versions leave the disk (and so the server)."""
+        """Older pulled versions leave the disk (and so the server), but never one in ``keep``."""
         model_dir = self._repository / reference.model
         pulled = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
         for version in pulled[:-KEEP_VERSIONS]:
@@ -168,11 +171,20 @@ class AliasWatcher:
         references: list[AliasReference],
         deploy: Callable[[str, int], Awaitable[None]],
         interval: float,
+        state: Path | None = None,
+        keep: Callable[[str], set[int]] = lambda model: set(),
     ) -> None:
         self._puller = puller
         self._references = references
         self._deploy = deploy
         self._interval = interval
+        self._keep = keep
+        # the version each alias pointed at when last deployed: after a restart, an alias that has
+        # not moved is not deployed again (an operator's pin or rollback since then stands)
+        self._state = state
+        self._deployed: dict[str, int] = {}
+        if state is not None and state.exists():
+            self._deployed = {str(k): int(v) for k, v in json.loads(state.read_text(encoding="utf-8")).items()}
         self._serving: dict[AliasReference, int] = {}
         self._refused: dict[AliasReference, int] = {}  # a version that failed: not retried until the alias moves
         self._task: asyncio.Task[None] | None = None
@@ -186,8 +198,19 @@ class AliasWatcher:
                 continue
             if version in (self._serving.get(reference), self._refused.get(reference)):
                 continue
+            if self._deployed.get(str(reference)) == version and reference not in self._serving:
+                self._serving[reference] = version  # deployed before a restart: the alias has not moved
+                continue
             try:
                 await asyncio.to_thread(self._puller.pull, reference, version)
+            except MlflowUnavailable as exc:  # a flavour or format turnout refuses: until the alias moves
+                log.error("%s -> version %d refused, the serving one stays: %s", reference, version, exc)
+                self._refused[reference] = version
+                continue
+            except Exception as exc:  # the registry or artifact store unreachable for now: next round
+                log.warning("%s -> version %d: cannot pull it yet (%s); retrying", reference, version, exc)
+                continue
+            try:
                 await self._deploy(reference.model, version)
             except Exception as exc:
                 message = getattr(exc, "message", None) or str(exc)
@@ -197,7 +220,20 @@ class AliasWatcher:
             log.info("%s -> version %d: serving", reference, version)
             self._serving[reference] = version
             self._refused.pop(reference, None)
-            await asyncio.to_thread(self._puller.prune, reference, {version})
+            self._remember(reference, version)
+            await asyncio.to_thread(self._puller.prune, reference, {version} | self._keep(reference.model))
+
+    def _remember(self, reference: AliasReference, version: int) -> None:
+        self._deployed[str(reference)] = version
+        if self._state is None:
+            return
+        try:
+            self._state.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self._state.with_name(self._state.name + ".tmp")
+            temporary.write_text(json.dumps(self._deployed, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(temporary, self._state)
+        except OSError as exc:  # after a restart this version is deployed again: harmless
+            log.error("cannot save the deployed MLflow versions to %s: %s", self._state, exc)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())

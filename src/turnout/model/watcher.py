@@ -37,7 +37,7 @@ def settled_changes(applied: Digests, previous: Digests, current: Digests) -> Ch
 class RepositoryWatcher:
     def __init__(
         self,
-        scan: Callable[[], Digests],
+        scan: Callable[[Digests | None], Digests],
         load: Callable[[str], Awaitable[None]],
         remove: Callable[[str], Awaitable[None]],
         interval: float,
@@ -50,7 +50,7 @@ class RepositoryWatcher:
 
     async def start(self) -> None:
         """Take the repository as it is now as the starting point (it was just loaded), then watch."""
-        applied = await asyncio.to_thread(self._scan)
+        applied = await asyncio.to_thread(self._scan, None)
         self._task = asyncio.get_running_loop().create_task(self._run(applied))
 
     async def close(self) -> None:
@@ -63,7 +63,7 @@ class RepositoryWatcher:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                current = await asyncio.to_thread(self._scan)
+                current = await asyncio.to_thread(self._scan, previous)
             except OSError as exc:  # the repository itself unreadable for a moment (a remount)
                 log.warning("cannot scan the model repository: %s", exc)
                 continue
