@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import math
 import sqlite3
 import sys
@@ -16,6 +15,7 @@ from turnout import __version__, lifecycle_cli, traffic_cli
 from turnout.errors import ConfigError
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
+from turnout.observability import logs
 from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
 from turnout.security.jwt_auth import JwtSettings
 from turnout.security.principal import Role
@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
         "--shutdown-grace", type=_seconds, default=30.0, help="seconds to finish requests on shutdown (default 30)"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object per line (default text)"
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every inference request: request id, model, version, variant, protocol, status, latency",
+    )
     security = serve.add_argument_group("security (see the README's Security section)")
     security.add_argument(
         "--no-inference-auth",
@@ -329,9 +337,7 @@ def _seconds(text: str) -> float:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(args.log_level, args.log_format)
     if not args.repository.is_dir():
         print(f"turnout: the model repository {args.repository} does not exist or is not a directory", file=sys.stderr)
         return 2
@@ -363,6 +369,7 @@ def _serve(args: argparse.Namespace) -> int:
         ),
         strict_readiness=not args.no_strict_readiness,
         shutdown_grace_seconds=args.shutdown_grace,
+        access_log=args.access_log,
     )
     from turnout.server import Server, StartupError  # imported here: `turnout --version` stays fast
 

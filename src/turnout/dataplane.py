@@ -17,6 +17,7 @@ import numpy as np
 from turnout import __version__
 from turnout.errors import Code, ConfigError, InvalidRequest, NotFound, TurnoutError, Unavailable
 from turnout.model.repository import parse_version
+from turnout.observability import logs
 from turnout.observability.metrics import Metrics
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State, VersionsFailed
@@ -48,7 +49,9 @@ class DataPlane:
         mirror: ShadowMirror | None = None,
         feedback: FeedbackStore | None = None,
         load_timeout: float = 60.0,
+        access_log: bool = False,
     ) -> None:
+        self._access_log = access_log  # one structured record per inference request (observability/logs.py)
         self._load_timeout = load_timeout  # how long a request waits for a model to load on demand
         self._traffic = traffic
         self._mirror = mirror
@@ -114,8 +117,10 @@ class DataPlane:
             raise
 
     def record_rejected(self, served: ServedVersion, protocol: str, error: TurnoutError) -> None:
-        """Count a request the transport could not decode."""
+        """Count (and log) a request the transport could not decode."""
         self._metrics.request_outcome(served.model, str(served.version), "", protocol, error.code.value).inc()
+        if self._access_log:
+            logs.access(None, served.model, str(served.version), "", protocol, error.code.value, None)
 
     async def served_version(self, name: str, version: str | None) -> ServedVersion:
         """What answers for ``name`` (and ``version``): its configuration and signature."""
@@ -169,6 +174,32 @@ class DataPlane:
         A request naming a version is served by it, whatever the routing.
         """
         started = time.monotonic()
+        in_flight = self._metrics.in_flight(request.model_name if self._registry.known(request.model_name) else "",
+                                            protocol)  # fmt: skip
+        in_flight.inc()
+        try:
+            response = await self._infer(request, protocol, deadline, key_of, started)
+        except TurnoutError as exc:
+            if self._access_log:
+                logs.access(request.id, request.model_name, request.model_version or "", "", protocol,
+                            exc.code.value, time.monotonic() - started)  # fmt: skip
+            raise
+        finally:
+            in_flight.inc(-1)
+        if self._access_log:
+            variant = response.parameters.get("variant", "")
+            logs.access(response.id, response.model_name, response.model_version, str(variant), protocol, "success",
+                        time.monotonic() - started)  # fmt: skip
+        return response
+
+    async def _infer(
+        self,
+        request: InferenceRequest,
+        protocol: str,
+        deadline: float | None,
+        key_of: Callable[[str], str | None] | None,
+        started: float,
+    ) -> InferenceResponse:
         traffic = self._traffic
         route = None if request.model_version or traffic is None else traffic.routes.get(request.model_name)
         if route is None:
@@ -176,12 +207,11 @@ class DataPlane:
             if not self._started and traffic is not None and not request.model_version:
                 self._routing_pending(traffic, served)
             return await self._answer(served, request, protocol, deadline, "", started)
-        assert traffic is not None
         return await self._routed(traffic, route, request, protocol, deadline, key_of, started)
 
     async def _routed(
         self,
-        traffic: TrafficControl,
+        traffic: TrafficControl | None,
         route: Route,
         request: InferenceRequest,
         protocol: str,
@@ -189,6 +219,7 @@ class DataPlane:
         key_of: Callable[[str], str | None] | None,
         started: float,
     ) -> InferenceResponse:
+        assert traffic is not None  # a route comes from it
         endpoint = request.model_name
         key_name = route.key_name
         key = None

@@ -212,6 +212,7 @@ class ModelRegistry:
                     loaded[version], states[version] = previous, (State.READY, "")
                     kept_digests[version] = digests[version]
                     continue
+                began = time.monotonic()
                 try:
                     result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
                     _keeps_the_contract(source, version, result, self._contract(name, model))
@@ -225,6 +226,7 @@ class ModelRegistry:
                     else:
                         states[version] = (State.UNAVAILABLE, str(exc))
                     continue
+                self._metrics.load_time(name, str(version)).observe(time.monotonic() - began)
                 loaded[version] = self._serve(source, version, result)
                 kept_digests[version] = digests[version]
                 states[version] = (State.READY, "")

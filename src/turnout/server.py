@@ -119,6 +119,7 @@ class Server:
             self.mirror,
             self.feedback,
             lifecycle.load_timeout_seconds,
+            settings.access_log,
         )
         self._routing_routes = RoutingRoutes(
             self.traffic, self.mirror, self.feedback, self.guard, settings.http.max_body_bytes

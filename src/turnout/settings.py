@@ -92,6 +92,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     limits: InputLimits = field(default_factory=InputLimits)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    access_log: bool = False  # one record per inference request on the turnout.access logger
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     # ready only when every model version is ready, as the V2 protocol says;
     # off, the server is ready once loading is done, whatever failed

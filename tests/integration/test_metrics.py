@@ -45,6 +45,11 @@ def test_requests_latency_queue_and_batches_are_measured(server: ServerProcess) 
     assert after[("turnout_queue_depth", frozenset(model.items()))] == 0
     assert after[("turnout_model_ready", frozenset(model.items()))] == 1
     assert after[("turnout_model_ready", frozenset({"model": "breast_cancer", "version": "2"}.items()))] == 1
+    assert after[("turnout_inflight_requests", frozenset({"model": "diabetes", "protocol": "rest"}.items()))] == 0
+    assert after[("turnout_model_load_duration_seconds_count", frozenset(model.items()))] == 1  # loaded once
+    assert after[("turnout_model_load_duration_seconds_sum", frozenset(model.items()))] > 0
+    assert after[("process_resident_memory_bytes", frozenset())] > 10_000_000  # the process, from /proc
+    assert after[("process_cpu_seconds_total", frozenset())] > 0
 
 
 def test_refused_bodies_are_counted(server: ServerProcess) -> None:

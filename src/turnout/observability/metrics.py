@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from functools import cache
 from typing import Final
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -31,6 +31,7 @@ LATENCY_BUCKETS: Final = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LOAD_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 
@@ -125,7 +126,7 @@ class _Families(Collector):
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, process_metrics: bool = True) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         model = ["model", "version"]
         # variant: the routing policy's variant that answered ("" when the endpoint has no policy)
@@ -173,10 +174,26 @@ class Metrics:
             ["model"],
             LATENCY_BUCKETS,
         )
+        in_flight = _Counts(
+            "turnout_inflight_requests",
+            "Inference requests being answered now (decoded, not yet answered).",
+            ["model", "protocol"],
+            gauge=True,
+        )
+        load_time = _Distributions(
+            "turnout_model_load_duration_seconds",
+            "Time to load a model version: open, verify, warm up (successful loads).",
+            model,
+            LOAD_BUCKETS,
+        )
         families: list[_Counts | _Distributions] = [requests, latency, queue_time, compute_time, batch_rows]
-        families += [queue_depth, model_ready, load_failures, evictions, cold_start]
+        families += [queue_depth, model_ready, load_failures, evictions, cold_start, in_flight, load_time]
         self.registry.register(_Families(families))
         self.load_failures = cache(load_failures.child)
+        self.in_flight = cache(in_flight.child)
+        self.load_time = cache(load_time.child)
+        if process_metrics:  # the process's CPU, memory, open files (Linux /proc), the standard process_* names
+            ProcessCollector(registry=self.registry)
         self.evictions = cache(evictions.child)
         self.cold_start = cache(cold_start.child)
         self.request_outcome = cache(requests.child)
