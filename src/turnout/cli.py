@@ -16,6 +16,7 @@ from turnout.errors import ConfigError
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
 from turnout.observability import logs
+from turnout.observability.tracing import TracingSettings
 from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
 from turnout.security.jwt_auth import JwtSettings
 from turnout.security.principal import Role
@@ -85,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="json: one object per line (default text)"
+    )
+    serve.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        help="send OpenTelemetry traces over OTLP/HTTP, e.g. http://localhost:4318/v1/traces (default: off)",
+    )
+    serve.add_argument(
+        "--trace-sample", type=float, default=1.0, help="share of requests traced when the client's are not (0-1)"
     )
     serve.add_argument(
         "--access-log",
@@ -370,6 +379,7 @@ def _serve(args: argparse.Namespace) -> int:
         strict_readiness=not args.no_strict_readiness,
         shutdown_grace_seconds=args.shutdown_grace,
         access_log=args.access_log,
+        tracing=TracingSettings(args.otlp_endpoint, sample_ratio=min(max(args.trace_sample, 0.0), 1.0)),
     )
     from turnout.server import Server, StartupError  # imported here: `turnout --version` stays fast
 

@@ -17,7 +17,7 @@ import numpy as np
 from turnout import __version__
 from turnout.errors import Code, ConfigError, InvalidRequest, NotFound, TurnoutError, Unavailable
 from turnout.model.repository import parse_version
-from turnout.observability import logs
+from turnout.observability import logs, tracing
 from turnout.observability.metrics import Metrics
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State, VersionsFailed
@@ -292,15 +292,22 @@ class DataPlane:
         started: float,
     ) -> InferenceResponse:
         model, version = request.model_name, str(served.version)
+        trace = tracing.CURRENT.get()
         try:
             checked = validate(request, served.signature, served.max_batch_size)
             inputs = served.prepare(checked.inputs)
+            if trace is not None:
+                trace.validated = tracing.RequestTrace.now()
             result = await served.batcher.submit(
                 inputs, checked.outputs, _timeout(served.timeout, request.parameters, deadline)
             )
         except TurnoutError as exc:
             self._metrics.request_outcome(model, version, variant, protocol, exc.code.value).inc()
             raise
+        if trace is not None:
+            trace.answered = tracing.RequestTrace.now()
+            trace.queue_seconds, trace.compute_seconds = result.queue_seconds, result.compute_seconds
+            trace.model, trace.version, trace.variant = model, version, variant
         signature = served.signature
         outputs = []
         for name in checked.outputs:

@@ -29,6 +29,7 @@ from turnout.model.runtime import ModelRuntime
 from turnout.model.watcher import RepositoryWatcher
 from turnout.observability.metrics import Metrics
 from turnout.observability.shadow_metrics import register_shadow_metrics
+from turnout.observability.tracing import make_tracer
 from turnout.registry import ModelRegistry, VersionsFailed
 from turnout.routing.feedback import FeedbackStore
 from turnout.routing.shadow import ShadowMirror
@@ -90,6 +91,10 @@ class Server:
             )
         )
         self.guard = build_guard(settings.security)
+        try:
+            self.tracer = make_tracer(settings.tracing)
+        except RuntimeError as exc:
+            raise StartupError(str(exc)) from None
         routing = settings.routing
         state = settings.state_dir
         self.mirror = ShadowMirror(
@@ -194,6 +199,8 @@ class Server:
             await asyncio.to_thread(self.feedback.close)
             await self.registry.close()
             self.guard.close()
+            if self.tracer is not None:
+                await asyncio.to_thread(self.tracer.shutdown)  # the last spans are exported
             log.info("stopped")
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -302,6 +309,7 @@ class Server:
             self._admin_elsewhere(),
             self.settings.limits,
             routes,
+            self.tracer,
         )
         return HttpServer(api.handle, limit, self._tls_context("http/1.1"), self.settings.http.read_timeout_seconds)
 
@@ -309,7 +317,7 @@ class Server:
         size = self.settings.grpc.max_message_bytes
         plane = Plane.BOTH if self.settings.admin.on_public_port else Plane.INFERENCE
         service = InferenceService(
-            self.dataplane, size, self.guard, plane, self._admin_elsewhere(), self.settings.limits
+            self.dataplane, size, self.guard, plane, self._admin_elsewhere(), self.settings.limits, self.tracer
         )
         # the body: the message and its 5-byte prefix
         timeout = self.settings.http.read_timeout_seconds

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from turnout.observability.tracing import TracingSettings
 from turnout.protocol.limits import InputLimits
 from turnout.security.jwt_auth import JwtSettings
 from turnout.security.ratelimit import Rate
@@ -93,6 +94,7 @@ class Settings:
     limits: InputLimits = field(default_factory=InputLimits)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     access_log: bool = False  # one record per inference request on the turnout.access logger
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     # ready only when every model version is ready, as the V2 protocol says;
     # off, the server is ready once loading is done, whatever failed

@@ -12,8 +12,10 @@ from typing import Any
 from turnout import __version__
 from turnout.dataplane import DataPlane
 from turnout.errors import Code, Forbidden, InvalidRequest, PayloadTooLarge, TurnoutError
+from turnout.observability import tracing
 from turnout.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.observability.metrics import Metrics
+from turnout.observability.tracing import Tracer
 from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
 from turnout.protocol.rest_codec import decode_request, dumps, encode_response, parse_object
 from turnout.security.guard import Caller, Guard
@@ -76,7 +78,9 @@ class RestApi:
         admin_elsewhere: str = "",
         limits: InputLimits = DEFAULT_LIMITS,
         extra_routes: Sequence[tuple[str, str, Handler, Action | None]] = (),
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer  # None: tracing off, and the request path does nothing for it
         self._limits = limits
         self._dataplane = dataplane
         self._metrics = metrics
@@ -190,6 +194,26 @@ class RestApi:
         return json_response({"name": params["model"], "ready": ready}, 200 if ready else 503)
 
     async def infer(self, request: Request) -> Response:
+        tracer = self._tracer
+        if tracer is None:
+            return await self._infer(request)
+        headers = request.headers
+        carrier = {k.decode(): headers[k].decode("latin-1") for k in (b"traceparent", b"tracestate") if k in headers}
+        trace = tracer.begin("rest", carrier)
+        token = tracing.CURRENT.set(trace)
+        try:
+            response = await self._infer(request)
+        except TurnoutError as exc:
+            trace.status = exc.code.value
+            raise
+        finally:
+            tracing.CURRENT.reset(token)
+            trace.model = trace.model or request.params["model"]
+            trace.encoded = tracing.RequestTrace.now()
+            tracer.finish(trace)
+        return response
+
+    async def _infer(self, request: Request) -> Response:
         params = request.params
         model, version = params["model"], params.get("version")
         # An unknown model is a 404 before its body is read; the version that
@@ -201,6 +225,9 @@ class RestApi:
         except TurnoutError as exc:
             self._dataplane.record_rejected(served, "rest", exc)
             raise
+        trace = tracing.CURRENT.get()
+        if trace is not None:
+            trace.decoded = tracing.RequestTrace.now()
         headers = request.headers
 
         def key_of(name: str) -> str | None:  # an A/B test's assignment key, when sent as a header

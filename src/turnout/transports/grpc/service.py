@@ -15,6 +15,8 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from turnout.dataplane import DataPlane
 from turnout.errors import Code, Forbidden, TurnoutError
+from turnout.observability import tracing
+from turnout.observability.tracing import Tracer
 from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
 from turnout.security.guard import Caller, Guard
 from turnout.security.principal import ANONYMOUS, Action, Principal
@@ -86,7 +88,9 @@ class InferenceService:
         plane: Plane = Plane.INFERENCE,
         admin_elsewhere: str = "",
         limits: InputLimits = DEFAULT_LIMITS,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer  # None: tracing off
         self._limits = limits
         self._dataplane = dataplane
         self._limit = max_message_bytes
@@ -205,6 +209,25 @@ class InferenceService:
         return response
 
     async def model_infer(self, request: Any, context: CallContext) -> Any:
+        tracer = self._tracer
+        if tracer is None:
+            return await self._model_infer(request, context)
+        trace = tracer.begin("grpc", context.metadata)
+        trace.decoded = tracing.RequestTrace.now()  # the message was parsed before the call
+        token = tracing.CURRENT.set(trace)
+        try:
+            response = await self._model_infer(request, context)
+        except TurnoutError as exc:
+            trace.status = exc.code.value
+            raise
+        finally:
+            tracing.CURRENT.reset(token)
+            trace.model = trace.model or request.model_name
+            trace.encoded = tracing.RequestTrace.now()
+            tracer.finish(trace)
+        return response
+
+    async def _model_infer(self, request: Any, context: CallContext) -> Any:
         served = await self._dataplane.arrive(request.model_name, request.model_version or None, "grpc")
         try:
             decoded, as_raw = convert.decode_request(request, self._limits)

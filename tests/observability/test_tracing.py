@@ -1,0 +1,106 @@
+"""Traces from a real server (in this process, on free ports), captured
+with the OpenTelemetry SDK's in-memory exporter: a request carrying a W3C
+traceparent gets spans with that trace id and the documented names, over
+REST and gRPC; with tracing off, the transports hold no tracer at all."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+
+import grpc
+import httpx
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.support import free_port
+from turnout.observability.tracing import SPAN_NAMES, Tracer
+from turnout.server import Server
+from turnout.settings import AdminSettings, GrpcSettings, HttpSettings, RoutingSettings, SecuritySettings, Settings
+from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
+from turnout.transports.grpc.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+ROW = [0.05] * 10
+
+
+def settings(repository: Path, tmp_path: Path) -> Settings:
+    return Settings(
+        repository=repository,
+        http=HttpSettings(port=free_port()),
+        grpc=GrpcSettings(port=free_port()),
+        admin=AdminSettings(port=None),
+        security=SecuritySettings(inference_auth=False),
+        routing=RoutingSettings(state_dir=tmp_path),
+    )
+
+
+def test_a_traced_request_continues_the_clients_trace(example_repo: Path, tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def scenario() -> None:
+        server = Server(settings(example_repo, tmp_path))
+        server.tracer = Tracer(provider)  # the in-memory exporter instead of an OTLP collector
+        serving = asyncio.create_task(server.serve())
+        http = server.settings.http
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http.port}") as client:
+            for _ in range(200):
+                try:
+                    if (await client.get("/v2/health/ready")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+            body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": ROW}]}
+            answer = await client.post("/v2/models/diabetes/infer", json=body, headers={"traceparent": PARENT})
+            assert answer.status_code == 200
+            refused = await client.post("/v2/models/diabetes/infer", json={"inputs": []})
+            assert refused.status_code == 400
+
+        def grpc_call() -> None:
+            with grpc.insecure_channel(f"127.0.0.1:{server.settings.grpc.port}") as channel:
+                request = pb.ModelInferRequest(model_name="diabetes")
+                tensor = request.inputs.add(name="input", datatype="FP32", shape=[1, 10])
+                tensor.contents.fp32_contents.extend(ROW)
+                pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=(("traceparent", PARENT),))
+
+        await asyncio.to_thread(grpc_call)
+        server.request_stop()
+        await serving
+
+    asyncio.run(scenario())
+    spans = exporter.get_finished_spans()
+    roots = [s for s in spans if s.name == "turnout.infer"]
+    assert len(roots) == 3
+    rest, refused, over_grpc = roots
+    for root in (rest, over_grpc):
+        assert format(root.context.trace_id, "032x") == TRACE_ID  # the client's trace, continued
+        assert format(root.parent.span_id, "016x") == "00f067aa0ba902b7"
+        assert root.attributes["turnout.model"] == "diabetes" and root.attributes["turnout.version"] == "1"
+        assert root.attributes["turnout.status"] == "success"
+        children = {s.name: s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id}
+        assert set(children) == {"turnout.receive", "turnout.validate", "turnout.queue", "turnout.batch",
+                                 "turnout.respond"}  # fmt: skip
+        batch = children["turnout.batch"]
+        compute = [s for s in spans if s.parent is not None and s.parent.span_id == batch.context.span_id]
+        assert [s.name for s in compute] == ["turnout.compute"]
+        ordered = [children[n] for n in ("turnout.validate", "turnout.queue", "turnout.batch", "turnout.respond")]
+        assert all(a.start_time <= b.start_time for a, b in itertools.pairwise(ordered))
+        assert (
+            root.start_time <= children["turnout.receive"].start_time
+            and children["turnout.respond"].end_time <= root.end_time
+        )
+    assert rest.attributes["rpc.system"] == "rest" and over_grpc.attributes["rpc.system"] == "grpc"
+    assert format(refused.context.trace_id, "032x") != TRACE_ID  # no traceparent: a trace of its own
+    assert refused.attributes["turnout.status"] == "invalid" and not refused.status.is_ok
+    assert {s.name for s in spans} <= set(SPAN_NAMES)
+
+
+def test_tracing_is_off_by_default(example_repo: Path, tmp_path: Path) -> None:
+    server = Server(settings(example_repo, tmp_path))
+    assert server.tracer is None
