@@ -3,7 +3,8 @@
     python examples/build_models.py [OUT_DIR]     (default: examples/models)
 
 Deterministic: fixed seeds and splits, so the same versions of scikit-learn and
-skl2onnx produce the same ONNX files and the README's answers stay true.
+skl2onnx produce the same ONNX files and the README's answers stay true. Each
+version gets a profile.json (drift detection) made from its training data.
 
 - breast_cancer: binary classifier on the Wisconsin breast-cancer data
   (30 features). Version 1 is a standardised logistic regression, version 2
@@ -126,6 +127,7 @@ def build(out: Path) -> None:
             target_opset={"": 17, "ai.onnx.ml": 3},
         )
         _write(out / "breast_cancer" / str(version) / "model.onnx", _canonical(onnx_model))
+        _profile(out / "breast_cancer" / str(version), x_train, model.predict(x_train), "label", cancer.feature_names)
     (out / "breast_cancer" / "model.toml").write_text(BREAST_CANCER_TOML)
 
     diabetes = load_diabetes()
@@ -141,6 +143,7 @@ def build(out: Path) -> None:
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
     _write(out / "diabetes" / "1" / "model.onnx", _canonical(onnx_model))
+    _profile(out / "diabetes" / "1", x_train, regressor.predict(x_train), "prediction", diabetes.feature_names)
     (out / "diabetes" / "model.toml").write_text(DIABETES_TOML)
 
     wine = load_wine()
@@ -161,7 +164,16 @@ def build(out: Path) -> None:
             target_opset={"": 17, "ai.onnx.ml": 3},
         )
         _write(out / "wine" / str(version) / "model.onnx", _canonical(onnx_model))
+        _profile(out / "wine" / str(version), x_train, model.predict(x_train), "label", wine.feature_names)
     (out / "wine" / "model.toml").write_text(WINE_TOML)
+
+
+def _profile(version_dir: Path, rows, predictions, output: str, names) -> None:  # type: ignore[no-untyped-def]
+    """The version's reference profile (drift detection) from its training data."""
+    from turnout.observability.drift import PROFILE_FILE, make_profile
+
+    profile = make_profile(rows, np.asarray(predictions), "input", output, tuple(str(n) for n in names))
+    profile.save(version_dir / PROFILE_FILE)
 
 
 def _int64_vector():  # type: ignore[no-untyped-def]

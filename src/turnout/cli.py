@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from turnout import __version__, lifecycle_cli, traffic_cli
+from turnout import __version__, lifecycle_cli, profile_cli, traffic_cli
 from turnout.errors import ConfigError
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
@@ -276,6 +276,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     traffic_cli.add_commands(commands)
+    profile_cli.add_command(commands)
 
     models = commands.add_parser(
         "models", help="inspect a model repository; pin, unpin and roll back a running server's versions"

@@ -18,6 +18,7 @@ from turnout import __version__
 from turnout.errors import Code, ConfigError, InvalidRequest, NotFound, TurnoutError, Unavailable
 from turnout.model.repository import parse_version
 from turnout.observability import logs, tracing
+from turnout.observability.drift import DriftReport
 from turnout.observability.metrics import Metrics
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State, VersionsFailed
@@ -282,6 +283,31 @@ class DataPlane:
         primary = {output.name: output.data for output in response.outputs}
         return ShadowJob(endpoint, shadow, response.id or "", run, primary, seconds)
 
+    def _watch_drift(
+        self,
+        served: ServedVersion,
+        model: str,
+        version: str,
+        inputs: Mapping[str, np.ndarray[Any, Any]],
+        outputs: Mapping[str, np.ndarray[Any, Any]],
+    ) -> None:
+        """Count the request into the version's drift window; at a window's end, the gauges."""
+        window = served.drift
+        assert window is not None
+        profile = window.profile
+        features, predictions = inputs.get(profile.input_name), outputs.get(profile.output_name)
+        if features is None or predictions is None:  # the request did not ask for the profiled output
+            return
+        report = window.add(features, predictions)
+        if report is None:
+            return
+        _drift_gauges(self._metrics, model, version, report)
+        limit = served.config.drift.alert_psi
+        drifting = sorted(name for name, stats in report.features.items() if stats["psi"] > limit)
+        if drifting:
+            log.warning("model %s version %s: drift in %s (PSI over %g over %d rows)", model, version,
+                        ", ".join(drifting), limit, report.rows)  # fmt: skip
+
     async def _answer(
         self,
         served: ServedVersion,
@@ -304,6 +330,8 @@ class DataPlane:
         except TurnoutError as exc:
             self._metrics.request_outcome(model, version, variant, protocol, exc.code.value).inc()
             raise
+        if served.drift is not None:
+            self._watch_drift(served, model, version, inputs, result.outputs)
         if trace is not None:
             trace.answered = tracing.RequestTrace.now()
             trace.queue_seconds, trace.compute_seconds = result.queue_seconds, result.compute_seconds
@@ -419,6 +447,14 @@ def _timeout(configured: float | None, parameters: dict[str, Any], deadline: flo
             raise InvalidRequest("parameter 'timeout' must be a positive integer (microseconds)")
         limits.append(requested / 1_000_000)
     return min(limits, default=None)
+
+
+def _drift_gauges(metrics: Metrics, model: str, version: str, report: DriftReport) -> None:
+    for feature, statistics in report.features.items():
+        for statistic, value in statistics.items():
+            metrics.feature_drift(model, version, feature, statistic).set(value)
+    for statistic, value in report.prediction.items():
+        metrics.prediction_drift(model, version, statistic).set(value)
 
 
 def _text(value: Any) -> str | None:

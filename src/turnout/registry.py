@@ -32,6 +32,7 @@ from turnout.model.repository import ModelRepository, ModelSource, is_model_name
 from turnout.model.residency import Budget, Residency
 from turnout.model.runtime import Tensors
 from turnout.model.signature import Signature, incompatibility
+from turnout.observability.drift import PROFILE_FILE, DriftWindow, Profile
 from turnout.observability.metrics import Metrics, VersionObserver
 
 log = logging.getLogger("turnout.registry")
@@ -54,6 +55,7 @@ class ServedVersion:
     max_batch_size: int
     batcher: Batcher
     prepare: Callable[[Tensors], Tensors]  # the runtime's per-request check, before queueing
+    drift: DriftWindow | None = None  # live counts against the version's profile.json, if it has one
 
     @property
     def timeout(self) -> float:
@@ -405,6 +407,7 @@ class ModelRegistry:
             loaded.max_batch_size,
             batcher,
             loaded.instances[0].prepare,
+            _drift_window(source, version),
         )
 
     async def unload(self, name: str) -> None:
@@ -613,3 +616,15 @@ def _keeps_the_contract(source: ModelSource, version: int, loaded: LoadedVersion
             f"its signature differs from version {serving.version}'s, which clients call ({problem}); to change the "
             "signature on purpose, declare [[inputs]] and [[outputs]] in model.toml"
         )
+
+
+def _drift_window(source: ModelSource, version: int) -> DriftWindow | None:
+    path = source.version_dir(version) / PROFILE_FILE
+    if not path.is_file():
+        return None
+    try:
+        profile = Profile.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a bad profile: no drift, the model still serves
+        log.error("model %s version %d: %s not used: %s", source.name, version, path.name, exc)
+        return None
+    return DriftWindow(profile, source.config.drift.window_rows)

@@ -95,6 +95,13 @@ class InstancesConfig(_Section):
     niceness: Annotated[int, Field(ge=0, le=19)] = 0
 
 
+class DriftConfig(_Section):
+    """Drift against the version's profile.json (``turnout profile``)."""
+
+    window_rows: Annotated[int, Field(ge=10)] = 1000  # rows per window the statistics are computed over
+    alert_psi: Annotated[float, Field(gt=0)] = 0.2  # a feature's PSI above this is logged as drift
+
+
 class OptimizationConfig(_Section):
     graph_level: Literal["disabled", "basic", "extended", "all"] = "all"
 
@@ -115,6 +122,7 @@ class ModelConfig(_Section):
     batching: BatchingConfig = BatchingConfig()
     instances: InstancesConfig = InstancesConfig()
     optimization: OptimizationConfig = OptimizationConfig()
+    drift: DriftConfig = DriftConfig()
     inputs: list[TensorConfig] | None = None
     outputs: list[TensorConfig] | None = None
     # this model as an endpoint routing to variants (routing/document.py)

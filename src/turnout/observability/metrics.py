@@ -187,10 +187,25 @@ class Metrics:
             LOAD_BUCKETS,
         )
         families: list[_Counts | _Distributions] = [requests, latency, queue_time, compute_time, batch_rows]
+        feature_drift = _Counts(
+            "turnout_feature_drift",
+            "Drift of an input feature against the version's profile over the last window (PSI, KS).",
+            [*model, "feature", "statistic"],
+            gauge=True,
+        )
+        prediction_drift = _Counts(
+            "turnout_prediction_drift",
+            "Drift of the predictions against the version's profile over the last window (PSI, KS).",
+            [*model, "statistic"],
+            gauge=True,
+        )
         families += [queue_depth, model_ready, load_failures, evictions, cold_start, in_flight, load_time]
+        families += [feature_drift, prediction_drift]
         self.registry.register(_Families(families))
         self.load_failures = cache(load_failures.child)
         self.in_flight = cache(in_flight.child)
+        self.feature_drift = cache(feature_drift.child)
+        self.prediction_drift = cache(prediction_drift.child)
         self.load_time = cache(load_time.child)
         if process_metrics:  # the process's CPU, memory, open files (Linux /proc), the standard process_* names
             ProcessCollector(registry=self.registry)

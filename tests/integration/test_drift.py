@@ -1,0 +1,74 @@
+"""Drift detection on a real server: rows drawn from the training data keep
+every feature's PSI under the threshold; one feature scaled by 2 raises its
+PSI, and no other's. And `turnout profile` makes the profile from a CSV."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+from sklearn.datasets import load_diabetes
+
+from tests.support import ServerProcess
+
+DATA = load_diabetes()
+ROWS = DATA.data.astype(np.float32)
+
+
+def gauges(url: str) -> dict[tuple[str, str], float]:
+    found = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("turnout_feature_drift{") and 'model="diabetes"' in line:
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(","))
+            found[(labels["feature"].strip('"'), labels["statistic"].strip('"'))] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def send(client: httpx.Client, rows: np.ndarray) -> None:
+    for start in range(0, len(rows), 50):
+        chunk = rows[start : start + 50]
+        body = {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": list(chunk.shape), "data": chunk.ravel().tolist()}
+            ]
+        }
+        assert client.post("/v2/models/diabetes/infer", json=body).status_code == 200
+
+
+def test_drift_is_seen_in_the_feature_that_moved(repo: Path, log_dir: Path) -> None:
+    rng = np.random.default_rng(0)
+    steady = ROWS[rng.integers(0, len(ROWS), 1000)]
+    shifted = ROWS[rng.integers(0, len(ROWS), 1000)].copy()
+    shifted[:, 2] *= 2  # bmi
+    with ServerProcess(repo, log_dir=log_dir) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        assert gauges(server.url) == {}  # no window completed yet
+        send(client, steady)
+        calm = gauges(server.url)
+        send(client, shifted)
+        moved = gauges(server.url)
+        log = server.log()
+    assert len(calm) == 2 * len(DATA.feature_names)  # psi and ks for each feature
+    assert max(v for (_, statistic), v in calm.items() if statistic == "psi") < 0.2
+    assert moved[("bmi", "psi")] > 0.2 and moved[("bmi", "ks")] > 0.1
+    assert max(v for (feature, statistic), v in moved.items() if statistic == "psi" and feature != "bmi") < 0.2
+    assert "drift in bmi" in log
+
+
+def test_turnout_profile_writes_the_reference_from_a_csv(repo: Path, tmp_path: Path) -> None:
+    data = tmp_path / "train.csv"
+    header = ",".join(DATA.feature_names)
+    np.savetxt(data, ROWS, delimiter=",", header=header, comments="")
+    (repo / "diabetes" / "1" / "profile.json").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "turnout", "profile", "diabetes", "--repo", str(repo), "--data", str(data)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    profile = json.loads((repo / "diabetes" / "1" / "profile.json").read_text())
+    assert profile["features"] == list(DATA.feature_names) and profile["rows"] == len(ROWS)
+    assert profile["output"] == "prediction" and len(profile["inputs"]) == 10
+    assert abs(sum(profile["inputs"][0]["shares"]) - 1.0) < 1e-9
