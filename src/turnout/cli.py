@@ -96,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         "--trace-sample", type=float, default=1.0, help="share of requests traced when the client's are not (0-1)"
     )
     serve.add_argument(
+        "--alert-webhook",
+        default=None,
+        help="post drift alerts (firing, then resolved) here, in Alertmanager's webhook format",
+    )
+    serve.add_argument(
         "--access-log",
         action="store_true",
         help="log every inference request: request id, model, version, variant, protocol, status, latency",
@@ -380,6 +385,7 @@ def _serve(args: argparse.Namespace) -> int:
         strict_readiness=not args.no_strict_readiness,
         shutdown_grace_seconds=args.shutdown_grace,
         access_log=args.access_log,
+        alert_webhook=args.alert_webhook,
         tracing=TracingSettings(args.otlp_endpoint, sample_ratio=min(max(args.trace_sample, 0.0), 1.0)),
     )
     from turnout.server import Server, StartupError  # imported here: `turnout --version` stays fast

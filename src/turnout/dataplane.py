@@ -20,6 +20,7 @@ from turnout.model.repository import parse_version
 from turnout.observability import logs, tracing
 from turnout.observability.drift import DriftReport
 from turnout.observability.metrics import Metrics
+from turnout.observability.notifier import AlertNotifier
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State, VersionsFailed
 from turnout.routing.choose import alternatives
@@ -51,7 +52,9 @@ class DataPlane:
         feedback: FeedbackStore | None = None,
         load_timeout: float = 60.0,
         access_log: bool = False,
+        notifier: AlertNotifier | None = None,
     ) -> None:
+        self._notifier = notifier  # drift alerts to a webhook
         self._access_log = access_log  # one structured record per inference request (observability/logs.py)
         self._load_timeout = load_timeout  # how long a request waits for a model to load on demand
         self._traffic = traffic
@@ -307,6 +310,11 @@ class DataPlane:
         if drifting:
             log.warning("model %s version %s: drift in %s (PSI over %g over %d rows)", model, version,
                         ", ".join(drifting), limit, report.rows)  # fmt: skip
+        if self._notifier is not None:
+            for feature, stats in report.features.items():
+                labels = {"alertname": "TurnoutFeatureDrift", "model": model, "version": version, "feature": feature}
+                summary = f"{model} v{version}: feature {feature} drifted (PSI {stats['psi']:.3g} over {limit:g})"
+                self._notifier.observe(stats["psi"] > limit, labels, {"summary": summary})
 
     async def _answer(
         self,

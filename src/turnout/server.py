@@ -28,6 +28,7 @@ from turnout.model.residency import Budget
 from turnout.model.runtime import ModelRuntime
 from turnout.model.watcher import RepositoryWatcher
 from turnout.observability.metrics import Metrics
+from turnout.observability.notifier import AlertNotifier
 from turnout.observability.shadow_metrics import register_shadow_metrics
 from turnout.observability.tracing import make_tracer
 from turnout.registry import ModelRegistry, VersionsFailed
@@ -91,6 +92,7 @@ class Server:
             )
         )
         self.guard = build_guard(settings.security)
+        self.notifier = None if settings.alert_webhook is None else AlertNotifier(settings.alert_webhook)
         try:
             self.tracer = make_tracer(settings.tracing)
         except RuntimeError as exc:
@@ -125,6 +127,7 @@ class Server:
             self.feedback,
             lifecycle.load_timeout_seconds,
             settings.access_log,
+            self.notifier,
         )
         self._routing_routes = RoutingRoutes(
             self.traffic, self.mirror, self.feedback, self.guard, settings.http.max_body_bytes
@@ -198,6 +201,8 @@ class Server:
             await self.traffic.close()
             await asyncio.to_thread(self.feedback.close)
             await self.registry.close()
+            if self.notifier is not None:
+                await self.notifier.close()
             self.guard.close()
             if self.tracer is not None:
                 await asyncio.to_thread(self.tracer.shutdown)  # the last spans are exported

@@ -95,6 +95,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     access_log: bool = False  # one record per inference request on the turnout.access logger
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    alert_webhook: str | None = None  # drift alerts, posted in Alertmanager's webhook format
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     # ready only when every model version is ready, as the V2 protocol says;
     # off, the server is ready once loading is done, whatever failed

@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 from sklearn.datasets import load_diabetes
 
-from tests.support import ServerProcess
+from tests.support import ServerProcess, free_port
 
 DATA = load_diabetes()
 ROWS = DATA.data.astype(np.float32)
@@ -72,3 +76,64 @@ def test_turnout_profile_writes_the_reference_from_a_csv(repo: Path, tmp_path: P
     assert profile["features"] == list(DATA.feature_names) and profile["rows"] == len(ROWS)
     assert profile["output"] == "prediction" and len(profile["inputs"]) == 10
     assert abs(sum(profile["inputs"][0]["shares"]) - 1.0) < 1e-9
+
+
+class Receiver:
+    """A small HTTP server standing in for Alertmanager's webhook receiver: it keeps what it gets."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        received = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.port = free_port()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_drift_fires_the_webhook_once_then_resolves(repo: Path, log_dir: Path) -> None:
+    rng = np.random.default_rng(1)
+    steady = ROWS[rng.integers(0, len(ROWS), 1000)]
+    shifted = steady.copy()
+    shifted[:, 2] *= 2
+    with Receiver() as receiver:
+        hook = f"http://127.0.0.1:{receiver.port}/alerts"
+        server = ServerProcess(repo, "--alert-webhook", hook, log_dir=log_dir)
+        with server, httpx.Client(base_url=server.url, timeout=30) as client:
+            send(client, steady)
+            send(client, shifted)
+            send(client, shifted)  # still drifting: no second alert
+            send(client, steady)  # back to normal: resolved
+            deadline = time.monotonic() + 10
+            while len(receiver.posts) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # nothing more arrives
+    assert [p["status"] for p in receiver.posts] == ["firing", "resolved"]
+    firing = receiver.posts[0]
+    assert firing["version"] == "4" and firing["receiver"] == "turnout"
+    (alert,) = firing["alerts"]
+    assert alert["labels"] == {
+        "alertname": "TurnoutFeatureDrift",
+        "model": "diabetes",
+        "version": "1",
+        "feature": "bmi",
+    }
+    assert "feature bmi drifted" in alert["annotations"]["summary"] and alert["endsAt"] == "0001-01-01T00:00:00Z"
+    assert receiver.posts[1]["alerts"][0]["fingerprint"] == alert["fingerprint"]
