@@ -301,9 +301,20 @@ class DataPlane:
         features, predictions = inputs.get(profile.input_name), outputs.get(profile.output_name)
         if features is None or predictions is None:  # the request did not ask for the profiled output
             return
-        report = window.add(features, predictions)
-        if report is None:
+        rows = window.add(features, predictions)
+        if rows is None:
             return
+        # binning a window's thousand rows takes milliseconds: off the event loop, the gauges after
+        done = asyncio.get_running_loop().run_in_executor(None, window.profile.report, rows)
+        done.add_done_callback(lambda future: self._drift_reported(served, model, version, future))
+
+    def _drift_reported(
+        self, served: ServedVersion, model: str, version: str, future: asyncio.Future[DriftReport]
+    ) -> None:
+        if future.cancelled() or future.exception() is not None:
+            log.error("model %s version %s: drift not computed: %r", model, version, future.exception())
+            return
+        report = future.result()
         _drift_gauges(self._metrics, model, version, report)
         limit = served.config.drift.alert_psi
         drifting = sorted(name for name, stats in report.features.items() if stats["psi"] > limit)

@@ -39,16 +39,20 @@ def test_held_out_data_does_not_drift_and_a_scaled_feature_does(tmp_path: Path) 
     profile = make_profile(TRAIN, Y_TRAIN, "input", "label", tuple(DATA.feature_names))
     profile.save(tmp_path / "profile.json")
     profile = Profile.load(tmp_path / "profile.json")
-    steady = DriftWindow(profile, window_rows=len(LIVE)).add(LIVE, Y_LIVE)
-    assert steady is not None and steady.rows == len(LIVE)
+    full = DriftWindow(profile, window_rows=len(LIVE)).add(LIVE, Y_LIVE)
+    assert full is not None
+    steady = profile.report(full)
+    assert steady.rows == len(LIVE)
     assert max(stats["psi"] for stats in steady.features.values()) < 0.2
     assert steady.prediction["psi"] < 0.05
     shifted = LIVE.copy()
     shifted[:, 0] *= 2  # "mean radius" doubled
     window = DriftWindow(profile, window_rows=len(LIVE))
     for start in range(0, len(shifted), 50):  # row batches, as requests bring them
-        report = window.add(shifted[start : start + 50], Y_LIVE[start : start + 50])
-    assert report is not None
+        rows = window.add(shifted[start : start + 50], Y_LIVE[start : start + 50])
+        assert (rows is None) == (start + 50 < len(shifted))  # only the last request completes the window
+    assert rows is not None
+    report = profile.report(rows)
     assert report.features["mean radius"]["psi"] > 1.0 and report.features["mean radius"]["ks"] > 0.5
     others = {name: s["psi"] for name, s in report.features.items() if name != "mean radius"}
     assert max(others.values()) < 0.2

@@ -91,6 +91,18 @@ class Profile:
     prediction: Distribution
     rows: int  # the reference's size
 
+    def report(self, window: WindowRows) -> DriftReport:
+        """PSI and KS of a window's rows against this profile (vectorised: call it off the event loop)."""
+        rows = np.concatenate([x for x, _ in window.requests])
+        flat = np.concatenate([p.reshape(len(p), -1)[:, 0] if p.ndim > 1 else p for _, p in window.requests])
+        features = {}
+        for i, (name, distribution) in enumerate(zip(self.features, self.inputs, strict=True)):
+            counts = distribution.counts(rows[:, i])
+            features[name] = {"psi": psi(distribution.shares, counts), "ks": ks(distribution.shares, counts)}
+        counts = self.prediction.counts(flat)
+        prediction = {"psi": psi(self.prediction.shares, counts), "ks": ks(self.prediction.shares, counts)}
+        return DriftReport(len(rows), features, prediction)
+
     def save(self, path: Path) -> None:
         document = {
             "input": self.input_name,
@@ -159,23 +171,20 @@ class DriftWindow:
     rows: int = 0
     pending: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = field(default_factory=list)
 
-    def add(self, inputs: np.ndarray[Any, Any], predictions: np.ndarray[Any, Any]) -> DriftReport | None:
+    def add(self, inputs: np.ndarray[Any, Any], predictions: np.ndarray[Any, Any]) -> WindowRows | None:
+        """Keep a request's rows; the window's rows when it is full (then ``profile.report`` them)."""
         if inputs.ndim != 2 or inputs.shape[1] != len(self.profile.inputs) or len(predictions) != len(inputs):
             return None  # not the profiled layout: nothing to compare
         self.pending.append((inputs, predictions))
         self.rows += len(inputs)
         if self.rows < self.window_rows:
             return None
-        rows = np.concatenate([x for x, _ in self.pending])
-        flat = np.concatenate([p.reshape(len(p), -1)[:, 0] if p.ndim > 1 else p for _, p in self.pending])
-        self.rows, self.pending = 0, []
-        features = {}
-        for i, (name, distribution) in enumerate(zip(self.profile.features, self.profile.inputs, strict=True)):
-            counts = distribution.counts(rows[:, i])
-            features[name] = {"psi": psi(distribution.shares, counts), "ks": ks(distribution.shares, counts)}
-        counts = self.profile.prediction.counts(flat)
-        prediction = {
-            "psi": psi(self.profile.prediction.shares, counts),
-            "ks": ks(self.profile.prediction.shares, counts),
-        }
-        return DriftReport(len(rows), features, prediction)
+        pending, self.rows, self.pending = self.pending, 0, []
+        return WindowRows(tuple(pending))
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRows:
+    """A full window's requests, as they came."""
+
+    requests: tuple[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]], ...]

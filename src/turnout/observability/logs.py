@@ -8,7 +8,10 @@ requests a second, formatting a record each costs a visible share of a core.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from typing import Any
@@ -37,18 +40,41 @@ class JsonFormatter(logging.Formatter):
                 document[name] = value
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # rendered before it crossed to the writer thread
+            document["exception"] = record.exc_text
         return orjson.dumps(document).decode()
 
 
+class _Enqueue(logging.handlers.QueueHandler):
+    """Hand records to the writer thread as they are: formatting and writing
+    happen there, not on the event loop that serves requests."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.exc_info:  # a traceback cannot cross threads later: render it now (rare)
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
 def configure(level: str, fmt: str) -> None:
-    """The root logger to stderr, as text or JSON."""
+    """The root logger to stderr, as text or JSON, written by a thread of its own."""
+    global _listener
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if _listener is not None:
+        _listener.stop()
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, handler)
+    _listener.start()
+    atexit.register(_listener.stop)  # the last records are written before the process ends
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_Enqueue(records)]
     root.setLevel(level.upper())
 
 
