@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,9 @@ class DataPlane:
         notifier: AlertNotifier | None = None,
     ) -> None:
         self._notifier = notifier  # drift alerts to a webhook
+        self._drift_reports: dict[tuple[str, str], tuple[float, DriftReport]] = {}  # the last window's, by version
+        # one thread: windows are reported in the order they filled (alerts fire, then resolve)
+        self._drift_worker = ThreadPoolExecutor(1, thread_name_prefix="turnout-drift")
         self._access_log = access_log  # one structured record per inference request (observability/logs.py)
         self._load_timeout = load_timeout  # how long a request waits for a model to load on demand
         self._traffic = traffic
@@ -305,7 +309,7 @@ class DataPlane:
         if rows is None:
             return
         # binning a window's thousand rows takes milliseconds: off the event loop, the gauges after
-        done = asyncio.get_running_loop().run_in_executor(None, window.profile.report, rows)
+        done = asyncio.get_running_loop().run_in_executor(self._drift_worker, window.profile.report, rows)
         done.add_done_callback(lambda future: self._drift_reported(served, model, version, future))
 
     def _drift_reported(
@@ -315,6 +319,7 @@ class DataPlane:
             log.error("model %s version %s: drift not computed: %r", model, version, future.exception())
             return
         report = future.result()
+        self._drift_reports[(model, version)] = (time.time(), report)
         _drift_gauges(self._metrics, model, version, report)
         limit = served.config.drift.alert_psi
         drifting = sorted(name for name, stats in report.features.items() if stats["psi"] > limit)
@@ -449,6 +454,25 @@ class DataPlane:
                 if e.name == name
             ],
         }
+
+    def drift_status(self, name: str) -> dict[str, Any]:
+        """Each version's last drift window (for the admin API)."""
+        if not self._registry.known(name):
+            raise NotFound(f"unknown model '{name[:200]}'")
+        versions = []
+        for (model, version), (at, report) in sorted(self._drift_reports.items()):
+            if model != name:
+                continue
+            versions.append(
+                {
+                    "version": version,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+                    "rows": report.rows,
+                    "features": report.features,
+                    "prediction": report.prediction,
+                }
+            )
+        return {"name": name, "versions": versions}
 
     async def unload_model(self, name: str) -> None:
         await self._registry.unload(name)

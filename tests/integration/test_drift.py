@@ -32,6 +32,15 @@ def gauges(url: str) -> dict[tuple[str, str], float]:
     return found
 
 
+def settled(url: str, ready: Any, timeout: float = 10.0) -> dict[tuple[str, str], float]:
+    """The drift gauges once ``ready`` says they show the window just sent."""
+    deadline = time.monotonic() + timeout
+    while not ready(found := gauges(url)):
+        assert time.monotonic() < deadline, f"the drift gauges did not update: {found}"
+        time.sleep(0.05)
+    return found
+
+
 def send(client: httpx.Client, rows: np.ndarray) -> None:
     for start in range(0, len(rows), 50):
         chunk = rows[start : start + 50]
@@ -51,15 +60,20 @@ def test_drift_is_seen_in_the_feature_that_moved(repo: Path, log_dir: Path) -> N
     with ServerProcess(repo, log_dir=log_dir) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         assert gauges(server.url) == {}  # no window completed yet
         send(client, steady)
-        calm = gauges(server.url)
+        calm = settled(server.url, lambda found: len(found) == 2 * len(DATA.feature_names))
         send(client, shifted)
-        moved = gauges(server.url)
+        moved = settled(server.url, lambda found: found != calm)  # the window is binned off the loop
+        with server.admin_client() as admin:
+            status = admin.get("/v2/repository/models/diabetes/drift").json()
         log = server.log()
     assert len(calm) == 2 * len(DATA.feature_names)  # psi and ks for each feature
     assert max(v for (_, statistic), v in calm.items() if statistic == "psi") < 0.2
     assert moved[("bmi", "psi")] > 0.2 and moved[("bmi", "ks")] > 0.1
     assert max(v for (feature, statistic), v in moved.items() if statistic == "psi" and feature != "bmi") < 0.2
     assert "drift in bmi" in log
+    (latest,) = status["versions"]  # the admin API: the last window of each version
+    assert latest["version"] == "1" and latest["rows"] == 1000
+    assert latest["features"]["bmi"]["psi"] == moved[("bmi", "psi")]
 
 
 def test_turnout_profile_writes_the_reference_from_a_csv(repo: Path, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """REST routes for a model's versions on the admin plane: pin a version as
-the default, unpin, roll back to the previous default, and read where each
-version stands. Changes are admin actions, recorded in the audit log."""
+the default, unpin, roll back to the previous default, read where each
+version stands and each version's last drift window. Changes are admin
+actions, recorded in the audit log."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class LifecycleRoutes:
         base = "/v2/repository/models/{model}"
         return [
             ("GET", base + "/versions", self.versions, Action.READ),
+            ("GET", base + "/drift", self.drift, Action.READ),
             ("POST", base + "/pin", self.pin, Action.ADMIN),
             ("POST", base + "/unpin", self.unpin, Action.ADMIN),
             ("POST", base + "/rollback", self.rollback, Action.ADMIN),
@@ -33,6 +35,9 @@ class LifecycleRoutes:
 
     async def versions(self, request: Request) -> Response:
         return Response(dumps(self.dataplane.version_status(request.params["model"])))
+
+    async def drift(self, request: Request) -> Response:
+        return Response(dumps(self.dataplane.drift_status(request.params["model"])))
 
     async def pin(self, request: Request) -> Response:
         model = request.params["model"]
