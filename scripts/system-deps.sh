@@ -5,6 +5,7 @@ set -euo pipefail
 needed=()
 command -v curl >/dev/null 2>&1 || needed+=(curl)
 command -v promtool >/dev/null 2>&1 || needed+=(prometheus)  # promtool: the alert rules are checked and tested
+command -v chromium >/dev/null 2>&1 || needed+=(chromium)  # the dashboard is tested in a headless browser
 [ ${#needed[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "missing system packages: ${needed[*]} (install them with your package manager)" >&2

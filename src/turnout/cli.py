@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         help="post drift alerts (firing, then resolved) here, in Alertmanager's webhook format",
     )
     serve.add_argument(
+        "--payload-log", type=Path, default=None, help="write sampled requests' inputs and outputs here (JSONL)"
+    )
+    serve.add_argument(
+        "--payload-sample", type=float, default=0.01, help="the share of requests written (default 0.01)"
+    )
+    serve.add_argument(
         "--access-log",
         action="store_true",
         help="log every inference request: request id, model, version, variant, protocol, status, latency",
@@ -386,6 +392,8 @@ def _serve(args: argparse.Namespace) -> int:
         shutdown_grace_seconds=args.shutdown_grace,
         access_log=args.access_log,
         alert_webhook=args.alert_webhook,
+        payload_log=args.payload_log,
+        payload_sample=min(max(args.payload_sample, 0.0), 1.0),
         tracing=TracingSettings(args.otlp_endpoint, sample_ratio=min(max(args.trace_sample, 0.0), 1.0)),
     )
     from turnout.server import Server, StartupError  # imported here: `turnout --version` stays fast

@@ -22,6 +22,7 @@ from turnout.observability import logs, tracing
 from turnout.observability.drift import DriftReport
 from turnout.observability.metrics import Metrics
 from turnout.observability.notifier import AlertNotifier
+from turnout.observability.payloads import PayloadLog
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State, VersionsFailed
 from turnout.routing.choose import alternatives
@@ -54,7 +55,9 @@ class DataPlane:
         load_timeout: float = 60.0,
         access_log: bool = False,
         notifier: AlertNotifier | None = None,
+        payloads: PayloadLog | None = None,
     ) -> None:
+        self._payloads = payloads  # sampled inputs and outputs to rotated JSON Lines
         self._notifier = notifier  # drift alerts to a webhook
         self._drift_reports: dict[tuple[str, str], tuple[float, DriftReport]] = {}  # the last window's, by version
         # one thread: windows are reported in the order they filled (alerts fire, then resolve)
@@ -190,14 +193,16 @@ class DataPlane:
         except TurnoutError as exc:
             if self._access_log:
                 logs.access(request.id, request.model_name, request.model_version or "", "", protocol,
-                            exc.code.value, time.monotonic() - started)  # fmt: skip
+                            exc.code.value, time.monotonic() - started, tracing.current_trace_id())  # fmt: skip
             raise
         finally:
             in_flight.inc(-1)
+        if self._payloads is not None:
+            self._payloads.offer(request, response)
         if self._access_log:
             variant = response.parameters.get("variant", "")
             logs.access(response.id, response.model_name, response.model_version, str(variant), protocol, "success",
-                        time.monotonic() - started)  # fmt: skip
+                        time.monotonic() - started, tracing.current_trace_id())  # fmt: skip
         return response
 
     async def _infer(
@@ -473,6 +478,34 @@ class DataPlane:
                 }
             )
         return {"name": name, "versions": versions}
+
+    def drift_view(self, name: str) -> list[dict[str, Any]]:
+        """Each version's last window against its profile, share by share (for the dashboard)."""
+        views = []
+        for (model, version), (_, report) in sorted(self._drift_reports.items()):
+            if model != name:
+                continue
+            try:
+                served = self._registry.get(model, version)
+            except TurnoutError:
+                continue  # no longer served
+            if served.drift is None:
+                continue
+            profile = served.drift.profile
+            features = {
+                feature: {**report.features[feature], "reference": list(d.shares), "live": report.live_shares[feature]}
+                for feature, d in zip(profile.features, profile.inputs, strict=True)
+                if feature in report.live_shares
+            }
+            views.append(
+                {
+                    "version": version,
+                    "rows": report.rows,
+                    "features": features,
+                    "alert_psi": served.config.drift.alert_psi,
+                }
+            )
+        return views
 
     async def unload_model(self, name: str) -> None:
         await self._registry.unload(name)

@@ -29,6 +29,7 @@ from turnout.model.runtime import ModelRuntime
 from turnout.model.watcher import RepositoryWatcher
 from turnout.observability.metrics import Metrics
 from turnout.observability.notifier import AlertNotifier
+from turnout.observability.payloads import PayloadLog
 from turnout.observability.shadow_metrics import register_shadow_metrics
 from turnout.observability.tracing import make_tracer
 from turnout.registry import ModelRegistry, VersionsFailed
@@ -51,6 +52,7 @@ from turnout.transports.lifecycle_rest import LifecycleRoutes
 from turnout.transports.planes import Plane
 from turnout.transports.rest import RestApi
 from turnout.transports.routing_rest import RoutingRoutes
+from turnout.transports.ui import UiRoutes
 
 log = logging.getLogger("turnout.server")
 
@@ -94,6 +96,12 @@ class Server:
         self.guard = build_guard(settings.security)
         self.notifier = None if settings.alert_webhook is None else AlertNotifier(settings.alert_webhook)
         try:
+            self.payloads = (
+                None if settings.payload_log is None else PayloadLog(settings.payload_log, settings.payload_sample)
+            )
+        except OSError as exc:
+            raise StartupError(f"cannot write payloads to {settings.payload_log}: {exc}") from None
+        try:
             self.tracer = make_tracer(settings.tracing)
         except RuntimeError as exc:
             raise StartupError(str(exc)) from None
@@ -128,6 +136,7 @@ class Server:
             lifecycle.load_timeout_seconds,
             settings.access_log,
             self.notifier,
+            self.payloads,
         )
         self._routing_routes = RoutingRoutes(
             self.traffic, self.mirror, self.feedback, self.guard, settings.http.max_body_bytes
@@ -203,6 +212,8 @@ class Server:
             await self.registry.close()
             if self.notifier is not None:
                 await self.notifier.close()
+            if self.payloads is not None:
+                self.payloads.close()
             self.guard.close()
             if self.tracer is not None:
                 await asyncio.to_thread(self.tracer.shutdown)  # the last spans are exported
@@ -302,7 +313,7 @@ class Server:
     def _http_server(self) -> HttpServer:
         limit = self.settings.http.max_body_bytes
         plane = Plane.BOTH if self.settings.admin.on_public_port else Plane.INFERENCE
-        routes = self._routing_routes.inference()
+        routes = self._routing_routes.inference() + UiRoutes(self.dataplane, self.traffic, self.metrics).routes()
         if plane.serves_admin:
             routes += self._routing_routes.admin() + self._lifecycle_routes.admin()
         api = RestApi(

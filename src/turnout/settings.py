@@ -96,6 +96,8 @@ class Settings:
     access_log: bool = False  # one record per inference request on the turnout.access logger
     tracing: TracingSettings = field(default_factory=TracingSettings)
     alert_webhook: str | None = None  # drift alerts, posted in Alertmanager's webhook format
+    payload_log: Path | None = None  # a directory for sampled inputs and outputs (JSON Lines, rotated)
+    payload_sample: float = 0.01  # the share of requests written there
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     # ready only when every model version is ready, as the V2 protocol says;
     # off, the server is ready once loading is done, whatever failed

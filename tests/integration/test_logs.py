@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from tests.integration.reference import diabetes_rows
 from tests.support import ServerProcess
@@ -34,3 +35,25 @@ def test_json_logs_and_the_access_log(example_repo: Path, log_dir: Path) -> None
     assert refused["model"] == "wine" and refused["status"] == "invalid"
     assert routed["variant"] in ("1", "2") and routed["version"] == routed["variant"]  # wine's canary
     assert any(r["logger"] == "turnout.server" and "models loaded" in r["message"] for r in records)
+
+
+def test_sampled_payloads_are_written_as_json_lines(example_repo: Path, log_dir: Path) -> None:
+    rows = diabetes_rows(3)
+    payloads = log_dir / "payloads"
+    server = ServerProcess(example_repo, "--payload-log", str(payloads), "--payload-sample", "1", log_dir=log_dir)
+    with server, httpx.Client(base_url=server.url) as client:
+        for i, row in enumerate(rows):
+            body = {
+                "id": f"p{i}",
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": row.tolist()}],
+            }
+            answer = client.post("/v2/models/diabetes/infer", json=body).json()
+    # the writer thread has written everything by the time the server stopped
+    records = [json.loads(line) for line in (payloads / "payloads.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["p0", "p1", "p2"]
+    last = records[-1]
+    assert last["model"] == "diabetes" and last["version"] == "1"
+    assert last["inputs"]["input"]["shape"] == [1, 10]
+    assert abs(last["inputs"]["input"]["data"][0][0] - float(rows[2][0])) < 1e-6
+    written = np.ravel(last["outputs"]["prediction"]["data"])
+    np.testing.assert_allclose(written, answer["outputs"][0]["data"], rtol=1e-6)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from pathlib import Path
 
 import grpc
 import httpx
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -27,8 +29,9 @@ PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 ROW = [0.05] * 10
 
 
-def settings(repository: Path, tmp_path: Path) -> Settings:
+def settings(repository: Path, tmp_path: Path, access_log: bool = False) -> Settings:
     return Settings(
+        access_log=access_log,
         repository=repository,
         http=HttpSettings(port=free_port()),
         grpc=GrpcSettings(port=free_port()),
@@ -38,13 +41,16 @@ def settings(repository: Path, tmp_path: Path) -> Settings:
     )
 
 
-def test_a_traced_request_continues_the_clients_trace(example_repo: Path, tmp_path: Path) -> None:
+def test_a_traced_request_continues_the_clients_trace(
+    example_repo: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="turnout.access")
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
 
     async def scenario() -> None:
-        server = Server(settings(example_repo, tmp_path))
+        server = Server(settings(example_repo, tmp_path, access_log=True))
         server.tracer = Tracer(provider)  # the in-memory exporter instead of an OTLP collector
         serving = asyncio.create_task(server.serve())
         http = server.settings.http
@@ -99,6 +105,8 @@ def test_a_traced_request_continues_the_clients_trace(example_repo: Path, tmp_pa
     assert format(refused.context.trace_id, "032x") != TRACE_ID  # no traceparent: a trace of its own
     assert refused.attributes["turnout.status"] == "invalid" and not refused.status.is_ok
     assert {s.name for s in spans} <= set(SPAN_NAMES)
+    access = [r for r in caplog.records if r.name == "turnout.access"]
+    assert [getattr(r, "trace_id", None) for r in access] == [TRACE_ID, None, TRACE_ID]  # the access log joins up
 
 
 def test_tracing_is_off_by_default(example_repo: Path, tmp_path: Path) -> None:

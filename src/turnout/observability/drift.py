@@ -95,13 +95,14 @@ class Profile:
         """PSI and KS of a window's rows against this profile (vectorised: call it off the event loop)."""
         rows = np.concatenate([x for x, _ in window.requests])
         flat = np.concatenate([p.reshape(len(p), -1)[:, 0] if p.ndim > 1 else p for _, p in window.requests])
-        features = {}
+        features, shares = {}, {}
         for i, (name, distribution) in enumerate(zip(self.features, self.inputs, strict=True)):
             counts = distribution.counts(rows[:, i])
             features[name] = {"psi": psi(distribution.shares, counts), "ks": ks(distribution.shares, counts)}
+            shares[name] = [float(c) for c in counts / max(counts.sum(), 1)]
         counts = self.prediction.counts(flat)
         prediction = {"psi": psi(self.prediction.shares, counts), "ks": ks(self.prediction.shares, counts)}
-        return DriftReport(len(rows), features, prediction)
+        return DriftReport(len(rows), features, prediction, shares)
 
     def save(self, path: Path) -> None:
         document = {
@@ -155,6 +156,7 @@ class DriftReport:
     rows: int
     features: dict[str, dict[str, float]]  # feature -> {"psi": .., "ks": ..}
     prediction: dict[str, float]
+    live_shares: dict[str, list[float]] = field(default_factory=dict)  # feature -> the window's share per bin
 
 
 @dataclass(slots=True)

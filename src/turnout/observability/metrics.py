@@ -211,6 +211,7 @@ class Metrics:
             ProcessCollector(registry=self.registry)
         self.evictions = cache(evictions.child)
         self.cold_start = cache(cold_start.child)
+        self._requests, self._latency = requests, latency
         self.request_outcome = cache(requests.child)
         self.latency = cache(latency.child)
         self.queue_time = cache(queue_time.child)
@@ -218,6 +219,18 @@ class Metrics:
         self.batch_rows = cache(batch_rows.child)
         self.queue_depth = cache(queue_depth.child)
         self.model_ready = cache(model_ready.child)
+
+    def per_model(self) -> dict[str, dict[str, float]]:
+        """Totals by model (for the dashboard): answered, failed, latency sum and count."""
+        totals: dict[str, dict[str, float]] = {}
+        for (model, _, _, _, status), count in self._requests.children.items():
+            entry = totals.setdefault(model, {"success": 0.0, "errors": 0.0, "latency_sum": 0.0, "latency_count": 0.0})
+            entry["success" if status == "success" else "errors"] += count.value
+        for (model, *_), distribution in self._latency.children.items():
+            entry = totals.setdefault(model, {"success": 0.0, "errors": 0.0, "latency_sum": 0.0, "latency_count": 0.0})
+            entry["latency_sum"] += distribution.total
+            entry["latency_count"] += sum(distribution.counts)
+        return totals
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -79,6 +79,16 @@ class RequestTrace:
 CURRENT: ContextVar[RequestTrace | None] = ContextVar("turnout_request_trace", default=None)
 
 
+def current_trace_id() -> str | None:
+    """The trace id of the request being traced, when its client sent a W3C
+    traceparent (for the access log); None otherwise."""
+    trace = CURRENT.get()
+    if trace is None:
+        return None
+    parts = trace.parent.get("traceparent", "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
 class Tracer:
     """Turns finished ``RequestTrace`` records into spans on an SDK tracer provider."""
 

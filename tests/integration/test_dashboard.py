@@ -1,0 +1,60 @@
+"""The web dashboard in a real browser (Debian's chromium, headless, driven
+by Playwright): the page loads, lists the example models with their state
+and the wine canary, its throughput chart draws once requests are sent, and
+drift is shown reference against live. A screenshot is kept as an artifact
+(tests/.artifacts/dashboard.png)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+from playwright.sync_api import expect, sync_playwright
+from sklearn.datasets import load_diabetes
+
+from tests.support import ServerProcess
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / ".artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def traffic(url: str, stop: threading.Event) -> None:
+    rows = load_diabetes().data.astype(np.float32)
+    with httpx.Client(base_url=url) as client:
+        i = 0
+        while not stop.is_set():
+            chunk = rows[(i * 50) % 400 : (i * 50) % 400 + 50]
+            tensor = {"name": "input", "datatype": "FP32", "shape": list(chunk.shape), "data": chunk.ravel().tolist()}
+            client.post("/v2/models/diabetes/infer", json={"inputs": [tensor]})
+            i += 1
+
+
+def test_the_dashboard_shows_models_charts_and_drift(repo: Path, log_dir: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    stop = threading.Event()
+    with ServerProcess(repo, log_dir=log_dir) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{server.url}/ui")
+            for name in ("breast_cancer", "diabetes", "wine"):
+                expect(page.locator(f'#models tr[data-model="{name}"]')).to_be_visible()
+            expect(page.locator('#models tr[data-model="wine"] .policy')).to_contain_text("canary")
+            expect(page.locator('#models tr[data-model="wine"]')).to_contain_text("READY")
+            sender = threading.Thread(target=traffic, args=(server.url, stop))
+            sender.start()
+            # the chart draws its lines as polls see the requests (three models, a point a second each)
+            page.wait_for_function(
+                "() => Number(document.getElementById('throughput').getAttribute('data-points')) > 15", timeout=30_000
+            )
+            expect(page.locator('#drift [data-feature="bmi"]')).to_be_visible(timeout=20_000)  # a window of 1000 rows
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            answered = int(page.locator('#models tr[data-model="diabetes"] td').nth(4).inner_text())
+            assert answered > 0
+        finally:
+            stop.set()
+            browser.close()
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
