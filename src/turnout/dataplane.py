@@ -23,6 +23,7 @@ from turnout.observability.drift import DriftReport
 from turnout.observability.metrics import Metrics
 from turnout.observability.notifier import AlertNotifier
 from turnout.observability.payloads import PayloadLog
+from turnout.observability.slo import SloWindow
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.registry import IndexEntry, ModelRegistry, ServedVersion, State, VersionsFailed
 from turnout.routing.choose import alternatives
@@ -58,7 +59,8 @@ class DataPlane:
         payloads: PayloadLog | None = None,
     ) -> None:
         self._payloads = payloads  # sampled inputs and outputs to rotated JSON Lines
-        self._notifier = notifier  # drift alerts to a webhook
+        self._notifier = notifier  # drift and SLO alerts to a webhook
+        self._slo_windows: dict[str, SloWindow] = {}
         self._drift_reports: dict[tuple[str, str], tuple[float, DriftReport]] = {}  # the last window's, by version
         # one thread: windows are reported in the order they filled (alerts fire, then resolve)
         self._drift_worker = ThreadPoolExecutor(1, thread_name_prefix="turnout-drift")
@@ -295,6 +297,34 @@ class DataPlane:
         primary = {output.name: output.data for output in response.outputs}
         return ShadowJob(endpoint, shadow, response.id or "", run, primary, seconds)
 
+    @staticmethod
+    def _slo_judged(served: ServedVersion) -> bool:
+        slo = served.config.slo
+        return slo.p99_ms is not None or slo.max_error_rate is not None
+
+    def _judge_slo(self, served: ServedVersion, model: str, seconds: float | None) -> None:
+        """Count a request into the model's SLO window; at its end, alert on a miss (or clear one)."""
+        slo = served.config.slo
+        window = self._slo_windows.get(model)
+        if window is None or window.size != slo.window_requests:
+            window = self._slo_windows[model] = SloWindow(slo.window_requests)
+        verdict = window.add(seconds)
+        if verdict is None:
+            return
+        if slo.p99_ms is not None and verdict.p99_seconds is not None:
+            p99_ms = verdict.p99_seconds * 1000
+            summary = f"{model}: p99 latency {p99_ms:.1f} ms over the {slo.p99_ms:g} ms SLO"
+            self._slo_alert("TurnoutLatencyOverSLO", model, p99_ms > slo.p99_ms, summary)
+        if slo.max_error_rate is not None:
+            summary = f"{model}: {verdict.error_rate:.1%} of requests fail (SLO {slo.max_error_rate:.1%})"
+            self._slo_alert("TurnoutHighErrorRate", model, verdict.error_rate > slo.max_error_rate, summary)
+
+    def _slo_alert(self, alertname: str, model: str, missed: bool, summary: str) -> None:
+        if missed:
+            log.warning("%s", summary)
+        if self._notifier is not None:
+            self._notifier.observe(missed, {"alertname": alertname, "model": model}, {"summary": summary})
+
     def _watch_drift(
         self,
         served: ServedVersion,
@@ -326,8 +356,11 @@ class DataPlane:
         report = future.result()
         self._drift_reports[(model, version)] = (time.time(), report)
         _drift_gauges(self._metrics, model, version, report)
-        limit = served.config.drift.alert_psi
+        limit, warn = served.config.drift.alert_psi, served.config.drift.warn_psi
         drifting = sorted(name for name, stats in report.features.items() if stats["psi"] > limit)
+        moving = sorted(name for name, stats in report.features.items() if warn < stats["psi"] <= limit)
+        if moving:
+            log.info("model %s version %s: %s moving (PSI over %g)", model, version, ", ".join(moving), warn)
         if drifting:
             log.warning("model %s version %s: drift in %s (PSI over %g over %d rows)", model, version,
                         ", ".join(drifting), limit, report.rows)  # fmt: skip
@@ -358,7 +391,11 @@ class DataPlane:
             )
         except TurnoutError as exc:
             self._metrics.request_outcome(model, version, variant, protocol, exc.code.value).inc()
+            if exc.code in _SERVER_SIDE and self._slo_judged(served):
+                self._judge_slo(served, model, None)
             raise
+        if self._slo_judged(served):
+            self._judge_slo(served, model, time.monotonic() - started)
         if served.drift is not None:
             self._watch_drift(served, model, version, inputs, result.outputs)
         if trace is not None:

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 from sklearn.datasets import load_diabetes
 
-from tests.support import ServerProcess, free_port
+from tests.support import ServerProcess, free_port, slower, write_model
 
 DATA = load_diabetes()
 ROWS = DATA.data.astype(np.float32)
@@ -151,3 +151,24 @@ def test_drift_fires_the_webhook_once_then_resolves(repo: Path, log_dir: Path) -
     }
     assert "feature bmi drifted" in alert["annotations"]["summary"] and alert["endsAt"] == "0001-01-01T00:00:00Z"
     assert receiver.posts[1]["alerts"][0]["fingerprint"] == alert["fingerprint"]
+
+
+def test_a_missed_latency_slo_is_alerted(repo: Path, log_dir: Path) -> None:
+    # diabetes made slow (same answers, milliseconds of compute), with an SLO it cannot meet
+    write_model(repo / "diabetes" / "1" / "model.onnx",
+                slower(repo / "diabetes" / "1" / "model.onnx", "input", "prediction", products=600))  # fmt: skip
+    toml = repo / "diabetes" / "model.toml"
+    toml.write_text(toml.read_text() + "\n[slo]\nwindow_requests = 50\np99_ms = 0.5\nmax_error_rate = 0.5\n")
+    with Receiver() as receiver:
+        server = ServerProcess(repo, "--alert-webhook", f"http://127.0.0.1:{receiver.port}/", log_dir=log_dir)
+        with server, httpx.Client(base_url=server.url, timeout=30) as client:
+            send(client, ROWS[:50].repeat(50, axis=0)[:2500])  # 50 requests of 50 rows
+            deadline = time.monotonic() + 10
+            while not any(p["groupLabels"]["alertname"] == "TurnoutLatencyOverSLO" for p in receiver.posts):
+                assert time.monotonic() < deadline, receiver.posts
+                time.sleep(0.05)
+            time.sleep(0.3)
+    slo_names = ("TurnoutLatencyOverSLO", "TurnoutHighErrorRate")
+    alerts = [a for post in receiver.posts for a in post["alerts"] if a["labels"]["alertname"] in slo_names]
+    assert [a["labels"] for a in alerts] == [{"alertname": "TurnoutLatencyOverSLO", "model": "diabetes"}]
+    assert "over the 0.5 ms SLO" in alerts[0]["annotations"]["summary"]  # errors within theirs: no alert

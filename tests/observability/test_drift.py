@@ -57,3 +57,15 @@ def test_held_out_data_does_not_drift_and_a_scaled_feature_does(tmp_path: Path) 
     others = {name: s["psi"] for name, s in report.features.items() if name != "mean radius"}
     assert max(others.values()) < 0.2
     assert DriftWindow(profile).add(LIVE[:, :5], Y_LIVE) is None  # not the profiled layout
+
+
+def test_slo_windows_give_p99_and_error_rate() -> None:
+    from turnout.observability.slo import SloWindow
+
+    window = SloWindow(size=100)
+    verdicts = [window.add(None if i % 10 == 0 else (i % 100) / 1000) for i in range(100)]
+    assert verdicts[:-1] == [None] * 99
+    final = verdicts[-1]
+    assert final is not None and final.requests == 100 and final.error_rate == 0.1
+    assert final.p99_seconds == 0.099  # nearest rank over the 90 answered
+    assert window.add(0.001) is None  # a new window

@@ -99,7 +99,16 @@ class DriftConfig(_Section):
     """Drift against the version's profile.json (``turnout profile``)."""
 
     window_rows: Annotated[int, Field(ge=10)] = 1000  # rows per window the statistics are computed over
-    alert_psi: Annotated[float, Field(gt=0)] = 0.2  # a feature's PSI above this is logged as drift
+    warn_psi: Annotated[float, Field(gt=0)] = 0.1  # a feature's PSI above this is logged as a warning
+    alert_psi: Annotated[float, Field(gt=0)] = 0.2  # ...above this, logged as drift and alerted (--alert-webhook)
+
+
+class SloConfig(_Section):
+    """Objectives judged per window of requests; a miss is alerted (--alert-webhook) until met again."""
+
+    window_requests: Annotated[int, Field(ge=10)] = 1000
+    p99_ms: Annotated[float, Field(gt=0)] | None = None
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None  # failures on the server's side
 
 
 class OptimizationConfig(_Section):
@@ -123,6 +132,7 @@ class ModelConfig(_Section):
     instances: InstancesConfig = InstancesConfig()
     optimization: OptimizationConfig = OptimizationConfig()
     drift: DriftConfig = DriftConfig()
+    slo: SloConfig = SloConfig()
     inputs: list[TensorConfig] | None = None
     outputs: list[TensorConfig] | None = None
     # this model as an endpoint routing to variants (routing/document.py)
