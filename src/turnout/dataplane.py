@@ -192,10 +192,11 @@ class DataPlane:
         in_flight.inc()
         try:
             response = await self._infer(request, protocol, deadline, key_of, started)
-        except TurnoutError as exc:
+        except Exception as exc:  # a refusal, or a bug the transport answers with a 500: logged either way
             if self._access_log:
+                code = exc.code.value if isinstance(exc, TurnoutError) else "internal"
                 logs.access(request.id, request.model_name, request.model_version or "", "", protocol,
-                            exc.code.value, time.monotonic() - started, tracing.current_trace_id())  # fmt: skip
+                            code, time.monotonic() - started, tracing.current_trace_id())  # fmt: skip
             raise
         finally:
             in_flight.inc(-1)
@@ -302,9 +303,9 @@ class DataPlane:
         slo = served.config.slo
         return slo.p99_ms is not None or slo.max_error_rate is not None
 
-    def _judge_slo(self, served: ServedVersion, model: str, seconds: float | None) -> None:
+    def _judge_slo(self, served: ServedVersion, seconds: float | None) -> None:
         """Count a request into the model's SLO window; at its end, alert on a miss (or clear one)."""
-        slo = served.config.slo
+        slo, model = served.config.slo, served.model
         window = self._slo_windows.get(model)
         if window is None or window.size != slo.window_requests:
             window = self._slo_windows[model] = SloWindow(slo.window_requests)
@@ -392,12 +393,13 @@ class DataPlane:
         except TurnoutError as exc:
             self._metrics.request_outcome(model, version, variant, protocol, exc.code.value).inc()
             if exc.code in _SERVER_SIDE and self._slo_judged(served):
-                self._judge_slo(served, model, None)
+                self._judge_slo(served, None)
             raise
+        # drift and SLOs belong to the model that answered (for a routed request, the variant's)
         if self._slo_judged(served):
-            self._judge_slo(served, model, time.monotonic() - started)
+            self._judge_slo(served, time.monotonic() - started)
         if served.drift is not None:
-            self._watch_drift(served, model, version, inputs, result.outputs)
+            self._watch_drift(served, served.model, version, inputs, result.outputs)
         if trace is not None:
             trace.answered = tracing.RequestTrace.now()
             trace.queue_seconds, trace.compute_seconds = result.queue_seconds, result.compute_seconds

@@ -57,3 +57,19 @@ def test_sampled_payloads_are_written_as_json_lines(example_repo: Path, log_dir:
     assert abs(last["inputs"]["input"]["data"][0][0] - float(rows[2][0])) < 1e-6
     written = np.ravel(last["outputs"]["prediction"]["data"])
     np.testing.assert_allclose(written, answer["outputs"][0]["data"], rtol=1e-6)
+
+
+def test_a_payload_that_cannot_be_written_never_fails_the_request(tmp_path: Path) -> None:
+    from turnout.observability.payloads import PayloadLog
+    from turnout.protocol.types import InferenceRequest, InferenceResponse, InferInput, InferOutput
+
+    payloads = PayloadLog(tmp_path, sample=1.0)
+    swapped = np.arange(3, dtype=">f4")  # big-endian: orjson refuses it
+    request = InferenceRequest("m", None, [InferInput("x", "FP32", (3,), swapped)])
+    text = np.array([b"caf\xc3\xa9", b"\xff\xfe"], dtype=object)
+    response = InferenceResponse("m", "1", [InferOutput("y", "BYTES", (2,), text)], id="r1")
+    payloads.offer(request, response)  # skipped, logged: no exception
+    payloads.offer(InferenceRequest("m", None, []), response)
+    payloads.close()
+    (line,) = (tmp_path / "payloads.jsonl").read_text().splitlines()
+    assert json.loads(line)["outputs"]["y"]["data"] == ["café", {"base64": "//4="}]  # bytes kept exactly

@@ -99,7 +99,7 @@ class DriftConfig(_Section):
     """Drift against the version's profile.json (``turnout profile``)."""
 
     window_rows: Annotated[int, Field(ge=10)] = 1000  # rows per window the statistics are computed over
-    warn_psi: Annotated[float, Field(gt=0)] = 0.1  # a feature's PSI above this is logged as a warning
+    warn_psi: Annotated[float, Field(gt=0)] = 0.1  # a feature's PSI above this is logged (info): moving
     alert_psi: Annotated[float, Field(gt=0)] = 0.2  # ...above this, logged as drift and alerted (--alert-webhook)
 
 

@@ -175,7 +175,12 @@ class DriftWindow:
 
     def add(self, inputs: np.ndarray[Any, Any], predictions: np.ndarray[Any, Any]) -> WindowRows | None:
         """Keep a request's rows; the window's rows when it is full (then ``profile.report`` them)."""
-        if inputs.ndim != 2 or inputs.shape[1] != len(self.profile.inputs) or len(predictions) != len(inputs):
+        if (
+            inputs.ndim != 2
+            or inputs.shape[1] != len(self.profile.inputs)
+            or predictions.ndim == 0
+            or len(predictions) != len(inputs)
+        ):
             return None  # not the profiled layout: nothing to compare
         self.pending.append((inputs, predictions))
         self.rows += len(inputs)

@@ -8,6 +8,7 @@ handed to a writer thread, which appends and rotates.
 
 from __future__ import annotations
 
+import base64
 import logging
 import logging.handlers
 import queue
@@ -20,6 +21,7 @@ import orjson
 from turnout.protocol.types import InferenceRequest, InferenceResponse
 
 FILE = "payloads.jsonl"
+log = logging.getLogger("turnout.payloads")
 
 
 class _Line(logging.Formatter):
@@ -36,13 +38,20 @@ class PayloadLog:
         handler = logging.handlers.RotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups)
         handler.setFormatter(_Line())
         self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self._handler = handler
         self._listener = logging.handlers.QueueListener(self._queue, handler)
         self._listener.start()
 
     def offer(self, request: InferenceRequest, response: InferenceResponse) -> None:
-        """Write this exchange if it is drawn in the sample."""
+        """Write this exchange if it is drawn in the sample; never fails the request."""
         if self._random() >= self._sample:
             return
+        try:
+            self._write(request, response)
+        except Exception as exc:  # an odd tensor (byte order, complex): that sample is skipped
+            log.warning("payload of request %s not logged: %s", response.id, exc)
+
+    def _write(self, request: InferenceRequest, response: InferenceResponse) -> None:
         record = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "id": response.id,
@@ -60,7 +69,8 @@ class PayloadLog:
         self._queue.put(logging.LogRecord("turnout.payloads", logging.INFO, "", 0, line, None, None))
 
     def close(self) -> None:
-        self._listener.stop()
+        self._listener.stop()  # everything queued is written first
+        self._handler.close()
 
 
 def _tensor(datatype: str, shape: tuple[int, ...], data: object) -> dict[str, object]:
@@ -68,9 +78,12 @@ def _tensor(datatype: str, shape: tuple[int, ...], data: object) -> dict[str, ob
 
 
 def _plain(value: object) -> object:
-    """What orjson cannot write itself: bytes (BYTES tensors) as text, numpy scalars and object arrays as lists."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+    """What orjson cannot write itself: bytes (BYTES tensors), numpy scalars and object arrays as lists."""
+    if isinstance(value, bytes):  # text as text; anything else kept exactly, as base64
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(value).decode()}
     tolist = getattr(value, "tolist", None)
     if tolist is not None:
         return tolist()

@@ -203,8 +203,8 @@ class RestApi:
         token = tracing.CURRENT.set(trace)
         try:
             response = await self._infer(request)
-        except TurnoutError as exc:
-            trace.status = exc.code.value
+        except Exception as exc:  # a bug (a 500) is traced as internal
+            trace.status = exc.code.value if isinstance(exc, TurnoutError) else "internal"
             raise
         finally:
             tracing.CURRENT.reset(token)

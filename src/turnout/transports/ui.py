@@ -1,5 +1,5 @@
 """The web dashboard at ``/ui``: static files that ship with the package (no
-CDN), and ``/ui/state``, one JSON document the page polls: models, versions
+CDN), and ``/ui/api/state``, one JSON document the page polls: models, versions
 and their state, each endpoint's traffic policy, request totals, and drift
 (reference against live shares per feature)."""
 

@@ -217,8 +217,8 @@ class InferenceService:
         token = tracing.CURRENT.set(trace)
         try:
             response = await self._model_infer(request, context)
-        except TurnoutError as exc:
-            trace.status = exc.code.value
+        except Exception as exc:  # a bug (a 500) is traced as internal
+            trace.status = exc.code.value if isinstance(exc, TurnoutError) else "internal"
             raise
         finally:
             tracing.CURRENT.reset(token)
