@@ -9,9 +9,13 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 import numpy as np
@@ -275,3 +279,74 @@ def slower(model_file: Path, input_name: str, output_name: str, products: int = 
     ]
     graph.node.extend(nodes)
     return model
+
+
+class SteadyLoad:
+    """Clients calling ``path`` back to back, each on its own connection,
+    recording every answer's status and label (the variant or version that
+    answered, as ``label_of`` reads it) with the time the request was sent."""
+
+    def __init__(
+        self,
+        url: str,
+        path: str,
+        body_of: Callable[[int], dict[str, Any]],
+        label_of: Callable[[httpx.Response], str],
+        clients: int = 4,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self._url, self._path, self._body_of, self._label_of = url, path, body_of, label_of
+        self._headers = headers or {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.answers: list[tuple[int, str, float]] = []  # (status, label, when sent)
+        self.failures: list[str] = []
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self, client_index: int) -> None:
+        request = client_index
+        with httpx.Client(base_url=self._url, timeout=30.0, headers=self._headers) as client:
+            while not self._stop.is_set():
+                request += 7
+                sent = time.monotonic()
+                try:
+                    response = client.post(self._path, json=self._body_of(request))
+                    status = response.status_code
+                    label = self._label_of(response) if status == 200 else ""
+                    detail = "" if status == 200 else f"{status} {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    status, label, detail = 0, "", repr(exc)
+                with self._lock:
+                    self.answers.append((status, label, sent))
+                    if detail:
+                        self.failures.append(detail)
+
+    def labels_since(self, moment: float) -> Counter[str]:
+        with self._lock:
+            return Counter(label for _, label, when in self.answers if when >= moment)
+
+    def after(self, moment: float, count: int = 50, timeout: float = 30.0) -> Counter[str]:
+        """The labels of ``count`` requests sent after ``moment`` (waiting for them)."""
+        deadline = time.monotonic() + timeout
+        while sum((counts := self.labels_since(moment)).values()) < count:
+            assert time.monotonic() < deadline, "the load stalled"
+            time.sleep(0.02)
+        return counts
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> None:
+        """Until ``count`` more answers have come."""
+        deadline = time.monotonic() + timeout
+        start = len(self.answers)
+        while len(self.answers) < start + count:
+            assert time.monotonic() < deadline, "the load stalled"
+            time.sleep(0.02)

@@ -17,60 +17,19 @@ from typing import Any
 import httpx
 
 from tests.integration.reference import diabetes_rows
-from tests.support import ServerProcess, slower, write_model
+from tests.support import ServerProcess, SteadyLoad, slower, write_model
 
 ROWS = diabetes_rows(50)
 
 
-class SteadyLoad:
-    """Clients calling ``diabetes`` (no version named) back to back."""
+def diabetes_load(url: str) -> SteadyLoad:
+    """Clients calling diabetes (no version named); each answer labelled by the version that served it."""
 
-    def __init__(self, url: str, clients: int = 4) -> None:
-        self._url = url
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self.answers: list[tuple[int, str, float]] = []  # (status, version, when sent)
-        self.failures: list[str] = []
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+    def body(request: int) -> dict[str, Any]:
+        row = ROWS[request % len(ROWS)].tolist()
+        return {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": row}]}
 
-    def __enter__(self) -> SteadyLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def _run(self, index: int) -> None:
-        with httpx.Client(base_url=self._url, timeout=30.0) as client:
-            row = index
-            while not self._stop.is_set():
-                row = (row + 1) % len(ROWS)
-                body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": ROWS[row].tolist()}]}
-                sent = time.monotonic()
-                try:
-                    response = client.post("/v2/models/diabetes/infer", json=body)
-                    status = response.status_code
-                    version = response.json().get("model_version", "") if status == 200 else ""
-                    detail = "" if status == 200 else f"{status} {response.text[:200]}"
-                except httpx.HTTPError as exc:
-                    status, version, detail = 0, "", repr(exc)
-                with self._lock:
-                    self.answers.append((status, version, sent))
-                    if detail:
-                        self.failures.append(detail)
-
-    def versions_after(self, moment: float, count: int = 50, timeout: float = 30.0) -> Counter[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                seen = Counter(v for _, v, when in self.answers if when >= moment)
-            if sum(seen.values()) >= count:
-                return seen
-            assert time.monotonic() < deadline, "the load stalled"
-            time.sleep(0.02)
+    return SteadyLoad(url, "/v2/models/diabetes/infer", body, lambda response: response.json()["model_version"])
 
 
 def wait_for(condition: Any, what: str, timeout: float = 30.0) -> Any:
@@ -95,7 +54,7 @@ def publish(repo: Path, version: int, source: Path, sha256: str | None = None) -
 def test_versions_come_and_go_under_load_with_no_failed_request(repo: Path, log_dir: Path) -> None:
     good = repo / "diabetes" / "1" / "model.onnx"
     server = ServerProcess(repo, "--model-control", "poll", "--poll-interval", "0.2", log_dir=log_dir)
-    with server, server.admin_client() as admin, SteadyLoad(server.url) as load:
+    with server, server.admin_client() as admin, diabetes_load(server.url) as load:
 
         def status() -> dict[str, Any]:
             answer: dict[str, Any] = admin.get("/v2/repository/models/diabetes/versions").json()
@@ -108,7 +67,7 @@ def test_versions_come_and_go_under_load_with_no_failed_request(repo: Path, log_
         # a new version goes live by itself (latest = 1: version 1 is drained and unloaded)
         publish(repo, 2, good, hashlib.sha256(good.read_bytes()).hexdigest())
         wait_for(lambda: status()["default"] == "2", "version 2 live")
-        assert set(load.versions_after(time.monotonic())) == {"2"}
+        assert set(load.after(time.monotonic())) == {"2"}
         # broken versions never replace the serving one
         (repo / "diabetes" / ".staging-3").mkdir()
         (repo / "diabetes" / ".staging-3" / "model.onnx").write_bytes(b"not an onnx model at all")
@@ -124,17 +83,17 @@ def test_versions_come_and_go_under_load_with_no_failed_request(repo: Path, log_
         wait_for(lambda: state("5")[0] == "UNAVAILABLE", "version 5 refused")
         assert "does not match the expected" in state("5")[1]
         assert status()["default"] == "2"
-        assert set(load.versions_after(time.monotonic())) == {"2"}
+        assert set(load.after(time.monotonic())) == {"2"}
         assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # a refused version: still ready
         shutil.rmtree(repo / "diabetes" / "5")
         # rollback: back to version 1 (reloaded: the policy had let it go), at once
         back = admin.post("/v2/repository/models/diabetes/rollback")
         assert back.status_code == 200, back.text
         assert back.json()["default"] == "1" and back.json()["pinned"] == "1"
-        assert set(load.versions_after(time.monotonic())) == {"1"}
+        assert set(load.after(time.monotonic())) == {"1"}
         # pin 2 again, then unpin: the policy's choice (the highest, 2) serves
         assert admin.post("/v2/repository/models/diabetes/pin", json={"version": "2"}).json()["default"] == "2"
-        assert set(load.versions_after(time.monotonic())) == {"2"}
+        assert set(load.after(time.monotonic())) == {"2"}
         unpinned = admin.post("/v2/repository/models/diabetes/unpin").json()
         assert unpinned["pinned"] is None and unpinned["default"] == "2"
         missing = admin.post("/v2/repository/models/diabetes/pin", json={"version": "9"})

@@ -5,7 +5,6 @@ feedback, refused policies, and state that survives a restart."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.integration.reference import cancer_rows, run, wine_rows
-from tests.support import ServerProcess, failing_when_above, slower, write_model
+from tests.support import ServerProcess, SteadyLoad, failing_when_above, slower, write_model
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -33,66 +32,15 @@ def body(row: int, outputs: tuple[str, ...] = ()) -> dict[str, Any]:
     return document
 
 
-class SteadyLoad:
-    """Clients sending wine rows back to back, each on its own connection,
-    recording every answer's status and variant."""
-
-    def __init__(self, url: str, clients: int = 4, headers: dict[str, str] | None = None) -> None:
-        self._url = url
-        self._clients = clients
-        self._headers = headers or {}
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self.answers: list[tuple[int, str, float]] = []  # (status, variant, when sent)
-        self.failures: list[str] = []
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
-
-    def __enter__(self) -> SteadyLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def _run(self, client_index: int) -> None:
-        row = client_index
-        with httpx.Client(base_url=self._url, timeout=30.0, headers=self._headers) as client:
-            while not self._stop.is_set():
-                row = (row + 7) % len(ROWS)
-                sent = time.monotonic()
-                try:
-                    response = client.post("/v2/models/wine/infer", json=body(row))
-                    status, variant = response.status_code, response.headers.get("turnout-variant", "")
-                    if status != 200:
-                        detail = f"{status} {response.text[:200]}"
-                except httpx.HTTPError as exc:
-                    status, variant, detail = 0, "", repr(exc)
-                with self._lock:
-                    self.answers.append((status, variant, sent))
-                    if status != 200:
-                        self.failures.append(detail)
-
-    def variants_since(self, moment: float) -> Counter[str]:
-        with self._lock:
-            return Counter(variant for _, variant, when in self.answers if when >= moment)
-
-    def after(self, moment: float, count: int, timeout: float = 30.0) -> Counter[str]:
-        """The variants of ``count`` requests sent after ``moment`` (waiting for them)."""
-        deadline = time.monotonic() + timeout
-        while sum((counts := self.variants_since(moment)).values()) < count:
-            assert time.monotonic() < deadline, "the load stalled"
-            time.sleep(0.02)
-        return counts
-
-    def wait_for(self, count: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        start = len(self.answers)
-        while len(self.answers) < start + count:
-            assert time.monotonic() < deadline, "the load stalled"
-            time.sleep(0.02)
+def wine_load(url: str, headers: dict[str, str] | None = None) -> SteadyLoad:
+    """Clients sending wine rows; each answer labelled by the variant that served it."""
+    return SteadyLoad(
+        url,
+        "/v2/models/wine/infer",
+        lambda request: body(request % len(ROWS)),
+        lambda response: response.headers.get("turnout-variant", ""),
+        headers=headers,
+    )
 
 
 def wait_until(condition: Any, timeout: float = 30.0, what: str = "") -> Any:
@@ -136,7 +84,7 @@ def test_example_canary_is_in_force_and_reported(wine_server: ServerProcess) -> 
 
 
 def test_blue_green_switch_and_back_under_load_fails_nothing(wine_server: ServerProcess) -> None:
-    with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
+    with wine_server.admin_client() as admin, wine_load(wine_server.url) as load:
         answer = admin.put("/v2/routing/wine", json={"policy": "blue_green", "blue": "1", "green": "2"})
         assert answer.status_code == 200, answer.text
         load.wait_for(100)
@@ -153,7 +101,7 @@ def test_blue_green_switch_and_back_under_load_fails_nothing(wine_server: Server
 
 
 def test_canary_rollout_promotes_under_load_with_no_failed_request(wine_server: ServerProcess) -> None:
-    with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
+    with wine_server.admin_client() as admin, wine_load(wine_server.url) as load:
         started = admin.post(
             "/v2/routing/wine/rollout/start",
             json={"candidate": "2", "baseline": "1", "steps": "20:0.5s:30r,60:0.5s:30r,100:0.5s:20r",
@@ -175,7 +123,7 @@ def test_canary_rollout_promotes_under_load_with_no_failed_request(wine_server: 
 
 
 def test_operator_rollback_under_load_fails_nothing(wine_server: ServerProcess) -> None:
-    with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
+    with wine_server.admin_client() as admin, wine_load(wine_server.url) as load:
         # a lenient guard: this test is about the operator's rollback, not the guard's
         lenient = {"max_p99_ratio": 100}
         started = admin.post(
@@ -183,7 +131,7 @@ def test_operator_rollback_under_load_fails_nothing(wine_server: ServerProcess) 
         )
         assert started.json()["rollout"]["baseline"] == "1"  # the variant serving most before
         load.wait_for(100)
-        assert load.variants_since(0)["2"] > 0
+        assert load.labels_since(0)["2"] > 0
         back = admin.post("/v2/routing/wine/rollout/rollback")
         assert back.json()["rollout"]["state"] == "rolled_back" and back.json()["policy"]["weight"] == 0
         after = load.after(time.monotonic(), 150)
@@ -197,7 +145,7 @@ def test_a_bad_candidate_is_rolled_back_by_the_guard_within_its_step(repo: Path,
     # version 3: version 1 failing on rows with alcohol above 13% (about 40% of the wine data)
     write_model(repo / "wine" / "3" / "model.onnx", failing_when_above(repo / "wine" / "1" / "model.onnx", "input",
                 "probabilities", 13.0))  # fmt: skip
-    with ServerProcess(repo, log_dir=log_dir) as server, server.admin_client() as admin, SteadyLoad(server.url):
+    with ServerProcess(repo, log_dir=log_dir) as server, server.admin_client() as admin, wine_load(server.url):
         started = admin.post(
             "/v2/routing/wine/rollout/start",
             json={"candidate": "3", "baseline": "1", "steps": "30:120s,100:120s", "guard": {"min_samples": 20}},
@@ -362,7 +310,7 @@ def test_routing_changes_need_the_admin_plane_and_an_admin_key(wine_server: Serv
 def test_a_variant_gone_from_the_repository_brings_a_policy_that_can_serve(
     wine_server: ServerProcess, repo: Path
 ) -> None:
-    with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
+    with wine_server.admin_client() as admin, wine_load(wine_server.url) as load:
         admin.put("/v2/routing/wine", json={"policy": "blue_green", "blue": "1", "green": "2", "live": "2"})
         assert set(load.after(time.monotonic(), 50)) == {"2"}
         toml = repo / "wine" / "model.toml"
@@ -382,7 +330,7 @@ def test_a_variant_gone_from_the_repository_brings_a_policy_that_can_serve(
 def test_a_candidate_whose_outputs_diverge_is_rolled_back(wine_server: ServerProcess) -> None:
     # wine's versions agree on every label but never on the probabilities (within 1e-5 + 1e-3 x)
     guard = {"mirror_percent": 100, "min_agreement": 0.9, "min_samples": 20, "max_p99_ratio": 100}
-    with wine_server.admin_client() as admin, SteadyLoad(wine_server.url) as load:
+    with wine_server.admin_client() as admin, wine_load(wine_server.url) as load:
         started = admin.post(
             "/v2/routing/wine/rollout/start",
             json={"candidate": "2", "baseline": "1", "steps": "10:120s,100:120s", "guard": guard},
@@ -406,7 +354,7 @@ def test_a_slow_candidate_is_rolled_back_on_p99(repo: Path, log_dir: Path) -> No
     write_model(
         repo / "wine" / "3" / "model.onnx", slower(repo / "wine" / "1" / "model.onnx", "input", "probabilities")
     )
-    with ServerProcess(repo, log_dir=log_dir) as server, server.admin_client() as admin, SteadyLoad(server.url) as load:
+    with ServerProcess(repo, log_dir=log_dir) as server, server.admin_client() as admin, wine_load(server.url) as load:
         started = admin.post(
             "/v2/routing/wine/rollout/start",
             json={"candidate": "3", "baseline": "1", "steps": "30:120s,100:120s", "guard": {"min_samples": 20}},

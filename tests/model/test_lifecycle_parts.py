@@ -73,7 +73,7 @@ def test_pins_and_earlier_defaults_survive_reopening(tmp_path: Path) -> None:
     reopened.unpin("m")
     again = PinStore(path)
     assert again.pinned("m") is None and again.history("m") == [1, 2]
-    assert not (tmp_path / "state" / "pins.json.tmp").exists()
+    assert [p.name for p in (tmp_path / "state").iterdir()] == ["pins.json"]  # no temporary file left
 
 
 def test_the_least_recently_used_models_leave_to_keep_the_budget() -> None:

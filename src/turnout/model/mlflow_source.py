@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from turnout.files import write_json_atomically
+
 log = logging.getLogger("turnout.mlflow")
 
 MODEL_TOML = """\
@@ -228,10 +230,7 @@ class AliasWatcher:
         if self._state is None:
             return
         try:
-            self._state.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self._state.with_name(self._state.name + ".tmp")
-            temporary.write_text(json.dumps(self._deployed, indent=1, sort_keys=True), encoding="utf-8")
-            os.replace(temporary, self._state)
+            write_json_atomically(self._state, self._deployed)
         except OSError as exc:  # after a restart this version is deployed again: harmless
             log.error("cannot save the deployed MLflow versions to %s: %s", self._state, exc)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from turnout.files import write_json_atomically
 from turnout.model.signature import Signature, TensorSpec
 
 if TYPE_CHECKING:
@@ -111,8 +111,4 @@ class PinStore:
         if self._path is None:
             return
         with self._lock:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            text = json.dumps({"pins": pins, "history": history, "contracts": contracts}, indent=1, sort_keys=True)
-            temporary = self._path.with_name(self._path.name + ".tmp")
-            temporary.write_text(text, encoding="utf-8")
-            os.replace(temporary, self._path)
+            write_json_atomically(self._path, {"pins": pins, "history": history, "contracts": contracts})

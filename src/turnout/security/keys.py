@@ -23,7 +23,6 @@ import logging
 import os
 import secrets
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from turnout.files import write_json_atomically
 from turnout.security.principal import Principal, Role, parse_roles
 
 log = logging.getLogger("turnout.security")
@@ -185,19 +185,8 @@ class FileKeys:
         return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
     def _write(self, records: list[KeyRecord]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         document = {"version": FORMAT_VERSION, "keys": [_to_json(r) for r in records]}
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".keys-")
-        try:
-            with os.fdopen(handle, "w") as out:
-                json.dump(document, out, indent=2)
-                out.write("\n")
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+        write_json_atomically(self.path, document, mode=0o600, indent=2, sort_keys=False)  # hashes: owner only
 
 
 class SqliteKeys:
