@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test models proto lint typecheck venv clean system-deps bench bench-shadow bench-cold-start bench-observability
+.PHONY: serve test models proto lint typecheck venv clean system-deps bench bench-shadow bench-stream bench-cold-start bench-observability
 
 # The virtual environment, with turnout installed editable plus the dev tools.
 $(STAMP): pyproject.toml
@@ -58,6 +58,10 @@ bench: $(STAMP)
 # A slow shadow variant against the primary's latency (its section of BENCHMARKS.md).
 bench-shadow: $(STAMP)
 	$(BIN)/python bench/shadow_p99.py $(SHADOW_ARGS)
+
+# The Redis Streams path against HTTP on the same model (its section of BENCHMARKS.md).
+bench-stream: $(STAMP)
+	$(BIN)/python bench/stream_throughput.py $(STREAM_ARGS)
 
 # Drift detection and the access log against neither (their section of BENCHMARKS.md).
 bench-observability: $(STAMP)

@@ -350,3 +350,57 @@ class SteadyLoad:
         while len(self.answers) < start + count:
             assert time.monotonic() < deadline, "the load stalled"
             time.sleep(0.02)
+
+
+class RedisServer:
+    """A real redis-server (Debian's package) on a free port, for one test.
+
+    ``persistent``: an append-only file in ``directory``, so a restart keeps
+    the streams, their groups and pending entries (as a production Redis
+    would); otherwise nothing is written to disk."""
+
+    def __init__(self, directory: Path, persistent: bool = False) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.persistent = persistent
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                   "--dir", str(self.directory), *durability]  # fmt: skip
+        log = (self.directory / f"redis-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.02)  # polling a child's port: there is no event to wait on
+        raise RuntimeError("redis-server did not answer PING within 10 s")
+
+    def stop(self) -> None:
+        """SIGTERM: Redis finishes its append-only file and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -30,6 +30,7 @@ from turnout.settings import (
     RoutingSettings,
     SecuritySettings,
     Settings,
+    StreamSettings,
 )
 
 
@@ -215,6 +216,30 @@ def _parser() -> argparse.ArgumentParser:
     routing.add_argument(
         "--shadow-workers", type=_positive_int, default=2, help="shadow copies run at once (default 2)"
     )
+    streams = serve.add_argument_group("Redis Streams (see the README's Streams section)")
+    streams.add_argument(
+        "--stream",
+        default=None,
+        metavar="redis://HOST:PORT/DB",
+        help="also answer inference requests from Redis Streams: one request stream per model "
+        "(model.toml [stream]; default turnout:MODEL:requests)",
+    )
+    streams.add_argument("--stream-group", default="turnout", help="the deployment's consumer group (default turnout)")
+    streams.add_argument(
+        "--stream-consumer", default=None, help="this process's name in the group (default HOSTNAME-PID)"
+    )
+    streams.add_argument(
+        "--stream-max-deliveries",
+        type=_positive_int,
+        default=3,
+        help="an entry that fails this many deliveries goes to the dead-letter stream (default 3)",
+    )
+    streams.add_argument(
+        "--stream-claim-idle",
+        type=_seconds,
+        default=30.0,
+        help="seconds an entry may stay unacknowledged before a live consumer takes it over (default 30)",
+    )
     serve.set_defaults(run=_serve)
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys").add_subparsers(title="keys commands")
@@ -387,6 +412,9 @@ def _serve(args: argparse.Namespace) -> int:
             args.load_timeout,
             tuple(args.mlflow_model),
             args.mlflow_uri,
+        ),
+        stream=StreamSettings(
+            args.stream, args.stream_group, args.stream_consumer, args.stream_max_deliveries, args.stream_claim_idle
         ),
         strict_readiness=not args.no_strict_readiness,
         shutdown_grace_seconds=args.shutdown_grace,

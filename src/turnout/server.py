@@ -17,8 +17,12 @@ import signal
 import socket
 import sqlite3
 import ssl
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from turnout.dataplane import DataPlane
+from turnout.errors import ConfigError
+from turnout.model.config import ModelConfig
 from turnout.model.fingerprint import scan
 from turnout.model.mlflow_source import AliasReference, AliasWatcher, MlflowPuller, MlflowUnavailable
 from turnout.model.onnx import OnnxRuntime
@@ -32,6 +36,7 @@ from turnout.observability.notifier import AlertNotifier
 from turnout.observability.payloads import PayloadLog
 from turnout.observability.shadow_metrics import register_shadow_metrics
 from turnout.observability.tracing import make_tracer
+from turnout.protocol.types import InferenceRequest, InferenceResponse
 from turnout.registry import ModelRegistry, VersionsFailed
 from turnout.routing.feedback import FeedbackStore
 from turnout.routing.shadow import ShadowMirror
@@ -53,6 +58,9 @@ from turnout.transports.planes import Plane
 from turnout.transports.rest import RestApi
 from turnout.transports.routing_rest import RoutingRoutes
 from turnout.transports.ui import UiRoutes
+
+if TYPE_CHECKING:  # redis is imported only by servers that consume streams
+    from turnout.streams.service import StreamService
 
 log = logging.getLogger("turnout.server")
 
@@ -144,6 +152,7 @@ class Server:
         self._lifecycle_routes = LifecycleRoutes(self.dataplane, self.guard, settings.http.max_body_bytes)
         self._tls = settings.security.tls
         self._stop = asyncio.Event()
+        self.streams = None if settings.stream.url is None else self._stream_service()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -187,10 +196,14 @@ class Server:
             flusher = loop.create_task(self._flush_feedback())
             idle = self.settings.lifecycle.idle_unload_seconds
             reaper = None if idle is None else loop.create_task(self._unload_idle(idle))
+            if self.streams is not None:
+                await self.streams.start()
             self.dataplane.mark_started()
             log.info("models loaded; ready=%s", self.dataplane.ready())
             await self._stop.wait()
             log.info("shutting down: finishing requests in flight (up to %ss)", self.settings.shutdown_grace_seconds)
+            if self.streams is not None:  # reading stops first; what is in hand is answered and acknowledged
+                await self.streams.stop(self.settings.shutdown_grace_seconds)
             self.dataplane.mark_stopping()
             self.registry.flush()  # accepted requests need not wait out batching delays now
             grace = self.settings.shutdown_grace_seconds
@@ -283,6 +296,25 @@ class Server:
                 await asyncio.to_thread(self.feedback.flush)
             except sqlite3.Error as exc:  # kept in memory (up to a bound); the next flush tries again
                 log.error("cannot record A/B assignments (%d lost so far): %s", self.feedback.lost, exc)
+
+    def _stream_service(self) -> StreamService:
+        from turnout.streams.service import StreamService
+
+        def answer(request: InferenceRequest) -> Awaitable[InferenceResponse]:
+            return self.dataplane.infer(request, "stream")
+
+        try:
+            return StreamService(self.settings.stream, answer, self._stream_models, self.metrics, self.settings.limits)
+        except ValueError as exc:  # not a redis:// URL
+            raise StartupError(f"--stream {self.settings.stream.url}: {exc}") from None
+
+    def _stream_models(self) -> dict[str, ModelConfig]:
+        """The models the server knows, with their configuration (for ``[stream]``)."""
+        found = {}
+        for name in dict.fromkeys(entry.name for entry in self.registry.index()):
+            with contextlib.suppress(ConfigError):
+                found[name] = self._repository.read(name).config
+        return found
 
     def _log_security(self) -> None:
         settings, guard = self.settings, self.guard

@@ -85,6 +85,23 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """Inference requests from Redis Streams (``url`` None: none consumed).
+
+    ``group``: the deployment's consumer group; ``consumer``: this process's
+    name in it (None: host name and process id). An entry pending longer than
+    ``claim_idle_seconds`` is taken over by a live consumer; one delivered
+    more than ``max_deliveries`` times goes to the dead-letter stream."""
+
+    url: str | None = None
+    group: str = "turnout"
+    consumer: str | None = None
+    max_deliveries: int = 3
+    claim_idle_seconds: float = 30.0
+    block_seconds: float = 1.0  # how long one read waits for entries
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     repository: Path
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -99,6 +116,7 @@ class Settings:
     payload_log: Path | None = None  # a directory for sampled inputs and outputs (JSON Lines, rotated)
     payload_sample: float = 0.01  # the share of requests written there
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
     # ready only when every model version is ready, as the V2 protocol says;
     # off, the server is ready once loading is done, whatever failed
     strict_readiness: bool = True

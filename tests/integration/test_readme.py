@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support import ServerProcess
+import redis
+
+from tests.support import ServerProcess, free_port
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -131,3 +133,30 @@ def test_model_lifecycle_walkthrough(repo: Path, tmp_path: Path) -> None:
     assert "default version 1 (pinned to 1)" in rolled_back
     assert "default version 2 (pinned to 2)" in pinned
     assert unpinned.startswith("diabetes: default version 2\n")
+
+
+def test_streams_producer_example(example_repo: Path, tmp_path: Path) -> None:
+    """The Streams section: Redis started as printed (on a free port), the
+    server with --stream, and the producer script, whose output is documented."""
+    setup = block_after("Try it with the example models and a local Redis", "sh")
+    redis_line, serve_line = setup.strip().splitlines()
+    assert serve_line == ".venv/bin/turnout serve examples/models --no-inference-auth --stream redis://127.0.0.1:6379/0"
+    port = free_port()
+    subprocess.run(redis_line.replace("6379", str(port)).split(), cwd=tmp_path, check=True, timeout=30)
+    client = redis.Redis(port=port)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)  # the daemonized server is starting: nothing to wait on but its port
+        with ServerProcess(example_repo, "--stream", f"redis://127.0.0.1:{port}/0", log_dir=tmp_path):
+            script = block_after("A producer puts a V2 inference request", "python").replace("6379", str(port))
+            result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == block_after("the producer prints:", "text")
+    finally:
+        client.shutdown(nosave=True)

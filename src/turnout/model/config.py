@@ -111,6 +111,16 @@ class SloConfig(_Section):
     max_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None  # failures on the server's side
 
 
+class StreamConfig(_Section):
+    """This model's Redis stream, when the server consumes streams (``--stream``)."""
+
+    enabled: bool = True
+    name: Annotated[str, Field(min_length=1)] | None = None  # default: turnout:<model>:requests
+    dead_letter: Annotated[str, Field(min_length=1)] | None = None  # default: <name>:dead
+    # entries read ahead and in flight; default: what the batcher's queue takes (max_queue_size)
+    prefetch: Annotated[int, Field(ge=1)] | None = None
+
+
 class OptimizationConfig(_Section):
     graph_level: Literal["disabled", "basic", "extended", "all"] = "all"
 
@@ -133,6 +143,7 @@ class ModelConfig(_Section):
     optimization: OptimizationConfig = OptimizationConfig()
     drift: DriftConfig = DriftConfig()
     slo: SloConfig = SloConfig()
+    stream: StreamConfig = StreamConfig()
     inputs: list[TensorConfig] | None = None
     outputs: list[TensorConfig] | None = None
     # this model as an endpoint routing to variants (routing/document.py)

@@ -201,11 +201,45 @@ class Metrics:
         )
         families += [queue_depth, model_ready, load_failures, evictions, cold_start, in_flight, load_time]
         families += [feature_drift, prediction_drift]
+        # Redis Streams: what waits (lag, pending) and what became of each entry read
+        stream_pending = _Counts(
+            "turnout_stream_pending",
+            "Entries delivered to the consumer group and not yet acknowledged (XPENDING).",
+            ["model", "stream"],
+            gauge=True,
+        )
+        stream_oldest = _Counts(
+            "turnout_stream_oldest_pending_age_seconds",
+            "Age of the oldest unacknowledged entry, from the time its entry id records.",
+            ["model", "stream"],
+            gauge=True,
+        )
+        stream_lag = _Counts(
+            "turnout_stream_lag",
+            "Entries in the request stream not yet delivered to the consumer group.",
+            ["model", "stream"],
+            gauge=True,
+        )
+        stream_entries = _Counts(
+            "turnout_stream_entries",
+            "Request stream entries handled by this consumer, by outcome "
+            "(answered, error: a V2 error was replied, dead_letter, retry: left pending after a failure).",
+            ["model", "outcome"],
+        )
+        stream_redis_up = _Counts(
+            "turnout_stream_redis_up", "1 while the stream consumer reaches Redis, else 0.", [], gauge=True
+        )
+        families += [stream_pending, stream_oldest, stream_lag, stream_entries, stream_redis_up]
         self.registry.register(_Families(families))
         self.load_failures = cache(load_failures.child)
         self.in_flight = cache(in_flight.child)
         self.feature_drift = cache(feature_drift.child)
         self.prediction_drift = cache(prediction_drift.child)
+        self.stream_pending = cache(stream_pending.child)
+        self.stream_oldest_pending = cache(stream_oldest.child)
+        self.stream_lag = cache(stream_lag.child)
+        self.stream_entries = cache(stream_entries.child)
+        self.stream_redis_up = cache(stream_redis_up.child)  # created by the consumer: absent without --stream
         self.load_time = cache(load_time.child)
         if process_metrics:  # the process's CPU, memory, open files (Linux /proc), the standard process_* names
             ProcessCollector(registry=self.registry)

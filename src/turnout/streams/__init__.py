@@ -1,0 +1,1 @@
+"""Redis Streams: inference requests in, results out, at least once."""

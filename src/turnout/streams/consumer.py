@@ -1,0 +1,422 @@
+"""One model's request stream, consumed by this process as one member of the
+deployment's consumer group.
+
+Delivery is at-least-once: an entry is acknowledged (XACK) only after its
+result, its error or its dead letter is written. Entries another consumer
+left pending (it died, or gave up on them) are claimed after ``claim_idle``
+(XAUTOCLAIM); one delivered more than ``max_deliveries`` times goes to the
+dead-letter stream. A result may therefore be written twice; its ``id`` and
+``entry`` let a reader deduplicate.
+
+Back-pressure: at most ``prefetch`` entries are in this process's hands
+(read, being answered, or waiting to be written) at any time; the reader asks
+Redis only for as many as are free, so a saturated model stops the reading
+and nothing is buffered without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from turnout.errors import Code, TurnoutError
+from turnout.observability.metrics import Metrics
+from turnout.protocol.limits import InputLimits
+from turnout.protocol.types import InferenceRequest, InferenceResponse
+from turnout.streams.envelope import (
+    Entry,
+    Envelope,
+    Fields,
+    UnreadableEnvelope,
+    dead_letter_fields,
+    decode,
+    error_fields,
+    open_envelope,
+    reply_stream_of,
+    request_id_of,
+    response_fields,
+)
+from turnout.streams.health import Backoff, RedisHealth
+
+log = logging.getLogger("turnout.streams")
+
+Answer = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# worth another try later, in this process: the model is busy, loading or late
+WAIT_AND_RETRY = {Code.OVERLOADED, Code.UNAVAILABLE, Code.TIMEOUT}
+# the model failed on this entry: redelivered (after claim_idle) up to max_deliveries
+REDELIVER = {Code.INTERNAL}
+WRITE_BATCH = 256  # results written (and acknowledged) per round trip at most
+REMEMBERED_FAILURES = 10_000
+LAG_REPORT_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    stream: str
+    dead_letter: str
+    group: str
+    consumer: str
+    prefetch: int
+    max_deliveries: int
+    claim_idle_seconds: float
+    block_seconds: float
+    limits: InputLimits
+
+
+@dataclass(slots=True)
+class _Write:
+    """What to XADD for one entry before acknowledging it."""
+
+    entry_id: str
+    adds: list[tuple[str, Entry]]
+    outcome: str
+    original: Fields  # the request entry's fields, for a dead letter if the result cannot be written
+
+
+@dataclass(slots=True)
+class _Slots:
+    """Entries this process may still take: the back-pressure bound."""
+
+    free: int
+    _freed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def take(self) -> None:
+        self.free -= 1
+
+    def give(self) -> None:
+        self.free += 1
+        self._freed.set()
+
+    async def wait_free(self) -> None:
+        while self.free <= 0:
+            self._freed.clear()
+            await self._freed.wait()
+
+
+class ModelStream:
+    def __init__(
+        self,
+        redis: Redis,
+        model: str,
+        options: StreamOptions,
+        answer: Answer,
+        metrics: Metrics,
+        health: RedisHealth,
+    ) -> None:
+        self.model = model
+        self.options = options
+        self._redis = redis
+        self._answer = answer
+        self._metrics = metrics
+        self._health = health
+        self._slots = _Slots(options.prefetch)
+        self._in_hand: dict[str, asyncio.Task[None]] = {}
+        self._writes: asyncio.Queue[_Write] = asyncio.Queue()
+        self._failures: OrderedDict[str, str] = OrderedDict()  # entry id -> the last failure here
+        self._loops: list[asyncio.Task[None]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def in_hand(self) -> int:
+        return len(self._in_hand)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._write_loop(), name=f"stream-writer-{self.model}")
+        self._loops = [
+            loop.create_task(self._read_loop(), name=f"stream-reader-{self.model}"),
+            loop.create_task(self._claim_loop(), name=f"stream-claimer-{self.model}"),
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Stop reading; finish the entries in hand for up to ``grace`` seconds.
+        Entries not written by then stay pending in Redis for another consumer."""
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        deadline = time.monotonic() + grace
+        while (self._in_hand or not self._writes.empty()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for task in list(self._in_hand.values()):
+            task.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    # --- reading -----------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        backoff = Backoff()
+        options = self.options
+        await self._ensure_group(backoff)
+        while True:
+            await self._slots.wait_free()
+            try:
+                reply = await self._redis.xreadgroup(
+                    options.group,
+                    options.consumer,
+                    {options.stream: ">"},
+                    count=self._slots.free,
+                    block=max(1, int(options.block_seconds * 1000)),
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("stream %s lost its group %r (Redis restarted empty?): creating it again",
+                            options.stream, options.group)  # fmt: skip
+                await self._ensure_group(backoff)
+                continue
+            except UNREACHABLE as exc:
+                self._health.failed(exc)
+                await backoff.wait()
+                continue
+            self._health.answered()
+            backoff.reset()
+            answered: Any = reply  # [[stream, [(id, fields), ...]]]
+            for _stream, entries in answered or ():
+                for raw_id, fields in entries:
+                    self._take(raw_id.decode(), fields, deliveries=1)
+
+    async def _ensure_group(self, backoff: Backoff) -> None:
+        """The consumer group, created with the stream if need be; from entry 0,
+        so requests written before the first deployment are answered too."""
+        while True:
+            try:
+                await self._redis.xgroup_create(self.options.stream, self.options.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            except UNREACHABLE as exc:
+                self._health.failed(exc)
+                await backoff.wait()
+                continue
+            self._health.answered()
+            return
+
+    async def _claim_loop(self) -> None:
+        """Take over entries left pending too long (by a dead consumer, or by a
+        failure here), and report the stream's lag."""
+        backoff = Backoff()
+        claim_every = min(max(self.options.claim_idle_seconds / 2, 0.05), 5.0)
+        tick = min(claim_every, LAG_REPORT_SECONDS)
+        claimed_at = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                if time.monotonic() - claimed_at >= claim_every:
+                    claimed_at = time.monotonic()
+                    await self._claim()
+                await self._report_lag()
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    log.error("claiming pending entries of %s failed: %s", self.options.stream, exc)
+                continue  # the reader creates the group again
+            except UNREACHABLE as exc:
+                self._health.failed(exc)
+                await backoff.wait()
+                continue
+            backoff.reset()
+
+    async def _claim(self) -> None:
+        options = self.options
+        cursor: bytes | str = "0-0"
+        while self._slots.free > 0:
+            claim: Any = await self._redis.xautoclaim(
+                options.stream,
+                options.group,
+                options.consumer,
+                min_idle_time=int(options.claim_idle_seconds * 1000),
+                start_id=cursor,
+                count=min(self._slots.free, 100),
+            )
+            next_cursor, entries = claim[0], claim[1]  # and, on Redis 7, the ids of deleted entries
+            claimed = [(raw_id.decode(), fields) for raw_id, fields in entries if fields is not None]
+            fresh = [(entry_id, fields) for entry_id, fields in claimed if entry_id not in self._in_hand]
+            if fresh:
+                deliveries = await self._deliveries(fresh[0][0], fresh[-1][0], len(claimed))
+                for entry_id, fields in fresh:
+                    self._take(entry_id, fields, deliveries.get(entry_id, 1))
+            if next_cursor in (b"0-0", "0-0"):
+                return
+            cursor = next_cursor
+
+    async def _deliveries(self, first: str, last: str, count: int) -> dict[str, int]:
+        pending: Any = await self._redis.xpending_range(
+            self.options.stream, self.options.group, first, last, count, consumername=self.options.consumer
+        )
+        return {_text(item["message_id"]): int(item["times_delivered"]) for item in pending}
+
+    async def _report_lag(self) -> None:
+        options, metrics = self.options, self._metrics
+        summary = await self._redis.xpending(options.stream, options.group)
+        metrics.stream_pending(self.model, options.stream).set(int(summary["pending"]))
+        oldest: Any = summary.get("min")
+        age = 0.0
+        if summary["pending"] and oldest:
+            age = max(0.0, time.time() - int(_text(oldest).split("-")[0]) / 1000)
+        metrics.stream_oldest_pending(self.model, options.stream).set(age)
+        for group in await self._redis.xinfo_groups(options.stream):
+            if _text(group["name"]) == options.group and group.get("lag") is not None:
+                metrics.stream_lag(self.model, options.stream).set(int(group["lag"]))
+
+    # --- answering ---------------------------------------------------------------
+
+    def _take(self, entry_id: str, fields: Fields, deliveries: int) -> None:
+        self._slots.take()
+        task = asyncio.get_running_loop().create_task(self._handle(entry_id, fields, deliveries))
+        self._in_hand[entry_id] = task
+
+    async def _handle(self, entry_id: str, fields: Fields, deliveries: int) -> None:
+        written = False
+        try:
+            write = await self._outcome(entry_id, fields, deliveries)
+            if write is not None:
+                self._writes.put_nowait(write)
+                written = True
+        except Exception:  # a bug: the entry stays pending and is redelivered
+            log.exception("answering entry %s of %s failed", entry_id, self.options.stream)
+            self._remember_failure(entry_id, "internal error in the stream consumer")
+        finally:
+            if not written:  # left pending: the slot is free again now; a written one frees it once written
+                self._release(entry_id)
+
+    async def _outcome(self, entry_id: str, fields: Fields, deliveries: int) -> _Write | None:
+        """What to write for this entry, or None to leave it pending (redelivered later)."""
+        options = self.options
+        try:
+            envelope = open_envelope(entry_id, fields)
+        except UnreadableEnvelope as exc:
+            return self._dead_letter(entry_id, fields, None, f"unreadable envelope: {exc}", deliveries)
+        if deliveries > options.max_deliveries:
+            reason = self._failures.get(entry_id, "not acknowledged (its consumer died or gave up on it)")
+            return self._dead_letter(entry_id, fields, envelope, f"failed {deliveries - 1} deliveries: {reason}",
+                                     deliveries - 1)  # fmt: skip
+        request_id: str | None = None
+        try:
+            request = decode(envelope, self.model, options.limits)
+            request_id = request.id
+            response = await self._infer(request)
+        except TurnoutError as exc:
+            if exc.code in REDELIVER or exc.code in WAIT_AND_RETRY:
+                self._remember_failure(entry_id, f"{exc.code.value}: {exc.message}")
+                self._metrics.stream_entries(self.model, "retry").inc()
+                if deliveries >= options.max_deliveries:
+                    return self._dead_letter(entry_id, fields, envelope,
+                                             f"failed {deliveries} deliveries: {exc.code.value}: {exc.message}",
+                                             deliveries)  # fmt: skip
+                return None
+            request_id = request_id or request_id_of(envelope)
+            reply = error_fields(entry_id, request_id, self.model, exc.code.value, exc.message)
+            return _Write(entry_id, [(envelope.reply_to, reply)], "error", fields)
+        answer = response_fields(envelope, request, response)
+        return _Write(entry_id, [(envelope.reply_to, answer)], "answered", fields)
+
+    async def _infer(self, request: InferenceRequest) -> InferenceResponse:
+        """The answer, waiting out a busy or loading model for up to half the
+        claim time (past that, another consumer may take the entry over)."""
+        patience = time.monotonic() + self.options.claim_idle_seconds / 2
+        backoff = Backoff(first=0.02, most=1.0)
+        while True:
+            try:
+                return await self._answer(request)
+            except TurnoutError as exc:
+                if exc.code not in WAIT_AND_RETRY or time.monotonic() >= patience:
+                    raise
+            await backoff.wait()
+
+    def _dead_letter(
+        self, entry_id: str, fields: Fields, envelope: Envelope | None, reason: str, deliveries: int
+    ) -> _Write:
+        log.warning("entry %s of %s goes to the dead-letter stream %s: %s", entry_id, self.options.stream,
+                    self.options.dead_letter, reason)  # fmt: skip
+        adds: list[tuple[str, Entry]] = [
+            (self.options.dead_letter, dead_letter_fields(entry_id, fields, self.options.stream, reason, deliveries))
+        ]
+        reply_to = envelope.reply_to if envelope is not None else reply_stream_of(fields)
+        if reply_to:  # the producer hears of it too
+            request_id = request_id_of(envelope) if envelope is not None else None
+            adds.append((reply_to, error_fields(entry_id, request_id, self.model, "dead_letter", reason)))
+        return _Write(entry_id, adds, "dead_letter", fields)
+
+    def _remember_failure(self, entry_id: str, reason: str) -> None:
+        self._failures[entry_id] = reason
+        self._failures.move_to_end(entry_id)
+        while len(self._failures) > REMEMBERED_FAILURES:
+            self._failures.popitem(last=False)
+
+    def _release(self, entry_id: str) -> None:
+        if self._in_hand.pop(entry_id, None) is not None:
+            self._slots.give()
+
+    # --- writing -----------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            batch = [await self._writes.get()]
+            while len(batch) < WRITE_BATCH and not self._writes.empty():
+                batch.append(self._writes.get_nowait())
+            while True:
+                try:
+                    await self._write(batch)
+                except UNREACHABLE as exc:  # kept in hand and written once Redis answers
+                    self._health.failed(exc)
+                    await backoff.wait()
+                    continue
+                except RedisError as exc:  # not acknowledged: redelivered, so still answered at least once
+                    log.error("writing %d results of %s failed, their entries stay pending: %s", len(batch),
+                              self.options.stream, exc)  # fmt: skip
+                    for write in batch:
+                        self._release(write.entry_id)
+                break
+            self._health.answered()
+            backoff.reset()
+
+    async def _write(self, batch: list[_Write]) -> None:
+        """XADD every result, then XACK the entries whose results were all written.
+        Two round trips for the whole batch; a repeat after a lost connection
+        may write a result twice, never acknowledge one unwritten."""
+        options = self.options
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for write in batch:
+                for stream, fields in write.adds:
+                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
+            results = await pipe.execute(raise_on_error=False)
+        position, done, refused = 0, [], []
+        for write in batch:
+            outcomes = results[position : position + len(write.adds)]
+            position += len(write.adds)
+            failure = next((r for r in outcomes if isinstance(r, Exception)), None)
+            if failure is None:
+                done.append(write)
+            elif isinstance(failure, UNREACHABLE):
+                raise failure
+            else:
+                refused.append((write, failure))
+        for write, failure in refused:  # e.g. reply_to names a key that is not a stream
+            reason = f"its result could not be written: {failure}"
+            letter = dead_letter_fields(write.entry_id, write.original, options.stream, reason, 0)
+            log.error("entry %s of %s: %s", write.entry_id, options.stream, reason)
+            await self._redis.xadd(options.dead_letter, letter)  # type: ignore[arg-type]
+            done.append(_Write(write.entry_id, [], "dead_letter", write.original))
+        if done:
+            await self._redis.xack(options.stream, options.group, *(w.entry_id for w in done))
+        for write in done:
+            self._metrics.stream_entries(self.model, write.outcome).inc()
+            self._failures.pop(write.entry_id, None)
+            self._release(write.entry_id)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
