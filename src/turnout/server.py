@@ -202,12 +202,12 @@ class Server:
             log.info("models loaded; ready=%s", self.dataplane.ready())
             await self._stop.wait()
             log.info("shutting down: finishing requests in flight (up to %ss)", self.settings.shutdown_grace_seconds)
-            if self.streams is not None:  # reading stops first; what is in hand is answered and acknowledged
-                await self.streams.stop(self.settings.shutdown_grace_seconds)
             self.dataplane.mark_stopping()
             self.registry.flush()  # accepted requests need not wait out batching delays now
             grace = self.settings.shutdown_grace_seconds
             await asyncio.gather(
+                # stream reading stops at once; entries in hand are answered and acknowledged
+                *([] if self.streams is None else [self.streams.stop(grace)]),
                 http_server.shutdown(grace),
                 grpc_server.shutdown(grace),
                 *([] if admin_server is None else [admin_server.shutdown(grace)]),
@@ -304,7 +304,15 @@ class Server:
             return self.dataplane.infer(request, "stream")
 
         try:
-            return StreamService(self.settings.stream, answer, self._stream_models, self.metrics, self.settings.limits)
+            settings = self.settings
+            return StreamService(
+                settings.stream,
+                answer,
+                self._stream_models,
+                self.metrics,
+                settings.limits,
+                settings.http.max_body_bytes,
+            )
         except ValueError as exc:  # not a redis:// URL
             raise StartupError(f"--stream {self.settings.stream.url}: {exc}") from None
 

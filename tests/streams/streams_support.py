@@ -67,3 +67,11 @@ def outputs(result: dict[bytes, bytes]) -> dict[str, np.ndarray[Any, Any]]:
     assert result[b"kind"] == b"response", result
     document = orjson.loads(result[b"response"])
     return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in document["outputs"]}
+
+
+def wait_acknowledged(client: redis.Redis, stream: str, group: str = "turnout", timeout: float = 10.0) -> None:
+    """Until nothing is pending: acknowledgements follow the results they cover."""
+    deadline = time.monotonic() + timeout
+    while client.xpending(stream, group)["pending"]:
+        assert time.monotonic() < deadline, client.xpending(stream, group)
+        time.sleep(0.02)

@@ -18,7 +18,15 @@ import pytest
 import redis
 from sklearn.datasets import load_breast_cancer
 
-from tests.streams.streams_support import REQUESTS, envelope, outputs, produce, read_results, rows_request
+from tests.streams.streams_support import (
+    REQUESTS,
+    envelope,
+    outputs,
+    produce,
+    read_results,
+    rows_request,
+    wait_acknowledged,
+)
 from tests.support import RedisServer, ServerProcess, failing_when_above, write_model
 
 ROWS = load_breast_cancer().data.astype(np.float32)
@@ -110,7 +118,7 @@ def test_round_trip_json_binary_and_errors(stream_repo: Path, redis_server: Redi
         assert len(unparsable) == 1
 
         # everything acknowledged; the metrics count the stream path
-        assert client.xpending(stream, "turnout")["pending"] == 0
+        wait_acknowledged(client, stream)
         metrics = httpx.get(f"{server.url}/metrics").text
         assert 'turnout_stream_entries_total{model="breast_cancer",outcome="answered"} 52.0' in metrics
         assert 'turnout_stream_entries_total{model="breast_cancer",outcome="error"} 2.0' in metrics
@@ -150,7 +158,7 @@ def test_poison_entries_go_to_the_dead_letter_stream(
         assert all(orjson.loads(f[b"request"])["id"].startswith("poison-") for f in failed)
         assert any(b"no 'reply_to' stream" in f[b"dead_reason"] for _, f in dead)
         assert any(b"envelope version must be '1', found '9'" in f[b"dead_reason"] for _, f in dead)
-        assert client.xpending(stream, "turnout")["pending"] == 0
+        wait_acknowledged(client, stream)
         metrics = httpx.get(f"{server.url}/metrics").text
         assert 'turnout_stream_entries_total{model="poison",outcome="dead_letter"} 7.0' in metrics
         assert "goes to the dead-letter stream" in server.log()

@@ -117,7 +117,7 @@ class StreamConfig(_Section):
     enabled: bool = True
     name: Annotated[str, Field(min_length=1)] | None = None  # default: turnout:<model>:requests
     dead_letter: Annotated[str, Field(min_length=1)] | None = None  # default: <name>:dead
-    # entries read ahead and in flight; default: what the batcher's queue takes (max_queue_size)
+    # entries read ahead and in flight; default: half the batcher's queue (max_queue_size // 2)
     prefetch: Annotated[int, Field(ge=1)] | None = None
 
 

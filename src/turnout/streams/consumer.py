@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from turnout.errors import Code, TurnoutError
+from turnout.errors import Code, PayloadTooLarge, TurnoutError
 from turnout.observability.metrics import Metrics
 from turnout.protocol.limits import InputLimits
 from turnout.protocol.types import InferenceRequest, InferenceResponse
@@ -59,6 +59,7 @@ REDELIVER = {Code.INTERNAL}
 WRITE_BATCH = 256  # results written (and acknowledged) per round trip at most
 REMEMBERED_FAILURES = 10_000
 LAG_REPORT_SECONDS = 1.0
+TRY_AGAIN_LATER = {"OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class StreamOptions:
     claim_idle_seconds: float
     block_seconds: float
     limits: InputLimits
+    max_request_bytes: int  # --max-body-bytes, as over HTTP
 
 
 @dataclass(slots=True)
@@ -86,17 +88,21 @@ class _Write:
 
 @dataclass(slots=True)
 class _Slots:
-    """Entries this process may still take: the back-pressure bound."""
+    """Entries this process may still take: the back-pressure bound. Slots are
+    reserved before a read or a claim is sent, so the reader and the claimer
+    together never take more than the bound."""
 
     free: int
     _freed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def take(self) -> None:
-        self.free -= 1
+    def reserve(self) -> int:
+        taken, self.free = self.free, 0
+        return taken
 
-    def give(self) -> None:
-        self.free += 1
-        self._freed.set()
+    def give(self, count: int = 1) -> None:
+        if count:
+            self.free += count
+            self._freed.set()
 
     async def wait_free(self) -> None:
         while self.free <= 0:
@@ -126,18 +132,31 @@ class ModelStream:
         self._failures: OrderedDict[str, str] = OrderedDict()  # entry id -> the last failure here
         self._loops: list[asyncio.Task[None]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._claim_lock = asyncio.Lock()  # the claimer and the refresh of entries in hand take turns
 
     @property
     def in_hand(self) -> int:
         return len(self._in_hand)
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._writer = loop.create_task(self._write_loop(), name=f"stream-writer-{self.model}")
-        self._loops = [
-            loop.create_task(self._read_loop(), name=f"stream-reader-{self.model}"),
-            loop.create_task(self._claim_loop(), name=f"stream-claimer-{self.model}"),
-        ]
+        self._writer = self._supervised(self._write_loop, "writer")
+        self._loops = [self._supervised(self._read_loop, "reader"), self._supervised(self._claim_loop, "claimer")]
+
+    def _supervised(self, loop: Callable[[], Coroutine[Any, Any, None]], role: str) -> asyncio.Task[None]:
+        """A loop that is started again if it ever fails: a consumer that stops
+        reading and says nothing is the failure this guards against."""
+
+        async def run() -> None:
+            while True:
+                try:
+                    await loop()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("the stream %s of %s failed; starting it again in 1 s", role, self.options.stream)
+                    await asyncio.sleep(1.0)
+
+        return asyncio.get_running_loop().create_task(run(), name=f"stream-{role}-{self.model}")
 
     async def stop(self, grace: float) -> None:
         """Stop reading; finish the entries in hand for up to ``grace`` seconds.
@@ -148,8 +167,10 @@ class ModelStream:
         deadline = time.monotonic() + grace
         while (self._in_hand or not self._writes.empty()) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        for task in list(self._in_hand.values()):
+        left = list(self._in_hand.values())
+        for task in left:
             task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -162,53 +183,69 @@ class ModelStream:
         await self._ensure_group(backoff)
         while True:
             await self._slots.wait_free()
+            reserved = self._slots.reserve()
             try:
                 reply = await self._redis.xreadgroup(
                     options.group,
                     options.consumer,
                     {options.stream: ">"},
-                    count=self._slots.free,
+                    count=reserved,
                     block=max(1, int(options.block_seconds * 1000)),
                 )
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("stream %s lost its group %r (Redis restarted empty?): creating it again",
-                            options.stream, options.group)  # fmt: skip
-                await self._ensure_group(backoff)
+                self._slots.give(reserved)
+                if _group_gone(exc):
+                    await self._ensure_group(backoff)
+                else:  # MISCONF, READONLY after a failover, NOPERM, OOM...: Redis says no, for now
+                    log.error("reading %s failed: %s; retrying with back-off", options.stream, exc)
+                    await backoff.wait()
                 continue
             except UNREACHABLE as exc:
+                self._slots.give(reserved)
                 self._health.failed(exc)
                 await backoff.wait()
                 continue
+            except BaseException:
+                self._slots.give(reserved)
+                raise
             self._health.answered()
             backoff.reset()
             answered: Any = reply  # [[stream, [(id, fields), ...]]]
-            for _stream, entries in answered or ():
-                for raw_id, fields in entries:
-                    self._take(raw_id.decode(), fields, deliveries=1)
+            entries = [entry for _stream, batch in answered or () for entry in batch]
+            self._slots.give(reserved - len(entries))
+            for raw_id, fields in entries:
+                self._take(raw_id.decode(), fields, deliveries=1)
 
     async def _ensure_group(self, backoff: Backoff) -> None:
         """The consumer group, created with the stream if need be; from entry 0,
         so requests written before the first deployment are answered too."""
+        options = self.options
         while True:
             try:
-                await self._redis.xgroup_create(self.options.stream, self.options.group, id="0", mkstream=True)
+                length = await self._redis.xlen(options.stream)
+                await self._redis.xgroup_create(options.stream, options.group, id="0", mkstream=True)
             except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+                if "BUSYGROUP" in str(exc):
+                    break
+                log.error("cannot create the group %r on %s: %s; retrying with back-off", options.group,
+                          options.stream, exc)  # fmt: skip
+                await backoff.wait()
+                continue
             except UNREACHABLE as exc:
                 self._health.failed(exc)
                 await backoff.wait()
                 continue
-            self._health.answered()
-            return
+            if length:  # the group was lost while the stream was kept: at least once means all again
+                log.warning("created the group %r on %s, which holds %d entries: they are all answered (again)",
+                            options.group, options.stream, length)  # fmt: skip
+            break
+        self._health.answered()
 
     async def _claim_loop(self) -> None:
-        """Take over entries left pending too long (by a dead consumer, or by a
-        failure here), and report the stream's lag."""
+        """Keep the entries in hand ours, take over entries left pending too long
+        (by a dead consumer, or by a failure here), and report the stream's lag."""
         backoff = Backoff()
-        claim_every = min(max(self.options.claim_idle_seconds / 2, 0.05), 5.0)
+        claim_every = min(max(self.options.claim_idle_seconds / 3, 0.05), 5.0)
         tick = min(claim_every, LAG_REPORT_SECONDS)
         claimed_at = time.monotonic()
         while True:
@@ -216,46 +253,64 @@ class ModelStream:
             try:
                 if time.monotonic() - claimed_at >= claim_every:
                     claimed_at = time.monotonic()
+                    await self._refresh_in_hand()
                     await self._claim()
                 await self._report_lag()
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                if not _group_gone(exc):  # a lost group: the reader creates it again
                     log.error("claiming pending entries of %s failed: %s", self.options.stream, exc)
-                continue  # the reader creates the group again
+                await backoff.wait()
+                continue
             except UNREACHABLE as exc:
                 self._health.failed(exc)
                 await backoff.wait()
                 continue
             backoff.reset()
 
+    async def _refresh_in_hand(self) -> None:
+        """Entries still being answered here would look idle to the other
+        consumers (and to this one's claimer) past ``claim_idle``: claiming them
+        again with JUSTID resets their idle time without counting a delivery."""
+        if self._in_hand:
+            await self._redis.xclaim(self.options.stream, self.options.group, self.options.consumer, 0,
+                                     list(self._in_hand), justid=True)  # fmt: skip
+
     async def _claim(self) -> None:
         options = self.options
         cursor: bytes | str = "0-0"
         while self._slots.free > 0:
-            claim: Any = await self._redis.xautoclaim(
-                options.stream,
-                options.group,
-                options.consumer,
-                min_idle_time=int(options.claim_idle_seconds * 1000),
-                start_id=cursor,
-                count=min(self._slots.free, 100),
-            )
-            next_cursor, entries = claim[0], claim[1]  # and, on Redis 7, the ids of deleted entries
-            claimed = [(raw_id.decode(), fields) for raw_id, fields in entries if fields is not None]
-            fresh = [(entry_id, fields) for entry_id, fields in claimed if entry_id not in self._in_hand]
-            if fresh:
-                deliveries = await self._deliveries(fresh[0][0], fresh[-1][0], len(claimed))
-                for entry_id, fields in fresh:
-                    self._take(entry_id, fields, deliveries.get(entry_id, 1))
+            reserved = self._slots.reserve()
+            try:
+                claim: Any = await self._redis.xautoclaim(
+                    options.stream,
+                    options.group,
+                    options.consumer,
+                    min_idle_time=int(options.claim_idle_seconds * 1000),
+                    start_id=cursor,
+                    count=min(reserved, 100),
+                )
+                next_cursor, entries = claim[0], claim[1]  # and, on Redis 7, the ids of deleted entries
+                claimed = [(raw_id.decode(), fields) for raw_id, fields in entries if fields is not None]
+                deliveries = await self._deliveries([entry_id for entry_id, _ in claimed])
+            except BaseException:
+                self._slots.give(reserved)
+                raise
+            self._slots.give(reserved - len(claimed))
+            for entry_id, fields in claimed:
+                self._take(entry_id, fields, deliveries.get(entry_id, 1))
             if next_cursor in (b"0-0", "0-0"):
                 return
             cursor = next_cursor
 
-    async def _deliveries(self, first: str, last: str, count: int) -> dict[str, int]:
-        pending: Any = await self._redis.xpending_range(
-            self.options.stream, self.options.group, first, last, count, consumername=self.options.consumer
-        )
-        return {_text(item["message_id"]): int(item["times_delivered"]) for item in pending}
+    async def _deliveries(self, entry_ids: list[str]) -> dict[str, int]:
+        """How many times each entry has been delivered, this claim included."""
+        if not entry_ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.xpending_range(self.options.stream, self.options.group, entry_id, entry_id, 1)
+            found: list[Any] = await pipe.execute()
+        return {_text(item["message_id"]): int(item["times_delivered"]) for items in found for item in items}
 
     async def _report_lag(self) -> None:
         options, metrics = self.options, self._metrics
@@ -273,7 +328,11 @@ class ModelStream:
     # --- answering ---------------------------------------------------------------
 
     def _take(self, entry_id: str, fields: Fields, deliveries: int) -> None:
-        self._slots.take()
+        """Answer an entry, in the slot reserved for it. One already in hand (Redis
+        delivered it again: a failover, a restore, a claim) is not answered twice here."""
+        if entry_id in self._in_hand:
+            self._slots.give()
+            return
         task = asyncio.get_running_loop().create_task(self._handle(entry_id, fields, deliveries))
         self._in_hand[entry_id] = task
 
@@ -304,6 +363,10 @@ class ModelStream:
                                      deliveries - 1)  # fmt: skip
         request_id: str | None = None
         try:
+            if len(envelope.body) > options.max_request_bytes:
+                raise PayloadTooLarge(
+                    f"the request is {len(envelope.body)} bytes, more than the limit of {options.max_request_bytes}"
+                )
             request = decode(envelope, self.model, options.limits)
             request_id = request.id
             response = await self._infer(request)
@@ -374,6 +437,13 @@ class ModelStream:
                     self._health.failed(exc)
                     await backoff.wait()
                     continue
+                except ResponseError as exc:
+                    if not _busy(exc):
+                        raise
+                    log.error("Redis refuses the results of %s for now (%s): retrying with back-off",
+                              self.options.stream, exc)  # fmt: skip
+                    await backoff.wait()
+                    continue
                 except RedisError as exc:  # not acknowledged: redelivered, so still answered at least once
                     log.error("writing %d results of %s failed, their entries stay pending: %s", len(batch),
                               self.options.stream, exc)  # fmt: skip
@@ -400,8 +470,12 @@ class ModelStream:
             failure = next((r for r in outcomes if isinstance(r, Exception)), None)
             if failure is None:
                 done.append(write)
-            elif isinstance(failure, UNREACHABLE):
-                raise failure
+            elif isinstance(failure, UNREACHABLE) or _busy(failure):
+                raise failure  # the whole batch again, later: a result may be written twice, none lost
+            elif write.outcome == "dead_letter" and not isinstance(outcomes[0], Exception):
+                log.error("entry %s of %s is in the dead-letter stream; telling its producer failed: %s",
+                          write.entry_id, options.stream, failure)  # fmt: skip
+                done.append(write)
             else:
                 refused.append((write, failure))
         for write, failure in refused:  # e.g. reply_to names a key that is not a stream
@@ -416,6 +490,18 @@ class ModelStream:
             self._metrics.stream_entries(self.model, write.outcome).inc()
             self._failures.pop(write.entry_id, None)
             self._release(write.entry_id)
+
+
+def _group_gone(error: ResponseError) -> bool:
+    """The group, or the stream itself, is gone (Redis restarted empty, FLUSHDB, DEL)."""
+    text = str(error)
+    return text.startswith("NOGROUP") or text.startswith("UNBLOCKED")
+
+
+def _busy(error: BaseException) -> bool:
+    """Redis refused a write for now (out of memory, a replica after failover,
+    a failed save, still loading): worth retrying, not a reason to give up an entry."""
+    return isinstance(error, ResponseError) and str(error).split(" ", 1)[0] in TRY_AGAIN_LATER
 
 
 def _text(value: bytes | str) -> str:

@@ -43,6 +43,7 @@ class StreamService:
         stream_models: Callable[[], dict[str, ModelConfig]],
         metrics: Metrics,
         limits: InputLimits,
+        max_request_bytes: int,
     ) -> None:
         assert settings.url is not None
         self._settings = settings
@@ -50,6 +51,7 @@ class StreamService:
         self._stream_models = stream_models  # blocking (reads model.toml files): run in a thread
         self._metrics = metrics
         self._limits = limits
+        self._max_request_bytes = max_request_bytes
         self._consumer = settings.consumer or default_consumer_name()
         self._redis = Redis.from_url(
             settings.url,
@@ -116,4 +118,5 @@ class StreamService:
             claim_idle_seconds=settings.claim_idle_seconds,
             block_seconds=settings.block_seconds,
             limits=self._limits,
+            max_request_bytes=self._max_request_bytes,
         )
