@@ -160,3 +160,34 @@ def test_streams_producer_example(example_repo: Path, tmp_path: Path) -> None:
         assert result.stdout == block_after("the producer prints:", "text")
     finally:
         client.shutdown(nosave=True)
+
+
+def test_batch_jobs_walkthrough(example_repo: Path, tmp_path: Path) -> None:
+    """The Batch jobs section as printed: a Parquet file scored locally and on
+    Ray, the two compared; and the bad-row message it documents, for a CSV."""
+    python = str(Path(sys.executable).parent)
+    examples = str(example_repo)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def run(block: str) -> str:
+        script = block.replace(".venv/bin", python).replace("examples/models", examples)
+        result = subprocess.run(["bash", "-ec", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                                env=env)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    run(block_after("scored locally and then on Ray", "sh"))
+    assert run(block_after("same rows in the same order:", "sh")) == block_after("The comparison prints:", "text")
+
+    rows = subprocess.run(
+        [sys.executable, "-c", "from sklearn.datasets import load_breast_cancer\n"
+         "f = load_breast_cancer(as_frame=True).data.astype(object)\nf.iloc[6, 0] = 'big'\n"
+         "f.to_csv('cancer.csv', index=False)"],
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    assert rows.returncode == 0
+    command = [python + "/turnout", "batch", "breast_cancer", "--repo", examples, "--input", "cancer.csv",
+               "--output", "scored.csv", "--no-progress"]  # fmt: skip
+    refused = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and not (tmp_path / "scored.csv").exists()
+    assert refused.stderr == block_after("Bad rows are reported with their 1-based row", "text")
