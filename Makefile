@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test models proto lint typecheck venv clean system-deps bench bench-shadow bench-stream bench-cold-start bench-observability
+.PHONY: serve test models proto lint typecheck venv clean system-deps bench bench-shadow bench-stream bench-batch bench-cold-start bench-observability
 
 # The virtual environment, with turnout installed editable plus the dev tools.
 $(STAMP): pyproject.toml
@@ -62,6 +62,10 @@ bench-shadow: $(STAMP)
 # The Redis Streams path against HTTP on the same model (its section of BENCHMARKS.md).
 bench-stream: $(STAMP)
 	$(BIN)/python bench/stream_throughput.py $(STREAM_ARGS)
+
+# turnout batch against raw ONNX Runtime at the same batch size (its section of BENCHMARKS.md).
+bench-batch: $(STAMP)
+	$(BIN)/python bench/batch_throughput.py $(BATCH_ARGS)
 
 # Drift detection and the access log against neither (their section of BENCHMARKS.md).
 bench-observability: $(STAMP)
