@@ -40,7 +40,7 @@ def add_command(commands: Any) -> None:
     batch.add_argument("--outputs", default=None, metavar="A,B", help="the outputs to write (default: all)")
     batch.add_argument(
         "--output-format", choices=FORMATS, default=None,
-        help="default: parquet if --output ends in .parquet, else the input's format",
+        help="default: the format --output's extension names (.parquet, .csv, .jsonl), else the input's",
     )  # fmt: skip
     batch.add_argument(
         "--batch-size", type=int, default=1024, help="rows per model call (default: 1024; ray: per map_batches call)"
@@ -99,15 +99,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_local(args: argparse.Namespace, mapping: dict[str, tuple[str, ...]], outputs: tuple[str, ...] | None) -> int:
-    from turnout.batch.formats import format_of
+    from turnout.batch.formats import SUFFIXES, format_of
     from turnout.batch.local import Job, run_local
     from turnout.batch.model import BatchModel
 
     input_format = format_of(args.input)
     if not args.input.is_file():
         return _fail(f"{args.input}: no such file")
+    # the output's own extension names its format; failing that, the input's
     output_format = args.output_format or (
-        "parquet" if args.output.suffix.lower() in (".parquet", ".pq") else input_format
+        format_of(args.output) if args.output.suffix.lower() in SUFFIXES else input_format
     )
     model = BatchModel.open(args.repo, args.model, args.version)
     job = Job(args.input, args.output, input_format, output_format, mapping, outputs, args.batch_size,

@@ -91,6 +91,9 @@ def map_inputs(
             f"--map names {unknown}, which the model does not take (inputs: {list(signature.input_names)})"
         )
     found = list(schema.names)
+    repeated = sorted({name for name in found if found.count(name) > 1})
+    if repeated:
+        raise MappingError(f"the input has more than one column named {repeated[0]!r}: column names must be unique")
     return tuple(
         _map_input(spec, schema, found, explicit.get(spec.name), features.get(spec.name)) for spec in signature.inputs
     )

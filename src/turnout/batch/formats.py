@@ -22,13 +22,13 @@ import pyarrow.parquet as pq
 from turnout.batch.columns import BatchError
 
 FORMATS = ("parquet", "csv", "jsonl")
-_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
 def format_of(path: Path) -> str:
-    fmt = _SUFFIXES.get(path.suffix.lower())
+    fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
-        raise BatchError(f"{path}: not a file type turnout batch reads ({', '.join(sorted(_SUFFIXES))})")
+        raise BatchError(f"{path}: not a file type turnout batch reads ({', '.join(sorted(SUFFIXES))})")
     return fmt
 
 
@@ -104,8 +104,8 @@ def _csv_chunks(path: Path, chunk_rows: int, text_columns: Sequence[str]) -> Ite
                 return
             except pa.ArrowInvalid as exc:
                 raise BatchError(
-                    f"{path}: after data row {rows}: {exc}; only the columns that feed the model are read as text, "
-                    "the others take the type of their first values: make the column uniform"
+                    f"{path}: in the block of rows after data row {rows}: {exc}; the columns that do not feed the "
+                    "model take the type of their values in the file's first block: make the column uniform"
                 ) from None
             rows += batch.num_rows
             yield batch
@@ -119,6 +119,15 @@ def _jsonl_chunks(file: BinaryIO, path: Path, chunk_rows: int, text_columns: set
     for first_row, objects in _json_objects(file, path, chunk_rows):
         if names is None:
             names = list(dict.fromkeys(key for value in objects for key in value))
+        else:
+            known = set(names)
+            late = next(((i, key) for i, value in enumerate(objects) for key in value if key not in known), None)
+            if late is not None:  # the columns were set by the first chunk: refused rather than dropped
+                raise BatchError(
+                    f"{path}: data row {first_row + late[0] + 1} has the key {late[1]!r}, which the first "
+                    f"{chunk_rows} rows do not have; the columns are the keys of the first chunk: give the key "
+                    "(null will do) in an earlier row, or raise --chunk-rows"
+                )
         yield _json_table(objects, names, types, text_columns, path, first_row)
 
 
@@ -175,15 +184,29 @@ def _json_table(
             # JSON text, parsed by columns.gather: a string or a bool where a number belongs is a bad row
             columns[name] = pa.array([None if v is None else orjson.dumps(v).decode() for v in values], pa.string())
             continue
+        first = types.get(name)
         try:
-            columns[name] = pa.array(values, types.get(name))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            # inferred, then cast safely to the type the first chunk set: never truncated (1.5 -> 1)
+            array = pa.array(values)
+            if first is not None and array.type != first:
+                array = array.cast(first, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             raise BatchError(
                 f"{path}: key {name!r} in data rows {start + 1}-{start + len(objects)} does not fit the type of its "
-                f"first values ({types.get(name)}): {exc}"
+                f"first values ({first}): {exc}; make the key's values of one type"
             ) from None
-        types.setdefault(name, columns[name].type)
+        columns[name] = array
+        types.setdefault(name, array.type)
     return pa.table(columns) if columns else pa.table({}).slice(0, 0)
+
+
+def check_writable(schema: pa.Schema, fmt: str, path: Path) -> None:
+    """Refuse, before any row runs, an output the format cannot hold (CSV has no list columns)."""
+    if fmt != "csv":
+        return
+    nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+    if nested:
+        raise BatchError(f"{path}: a CSV file cannot hold the list column(s) {nested}: write Parquet or JSON Lines")
 
 
 class Sink:

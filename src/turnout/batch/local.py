@@ -28,7 +28,7 @@ from turnout.batch.columns import (
     map_outputs,
     with_predictions,
 )
-from turnout.batch.formats import Sink, count_rows, read_chunks, read_schema
+from turnout.batch.formats import Sink, check_writable, count_rows, read_chunks, read_schema
 from turnout.batch.model import BatchModel, predict_table
 from turnout.batch.resume import Part, WorkDir, job_identity
 
@@ -74,48 +74,65 @@ def run_local(job: Job, model: BatchModel, say: Callable[[str], None]) -> Summar
     """Run ``job``; ``say`` takes the notes meant for the user (resuming, starting over)."""
     if job.output.resolve() == job.input.resolve():
         raise BatchError(f"{job.output}: the output would overwrite the input")
+    if job.output.is_dir():
+        raise BatchError(f"{job.output}: is a directory; name the output file")
+    if not job.output.parent.is_dir():
+        raise BatchError(f"{job.output.parent}: no such directory for the output")
     schema = read_schema(job.input, job.input_format)
     inputs = map_inputs(model.signature, schema, job.mapping, model.features)
     outputs = map_outputs(model.signature, job.outputs, schema.names)
+    check_writable(schema, job.output_format, job.output)
     work = WorkDir(job.output)
-    note = work.start(job_identity(job.input, job.options(model)))
+    # the columns chosen go into the identity too: a changed profile.json or --map starts over
+    plan = {"inputs": [[c.spec.name, list(c.columns)] for c in inputs]}
+    try:
+        note = work.start(job_identity(job.input, {**job.options(model), **plan}))
+    except OSError as exc:
+        raise BatchError(f"{work.path}: cannot keep the job's checkpoints there: {exc.strerror or exc}") from None
     if note:
         say(note)
     done = work.completed()
     total = count_rows(job.input, job.input_format) if job.progress else None
     sink = Sink(work.partial, job.output_format)
-    counts = _Counts()
-    with (
-        _progress(total, job.progress) as bar,
-        ThreadPoolExecutor(1, "batch-read") as reader,
-        ThreadPoolExecutor(1, "batch-write") as writer,
-    ):
-        chunks = _gathered(job, inputs)
-        reading = reader.submit(next, chunks, None)
-        writing: Future[None] | None = None
-        while (item := reading.result()) is not None:
+    try:
+        counts = _Counts()
+        with (
+            _progress(total, job.progress) as bar,
+            ThreadPoolExecutor(1, "batch-read") as reader,
+            ThreadPoolExecutor(1, "batch-write") as writer,
+        ):
+            chunks = _gathered(job, inputs)
             reading = reader.submit(next, chunks, None)
-            index, first_row, rows, gathered = item
-            if index < done:  # an earlier run predicted it: the same rows, with its predictions
-                part, fresh = work.load(index), False
-                if part.predictions.num_rows != gathered.table.num_rows:
-                    raise BatchError(f"{work.path}: chunk {index} no longer fits the input; delete it to start over")
-                table = with_predictions(
-                    gathered.table, list(zip(part.predictions.column_names, part.predictions.columns, strict=True))
-                )
-            else:
-                table = predict_table(model.instance, gathered, outputs, job.batch_size)
-                predicted = table.select([name for plan in outputs for name in plan.columns])
-                part, fresh = Part(predicted, first_row, gathered.bad, gathered.bad_count), True
-                if part.bad_count and not job.skip_bad_rows:
-                    raise BadRows(_bad_rows_message(job, part))
+            writing: Future[None] | None = None
+            while (item := reading.result()) is not None:
+                reading = reader.submit(next, chunks, None)
+                index, first_row, rows, gathered = item
+                if index < done:  # an earlier run predicted it: the same rows, with its predictions
+                    part, fresh = work.load(index), False
+                    if part.predictions.num_rows != gathered.table.num_rows:
+                        raise BatchError(
+                            f"{work.path}: chunk {index} no longer fits the input; delete it to start over"
+                        )
+                    table = with_predictions(
+                        gathered.table, list(zip(part.predictions.column_names, part.predictions.columns, strict=True))
+                    )
+                else:
+                    table = predict_table(model.instance, gathered, outputs, job.batch_size)
+                    predicted = table.select([name for plan in outputs for name in plan.columns])
+                    part, fresh = Part(predicted, first_row, gathered.bad, gathered.bad_count), True
+                    if part.bad_count and not job.skip_bad_rows:
+                        raise BadRows(_bad_rows_message(job, part))
+                if writing is not None:
+                    writing.result()
+                writing = writer.submit(_write, work, sink, index, part, table, fresh, rows, bar, counts)
             if writing is not None:
                 writing.result()
-            writing = writer.submit(_write, work, sink, index, part, table, fresh, rows, bar, counts)
-        if writing is not None:
-            writing.result()
-    sink.close()
-    work.finish()
+    finally:
+        sink.close()  # also when a chunk failed: the partial output's file is not left open
+    try:
+        work.finish()
+    except OSError as exc:
+        raise BatchError(f"{job.output}: cannot be written: {exc.strerror or exc}") from None
     return Summary(
         counts.read, counts.written, counts.bad_count, tuple(counts.bad[:10]), counts.chunks, min(done, counts.chunks)
     )

@@ -110,8 +110,13 @@ def run_ray(job: RayJob) -> RaySummary:
     job = replace(job, repo=job.repo.resolve(), input=job.input.resolve(), output=job.output.resolve())
     if not job.input.exists():
         raise BatchError(f"{job.input}: no such file or directory")
+    if job.input.is_file() and job.input.suffix.lower() not in (".parquet", ".pq"):
+        raise BatchError(f"{job.input}: the Ray engine reads Parquet (a .parquet file or a directory of them)")
     model = BatchModel.open(job.repo, job.model, job.version)  # here too: fail before any actor starts
-    started = _connect(ray, job.address)
+    try:
+        started = _connect(ray, job.address)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError... for an unreachable cluster
+        raise BatchError(f"cannot start or join Ray{f' at {job.address}' if job.address else ''}: {exc}") from None
     try:
         with warnings.catch_warnings():
             # Ray Data's first DataContext sets its own deprecated fields, warning about each (ray 2.60)
@@ -119,8 +124,11 @@ def run_ray(job: RayJob) -> RaySummary:
             context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # the output's rows in the input's order
         context.enable_progress_bars = job.progress
-        dataset = ray.data.read_parquet(str(job.input))
-        schema = dataset.schema().base_schema
+        try:
+            dataset = ray.data.read_parquet(str(job.input))
+            schema = dataset.schema().base_schema
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise BatchError(f"{job.input}: cannot be read as Parquet: {exc}") from None
         inputs = map_inputs(model.signature, schema, job.mapping, model.features)
         outputs = map_outputs(model.signature, job.outputs, schema.names)
         predicted = dataset.map_batches(
@@ -141,8 +149,11 @@ def run_ray(job: RayJob) -> RaySummary:
         )
         try:
             written = _write(predicted.iter_batches(batch_size=None, batch_format="pyarrow"), job.output)
+        except BatchError:
+            raise
         except Exception as exc:
-            raise _ours(exc) or exc from None
+            summary = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+            raise _ours(exc) or BatchError(f"the Ray job failed: {summary[0]}") from None
         rows_read = dataset.count()
     finally:
         if started:

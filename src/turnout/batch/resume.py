@@ -80,9 +80,18 @@ class WorkDir:
         return note
 
     def completed(self) -> int:
-        """How many chunks from the first on have a part."""
+        """How many chunks from the first on have a readable part. A part that
+        cannot be read (a crash before it reached the disk) is removed with
+        those after it: their chunks are done again."""
         done = 0
         while self._part(done).exists():
+            try:
+                self.load(done)
+            except (OSError, ValueError, KeyError, pa.ArrowException):
+                for later in sorted(self.path.glob("part-*.arrow")):
+                    if later.name >= self._part(done).name:
+                        later.unlink()
+                break
             done += 1
         return done
 
@@ -97,7 +106,9 @@ class WorkDir:
         temp = target.with_suffix(".tmp")
         with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
+        _sync(temp)  # on disk before its name says the chunk is done
         os.replace(temp, target)
+        _sync(self.path)
 
     def load(self, index: int) -> Part:
         with pa.OSFile(str(self._part(index))) as source:
@@ -116,3 +127,11 @@ class WorkDir:
 
     def _part(self, index: int) -> Path:
         return self.path / f"part-{index:06d}.arrow"
+
+
+def _sync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
