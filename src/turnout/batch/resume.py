@@ -127,4 +127,3 @@ class WorkDir:
 
     def _part(self, index: int) -> Path:
         return self.path / f"part-{index:06d}.arrow"
-
