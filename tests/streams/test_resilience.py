@@ -92,3 +92,29 @@ def test_a_request_over_the_size_limit_is_refused(repo: Path, tmp_path: Path, lo
         assert results["big"][b"kind"] == b"error" and results["big"][b"code"] == b"too_large"
         assert "more than the limit of 4000" in orjson.loads(results["big"][b"error"])["error"]
         assert results["small"][b"kind"] == b"response"
+
+
+def test_stream_names_come_from_model_toml_and_follow_its_changes(repo: Path, tmp_path: Path, log_dir: Path) -> None:
+    shutil.rmtree(repo / "wine")
+    cancer_toml = repo / "breast_cancer" / "model.toml"
+    original = cancer_toml.read_text()
+    cancer_toml.write_text(original + '\n[stream]\nname = "cancer-in"\ndead_letter = "cancer-dead"\n')
+    (repo / "diabetes" / "model.toml").write_text(
+        (repo / "diabetes" / "model.toml").read_text() + "\n[stream]\nenabled = false\n"
+    )
+    with RedisServer(tmp_path / "redis") as redis_server:
+        client = redis.Redis.from_url(redis_server.url)
+        with ServerProcess(repo, "--stream", redis_server.url, "--poll-interval", "0.2", log_dir=log_dir) as server:
+            produce(client, "cancer-in", [envelope(rows_request(ROWS[:1], "one"), "named")])
+            assert read_results(client, "named", 1, timeout=30)["one"][b"kind"] == b"response"
+            client.xadd("cancer-in", {"v": "1"})
+            deadline = time.monotonic() + 30
+            while not client.exists("cancer-dead"):
+                assert time.monotonic() < deadline, "the dead letter never came"
+                time.sleep(0.05)
+            assert not client.exists(REQUESTS.format("diabetes"))  # not consumed: no group, no stream made
+
+            cancer_toml.write_text(original + '\n[stream]\nname = "cancer-in-2"\n')  # moved, while serving
+            produce(client, "cancer-in-2", [envelope(rows_request(ROWS[:1], "two"), "moved")])
+            assert read_results(client, "moved", 1, timeout=30)["two"][b"kind"] == b"response"
+            assert "no longer consuming cancer-in for breast_cancer" in server.log()

@@ -132,7 +132,7 @@ class ModelStream:
         self._failures: OrderedDict[str, str] = OrderedDict()  # entry id -> the last failure here
         self._loops: list[asyncio.Task[None]] = []
         self._writer: asyncio.Task[None] | None = None
-        self._claim_lock = asyncio.Lock()  # the claimer and the refresh of entries in hand take turns
+        self._stopping = False
 
     @property
     def in_hand(self) -> int:
@@ -147,12 +147,14 @@ class ModelStream:
         reading and says nothing is the failure this guards against."""
 
         async def run() -> None:
-            while True:
+            while not self._stopping:
                 try:
                     await loop()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    if self._stopping:  # a cancelled Redis call may surface as another error
+                        return
                     log.exception("the stream %s of %s failed; starting it again in 1 s", role, self.options.stream)
                     await asyncio.sleep(1.0)
 
@@ -161,19 +163,16 @@ class ModelStream:
     async def stop(self, grace: float) -> None:
         """Stop reading; finish the entries in hand for up to ``grace`` seconds.
         Entries not written by then stay pending in Redis for another consumer."""
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._stopping = True
+        # bounded waits throughout: a Redis call interrupted by a cancellation
+        # may not end promptly, and stopping must never hang on one
+        await _cancel(self._loops)
         deadline = time.monotonic() + grace
         while (self._in_hand or not self._writes.empty()) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        left = list(self._in_hand.values())
-        for task in left:
-            task.cancel()
-        await asyncio.gather(*left, return_exceptions=True)
+        await _cancel(list(self._in_hand.values()))
         if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+            await _cancel([self._writer])
 
     # --- reading -----------------------------------------------------------------
 
@@ -181,7 +180,7 @@ class ModelStream:
         backoff = Backoff()
         options = self.options
         await self._ensure_group(backoff)
-        while True:
+        while not self._stopping:
             await self._slots.wait_free()
             reserved = self._slots.reserve()
             try:
@@ -248,7 +247,7 @@ class ModelStream:
         claim_every = min(max(self.options.claim_idle_seconds / 3, 0.05), 5.0)
         tick = min(claim_every, LAG_REPORT_SECONDS)
         claimed_at = time.monotonic()
-        while True:
+        while not self._stopping:
             await asyncio.sleep(tick)
             try:
                 if time.monotonic() - claimed_at >= claim_every:
@@ -490,6 +489,13 @@ class ModelStream:
             self._metrics.stream_entries(self.model, write.outcome).inc()
             self._failures.pop(write.entry_id, None)
             self._release(write.entry_id)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]], patience: float = 2.0) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=patience)
 
 
 def _group_gone(error: ResponseError) -> bool:
