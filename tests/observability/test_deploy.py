@@ -51,4 +51,4 @@ def test_rules_and_dashboard_use_only_exported_metrics(server: ServerProcess) ->
     used = set().union(*(used_metrics(e) for e in rule_exprs + panel_exprs))
     assert used - exported == set()
     assert {"turnout_requests", "turnout_request_duration_seconds", "turnout_queue_depth"} <= used
-    assert dashboard["uid"] == "turnout-overview" and {p["id"] for p in dashboard["panels"]} == set(range(1, 12))
+    assert dashboard["uid"] == "turnout-overview" and {p["id"] for p in dashboard["panels"]} == set(range(1, 13))
