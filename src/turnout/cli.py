@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from turnout import __version__, batch_cli, lifecycle_cli, profile_cli, traffic_cli
+from turnout import __version__, batch_cli, lifecycle_cli, profile_cli, stream_cli, traffic_cli
 from turnout.errors import ConfigError
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
@@ -314,6 +314,7 @@ def _parser() -> argparse.ArgumentParser:
     traffic_cli.add_commands(commands)
     profile_cli.add_command(commands)
     batch_cli.add_command(commands)
+    stream_cli.add_commands(commands)
 
     models = commands.add_parser(
         "models", help="inspect a model repository; pin, unpin and roll back a running server's versions"

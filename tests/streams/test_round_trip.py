@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import shutil
 import struct
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,3 +165,40 @@ def test_poison_entries_go_to_the_dead_letter_stream(
         metrics = httpx.get(f"{server.url}/metrics").text
         assert 'turnout_stream_entries_total{model="poison",outcome="dead_letter"} 7.0' in metrics
         assert "goes to the dead-letter stream" in server.log()
+
+
+def test_dead_letters_are_listed_and_replayed_once_the_model_is_fixed(
+    stream_repo: Path, redis_server: RedisServer, log_dir: Path
+) -> None:
+    """Poison rows fail the model and are dead-lettered; a fixed model dropped
+    into the repository, then `turnout stream replay`, answers them."""
+    client = redis.Redis.from_url(redis_server.url)
+    stream = REQUESTS.format("poison")
+    poisonous = ROWS[ROWS[:, 0] > 20.0][:3]
+    produce(client, stream, [envelope(rows_request(r[None], f"p{i}"), "fixed") for i, r in enumerate(poisonous)])
+    args = ("--stream", redis_server.url, "--stream-max-deliveries", "1", "--stream-claim-idle", "0.3",
+            "--poll-interval", "0.2")  # fmt: skip
+    turnout = [sys.executable, "-m", "turnout", "stream"]
+    common = ["poison", "--redis", redis_server.url, "--repo", str(stream_repo)]
+    with ServerProcess(stream_repo, *args, log_dir=log_dir) as server:
+        first = read_results(client, "fixed", 3, timeout=60)
+        assert {f[b"code"] for f in first.values()} == {b"dead_letter"}
+        listed = subprocess.run([*turnout, "dead-letters", *common, "--json"], capture_output=True, text=True,
+                                check=True, timeout=60)  # fmt: skip
+        records = [orjson.loads(line) for line in listed.stdout.splitlines()]
+        assert len(records) == 3 and all("failed 1 deliveries: internal" in r["reason"] for r in records)
+
+        # the fix: a version 2 that is the healthy model; the watcher loads it
+        shutil.copytree(stream_repo / "breast_cancer" / "1", stream_repo / "poison" / "2")
+        deadline = time.monotonic() + 30
+        while "model poison version 2 ready" not in server.log():
+            assert time.monotonic() < deadline, "version 2 was not loaded"
+            time.sleep(0.05)  # the watcher's scan: nothing to wait on but its log
+        replayed = subprocess.run([*turnout, "replay", *common], capture_output=True, text=True, check=True,
+                                  timeout=60)  # fmt: skip
+        assert replayed.stdout.strip() == f"put 3 dead letter(s) back on {stream}"
+        assert client.xlen(f"{stream}:dead") == 0
+        answers = read_results(client, "fixed", 6, timeout=60, key=b"entry")
+        fixed = [f for f in answers.values() if f[b"kind"] == b"response"]
+        assert sorted(f[b"id"] for f in fixed) == [b"p0", b"p1", b"p2"]
+        assert {f[b"model_version"] for f in fixed} == {b"2"}
