@@ -594,7 +594,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from turnout.server import default_runtimes
+    from turnout.model.runtimes import default_runtimes
 
     if not args.repository.is_dir():
         print(f"turnout: the model repository {args.repository} does not exist or is not a directory", file=sys.stderr)

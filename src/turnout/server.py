@@ -25,11 +25,10 @@ from turnout.errors import ConfigError
 from turnout.model.config import ModelConfig
 from turnout.model.fingerprint import scan
 from turnout.model.mlflow_source import AliasReference, AliasWatcher, MlflowPuller, MlflowUnavailable
-from turnout.model.onnx import OnnxRuntime
 from turnout.model.pins import PinStore
 from turnout.model.repository import ModelRepository
 from turnout.model.residency import Budget
-from turnout.model.runtime import ModelRuntime
+from turnout.model.runtimes import default_runtimes
 from turnout.model.watcher import RepositoryWatcher
 from turnout.observability.metrics import Metrics
 from turnout.observability.notifier import AlertNotifier
@@ -67,10 +66,6 @@ log = logging.getLogger("turnout.server")
 
 class StartupError(Exception):
     """The server cannot start (port in use, no repository); the message says why."""
-
-
-def default_runtimes() -> dict[str, ModelRuntime]:
-    return {"onnx": OnnxRuntime()}
 
 
 class Server:

@@ -22,6 +22,7 @@ from turnout.errors import ConfigError
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
 from turnout.model.runtime import LoadedModel
+from turnout.model.runtimes import default_runtimes
 from turnout.model.signature import Signature
 from turnout.observability.drift import PROFILE_FILE
 
@@ -37,8 +38,6 @@ class BatchModel:
 
     @classmethod
     def open(cls, repo: Path, name: str, version: int | None) -> BatchModel:
-        from turnout.server import default_runtimes
-
         try:
             source = ModelRepository(repo, default_runtimes()).read(name)
         except ConfigError as exc:
