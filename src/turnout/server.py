@@ -192,7 +192,7 @@ class Server:
             idle = self.settings.lifecycle.idle_unload_seconds
             reaper = None if idle is None else loop.create_task(self._unload_idle(idle))
             if self.streams is not None:
-                await self.streams.start()
+                await self.streams.start(self.tracer)
             self.dataplane.mark_started()
             log.info("models loaded; ready=%s", self.dataplane.ready())
             await self._stop.wait()

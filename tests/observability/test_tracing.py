@@ -8,19 +8,30 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import httpx
+import orjson
 import pytest
+import redis
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.support import free_port
+from tests.support import RedisServer, free_port
 from turnout.observability.tracing import SPAN_NAMES, Tracer
 from turnout.server import Server
-from turnout.settings import AdminSettings, GrpcSettings, HttpSettings, RoutingSettings, SecuritySettings, Settings
+from turnout.settings import (
+    AdminSettings,
+    GrpcSettings,
+    HttpSettings,
+    RoutingSettings,
+    SecuritySettings,
+    Settings,
+    StreamSettings,
+)
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -112,3 +123,41 @@ def test_a_traced_request_continues_the_clients_trace(
 def test_tracing_is_off_by_default(example_repo: Path, tmp_path: Path) -> None:
     server = Server(settings(example_repo, tmp_path))
     assert server.tracer is None
+
+
+def test_a_stream_entry_with_a_traceparent_continues_the_producers_trace(example_repo: Path, tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    body = orjson.dumps({"id": "t1", "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": ROW}]})
+
+    with RedisServer(tmp_path / "redis") as redis_server:
+        client = redis.Redis.from_url(redis_server.url)
+        client.xadd(
+            "turnout:diabetes:requests", {"v": "1", "reply_to": "traced", "request": body, "traceparent": PARENT}
+        )
+        client.xadd("turnout:diabetes:requests", {"v": "1", "reply_to": "traced", "request": b'{"inputs": []}'})
+
+        async def scenario() -> None:
+            server = Server(replace(settings(example_repo, tmp_path), stream=StreamSettings(url=redis_server.url)))
+            server.tracer = Tracer(provider)
+            serving = asyncio.create_task(server.serve())
+            for _ in range(400):
+                if client.xlen("traced") == 2:
+                    break
+                await asyncio.sleep(0.05)
+            server.request_stop()
+            await serving
+
+        asyncio.run(scenario())
+    roots = sorted((s for s in exporter.get_finished_spans() if s.name == "turnout.infer"), key=lambda s: s.start_time)
+    assert len(roots) == 2
+    traced, refused = roots
+    assert format(traced.context.trace_id, "032x") == TRACE_ID
+    assert traced.attributes["rpc.system"] == "stream" and traced.attributes["turnout.status"] == "success"
+    assert traced.attributes["turnout.model"] == "diabetes" and traced.attributes["turnout.version"] == "1"
+    children = {
+        s.name for s in exporter.get_finished_spans() if s.parent and s.parent.span_id == traced.context.span_id
+    }
+    assert children == {"turnout.receive", "turnout.validate", "turnout.queue", "turnout.batch", "turnout.respond"}
+    assert refused.attributes["turnout.status"] == "invalid" and not refused.status.is_ok

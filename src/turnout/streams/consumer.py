@@ -30,7 +30,9 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from turnout.errors import Code, PayloadTooLarge, TurnoutError
+from turnout.observability import tracing
 from turnout.observability.metrics import Metrics
+from turnout.observability.tracing import Tracer
 from turnout.protocol.limits import InputLimits
 from turnout.protocol.types import InferenceRequest, InferenceResponse
 from turnout.streams.envelope import (
@@ -119,8 +121,10 @@ class ModelStream:
         answer: Answer,
         metrics: Metrics,
         health: RedisHealth,
+        tracer: Tracer | None = None,
     ) -> None:
         self.model = model
+        self._tracer = tracer  # None: tracing off, and nothing is done for it
         self.options = options
         self._redis = redis
         self._answer = answer
@@ -360,6 +364,23 @@ class ModelStream:
             reason = self._failures.get(entry_id, "not acknowledged (its consumer died or gave up on it)")
             return self._dead_letter(entry_id, fields, envelope, f"failed {deliveries - 1} deliveries: {reason}",
                                      deliveries - 1)  # fmt: skip
+        tracer = self._tracer
+        if tracer is None:
+            return await self._answered(entry_id, fields, envelope, deliveries)
+        trace = tracer.begin("stream", envelope.trace_context)
+        tracing.CURRENT.set(trace)  # this entry's own task: its context ends with it
+        try:
+            return await self._answered(entry_id, fields, envelope, deliveries)
+        except Exception:
+            trace.status = "internal"
+            raise
+        finally:
+            trace.model = trace.model or self.model
+            trace.encoded = tracing.RequestTrace.now()
+            tracer.finish(trace)
+
+    async def _answered(self, entry_id: str, fields: Fields, envelope: Envelope, deliveries: int) -> _Write | None:
+        options = self.options
         request_id: str | None = None
         try:
             if len(envelope.body) > options.max_request_bytes:
@@ -368,8 +389,14 @@ class ModelStream:
                 )
             request = decode(envelope, self.model, options.limits)
             request_id = request.id
+            trace = tracing.CURRENT.get()
+            if trace is not None:
+                trace.decoded = tracing.RequestTrace.now()
             response = await self._infer(request)
         except TurnoutError as exc:
+            trace = tracing.CURRENT.get()
+            if trace is not None:
+                trace.status = exc.code.value
             if exc.code in REDELIVER or exc.code in WAIT_AND_RETRY:
                 self._remember_failure(entry_id, f"{exc.code.value}: {exc.message}")
                 self._metrics.stream_entries(self.model, "retry").inc()

@@ -13,6 +13,7 @@ Request entry (XADD to the model's request stream)::
     request       V2 inference request     JSON, or JSON + binary tensors
     header_length length of the JSON part  only with binary tensors
     model_version "2"                      optional: else the endpoint's routing
+    traceparent   W3C trace context        optional: the request's trace continues it
 
 Result entry (XADD to ``reply_to``)::
 
@@ -50,6 +51,7 @@ class Envelope:
     body: bytes
     header_length: int | None
     model_version: str | None
+    trace_context: dict[str, str]  # W3C traceparent / tracestate, when the producer sent them
 
 
 def open_envelope(entry_id: str, fields: Fields) -> Envelope:
@@ -69,7 +71,8 @@ def open_envelope(entry_id: str, fields: Fields) -> Envelope:
         if not raw_length.isdigit():
             raise UnreadableEnvelope(f"'header_length' must be a byte count, found {raw_length[:20]!r}")
         header_length = int(raw_length)
-    return Envelope(entry_id, reply_to, body, header_length, _text(fields, b"model_version") or None)
+    trace_context = {key: value for key in ("traceparent", "tracestate") if (value := _text(fields, key.encode()))}
+    return Envelope(entry_id, reply_to, body, header_length, _text(fields, b"model_version") or None, trace_context)
 
 
 def decode(envelope: Envelope, model: str, limits: InputLimits) -> InferenceRequest:

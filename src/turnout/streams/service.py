@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from turnout.model.config import ModelConfig
 from turnout.observability.metrics import Metrics
+from turnout.observability.tracing import Tracer
 from turnout.protocol.limits import InputLimits
 from turnout.settings import StreamSettings
 from turnout.streams.consumer import Answer, ModelStream, StreamOptions
@@ -64,8 +65,10 @@ class StreamService:
         self._health = RedisHealth(self.address, metrics)
         self._streams: dict[str, ModelStream] = {}
         self._reconciler: asyncio.Task[None] | None = None
+        self._tracer: Tracer | None = None
 
-    async def start(self) -> None:
+    async def start(self, tracer: Tracer | None = None) -> None:
+        self._tracer = tracer
         await self._reconcile()
         self._reconciler = asyncio.get_running_loop().create_task(self._keep_in_step())
         streams = ", ".join(f"{s.model} <- {s.options.stream}" for s in self._streams.values())
@@ -100,7 +103,9 @@ class StreamService:
             await stream.stop(self._settings.claim_idle_seconds / 2)
         for model, options in wanted.items():
             if model not in self._streams:
-                stream = ModelStream(self._redis, model, options, self._answer, self._metrics, self._health)
+                stream = ModelStream(
+                    self._redis, model, options, self._answer, self._metrics, self._health, self._tracer
+                )
                 stream.start()
                 self._streams[model] = stream
 
