@@ -4,6 +4,7 @@ the data allows, in an output that loses nothing."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import orjson
@@ -100,3 +101,26 @@ def test_a_damaged_checkpoint_is_done_again_not_trusted(tmp_path: Path) -> None:
     assert loaded.first_row == 0 and loaded.bad == (BadRow(4, "why"),)
     assert work.start({"job": 1}) == "resuming: 1 chunk(s) done by an earlier run"
     assert pq is not None
+
+
+def test_a_csv_column_that_changes_type_late_passes_through_to_csv(
+    example_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An account number column, integers for 4 MiB (the reader's first block)
+    and then an 'A-17': CSV to CSV carries it through as written; to Parquet,
+    where the column needs one type, the job stops naming it."""
+    from tests.batch.conftest import cancer_table
+
+    table = cancer_table(60)
+    accounts = [str(i) for i in range(table.num_rows - 1)] + ["A-17"]
+    source = write(table.append_column("account", pa.array(accounts)), tmp_path / "accounts.csv")
+    text = source.read_text().replace('"A-17"', "A-17")
+    source.write_text(text)
+    assert source.stat().st_size > 5 << 20
+    assert run(example_repo, source, tmp_path / "scored.csv") == 0
+    with (tmp_path / "scored.csv").open(newline="") as file:
+        scored = list(csv.DictReader(file))
+    assert len(scored) == table.num_rows
+    assert scored[-1]["account"] == "A-17" and scored[0]["account"] == "0"  # the values as written
+    assert run(example_repo, source, tmp_path / "scored.parquet") == 2
+    assert "make the column uniform" in capsys.readouterr().err

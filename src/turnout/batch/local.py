@@ -101,7 +101,7 @@ def run_local(job: Job, model: BatchModel, say: Callable[[str], None]) -> Summar
             ThreadPoolExecutor(1, "batch-read") as reader,
             ThreadPoolExecutor(1, "batch-write") as writer,
         ):
-            chunks = _gathered(job, inputs)
+            chunks = _gathered(job, inputs, schema)
             reading = reader.submit(next, chunks, None)
             writing: Future[None] | None = None
             while (item := reading.result()) is not None:
@@ -138,9 +138,15 @@ def run_local(job: Job, model: BatchModel, say: Callable[[str], None]) -> Summar
     )
 
 
-def _gathered(job: Job, inputs: tuple[InputColumns, ...]) -> Iterator[tuple[int, int, int, Gathered]]:
+def _gathered(
+    job: Job, inputs: tuple[InputColumns, ...], schema: pa.Schema
+) -> Iterator[tuple[int, int, int, Gathered]]:
     """(index, first row, rows, gathered) per chunk."""
     text = [c for plan in inputs if not plan.packed for c in plan.columns]
+    if job.input_format == job.output_format == "csv":
+        # CSV to CSV: the other columns go through as the text they are, so a
+        # column whose later values do not fit its first block's type cannot stop the job
+        text = list(schema.names)
     first_row = 0
     for index, table in enumerate(read_chunks(job.input, job.input_format, job.chunk_rows, text)):
         yield index, first_row, table.num_rows, gather(table, inputs)
