@@ -30,7 +30,7 @@ def add_commands(commands: Any) -> None:
     listing.set_defaults(run=_list)
     replay = stream.add_parser("replay", help="put dead letters back on the request stream, and remove them")
     _common(replay)
-    replay.add_argument("--id", dest="ids", action="append", default=[], help="only this dead letter (repeatable)")
+    replay.add_argument("--id", dest="ids", action="append", default=[], help="only this dead letter (repeat for more)")
     replay.set_defaults(run=_replay)
 
 
@@ -43,6 +43,8 @@ def _common(command: argparse.ArgumentParser) -> None:
 def _names(args: argparse.Namespace) -> tuple[str, str]:
     from turnout.streams.service import dead_letter_name, stream_name
 
+    if args.repo is not None and not (args.repo / args.model).is_dir():
+        raise ValueError(f"{args.repo / args.model}: no such model in the repository")
     config = ModelConfig() if args.repo is None else load_config(args.repo / args.model)
     return stream_name(args.model, config), dead_letter_name(args.model, config)
 
@@ -60,7 +62,7 @@ def _list(args: argparse.Namespace) -> int:
     except (ConfigError, OSError, ValueError) as exc:
         return _fail(str(exc))
     except Exception as exc:  # redis' own errors: unreachable, refused
-        return _fail(f"{args.redis}: {exc}")
+        return _fail(str(exc))
     for entry_id, fields in entries:
         record = {
             "id": entry_id.decode(),
@@ -78,27 +80,60 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+# One dead letter back on the request stream, atomically: read it, XADD its
+# original fields, and only then XDEL it. An XADD that fails stops the script
+# before the XDEL (a MULTI would run the XDEL anyway); one already replayed
+# (by a repeated --id, a second operator, a resent command) is found gone and
+# skipped, so none is lost and none is put back twice.
+REPLAY_ONE = """
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return 0 end
+local fields, original = found[1][2], {}
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, 5) ~= 'dead_' then
+    table.insert(original, fields[i])
+    table.insert(original, fields[i + 1])
+  end
+end
+if #original == 0 then return -1 end
+redis.call('XADD', KEYS[2], '*', unpack(original))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
+"""
+PAGE = 100
+
+
 def _replay(args: argparse.Namespace) -> int:
+    replayed = skipped = 0
     try:
         requests, dead = _names(args)
         client = _client(args.redis)
-        entries = client.xrange(dead) if not args.ids else [e for i in args.ids for e in client.xrange(dead, i, i)]
-        replayed = 0
-        for entry_id, fields in entries:
-            original = {k: v for k, v in fields.items() if k not in DEAD_FIELDS}
-            if not original:  # a result that could not be written: there is no request to put back
+        replay_one = client.register_script(REPLAY_ONE)
+        for entry_id, fields in _dead_letters(client, dead, args.ids):
+            if fields.get(b"dead_reason", b"").startswith(b"unreadable envelope"):
+                skipped += 1  # not an answerable request: replaying it would only dead-letter it again
                 continue
-            with client.pipeline(transaction=True) as pipe:  # back on the stream and out of the dead letters, at once
-                pipe.xadd(requests, original)
-                pipe.xdel(dead, entry_id)
-                pipe.execute()
-            replayed += 1
+            replayed += replay_one(keys=[dead, requests], args=[entry_id]) == 1
     except (ConfigError, OSError, ValueError) as exc:
         return _fail(str(exc))
-    except Exception as exc:
-        return _fail(f"{args.redis}: {exc}")
-    print(f"put {replayed} dead letter(s) back on {requests}")
+    except Exception as exc:  # redis' own errors: unreachable, refused, a key of another type
+        done = f" after putting back {replayed}" if replayed else ""
+        return _fail(f"{exc}{done}")
+    kept = f"; left {skipped} unreadable envelope(s) in {dead}" if skipped else ""
+    print(f"put {replayed} dead letter(s) back on {requests}{kept}")
     return 0
+
+
+def _dead_letters(client: Any, dead: str, ids: list[str]) -> Any:
+    """The dead letters named by ``ids`` (each once), or all of them, a page at a time."""
+    if ids:
+        for entry_id in dict.fromkeys(ids):
+            yield from client.xrange(dead, entry_id, entry_id)
+        return
+    start = "-"
+    while page := client.xrange(dead, start, "+", count=PAGE):
+        yield from page
+        start = "(" + page[-1][0].decode()
 
 
 def _text(value: bytes | None) -> str | None:

@@ -113,6 +113,7 @@ def test_a_csv_column_that_changes_type_late_passes_through_to_csv(
 
     table = cancer_table(60)
     accounts = [str(i) for i in range(table.num_rows - 1)] + ["A-17"]
+    accounts[1] = "NA"  # text, not a missing value, in a column the model does not read
     source = write(table.append_column("account", pa.array(accounts)), tmp_path / "accounts.csv")
     text = source.read_text().replace('"A-17"', "A-17")
     source.write_text(text)
@@ -122,5 +123,6 @@ def test_a_csv_column_that_changes_type_late_passes_through_to_csv(
         scored = list(csv.DictReader(file))
     assert len(scored) == table.num_rows
     assert scored[-1]["account"] == "A-17" and scored[0]["account"] == "0"  # the values as written
+    assert scored[1]["account"] == "NA"
     assert run(example_repo, source, tmp_path / "scored.parquet") == 2
     assert "make the column uniform" in capsys.readouterr().err

@@ -202,3 +202,28 @@ def test_dead_letters_are_listed_and_replayed_once_the_model_is_fixed(
         fixed = [f for f in answers.values() if f[b"kind"] == b"response"]
         assert sorted(f[b"id"] for f in fixed) == [b"p0", b"p1", b"p2"]
         assert {f[b"model_version"] for f in fixed} == {b"2"}
+
+
+def test_replay_moves_each_dead_letter_once_and_never_loses_one(redis_server: RedisServer, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    dead = "turnout:wine:requests:dead"
+    letter = {"v": "1", "reply_to": "r", "request": b"{}", "dead_reason": "failed 3 deliveries: internal: boom",
+              "dead_deliveries": "3", "dead_entry": "1-0", "dead_stream": "turnout:wine:requests"}  # fmt: skip
+    first = client.xadd(dead, letter).decode()
+    client.xadd(dead, {"v": "1", "dead_reason": "unreadable envelope: no 'reply_to' stream", "dead_entry": "2-0"})
+    turnout = [sys.executable, "-m", "turnout", "stream", "replay", "wine", "--redis", redis_server.url]
+
+    client.set("turnout:wine:requests", "not a stream")  # the XADD fails: the dead letter must stay
+    failed = subprocess.run(turnout, capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 2 and "WRONGTYPE" in failed.stderr
+    assert client.xlen(dead) == 2
+
+    client.delete("turnout:wine:requests")
+    twice = subprocess.run([*turnout, "--id", first, "--id", first], capture_output=True, text=True, timeout=60)
+    assert twice.returncode == 0, twice.stderr
+    assert twice.stdout.strip() == "put 1 dead letter(s) back on turnout:wine:requests"
+    [(_, replayed)] = client.xrange("turnout:wine:requests")
+    assert replayed == {b"v": b"1", b"reply_to": b"r", b"request": b"{}"}
+    rest = subprocess.run(turnout, capture_output=True, text=True, timeout=60, check=True)
+    assert rest.stdout.strip().endswith("left 1 unreadable envelope(s) in turnout:wine:requests:dead")
+    assert client.xlen(dead) == 1 and client.xlen("turnout:wine:requests") == 1

@@ -58,16 +58,19 @@ def count_rows(path: Path, fmt: str) -> int:
     return max(0, lines - 1) if fmt == "csv" else lines
 
 
-def read_chunks(path: Path, fmt: str, chunk_rows: int, text_columns: Sequence[str]) -> Iterator[pa.Table]:
+def read_chunks(
+    path: Path, fmt: str, chunk_rows: int, text_columns: Sequence[str], verbatim: bool = False
+) -> Iterator[pa.Table]:
     """The file's rows, ``chunk_rows`` at a time (the last chunk fewer; an empty
-    file yields one empty table)."""
+    file yields one empty table). ``verbatim`` (CSV): only an empty field is
+    null, so text such as NA or null passes through as written."""
     if fmt == "parquet":
         file = pq.ParquetFile(path)
         # one thread: decoding is quick, and Arrow's pool would take the cores inference runs on
         batches = file.iter_batches(batch_size=chunk_rows, use_threads=False)
         yield from _rechunk(batches, file.schema_arrow, chunk_rows)
     elif fmt == "csv":
-        yield from _csv_chunks(path, chunk_rows, text_columns)
+        yield from _csv_chunks(path, chunk_rows, text_columns, verbatim)
     else:
         with path.open("rb") as jsonl:
             yield from _jsonl_chunks(jsonl, path, chunk_rows, set(text_columns))
@@ -90,8 +93,12 @@ def _rechunk(batches: Iterator[pa.RecordBatch], schema: pa.Schema, chunk_rows: i
         yield pa.Table.from_batches(held, schema).combine_chunks()
 
 
-def _csv_chunks(path: Path, chunk_rows: int, text_columns: Sequence[str]) -> Iterator[pa.Table]:
-    convert = pa_csv.ConvertOptions(column_types={c: pa.string() for c in text_columns}, strings_can_be_null=True)
+def _csv_chunks(path: Path, chunk_rows: int, text_columns: Sequence[str], verbatim: bool) -> Iterator[pa.Table]:
+    convert = pa_csv.ConvertOptions(
+        column_types={c: pa.string() for c in text_columns},
+        strings_can_be_null=True,
+        **({"null_values": [""]} if verbatim else {}),
+    )
     reader = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=1 << 22), convert_options=convert)
     rows = 0
 

@@ -143,12 +143,13 @@ def _gathered(
 ) -> Iterator[tuple[int, int, int, Gathered]]:
     """(index, first row, rows, gathered) per chunk."""
     text = [c for plan in inputs if not plan.packed for c in plan.columns]
-    if job.input_format == job.output_format == "csv":
+    verbatim = job.input_format == job.output_format == "csv"
+    if verbatim:
         # CSV to CSV: the other columns go through as the text they are, so a
         # column whose later values do not fit its first block's type cannot stop the job
         text = list(schema.names)
     first_row = 0
-    for index, table in enumerate(read_chunks(job.input, job.input_format, job.chunk_rows, text)):
+    for index, table in enumerate(read_chunks(job.input, job.input_format, job.chunk_rows, text, verbatim)):
         yield index, first_row, table.num_rows, gather(table, inputs)
         first_row += table.num_rows
 

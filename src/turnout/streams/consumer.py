@@ -143,21 +143,24 @@ class ModelStream:
         return len(self._in_hand)
 
     def start(self) -> None:
-        self._writer = self._supervised(self._write_loop, "writer")
+        self._writer = self._supervised(self._write_loop, "writer", through_stop=True)
         self._loops = [self._supervised(self._read_loop, "reader"), self._supervised(self._claim_loop, "claimer")]
 
-    def _supervised(self, loop: Callable[[], Coroutine[Any, Any, None]], role: str) -> asyncio.Task[None]:
+    def _supervised(
+        self, loop: Callable[[], Coroutine[Any, Any, None]], role: str, through_stop: bool = False
+    ) -> asyncio.Task[None]:
         """A loop that is started again if it ever fails: a consumer that stops
-        reading and says nothing is the failure this guards against."""
+        reading and says nothing is the failure this guards against. The
+        writer (``through_stop``) keeps going while a stop lets it flush."""
 
         async def run() -> None:
-            while not self._stopping:
+            while through_stop or not self._stopping:
                 try:
                     await loop()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    if self._stopping:  # a cancelled Redis call may surface as another error
+                    if self._stopping and not through_stop:  # a cancelled Redis call may surface as another error
                         return
                     log.exception("the stream %s of %s failed; starting it again in 1 s", role, self.options.stream)
                     await asyncio.sleep(1.0)
@@ -371,6 +374,9 @@ class ModelStream:
         tracing.CURRENT.set(trace)  # this entry's own task: its context ends with it
         try:
             return await self._answered(entry_id, fields, envelope, deliveries)
+        except asyncio.CancelledError:
+            trace.status = "unavailable"  # stopped before it was answered: left pending for another consumer
+            raise
         except Exception:
             trace.status = "internal"
             raise
