@@ -3,7 +3,6 @@ an actor pool gives the local engine's rows and predictions, in its order."""
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.batch.conftest import cancer_table
-from turnout import batch_cli
+from tests.batch.test_local import batch
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +25,6 @@ def local_ray() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def batch(*argv: str | Path) -> int:
-    parser = argparse.ArgumentParser()
-    batch_cli.add_command(parser.add_subparsers())
-    args = parser.parse_args(["batch", *map(str, argv)])
-    return int(args.run(args))
 
 
 def partitioned(root: Path) -> pa.Table:

@@ -91,7 +91,7 @@ def run_local(job: Job, model: BatchModel, say: Callable[[str], None]) -> Summar
         raise BatchError(f"{work.path}: cannot keep the job's checkpoints there: {exc.strerror or exc}") from None
     if note:
         say(note)
-    done = work.completed()
+    done = work.done
     total = count_rows(job.input, job.input_format) if job.progress else None
     sink = Sink(work.partial, job.output_format)
     try:

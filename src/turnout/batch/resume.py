@@ -57,20 +57,23 @@ class WorkDir:
         self.path = output.parent / f".{output.name}.parts"
         self.output = output
         self.partial = self.path / "output.partial"
+        self.done = 0  # chunks an earlier run completed, known once start() has looked
 
     def start(self, identity: dict[str, Any]) -> str | None:
         """Resume the job ``identity`` names, or start it afresh; a note on what was done, if anything."""
         manifest = self.path / "manifest.json"
         note = None
+        self.done = 0
         if self.path.exists():
             try:
                 previous = json.loads(manifest.read_text())
             except (OSError, ValueError):
                 previous = None
-            done = self.completed()
-            if previous == identity and done:
-                return f"resuming: {done} chunk(s) done by an earlier run"
-            if previous != identity and done:
+            if previous == identity:
+                self.done = self.completed()
+                if self.done:
+                    return f"resuming: {self.done} chunk(s) done by an earlier run"
+            elif any(self.path.glob("part-*.arrow")):  # another job's parts: not worth reading
                 note = f"starting over: the input or the options changed since the interrupted run in {self.path}"
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)

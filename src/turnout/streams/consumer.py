@@ -138,10 +138,6 @@ class ModelStream:
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
 
-    @property
-    def in_hand(self) -> int:
-        return len(self._in_hand)
-
     def start(self) -> None:
         self._writer = self._supervised(self._write_loop, "writer", through_stop=True)
         self._loops = [self._supervised(self._read_loop, "reader"), self._supervised(self._claim_loop, "claimer")]
