@@ -8,14 +8,20 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test models proto lint typecheck venv clean system-deps bench bench-shadow bench-stream bench-batch bench-cold-start bench-observability
+.PHONY: serve test models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-stream bench-batch bench-cold-start bench-observability bench-overload
 
-# The virtual environment, with turnout installed editable plus the dev tools.
-$(STAMP): pyproject.toml
+# The virtual environment, with turnout installed editable plus the dev tools, at the
+# versions in constraints.txt (the lock: what the tests passed with).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
+
+# Pin what the virtual environment holds now (after changing a dependency in pyproject.toml).
+lock: $(STAMP)
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 venv: $(STAMP)
 
@@ -74,6 +80,12 @@ bench-observability: $(STAMP)
 # The first request for a model out of memory (its section of BENCHMARKS.md).
 bench-cold-start: $(STAMP)
 	$(BIN)/python bench/cold_start.py $(COLD_START_ARGS)
+
+# Open-loop overload at 1x, 3x and 5x the closed-loop capacity: what is shed, how,
+# and what the admitted requests see (its section of BENCHMARKS.md).
+# OVERLOAD_ARGS='--config "NAME=SERVE FLAGS" ... --report BENCHMARKS.md' compares configurations.
+bench-overload: $(STAMP)
+	$(BIN)/python bench/overload.py $(OVERLOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
