@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 
+import hpack
 import pytest
 
 from turnout.transports.grpc import wire
@@ -71,3 +72,14 @@ def test_a_decompression_bomb_stops_at_the_limit() -> None:
 
 def test_messages_are_percent_encoded() -> None:
     assert wire.percent_encode("ok: 100% sûr\n") == "ok: 100%25 s%C3%BBr%0A"
+
+
+def test_status_messages_are_bounded() -> None:
+    """An error quoting a 4 KB method path answers with at most 512 bytes of it."""
+    head = wire.error_head(Status.UNIMPLEMENTED, "unknown method /" + "é" * 4000)
+    message = hpack.Decoder().decode(head)[-1]
+    assert message[0] == "grpc-message"
+    assert message[1].endswith("...") and len(message[1]) <= 3 * wire.MAX_MESSAGE_BYTES
+    assert wire.bounded("short") == "short"
+    cut = wire.bounded("x" * 600)
+    assert len(cut) == wire.MAX_MESSAGE_BYTES and cut.endswith("...")

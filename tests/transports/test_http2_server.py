@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 import hpack
@@ -17,44 +19,55 @@ import pytest
 
 from turnout.transports.grpc import wire
 from turnout.transports.http2 import frames as f
-from turnout.transports.http2.server import Http2Server, Reply, Request
+from turnout.transports.http2.server import Http2Server, Reply, Request, Screen, admit_all
 
 ECHO = "/test.Echo/Echo"
 SLOW = "/test.Echo/Slow"
+BIG = "/test.Echo/Big"
+BIG_REPLY = wire.frame(b"b" * (2 << 20))
 
 
 class EchoService:
-    """Answers a message with itself, as gRPC; ``Slow`` waits until cancelled or released."""
+    """Answers a message with itself, as gRPC; ``Slow`` waits until cancelled
+    or released (``running`` counts those waiting), ``Big`` answers 2 MiB."""
 
     def __init__(self) -> None:
         self.cancelled = asyncio.Event()
         self.release = asyncio.Event()
         self.bodies: list[bytes | None] = []
+        self.running = 0
 
     async def handle(self, request: Request) -> Reply:
         self.bodies.append(request.body)
         if request.body is None:
             return Reply(wire.error_head(wire.Status.RESOURCE_EXHAUSTED, "too large"))
-        if request.headers.get(":path") == SLOW:
+        path = request.headers.get(":path")
+        if path == BIG:
+            return Reply(wire.RESPONSE_HEAD, BIG_REPLY, wire.OK_TRAILERS)
+        if path == SLOW:
+            self.running += 1
             try:
                 await self.release.wait()
             except asyncio.CancelledError:
                 self.cancelled.set()
                 raise
+            finally:
+                self.running -= 1
         message = wire.unframe(request.body, request.headers.get("grpc-encoding"), 64 * 1024 * 1024)
         return Reply(wire.RESPONSE_HEAD, wire.frame(message), wire.OK_TRAILERS)
 
 
 @asynccontextmanager
 async def serving(
-    limit: int = 64 * 1024 * 1024, read_timeout: float = 30.0
+    limit: int = 64 * 1024 * 1024, read_timeout: float = 30.0, screen: Screen = admit_all, **options: Any
 ) -> AsyncIterator[tuple[int, EchoService, Http2Server]]:
+    """An echo server on a free port; ``options`` go to ``Http2Server`` (limits, gate, budget, ...)."""
     service = EchoService()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
     sock.setblocking(False)
-    server = Http2Server(service.handle, limit, read_timeout=read_timeout)
+    server = Http2Server(service.handle, limit, screen, read_timeout=read_timeout, **options)
     await server.start(sock)
     try:
         yield sock.getsockname()[1], service, server
@@ -130,13 +143,20 @@ class RawClient:
         self.headers: dict[str, str] = {}  # of the last HEADERS frame read
 
     @classmethod
-    async def connect(cls, port: int, window: int = 1 << 20, preface: bytes = f.PREFACE) -> RawClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def connect(
+        cls, port: int, window: int = 1 << 20, preface: bytes = f.PREFACE, tls: ssl.SSLContext | None = None
+    ) -> RawClient:
+        hostname = "localhost" if tls is not None else None
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname=hostname)
         writer.write(preface + f.settings({f.INITIAL_WINDOW_SIZE: window}))
         return cls(reader, writer)
 
-    def request(self, stream_id: int, path: str = ECHO, end_stream: bool = False) -> None:
+    def request(
+        self, stream_id: int, path: str = ECHO, end_stream: bool = False, fields: list[tuple[str, str]] | None = None
+    ) -> None:
+        """A gRPC request's HEADERS, or one of the given ``fields``."""
         block = self.encoder.encode(
+            fields if fields is not None else
             [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "x"),
              ("content-type", "application/grpc"), ("te", "trailers")]
         )  # fmt: skip
@@ -165,6 +185,28 @@ class RawClient:
                 self.headers = dict(self.decoder.decode(payload))
             if got == kind and (stream_id is None or sid == stream_id):
                 return flags, payload
+
+    async def goaway(self) -> int:
+        """Frames up to GOAWAY: its error code."""
+        _, payload = await self.until(f.GOAWAY)
+        return int(struct.unpack(">II", payload[:8])[1])
+
+    async def reset_code(self, stream_id: int) -> int:
+        _, payload = await self.until(f.RST_STREAM, stream_id)
+        return int(struct.unpack(">I", payload)[0])
+
+    async def closed(self, timeout: float = 5.0) -> bool:
+        """True once the server has closed the connection (what it sent before
+        is skipped); then the client closes its end too."""
+        try:
+            while await asyncio.wait_for(self.reader.read(65536), timeout):
+                pass
+        except TimeoutError:
+            return False
+        except ConnectionError:  # aborted: reset rather than closed
+            pass
+        self.writer.close()
+        return True
 
     def close(self) -> None:
         self.writer.close()
@@ -303,7 +345,7 @@ def test_a_screened_stream_is_refused_at_its_headers() -> None:
         sock.listen()
         sock.setblocking(False)
 
-        def screen(headers: dict[str, str]) -> Reply | None:
+        def screen(headers: dict[str, str], peer: str) -> Reply | None:
             if headers.get(":path") == SLOW:
                 return Reply(wire.error_head(wire.Status.UNIMPLEMENTED, "not here"))
             return None

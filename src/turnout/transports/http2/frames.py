@@ -46,6 +46,7 @@ FRAME_SIZE_ERROR = 0x6
 REFUSED_STREAM = 0x7
 CANCEL = 0x8
 COMPRESSION_ERROR = 0x9
+ENHANCE_YOUR_CALM = 0xB
 
 DEFAULT_WINDOW = 65_535
 DEFAULT_MAX_FRAME = 16_384
@@ -79,8 +80,13 @@ def rst_stream(stream_id: int, code: int) -> bytes:
     return frame(RST_STREAM, 0, stream_id, struct.pack(">I", code))
 
 
+# GOAWAY's debug data: a reason in words, never an echo of what the client sent
+MAX_GOAWAY_REASON = 256
+
+
 def goaway(last_stream_id: int, code: int, reason: str = "") -> bytes:
-    return frame(GOAWAY, 0, 0, struct.pack(">II", last_stream_id, code) + reason.encode("utf-8", "replace"))
+    debug = reason.encode("utf-8", "replace")[:MAX_GOAWAY_REASON]
+    return frame(GOAWAY, 0, 0, struct.pack(">II", last_stream_id, code) + debug)
 
 
 def data_frames(stream_id: int, body: bytes | memoryview, max_frame: int, end_stream: bool) -> bytes:
