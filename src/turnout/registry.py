@@ -105,6 +105,8 @@ class ModelRegistry:
         self._clock = clock
         self._allow_trusted = allow_trusted_models
         self._repository = repository
+        root = repository.root
+        self._root_prefixes = tuple(dict.fromkeys((f"{root}/", f"{root.resolve()}/")))  # cut from reasons shown
         self._metrics = metrics
         self._drain_seconds = drain_seconds
         self._models: dict[str, _Model] = {}
@@ -496,7 +498,7 @@ class ModelRegistry:
                 raise NotFound(f"model '{name}' has no version '{version[:40]}'")
             state, reason = model.states[number]
             raise Unavailable(
-                f"model '{name}' version {number} is {state.value.lower()}{_because(reason)}",
+                f"model '{name}' version {number} is {state.value.lower()}{_because(self._shown(reason))}",
                 retry_after=_retry_after(state),
             )
         default = self._default(name, model)
@@ -504,7 +506,7 @@ class ModelRegistry:
             if self._tracking:
                 self._residency.used(name, self._clock())
             return model.live[default]
-        reasons = "; ".join(dict.fromkeys(r for _, r in model.states.values() if r))
+        reasons = "; ".join(dict.fromkeys(self._shown(r) for _, r in model.states.values() if r))
         busy = next((s for s, _ in model.states.values() if _retry_after(s)), None)
         if busy and not reasons:
             reasons = busy.value.lower()
@@ -517,11 +519,21 @@ class ModelRegistry:
         return sorted(model.live) if model else []
 
     def index(self) -> list[IndexEntry]:
+        """Each model's and version's state, its reason with paths relative to
+        the repository root (the server's log keeps the absolute ones)."""
         entries = []
         for name in sorted(self._models):
             for version, (state, reason) in sorted(self._models[name].states.items(), key=lambda kv: kv[0] or 0):
-                entries.append(IndexEntry(name, "" if version is None else str(version), state, reason))
+                entries.append(IndexEntry(name, "" if version is None else str(version), state, self._shown(reason)))
         return entries
+
+    def _shown(self, reason: str) -> str:
+        """``reason`` for a client: where the repository lies on the server's
+        disk is not theirs to know (issue 15), so its root is cut from every
+        path, as given and as resolved (ONNX Runtime's messages may use either)."""
+        for prefix in self._root_prefixes:
+            reason = reason.replace(prefix, "")
+        return reason
 
     def known(self, name: str) -> bool:
         return name in self._models

@@ -4,14 +4,23 @@ access log's records with the documented fields."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
+import grpc
 import httpx
+import jwt
 import numpy as np
 
 from tests.integration.reference import diabetes_rows
 from tests.support import ServerProcess
+from turnout.security.keys import FileKeys, new_key
+from turnout.security.principal import Role
+from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
+from turnout.transports.grpc.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+
+JWT_SECRET = "log-test-secret-that-is-long-enough-for-hs256"
 
 
 def test_json_logs_and_the_access_log(example_repo: Path, log_dir: Path) -> None:
@@ -73,3 +82,67 @@ def test_a_payload_that_cannot_be_written_never_fails_the_request(tmp_path: Path
     payloads.close()
     (line,) = (tmp_path / "payloads.jsonl").read_text().splitlines()
     assert json.loads(line)["outputs"]["y"]["data"] == ["café", {"base64": "//4="}]  # bytes kept exactly
+
+
+def test_no_credential_reaches_any_log_at_debug_level(example_repo: Path, log_dir: Path) -> None:
+    """At --log-level debug the hpack library logged every decoded header,
+    ``authorization: Bearer <key>`` included (issue 15, item 8). Keys and
+    JWTs, good and bad, over REST and gRPC, on the inference and the admin
+    plane: afterwards neither the server's log nor the audit log holds one."""
+    audit, secret_file = log_dir / "audit.log", log_dir / "jwt.secret"
+    secret_file.write_text(JWT_SECRET)
+    server = ServerProcess(
+        example_repo,
+        "--log-level", "debug",
+        "--audit-log", str(audit),
+        "--jwt-secret-file", str(secret_file),
+        "--jwt-audience", "turnout",
+        log_dir=log_dir,
+        inference_auth=True,
+    )  # fmt: skip
+    record, key = new_key("log-test", [Role.INFER])
+    FileKeys(server.key_store).add(record)  # beside the admin key, before the server starts
+    _, unknown_key = new_key("never-stored", [Role.INFER])
+    now = int(time.time())
+    token = jwt.encode({"sub": "svc", "aud": "turnout", "exp": now + 600, "roles": ["infer"]}, JWT_SECRET)
+    forged = jwt.encode({"sub": "svc", "aud": "turnout", "exp": now + 600, "roles": ["admin"]}, "x" * 48)
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": [0.01] * 10}]}
+    message = pb.ModelInferRequest(model_name="diabetes")
+    message.inputs.add(name="input", datatype="FP32", shape=[1, 10]).contents.fp32_contents.extend([0.01] * 10)
+    credentials = {key: 200, token: 200, unknown_key: 401, forged: 401}
+    with server, httpx.Client(base_url=server.url) as client, grpc.insecure_channel(server.grpc_address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for credential, status in credentials.items():
+            answer = client.post(
+                "/v2/models/diabetes/infer", json=body, headers={"Authorization": f"Bearer {credential}"}
+            )
+            assert answer.status_code == status, answer.text
+            assert (
+                client.post("/v2/models/diabetes/infer", json=body, headers={"X-API-Key": credential}).status_code
+                == status
+            )
+            try:
+                stub.ModelInfer(message, metadata=(("authorization", f"Bearer {credential}"),), timeout=10)
+                assert status == 200
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAUTHENTICATED and status == 401
+        with server.admin_client() as admin:  # the admin plane, with its admin key
+            assert admin.post("/v2/repository/index", json={}).status_code == 200
+            assert admin.post("/v2/repository/models/diabetes/load", json={}).status_code == 200
+            refused = admin.post("/v2/repository/index", json={}, headers={"authorization": f"Bearer {unknown_key}"})
+            assert refused.status_code == 401
+        with grpc.insecure_channel(server.admin_address) as admin_channel:
+            admin_stub = pb_grpc.GRPCInferenceServiceStub(admin_channel)
+            admin_stub.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=tuple(server.admin_headers.items()))
+        with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=5) as raw:
+            raw.sendall(b"not http/2\r\n\r\n")  # turnout logs why it closes this at debug level
+            raw.recv(1024)
+    log = server.log()
+    assert " DEBUG " in log  # the level was on: a header dump would be there
+    secrets = [key, unknown_key, token, forged, server.admin_key]
+    secrets += [s.split("_", 2)[2] for s in (key, unknown_key, server.admin_key)]  # tnt_<id>_<secret>: the secret
+    secrets += [t.rsplit(".", 1)[1] for t in (token, forged)]  # a JWT's signature
+    for text, where in ((log, "the server log"), (audit.read_text(), "the audit log")):
+        assert "authenticate" in text or where == "the server log"
+        leaked = [s[:8] + "..." for s in secrets if s in text]  # (a few characters, to say which)
+        assert not leaked, f"credentials in {where}: {leaked}"

@@ -20,6 +20,8 @@ from turnout.errors import TurnoutError
 from turnout.protocol import raw, rest_codec
 from turnout.protocol.datatypes import DATATYPES
 from turnout.protocol.limits import InputLimits
+from turnout.streams.envelope import decode as decode_envelope
+from turnout.streams.envelope import open_envelope, request_id_of
 from turnout.transports.grpc import convert
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 
@@ -99,3 +101,47 @@ def test_grpc_decoder_on_near_valid_messages(
     framed = b"".join(struct.pack("<I", n) for n in lengths)  # BYTES length prefixes pointing anywhere
     message.raw_input_contents.extend([*raw_contents, framed][:1] if raw_contents or lengths else [])
     decodes_or_refuses(convert.decode_request, message, LIMITS)
+
+
+# The families of issue 15's fuzzer, at the decoder (tests/integration/test_fuzz_decoders.py
+# sends them to a real server): each placed where a value goes in a valid request.
+_SLOTS = [
+    b"@",
+    b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[@]}]}',
+    b'{"inputs":[{"name":"x","datatype":"INT64","shape":[1],"data":@}]}',
+    b'{"inputs":[{"name":"x","datatype":"FP32","shape":[@],"data":[1]}]}',
+    b'{"inputs":[{"name":@,"datatype":"FP32","shape":[1],"data":[1]}]}',
+    b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":@}}]}',
+    b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}],"parameters":{"k":@}}',
+    b'{"id":@,"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}',
+]
+NESTED = st.builds(
+    lambda depth, pair, inner: pair[0] * depth + inner + pair[1] * depth,
+    st.integers(1, 5000) | st.sampled_from([1023, 1024, 1025, 200_000]),
+    st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]),
+    st.sampled_from([b"", b"1", b'"s"']),
+)
+HUGE_NUMBERS = st.builds(
+    lambda sign, digits, tail: sign + b"9" * digits + tail,
+    st.sampled_from([b"", b"-"]),
+    st.integers(19, 4000),
+    st.sampled_from([b"", b".5", b"e400", b"e-400"]),
+)
+BAD_UTF8 = st.binary(min_size=1, max_size=8).filter(lambda b: max(b) >= 0x80).map(lambda b: b'"' + b + b'"')
+
+
+@settings(max_examples=200, deadline=None)
+@given(slot=st.sampled_from(_SLOTS), value=NESTED | HUGE_NUMBERS | BAD_UTF8, binary=st.none() | st.binary(max_size=16))
+def test_rest_decoder_on_the_hostile_families(slot: bytes, value: bytes, binary: bytes | None) -> None:
+    """Deep nesting, 4,000-digit numbers, invalid UTF-8: a request or the
+    client's error (simdjson's DEPTH_ERROR and BIGINT_ERROR, RuntimeErrors,
+    were 500s), in the plain body, in a binary extension's JSON header, and
+    in the orjson-parsed bodies (admin, stream envelopes)."""
+    body = slot.replace(b"@", value)
+    decodes_or_refuses(rest_codec.decode_request, body, None, "m", None, LIMITS)
+    if binary is not None:
+        decodes_or_refuses(rest_codec.decode_request, body + binary, len(body), "m", None, LIMITS)
+    decodes_or_refuses(rest_codec.parse_object, body)
+    envelope = open_envelope("1-0", {b"v": b"1", b"reply_to": b"r", b"request": body})
+    decodes_or_refuses(decode_envelope, envelope, "m", LIMITS)
+    request_id_of(envelope)  # never raises

@@ -9,9 +9,9 @@ import struct
 import orjson
 import pytest
 
-from turnout.errors import Code, PayloadTooLarge
+from turnout.errors import Code, InvalidRequest, PayloadTooLarge
 from turnout.protocol import rest_codec
-from turnout.protocol.limits import InputLimits
+from turnout.protocol.limits import InputLimits, shown
 from turnout.transports.grpc import convert
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 
@@ -61,3 +61,41 @@ def test_a_bytes_element_over_the_limit_is_refused_in_every_encoding() -> None:
         convert.decode_request(typed, LIMITS)
     ok = orjson.dumps({"inputs": [{"name": "t", "datatype": "BYTES", "shape": [1], "data": [short]}]})
     assert rest_codec.decode_request(ok, None, "m", None, LIMITS).inputs[0].data[0] == short.encode()
+
+
+def test_names_and_dimensions_are_bounded_before_any_message_repeats_them() -> None:
+    """A megabyte name was repeated in every error about its tensor."""
+    huge = "n" * 1_000_000
+    for body in (
+        {"inputs": [{"name": huge, "datatype": "FP32", "shape": [1], "data": [1]}]},
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], "outputs": [{"name": huge}]},
+    ):
+        with pytest.raises(InvalidRequest) as refused:
+            rest_codec.decode_request(orjson.dumps(body), None, "m", None)
+        assert "a name of 1000000 characters, over the limit of 1024" in refused.value.message
+    deep = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1] * 100_000, "data": [1]}]}
+    with pytest.raises(InvalidRequest, match="a shape of 100000 dimensions, over 64"):
+        rest_codec.decode_request(orjson.dumps(deep), None, "m", None)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("FP8", "'FP8'"),
+        (None, "None"),
+        (7, "7"),
+        ("x" * 100, "'" + "x" * 63 + "... (102 characters)"),
+        (10**4000, "a very large integer"),
+        ([[[]]], "a list"),
+        ({"a": 1}, "a dict"),
+    ],
+)
+def test_an_error_shows_a_bounded_part_of_a_value(value: object, text: str) -> None:
+    assert shown(value) == text
+
+
+def test_a_deeply_nested_datatype_is_refused_without_its_repr() -> None:
+    nested = b"[" * 1000 + b"]" * 1000  # repr() of it: RecursionError, a 500
+    body = b'{"inputs":[{"name":"x","datatype":' + nested + b',"shape":[1],"data":[1]}]}'
+    with pytest.raises(InvalidRequest, match="input 'x': unknown datatype a list"):
+        rest_codec.decode_request(body, None, "m", None)

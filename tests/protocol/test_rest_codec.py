@@ -263,6 +263,40 @@ def test_decode_rejects_malformed_json(body: bytes) -> None:
     assert rejected(body).startswith("malformed JSON: ")
 
 
+_INPUT = b'{"inputs":[{"name":"x","datatype":"INT64","shape":[1],"data":[%s]}]}'
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[" * 2000 + b"]" * 2000, "DEPTH_ERROR"),  # simdjson's RuntimeError: was a 500
+        (b'{"a":' * 1100 + b"1" + b"}" * 1100, "DEPTH_ERROR"),
+        (_INPUT % (b"9" * 4000), "BIGINT_ERROR"),  # a RuntimeError too
+        (_INPUT % b"-9223372036854775809", "BIGINT_ERROR"),
+        (_INPUT % b"1e400", "NUMBER_ERROR"),
+        (b'{"inputs":[{"name":"\xff"}]}', "UTF8_ERROR"),
+        (b'{"inputs":[{"name":"\\ud800"}]}', "STRING_ERROR"),
+    ],
+)
+def test_every_parser_failure_is_the_clients_error_with_the_reason(body: bytes, reason: str) -> None:
+    """Issue 15: 47 of 400 hostile bodies got 500, each a RuntimeError from the
+    parser; every way a parser refuses a body is a 400 saying why."""
+    message = rejected(body)
+    assert message.startswith("malformed JSON: ") and reason in message
+    assert len(message) < 200  # the reason, never the body
+    for part in (body, memoryview(body)):  # admin bodies, stream envelopes' ids: orjson, which reads
+        try:  # a 20-digit integer as a float, but refuses the rest
+            assert isinstance(rest_codec.parse_object(part), dict)
+        except InvalidRequest as exc:
+            assert exc.message.startswith("malformed JSON: ")
+
+
+def test_a_binary_extension_json_header_that_does_not_parse_is_the_clients_error() -> None:
+    header = b'{"inputs":[{"name":"x","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":' + b"9" * 30
+    body = header + b"}}]}" + b"\x00" * 8
+    assert "BIGINT_ERROR" in rejected(body, len(header) + 4)
+
+
 @pytest.mark.parametrize("document", [[], "inputs", 3, None])
 def test_decode_rejects_a_body_that_is_not_an_object(document: Any) -> None:
     assert rejected(json_body(document)) == "the request body must be a JSON object"

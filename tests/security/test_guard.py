@@ -149,3 +149,49 @@ def test_no_secret_reaches_the_audit_log_or_an_error(setup: tuple[Guard, dict[st
     for token in tokens.values():
         assert token.split("_", 2)[2][:10] not in text
     assert SECRET not in text
+
+
+def test_the_anonymous_rate_limit_counts_per_host_not_per_connection(
+    setup: tuple[Guard, dict[str, str], Path, Clock],
+) -> None:
+    guard, _, _, _ = setup
+    guard.inference_auth = False  # the limiter allows a burst of 3
+    for port in range(3):  # a new connection each time: a new port, the same host
+        guard.check(Caller(None, None, f"10.0.0.1:{40000 + port}"), Action.INFER, "m")
+    with pytest.raises(RateLimited):
+        guard.check(Caller(None, None, "10.0.0.1:40003"), Action.INFER, "m")
+    guard.check(Caller(None, None, "10.0.0.2:40000"), Action.INFER, "m")  # another host has its own
+    for port in range(3):
+        guard.check(Caller(None, None, f"::1:{port}"), Action.INFER, "m")
+    with pytest.raises(RateLimited):
+        guard.check(Caller(None, None, "::1:9"), Action.INFER, "m")
+
+
+def test_admit_at_the_door_then_check_the_model_without_counting_twice(
+    setup: tuple[Guard, dict[str, str], Path, Clock],
+) -> None:
+    guard, tokens, audit, _ = setup
+    with pytest.raises(Unauthenticated):
+        guard.admit(Caller(None, None, "x"), Action.INFER, "/ModelInfer")
+    assert audit_lines(audit)[-1]["result"] == "denied"
+    fraud = bearer(tokens["fraud-app"])
+    for _ in range(3):  # the burst of 3, spent at the door only
+        assert guard.admit(fraud, Action.INFER, "/ModelInfer").name == "fraud-app"
+        assert guard.check(fraud, Action.INFER, "fraud", counted=False).name == "fraud-app"
+    with pytest.raises(Forbidden):  # the model's allow list, known only from the body
+        guard.check(fraud, Action.INFER, "churn", counted=False)
+    with pytest.raises(RateLimited):
+        guard.admit(fraud, Action.INFER, "/ModelInfer")
+
+
+def test_the_admin_plane_guard_needs_credentials_in_demo_mode(
+    setup: tuple[Guard, dict[str, str], Path, Clock],
+) -> None:
+    guard, tokens, _, _ = setup
+    guard.inference_auth = False
+    strict = guard.requiring_credentials()
+    nobody = Caller(None, None, "127.0.0.1:1")
+    assert guard.check(nobody, Action.READ).name == "anonymous"
+    with pytest.raises(Unauthenticated):
+        strict.check(nobody, Action.READ)
+    assert strict.check(bearer(tokens["ops"]), Action.READ).name == "ops"

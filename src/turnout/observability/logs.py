@@ -21,6 +21,11 @@ import orjson
 ACCESS = logging.getLogger("turnout.access")
 # fields the access log puts on a record (as ``extra``); the JSON formatter writes them out
 ACCESS_FIELDS = ("request_id", "trace_id", "model", "version", "variant", "protocol", "status", "latency_ms")
+# Libraries whose debug records quote decoded headers, ``authorization: Bearer
+# <key or JWT>`` included (hpack: "Decoded ('authorization', ...)"): held at
+# WARNING whatever --log-level says, so a debug log holds no credential.
+HEADER_DUMPING_LOGGERS = ("hpack", "h2", "hyperframe")
+_MAX_ID_CHARS = 256  # of a request's id in its access record
 
 
 class JsonFormatter(logging.Formatter):
@@ -76,6 +81,8 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_Enqueue(records)]
     root.setLevel(level.upper())
+    for name in HEADER_DUMPING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def access(
@@ -91,6 +98,8 @@ def access(
     """One inference request, answered or refused (``seconds`` None: refused
     before it reached the data plane, as a body that does not decode)."""
     latency_ms = None if seconds is None else round(seconds * 1000, 3)
+    if request_id is not None and len(request_id) > _MAX_ID_CHARS:  # the client's own text, of any length
+        request_id = f"{request_id[:_MAX_ID_CHARS]}...[{len(request_id)} chars]"
     ACCESS.info(
         "%s %s v%s %s %s ms",
         protocol,

@@ -87,6 +87,16 @@ class Guard:
         # verified JWTs, until they expire: an RS256 check costs tens of µs
         self._jwt_cache: OrderedDict[str, tuple[_Identity, float]] = OrderedDict()
 
+    def requiring_credentials(self) -> Guard:
+        """This guard with inference authentication on, sharing its keys, JWT
+        verifier, rate limits and audit log: for the admin plane, where every
+        route but the health probes needs a credential, demo mode or not."""
+        if self.inference_auth:
+            return self
+        strict = Guard(self._keys, self._jwt, self._limiter, self._audit, True, self._clock)
+        strict._jwt_cache = self._jwt_cache
+        return strict
+
     def close(self) -> None:
         self._audit.close()
 
@@ -100,29 +110,52 @@ class Guard:
     def can_authenticate(self) -> bool:
         return self._keys is not None or self._jwt is not None
 
-    def check(self, caller: Caller, action: Action, model: str | None = None, target: str = "") -> Principal:
+    def check(
+        self, caller: Caller, action: Action, model: str | None = None, target: str = "", *, counted: bool = True
+    ) -> Principal:
         """The principal allowed to take ``action``, or a 401/403/429 error.
 
         Admin actions are audited here when refused; the admin API records
-        their outcome once it knows it (``audited``)."""
-        audited = action is Action.ADMIN
-        subject = model or target  # what the audit log names: the model, else the path or method
-        if not (audited or self.inference_auth):
-            identity = _Identity(ANONYMOUS, f"anonymous:{caller.source}", None)
-        else:
-            identity = self._authenticate(caller, action, subject)
+        their outcome once it knows it (``audited``). ``counted`` False: the
+        request was let in at the door already (``admit``, from its headers
+        alone, rate limit included); this check adds what the body tells
+        (the model of a gRPC call)."""
+        identity = self._identity(caller, action, model or target)
+        self._authorize(identity, caller, action, model, target)
+        if counted:
+            self._count(identity, caller, action, model or target)
+        return identity.principal
+
+    def admit(self, caller: Caller, action: Action, target: str = "") -> Principal:
+        """At the door, before a body is read: who is calling (401 if nobody
+        valid) and whether their rate allows another request (429). Roles and
+        allow lists that depend on the model are for ``check`` once the
+        model is known; a request let in here is checked with ``counted``
+        False."""
+        identity = self._identity(caller, action, target)
+        self._count(identity, caller, action, target)
+        return identity.principal
+
+    def _identity(self, caller: Caller, action: Action, subject: str) -> _Identity:
+        if action is not Action.ADMIN and not self.inference_auth:
+            # one bucket per client host: a new connection (a new port) is the same client
+            return _Identity(ANONYMOUS, f"anonymous:{_host(caller.source)}", None)
+        return self._authenticate(caller, action, subject)
+
+    def _authorize(self, identity: _Identity, caller: Caller, action: Action, model: str | None, target: str) -> None:
         try:
             authorize(identity.principal, action, model)
         except Forbidden as exc:
-            if audited:
-                self.record(identity.principal, action.value, subject, "denied", caller, exc.message)
+            if action is Action.ADMIN:
+                self.record(identity.principal, action.value, model or target, "denied", caller, exc.message)
             raise
+
+    def _count(self, identity: _Identity, caller: Caller, action: Action, subject: str) -> None:
         wait = self._limiter.check(identity.bucket, identity.rate)
         if wait > 0:
-            if audited:
+            if action is Action.ADMIN:
                 self.record(identity.principal, action.value, subject, "denied", caller, "rate limited")
             raise RateLimited(f"the request rate allowed to '{identity.principal.name}' is spent", retry_after=wait)
-        return identity.principal
 
     def record(
         self, principal: Principal | None, action: str, target: str, result: str, caller: Caller, detail: str = ""
@@ -171,6 +204,12 @@ class Guard:
         if len(self._jwt_cache) > _JWT_CACHE_SIZE:
             self._jwt_cache.popitem(last=False)
         return identity
+
+
+def _host(source: str) -> str:
+    """The host of a "host:port" address (IPv6 hosts keep their colons)."""
+    host, separator, _ = source.rpartition(":")
+    return host if separator else source
 
 
 def _token(caller: Caller) -> str:

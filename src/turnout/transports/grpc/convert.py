@@ -14,7 +14,7 @@ import numpy as np
 from turnout.errors import InvalidRequest
 from turnout.protocol import raw
 from turnout.protocol.datatypes import BYTES, check_integer_range, is_datatype, to_numpy
-from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
+from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits, shown
 from turnout.protocol.shapes import element_count, format_shape
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferInput, Parameters, RequestedOutput
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
@@ -74,12 +74,13 @@ def decode_request(
         name = tensor.name
         if not name:
             raise InvalidRequest(f"inputs[{position}] has no name")
+        limits.check_name(name, f"inputs[{position}]")
         if not is_datatype(tensor.datatype):
-            raise InvalidRequest(f"input '{name}': unknown datatype {tensor.datatype!r}")
+            raise InvalidRequest(f"input '{name}': unknown datatype {shown(tensor.datatype)}")
         shape = tuple(tensor.shape)
+        limits.check_shape(name, shape)  # first: at most 64 dimensions before a message repeats them
         if shape and min(shape) < 0:
             raise InvalidRequest(f"input '{name}': shape {format_shape(shape)} has a negative dimension")
-        limits.check_shape(name, shape)
         if raw_contents:
             if tensor.HasField("contents"):
                 raise InvalidRequest(f"input '{name}' has typed contents while raw_input_contents is used")
@@ -90,6 +91,8 @@ def decode_request(
             limits.check_bytes(name, map(len, data.reshape(-1)))
         inputs.append(InferInput(name, tensor.datatype, shape, data, decode_parameters(tensor.parameters)))
     requested = message.outputs
+    for position, output in enumerate(requested):
+        limits.check_name(output.name, f"outputs[{position}]")
     outputs = [RequestedOutput(o.name, decode_parameters(o.parameters)) for o in requested] if requested else None
     request = InferenceRequest(
         model_name=message.model_name,
