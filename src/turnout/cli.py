@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from turnout import __version__, batch_cli, lifecycle_cli, profile_cli, stream_cli, traffic_cli
+from turnout import __version__, batch_cli, lifecycle_cli, limits_cli, profile_cli, stream_cli, traffic_cli
 from turnout.errors import ConfigError
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
@@ -112,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log every inference request: request id, model, version, variant, protocol, status, latency",
     )
+    limits_cli.add_arguments(serve)
     security = serve.add_argument_group("security (see the README's Security section)")
     security.add_argument(
         "--no-inference-auth",
@@ -137,6 +138,15 @@ def _parser() -> argparse.ArgumentParser:
         help="requests per second per credential (burst default: the rate), unless its key sets its own",
     )
     security.add_argument("--audit-log", type=Path, default=None, help="append admin actions and auth failures here")
+    security.add_argument(
+        "--audit-log-max-bytes",
+        type=_positive_int,
+        default=64 << 20,
+        help="rotate the audit log before it passes this size (default 64 MiB)",
+    )
+    security.add_argument(
+        "--audit-log-keep", type=_positive_int, default=5, help="rotated audit logs kept, FILE.1 to FILE.N (default 5)"
+    )
     security.add_argument("--tls-cert", type=Path, default=None, help="serve TLS with this certificate (PEM)")
     security.add_argument("--tls-key", type=Path, default=None, help="the certificate's private key (PEM)")
     security.add_argument(
@@ -391,6 +401,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         security = _security_settings(args)
+        edge = limits_cli.edge_settings(args, args.request_read_timeout)
     except ValueError as exc:
         print(f"turnout: {exc}", file=sys.stderr)
         return 2
@@ -399,10 +410,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     settings = Settings(
         repository=args.repository,
-        http=HttpSettings(args.host, args.http_port, args.max_body_bytes, args.request_read_timeout),
+        http=HttpSettings(args.host, args.http_port, args.max_body_bytes),
         grpc=GrpcSettings(args.host, args.grpc_port, args.max_body_bytes),
         admin=AdminSettings(args.admin_host, None if args.no_admin else args.admin_port, args.admin_on_public_port),
         security=security,
+        edge=edge,
         limits=InputLimits(args.max_tensor_elements, args.max_bytes_element),
         routing=RoutingSettings(args.state_dir, args.shadow_queue, args.shadow_workers),
         lifecycle=LifecycleSettings(
@@ -469,6 +481,8 @@ def _security_settings(args: argparse.Namespace) -> SecuritySettings:
         jwt=jwt,
         rate_limit=args.rate_limit,
         audit_log=args.audit_log,
+        audit_max_bytes=args.audit_log_max_bytes,
+        audit_keep=args.audit_log_keep,
         tls=tls,
         allow_trusted_models=args.allow_trusted_models,
     )

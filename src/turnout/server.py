@@ -13,6 +13,7 @@ import contextlib
 import errno
 import functools
 import logging
+import resource
 import signal
 import socket
 import sqlite3
@@ -35,6 +36,10 @@ from turnout.observability.notifier import AlertNotifier
 from turnout.observability.payloads import PayloadLog
 from turnout.observability.shadow_metrics import register_shadow_metrics
 from turnout.observability.tracing import make_tracer
+from turnout.overload.admission import Admission
+from turnout.overload.budget import BodyBudget
+from turnout.overload.connections import Connections
+from turnout.overload.gate import Gate
 from turnout.protocol.types import InferenceRequest, InferenceResponse
 from turnout.registry import ModelRegistry, VersionsFailed
 from turnout.routing.feedback import FeedbackStore
@@ -48,10 +53,13 @@ from turnout.security.keys import KeyStore, open_backend
 from turnout.security.ratelimit import RateLimiter
 from turnout.security.tls import server_context
 from turnout.settings import SecuritySettings, Settings
+from turnout.transports.addresses import LISTEN_BACKLOG
 from turnout.transports.dual import DualServer
+from turnout.transports.grpc import wire
 from turnout.transports.grpc.service import InferenceService
-from turnout.transports.http2.server import Http2Server
-from turnout.transports.http_server import HttpServer
+from turnout.transports.grpc.wire import Status
+from turnout.transports.http import HttpServer
+from turnout.transports.http2.server import Http2Server, Reply
 from turnout.transports.lifecycle_rest import LifecycleRoutes
 from turnout.transports.planes import Plane
 from turnout.transports.rest import RestApi
@@ -154,6 +162,15 @@ class Server:
 
     async def serve(self) -> None:
         settings = self.settings
+        edge = settings.edge
+        descriptors = raise_open_file_limit()
+        # Below the open-file limit, with room for models, logs and the admin port:
+        # the connection limit, not EMFILE, is what a flood of connections meets.
+        max_connections = max(1, min(edge.max_connections, descriptors - 256))
+        self._public_connections = Connections(max_connections)
+        self._budget = BodyBudget(edge.max_buffered_body_bytes)
+        loop = asyncio.get_running_loop()
+        self._admission = Admission(edge.admission, loop)
         http_socket = bind_tcp(settings.http.host, settings.http.port, "HTTP")
         grpc_socket = bind_tcp(settings.grpc.host, settings.grpc.port, "gRPC")
         admin = settings.admin
@@ -161,10 +178,10 @@ class Server:
         grpc_server = self._grpc_server()
         http_server = self._http_server()
         admin_server = None if admin_socket is None else self._admin_server()
-        loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         try:
+            self._admission.start()
             await grpc_server.start(grpc_socket)
             await http_server.start(http_socket)
             if admin_server is not None:
@@ -207,6 +224,7 @@ class Server:
                 grpc_server.shutdown(grace),
                 *([] if admin_server is None else [admin_server.shutdown(grace)]),
             )
+            self._admission.close()
             if self.watcher is not None:
                 await self.watcher.close()
             if aliases is not None:
@@ -362,7 +380,16 @@ class Server:
             routes,
             self.tracer,
         )
-        return HttpServer(api.handle, limit, self._tls_context("http/1.1"), self.settings.http.read_timeout_seconds)
+        return HttpServer(
+            api.handle,
+            limit,
+            self._tls_context("http/1.1"),
+            limits=self.settings.edge.http,
+            screen=api.screen,
+            gate=self._gate(),
+            budget=self._budget,
+            connections=self._public_connections,
+        )
 
     def _grpc_server(self) -> Http2Server:
         size = self.settings.grpc.max_message_bytes
@@ -371,25 +398,63 @@ class Server:
             self.dataplane, size, self.guard, plane, self._admin_elsewhere(), self.settings.limits, self.tracer
         )
         # the body: the message and its 5-byte prefix
-        timeout = self.settings.http.read_timeout_seconds
-        return Http2Server(service.handle, size + 5, service.screen, self._tls_context("h2"), timeout)
+        return Http2Server(
+            service.handle,
+            size + 5,
+            service.screen,
+            self._tls_context("h2"),
+            limits=self.settings.edge.http2,
+            gate=self._gate(),
+            shed=self._shed_reply(),
+            budget=self._budget,
+            connections=self._public_connections,
+        )
+
+    def _gate(self) -> Gate:
+        return self._admission.gate
+
+    def _shed_reply(self) -> Reply:
+        """What a gRPC call refused at the door gets (the gate or the body budget)."""
+        retry = str(self.settings.edge.admission.retry_after)
+        head = wire.error_head(
+            Status.RESOURCE_EXHAUSTED, "the server is overloaded; retry later", (("retry-after", retry),)
+        )
+        return Reply(head)
 
     def _admin_server(self) -> DualServer:
-        """REST and gRPC on one port: the repository's load and unload, its index, health."""
+        """REST and gRPC on one port: the repository's load and unload, its index, health.
+        Never shed by admission control, with connections of its own: operators reach an
+        overloaded or flooded server."""
         http_limit, grpc_limit = self.settings.http.max_body_bytes, self.settings.grpc.max_message_bytes
+        guard = self.guard.requiring_credentials()  # reads here too, demo or not: only health is open
         api = RestApi(
             self.dataplane,
             self.metrics,
             http_limit,
-            self.guard,
+            guard,
             Plane.ADMIN,
             extra_routes=self._routing_routes.admin() + self._lifecycle_routes.admin(),
         )
-        service = InferenceService(self.dataplane, grpc_limit, self.guard, Plane.ADMIN)
+        service = InferenceService(self.dataplane, grpc_limit, guard, Plane.ADMIN)
+        edge = self.settings.edge
+        connections = Connections(min(edge.max_connections, 256))
         return DualServer(
-            HttpServer(api.handle, http_limit, read_timeout=self.settings.http.read_timeout_seconds),
+            HttpServer(
+                api.handle,
+                http_limit,
+                limits=edge.http,
+                screen=api.screen,
+                budget=self._budget,
+                connections=connections,
+            ),
             Http2Server(
-                service.handle, grpc_limit + 5, service.screen, read_timeout=self.settings.http.read_timeout_seconds
+                service.handle,
+                grpc_limit + 5,
+                service.screen,
+                limits=edge.http2,
+                shed=self._shed_reply(),
+                budget=self._budget,
+                connections=connections,
             ),
             self._tls_context("h2", "http/1.1"),
         )
@@ -418,10 +483,27 @@ def build_guard(security: SecuritySettings) -> Guard:
             "--jwt-public-key or --jwt-jwks), or serve a local demo with --no-inference-auth"
         )
     try:
-        audit: AuditLog | NoAudit = NoAudit() if security.audit_log is None else AuditLog(security.audit_log)
+        audit: AuditLog | NoAudit = (
+            NoAudit()
+            if security.audit_log is None
+            else AuditLog(security.audit_log, max_bytes=security.audit_max_bytes, keep=security.audit_keep)
+        )
     except OSError as exc:
         raise StartupError(f"cannot open the audit log {security.audit_log}: {exc.strerror}") from None
     return Guard(keys, verifier, RateLimiter(security.rate_limit), audit, security.inference_auth)
+
+
+def raise_open_file_limit() -> int:
+    """Every connection holds a file descriptor: take the hard limit for the
+    soft one (often 1,024 by default, which 1,100 silent connections
+    exhausted), and return the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def bind_tcp(host: str, port: int, what: str) -> socket.socket:
@@ -436,6 +518,6 @@ def bind_tcp(host: str, port: int, what: str) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(f"cannot listen for {what} on {host}:{port}: the port is already in use") from None
         raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock

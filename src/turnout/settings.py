@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from turnout.observability.tracing import TracingSettings
+from turnout.overload.admission import AdmissionSettings
 from turnout.protocol.limits import InputLimits
 from turnout.security.jwt_auth import JwtSettings
 from turnout.security.ratelimit import Rate
 from turnout.security.tls import TlsSettings
+from turnout.transports.http import HttpLimits
+from turnout.transports.http2.limits import Http2Limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +20,6 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 64 * 1024 * 1024
-    read_timeout_seconds: float = 30.0  # a request's first byte to its last
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,20 @@ class GrpcSettings:
     host: str = "127.0.0.1"
     port: int = 8081
     max_message_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    """What one client may cost the server, at every listener (the README's
+    Limits): connections (the longest-idle closed first when full), request
+    bodies held in memory by all connections together, each protocol's own
+    limits, and admission control for inference."""
+
+    max_connections: int = 4096  # per listener group: the public ports, and the admin port apart
+    max_buffered_body_bytes: int = 256 * 1024 * 1024
+    http: HttpLimits = field(default_factory=HttpLimits)
+    http2: Http2Limits = field(default_factory=Http2Limits)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +62,8 @@ class SecuritySettings:
     jwt: JwtSettings | None = None
     rate_limit: Rate | None = None  # per credential, when its key sets none
     audit_log: Path | None = None
+    audit_max_bytes: int = 64 << 20  # rotated (FILE.1 .. FILE.audit_keep) before it passes this
+    audit_keep: int = 5
     tls: TlsSettings | None = None  # for every listener
     # load models whose files run code when loaded, if their model.toml says trusted
     allow_trusted_models: bool = False
@@ -107,6 +125,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     limits: InputLimits = field(default_factory=InputLimits)
     routing: RoutingSettings = field(default_factory=RoutingSettings)

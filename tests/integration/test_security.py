@@ -236,6 +236,25 @@ def test_a_demo_without_inference_auth_says_so(server: ServerProcess) -> None:
     assert "inference authentication is OFF" in server.log()
 
 
+def test_the_admin_plane_needs_a_credential_even_in_a_demo(server: ServerProcess) -> None:
+    """--no-inference-auth opens the public ports only: the admin plane's reads need a credential."""
+    with httpx.Client(base_url=server.admin_url) as admin:
+        assert admin.get("/v2/health/live").status_code == 200
+        refused = admin.post("/v2/repository/index")
+        assert refused.status_code == 401, refused.text
+        assert admin.post("/v2/repository/index", headers=server.admin_headers).status_code == 200
+    with httpx.Client(base_url=server.url) as public:
+        assert public.post("/v2/repository/index").status_code == 200
+    grpc = grpcclient.InferenceServerClient(server.admin_address)
+    try:
+        with pytest.raises(InferenceServerException) as caught:
+            grpc.get_model_repository_index()
+        assert caught.value.status() == "StatusCode.UNAUTHENTICATED"
+        assert grpc.get_model_repository_index(headers=server.admin_headers) is not None
+    finally:
+        grpc.close()
+
+
 # ---------------------------------------------------------------- TLS
 
 

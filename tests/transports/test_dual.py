@@ -10,9 +10,10 @@ import socket
 import grpc
 import httpx
 
-from tests.transports.test_http2_server import ECHO, EchoService
+from tests.transports.test_http2_server import BIG, ECHO, EchoService, RawClient
 from turnout.transports.asgi import Response
 from turnout.transports.dual import DualServer
+from turnout.transports.http2 import frames as f
 from turnout.transports.http2.server import Http2Server
 from turnout.transports.http_server import HttpServer
 
@@ -46,6 +47,34 @@ def test_http1_and_grpc_share_one_port() -> None:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             assert head.startswith(b"HTTP/1.1 200")
             writer.close()
+        finally:
+            await server.shutdown(1.0)
+
+    asyncio.run(scenario())
+
+
+def test_an_http2_client_that_never_reads_is_paused_through_the_sniffer() -> None:
+    """The sniffer hands the connection over after its first bytes: the HTTP/2
+    protocol still stops reading a client that reads none of its replies."""
+
+    async def scenario() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.setblocking(False)
+        service = EchoService()
+        server = DualServer(HttpServer(http_handle, 1 << 20), Http2Server(service.handle, 1 << 20))
+        await server.start(sock)
+        try:
+            client = await RawClient.connect(sock.getsockname()[1], window=f.MAX_WINDOW)
+            client.send(f.window_update(0, f.MAX_WINDOW - f.DEFAULT_WINDOW))
+            for stream_id in range(1, 2 * 30, 2):
+                client.call(stream_id, b"", BIG)
+                if stream_id % 20 == 19:
+                    await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)
+            assert len(service.bodies) <= 12  # 2 MiB replies: the server stopped reading after the first ones
+            client.close()
         finally:
             await server.shutdown(1.0)
 

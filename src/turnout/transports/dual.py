@@ -12,11 +12,13 @@ sees it as if it had accepted it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from typing import Any
 
+from turnout.transports.addresses import LISTEN_BACKLOG
+from turnout.transports.http import HttpServer
 from turnout.transports.http2.server import Http2Server
-from turnout.transports.http_server import HttpServer
 
 _PREFACE_START = b"PRI "
 
@@ -27,9 +29,13 @@ class _Sniffer(asyncio.Protocol):
         self._http2 = http2
         self._transport: asyncio.Transport | None = None
         self._seen = b""
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        # A connection that never says which protocol it speaks is closed as
+        # a silent HTTP/1.1 one would be: until handed over, no server counts it.
+        self._timer = asyncio.get_running_loop().call_later(self._http.limits.head_timeout, transport.close)
 
     def data_received(self, data: bytes) -> None:
         self._seen += data
@@ -37,6 +43,7 @@ class _Sniffer(asyncio.Protocol):
             return  # too few bytes to tell yet
         transport = self._transport
         assert transport is not None
+        self._cancel_timer()
         chosen: asyncio.Protocol = (
             self._http2.protocol() if self._seen.startswith(_PREFACE_START) else self._http.protocol()
         )
@@ -47,6 +54,12 @@ class _Sniffer(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._cancel_timer()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class DualServer:
@@ -60,7 +73,8 @@ class DualServer:
 
     async def start(self, sock: Any) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Sniffer(self._http, self._http2), sock=sock, ssl=self._tls)
+        sniffer = functools.partial(_Sniffer, self._http, self._http2)
+        self._server = await loop.create_server(sniffer, sock=sock, ssl=self._tls, backlog=LISTEN_BACKLOG)
 
     async def shutdown(self, grace: float) -> None:
         if self._server is not None:

@@ -127,27 +127,50 @@ class RestApi:
         response = await self._dispatch(scope["method"], scope["path"], dict(scope["headers"]), receive, source)
         await response(send)
 
+    def screen(self, method: str, path: str, headers: dict[bytes, bytes], source: str) -> Response | None:
+        """For turnout's own HTTP server, at a request's headers, before any of
+        its body is read: an unknown route, a missing or invalid credential,
+        a role that may not, or a spent rate is answered now, so nobody
+        without a credential can make the server hold or inflate a body.
+        None: let the body come (``handle`` then skips the rate count)."""
+        route, params, known = self._router.match(method, path)
+        if route is None:
+            return _no_route(method, path, known)
+        action = route.action
+        if action is None or self._guard.open_to_anyone(action):
+            return None
+        try:
+            self._guard.check(Caller.from_http(headers, source), action, params.get("model"), path)
+        except TurnoutError as exc:
+            return error_response(exc)
+        return None
+
     async def handle(
         self, method: str, path: str, headers: dict[bytes, bytes], body: bytes | None, source: str = ""
     ) -> Response:
         """For turnout's own HTTP server, which has read the body already
-        (``None``: it passed the size limit and was dropped)."""
+        (``None``: it passed the size limit and was dropped), after ``screen``
+        let the request in."""
 
         async def receive() -> dict[str, Any]:
             if body is None:
                 raise PayloadTooLarge(f"the body exceeds the limit of {self._max_body_bytes} bytes")
             return {"type": "http.request", "body": body, "more_body": False}
 
-        return await self._dispatch(method, path, headers, receive, source)
+        return await self._dispatch(method, path, headers, receive, source, screened=True)
 
     async def _dispatch(
-        self, method: str, path: str, headers: dict[bytes, bytes], receive: Receive, source: str
+        self,
+        method: str,
+        path: str,
+        headers: dict[bytes, bytes],
+        receive: Receive,
+        source: str,
+        screened: bool = False,
     ) -> Response:
         route, params, known = self._router.match(method, path)
         if route is None:
-            if known:
-                return json_response({"error": f"{method} is not allowed on {path}"}, 405)
-            return json_response({"error": f"no such endpoint: {method} {path}"}, 404)
+            return _no_route(method, path, known)
         request = Request(method, path, headers, params, receive, source)
         try:
             action = route.action
@@ -157,7 +180,8 @@ class RestApi:
                     request.principal = ANONYMOUS
                 else:
                     caller = Caller.from_http(headers, source)
-                    request.principal = guard.check(caller, action, params.get("model"), path)
+                    model = params.get("model")
+                    request.principal = guard.check(caller, action, model, path, counted=not screened)
             return await route.handler(request)
         except TurnoutError as exc:
             return error_response(exc)
@@ -274,6 +298,13 @@ class RestApi:
 
     async def metrics(self, request: Request) -> Response:
         return Response(self._metrics.exposition(), content_type=METRICS_CONTENT_TYPE.encode())
+
+
+def _no_route(method: str, path: str, known: bool) -> Response:
+    shown = path if len(path) <= 200 else path[:200] + "..."  # never echo a client's input unbounded
+    if known:
+        return json_response({"error": f"{method[:20]} is not allowed on {shown}"}, 405)
+    return json_response({"error": f"no such endpoint: {method[:20]} {shown}"}, 404)
 
 
 def _header_length(request: Request) -> int | None:

@@ -142,13 +142,26 @@ class InferenceService:
             log.exception("unexpected error in a gRPC call")
             return Reply(wire.error_head(Status.INTERNAL, "internal error; the server log has the details"))
 
-    def screen(self, headers: dict[str, str]) -> Reply | None:
-        """Refuse a call by its headers alone, before its body arrives."""
+    def screen(self, headers: dict[str, str], peer: str) -> Reply | None:
+        """Refuse a call by its headers alone, before its body arrives: not
+        gRPC, an unknown method, no valid credential, or a spent rate. So
+        nobody without a credential can make the server hold or inflate a
+        message; roles that depend on the model are checked once the
+        message says which (``_handle``)."""
         path = headers.get(":path", "")
         if headers.get(":method") != "POST" or not headers.get("content-type", "").startswith(wire.CONTENT_TYPE):
             return Reply(wire.error_head(Status.INTERNAL, "a gRPC call is a POST with content-type application/grpc"))
-        if path not in self.methods:
-            return Reply(wire.error_head(Status.UNIMPLEMENTED, f"unknown method {path}"))
+        method = self.methods.get(path)
+        if method is None:
+            shown = path if len(path) <= 200 else path[:200] + "..."  # never echo a client's input unbounded
+            return Reply(wire.error_head(Status.UNIMPLEMENTED, f"unknown method {shown}"))
+        action = method.action
+        if action is None or self._guard.open_to_anyone(action):
+            return None
+        try:
+            self._guard.admit(Caller.from_headers(headers, peer), action, path)
+        except TurnoutError as exc:
+            return Reply(_error_head(exc))
         return None
 
     async def _handle(self, request: Request) -> Reply:
@@ -174,14 +187,12 @@ class InferenceService:
             if action is not None:
                 if self._guard.open_to_anyone(action):
                     principal = ANONYMOUS
-                else:
-                    principal = self._guard.check(caller, action, method.model_of(message), path)
+                else:  # admitted at the door (``screen``): counted against its rate there
+                    principal = self._guard.check(caller, action, method.model_of(message), path, counted=False)
             context = CallContext(remaining, caller, principal, headers)
             response = await method.call(message, context)
         except TurnoutError as exc:
-            retry_after = exc.retry_after_header()
-            metadata = (("retry-after", retry_after),) if retry_after is not None else ()
-            raise GrpcError(STATUS[exc.code], exc.message, metadata) from None
+            raise GrpcError(STATUS[exc.code], exc.message, _retry_metadata(exc)) from None
         trailers = wire.trailers(Status.OK, "", context.trailing) if context.trailing else wire.OK_TRAILERS
         return Reply(wire.RESPONSE_HEAD, wire.frame(response.SerializeToString()), trailers)
 
@@ -261,3 +272,12 @@ class InferenceService:
 
     async def admin_elsewhere(self, request: Any, context: CallContext) -> Any:
         raise Forbidden(admin_elsewhere_message(self._admin_elsewhere))
+
+
+def _retry_metadata(exc: TurnoutError) -> tuple[tuple[str, str], ...]:
+    retry_after = exc.retry_after_header()
+    return (("retry-after", retry_after),) if retry_after is not None else ()
+
+
+def _error_head(exc: TurnoutError) -> bytes:
+    return wire.error_head(STATUS[exc.code], exc.message, _retry_metadata(exc))
