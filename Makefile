@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-stream bench-batch bench-cold-start bench-observability bench-overload
+.PHONY: serve test models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-stream bench-batch bench-cold-start bench-observability bench-overload bench-attacks
 
 # The virtual environment, with turnout installed editable plus the dev tools, at the
 # versions in constraints.txt (the lock: what the tests passed with).
@@ -86,6 +86,10 @@ bench-cold-start: $(STAMP)
 # OVERLOAD_ARGS='--config "NAME=SERVE FLAGS" ... --report BENCHMARKS.md' compares configurations.
 bench-overload: $(STAMP)
 	$(BIN)/python bench/overload.py $(OVERLOAD_ARGS)
+
+# The attack tests of issue 15, run and tabulated (its section of BENCHMARKS.md).
+bench-attacks: $(STAMP)
+	$(BIN)/python bench/attacks.py --report BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
