@@ -36,6 +36,19 @@ def test_router_binds_parameters_and_tells_405_from_404() -> None:
     assert router.match("GET", "/v2/")[0] is _other
 
 
+def test_router_remembers_what_short_paths_matched_until_a_route_is_added() -> None:
+    router = Router()
+    router.add("POST", "/v2/models/{model}/infer", _handler)
+    first = router.match("POST", "/v2/models/m1/infer")
+    assert router.match("POST", "/v2/models/m1/infer") is first  # remembered, not scanned again
+    router.add("POST", "/v2/models/{model}/infer", _other)  # a new route forgets what matched
+    assert router.match("POST", "/v2/models/m1/infer")[0] is _other
+    for n in range(5000):  # a client making up paths: each still matched right
+        assert router.match("POST", f"/v2/models/m{n}/infer")[1] == {"model": f"m{n}"}
+    long = "/v2/models/" + "m" * 300 + "/infer"
+    assert router.match("POST", long) is not router.match("POST", long)  # too long to remember
+
+
 def _receiver(*chunks: bytes, disconnect: bool = False) -> Any:
     messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
     if disconnect:

@@ -83,6 +83,8 @@ class Response:
 
 Handler = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
+_REMEMBERED_PATHS = 1024
+_REMEMBERED_PATH_CHARS = 256
 
 
 @dataclass(slots=True)
@@ -92,8 +94,15 @@ class Router(Generic[T]):
     what it takes to call it."""
 
     _routes: list[tuple[tuple[str, ...], dict[str, T]]] = field(default_factory=list)
+    # What (method, path) matched, for short paths: a request is matched twice
+    # (at its headers by the screen, then by the handler), and the same few
+    # paths come again and again. Bounded: emptied when full, so paths a
+    # client makes up cost a scan, never memory. The parameters are shared:
+    # handlers only read them.
+    _found: dict[tuple[str, str], tuple[T | None, dict[str, str], bool]] = field(default_factory=dict)
 
     def add(self, method: str, pattern: str, handler: T) -> None:
+        self._found.clear()
         segments = tuple(pattern.strip("/").split("/"))
         for existing, methods in self._routes:
             if existing == segments:
@@ -104,6 +113,17 @@ class Router(Generic[T]):
     def match(self, method: str, path: str) -> tuple[T | None, dict[str, str], bool]:
         """(handler, parameters, path known): the handler is None when the path
         is unknown (404) or the method is not allowed on it (405)."""
+        key = (method, path)
+        found = self._found.get(key)
+        if found is None:
+            found = self._scan(method, path)
+            if len(path) <= _REMEMBERED_PATH_CHARS:
+                if len(self._found) >= _REMEMBERED_PATHS:
+                    self._found.clear()
+                self._found[key] = found
+        return found
+
+    def _scan(self, method: str, path: str) -> tuple[T | None, dict[str, str], bool]:
         parts = path.strip("/").split("/")
         known = False
         for segments, methods in self._routes:
