@@ -10,6 +10,14 @@ alternate the two, each a fresh server pinned to core 0 serving the example
 models, driven by ``turnout bench`` (this tree's) from core 1: breast_cancer,
 64 clients, over REST (JSON) and gRPC. Reported: the median throughput and
 p99 of the rounds, and this tree's throughput as a share of the base's.
+
+Closed-loop capacity on a shared VM moves by 10-20% between runs minutes
+apart, more than the differences worth knowing. So each round also runs the
+two servers *together*, both on core 0, each driven by its own closed loop
+(32 clients) from core 1: the core is shared, so the ratio of their
+throughputs is the inverse ratio of their CPU per request, and whatever
+slows the machine slows both at once. Its median over the rounds is the
+ratio to trust (an A/A run of one tree against itself: 0.99-1.01).
 """
 
 from __future__ import annotations
@@ -47,18 +55,24 @@ def pinned(argv: list[str], core: int) -> list[str]:
     return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else argv
 
 
+def load_command(server: ServerProcess, protocol: str, clients: int, duration: float, out: Path) -> list[str]:
+    """``turnout bench`` in a closed loop of ``clients`` against ``server``, results to ``out``, pinned to core 1."""
+    target = ["--url", server.url] if protocol == "rest" else ["--grpc-url", server.grpc_address, "--protocol", "grpc"]
+    argv = [str(BIN / "turnout"), "bench", "--model", MODEL, *target, "--concurrency", str(clients),
+            "--duration", str(duration), "--warmup", str(WARMUP), "--quiet", "--json", str(out)]  # fmt: skip
+    return pinned(argv, 1)
+
+
 def measure(repo: Path, source: Path, work: Path, protocol: str, duration: float) -> dict[str, float]:
     """One fresh server from ``source`` (a tree's src directory), one closed loop."""
     server = ServerProcess(repo, "--model-control", "explicit", log_dir=work)
     server.command = pinned(["env", f"PYTHONPATH={source}", *server.command], 0)
     out = work / f"{protocol}-{server.http_port}.json"
-    target = ["--url", server.url] if protocol == "rest" else ["--grpc-url", server.grpc_address, "--protocol", "grpc"]
-    argv = [str(BIN / "turnout"), "bench", "--model", MODEL, *target, "--concurrency", str(CLIENTS),
-            "--duration", str(duration), "--warmup", str(WARMUP), "--quiet", "--json", str(out)]  # fmt: skip
+    argv = load_command(server, protocol, CLIENTS, duration, out)
     with server:
         assert server.process is not None
         before = cpu_seconds(server.process.pid)
-        subprocess.run(pinned(argv, 1), check=True, capture_output=True)
+        subprocess.run(argv, check=True, capture_output=True)
         cpu = cpu_seconds(server.process.pid) - before
     point = json.loads(out.read_text())["results"][0]
     errors = sum(point["errors"].values())
@@ -67,6 +81,29 @@ def measure(repo: Path, source: Path, work: Path, protocol: str, duration: float
     requests = point["throughput"] * duration
     return {"throughput": point["throughput"], "p99": point["latency_ms"]["p99"], "errors": errors,
             "cpu_us": cpu / requests * 1e6 * duration / (duration + WARMUP)}  # fmt: skip
+
+
+def together(repo: Path, trees: dict[str, Path], work: Path, protocol: str, duration: float) -> dict[str, float]:
+    """Both trees' servers on core 0 at once, each with its own closed loop from core 1: throughputs."""
+    servers = {}
+    for name, source in trees.items():
+        server = ServerProcess(repo, "--model-control", "explicit", log_dir=work)
+        server.command = pinned(["env", f"PYTHONPATH={source}", *server.command], 0)
+        servers[name] = server
+    loads = {}
+    try:
+        for server in servers.values():
+            server.start()
+        for name, server in servers.items():
+            out = work / f"together-{protocol}-{server.http_port}.json"
+            argv = load_command(server, protocol, CLIENTS // 2, duration, out)
+            loads[name] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL), out)
+        for load, _ in loads.values():
+            load.wait()
+    finally:
+        for server in servers.values():
+            server.stop()
+    return {name: json.loads(out.read_text())["results"][0]["throughput"] for name, (_, out) in loads.items()}
 
 
 def main() -> None:
@@ -87,24 +124,29 @@ def main() -> None:
             build_models.build(repo)
             trees = {args.base: base_tree / "src", "this tree": ROOT / "src"}
             points: dict[tuple[str, str], list[dict[str, float]]] = {}
+            ratios: dict[str, list[float]] = {}
             for _ in range(args.rounds):
                 for protocol in protocols:
                     for name, source in trees.items():
                         point = measure(repo, source, work, protocol, args.duration)
                         print(name, protocol, point, flush=True)
                         points.setdefault((name, protocol), []).append(point)
+                    shared = together(repo, trees, work, protocol, args.duration)
+                    print("together", protocol, shared, flush=True)
+                    ratios.setdefault(protocol, []).append(shared["this tree"] / shared[args.base])
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, check=False)
     lines = [
         "## Capacity against an earlier commit",
         "",
         f"{MODEL}, {CLIENTS} clients in a closed loop (`turnout bench`), server on core 0, client on core 1, "
-        f"{args.rounds} alternating rounds of {args.duration:g} s, medians. "
+        f"{args.rounds} alternating rounds of {args.duration:g} s, medians; each round also runs both servers "
+        "together on core 0, 32 clients each (the ratio to trust: the machine's noise hits both at once). "
         f"`.venv/bin/python bench/capacity_ab.py --base {args.base} --report BENCHMARKS.md`.",
         "",
-        f"| protocol | {args.base} req/s | this tree req/s | ratio | {args.base} p99 ms | this tree p99 ms "
-        f"| {args.base} server µs/request | this tree server µs/request | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| protocol | {args.base} req/s | this tree req/s | ratio | ratio together (min-max) | {args.base} p99 ms "
+        f"| this tree p99 ms | {args.base} server µs/request | this tree server µs/request | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for protocol in protocols:
         base = points[(args.base, protocol)]
@@ -113,8 +155,10 @@ def main() -> None:
         bp, tp = (statistics.median(p["p99"] for p in side) for side in (base, this))
         bc, tc = (statistics.median(p["cpu_us"] for p in side) for side in (base, this))
         errors = sum(p["errors"] for p in base + this)
-        lines.append(f"| {protocol} | {b:,.0f} | {t:,.0f} | {t / b:.3f} | {bp:.1f} | {tp:.1f} | {bc:.0f} | {tc:.0f} "
-                     f"| {errors:.0f} |")  # fmt: skip
+        shared = ratios[protocol]
+        spread = f"{statistics.median(shared):.3f} ({min(shared):.3f}-{max(shared):.3f})"
+        lines.append(f"| {protocol} | {b:,.0f} | {t:,.0f} | {t / b:.3f} | {spread} | {bp:.1f} | {tp:.1f} | {bc:.0f} "
+                     f"| {tc:.0f} | {errors:.0f} |")  # fmt: skip
     text = "\n".join(lines) + "\n"
     print(text)
     if args.report is not None:

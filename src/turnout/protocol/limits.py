@@ -24,10 +24,13 @@ class InputLimits:
     # answer: a megabyte name made every such answer a megabyte.
     max_name_chars: int = 1024
 
-    def check_name(self, name: str, where: str) -> None:
-        """Before ``name`` is used in any message: ``where`` is e.g. "inputs[0]"."""
+    def check_name(self, name: str, kind: str, position: int) -> None:
+        """Before ``name`` is used in any message: the name of ``kind`` ("inputs",
+        "outputs") number ``position`` (the message is made only when it fails)."""
         if len(name) > self.max_name_chars:
-            raise InvalidRequest(f"{where}: a name of {len(name)} characters, over the limit of {self.max_name_chars}")
+            raise InvalidRequest(
+                f"{kind}[{position}]: a name of {len(name)} characters, over the limit of {self.max_name_chars}"
+            )
 
     def check_shape(self, name: str, shape: Sequence[int]) -> None:
         if len(shape) > MAX_DIMENSIONS:

@@ -145,7 +145,7 @@ def _decode_input(
     name = item.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidRequest(f"inputs[{position}] has no 'name'")
-    limits.check_name(name, f"inputs[{position}]")
+    limits.check_name(name, "inputs", position)
     datatype = item.get("datatype")
     if not isinstance(datatype, str) or not is_datatype(datatype):
         raise InvalidRequest(f"input '{name}': unknown datatype {shown(datatype)}")
@@ -192,7 +192,7 @@ def _decode_outputs(value: Any, limits: InputLimits) -> list[RequestedOutput] | 
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidRequest(f"outputs[{position}] must be an object with a 'name'")
         name = item["name"]
-        limits.check_name(name, f"outputs[{position}]")
+        limits.check_name(name, "outputs", position)
         parameters = _parameters(item.get("parameters"), f"output '{name}'")
         if not isinstance(parameters.get("binary_data", False), bool):
             raise InvalidRequest(f"output '{name}': binary_data must be true or false")

@@ -74,7 +74,7 @@ def decode_request(
         name = tensor.name
         if not name:
             raise InvalidRequest(f"inputs[{position}] has no name")
-        limits.check_name(name, f"inputs[{position}]")
+        limits.check_name(name, "inputs", position)
         if not is_datatype(tensor.datatype):
             raise InvalidRequest(f"input '{name}': unknown datatype {shown(tensor.datatype)}")
         shape = tuple(tensor.shape)
@@ -92,7 +92,7 @@ def decode_request(
         inputs.append(InferInput(name, tensor.datatype, shape, data, decode_parameters(tensor.parameters)))
     requested = message.outputs
     for position, output in enumerate(requested):
-        limits.check_name(output.name, f"outputs[{position}]")
+        limits.check_name(output.name, "outputs", position)
     outputs = [RequestedOutput(o.name, decode_parameters(o.parameters)) for o in requested] if requested else None
     request = InferenceRequest(
         model_name=message.model_name,
