@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from turnout import __version__, batch_cli, lifecycle_cli, limits_cli, profile_cli, stream_cli, traffic_cli
+from turnout.arguments import positive_int, seconds
 from turnout.errors import ConfigError
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
@@ -55,24 +56,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=_port, default=8080, help="REST port (default 8080)")
     serve.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (default 8081)")
     serve.add_argument(
-        "--max-body-bytes", type=_positive_int, default=64 * 1024 * 1024, help="largest request body or gRPC message"
+        "--max-body-bytes", type=positive_int, default=64 * 1024 * 1024, help="largest request body or gRPC message"
     )
     serve.add_argument(
         "--request-read-timeout",
-        type=_seconds,
+        type=seconds,
         default=30.0,
         help="seconds a request may take to arrive, first byte to last, before REST answers 408 and gRPC resets "
         "the stream (default 30)",
     )
     serve.add_argument(
         "--max-tensor-elements",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_LIMITS.max_tensor_elements,
         help=f"most elements in one input tensor (default {DEFAULT_LIMITS.max_tensor_elements})",
     )
     serve.add_argument(
         "--max-bytes-element",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_LIMITS.max_bytes_element,
         help=f"largest BYTES element, in bytes (default {DEFAULT_LIMITS.max_bytes_element})",
     )
@@ -82,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         help="report ready once loading is done even if some model failed",
     )
     serve.add_argument(
-        "--shutdown-grace", type=_seconds, default=30.0, help="seconds to finish requests on shutdown (default 30)"
+        "--shutdown-grace", type=seconds, default=30.0, help="seconds to finish requests on shutdown (default 30)"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
@@ -140,12 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     security.add_argument("--audit-log", type=Path, default=None, help="append admin actions and auth failures here")
     security.add_argument(
         "--audit-log-max-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=64 << 20,
         help="rotate the audit log before it passes this size (default 64 MiB)",
     )
     security.add_argument(
-        "--audit-log-keep", type=_positive_int, default=5, help="rotated audit logs kept, FILE.1 to FILE.N (default 5)"
+        "--audit-log-keep", type=positive_int, default=5, help="rotated audit logs kept, FILE.1 to FILE.N (default 5)"
     )
     security.add_argument("--tls-cert", type=Path, default=None, help="serve TLS with this certificate (PEM)")
     security.add_argument("--tls-key", type=Path, default=None, help="the certificate's private key (PEM)")
@@ -174,10 +175,10 @@ def _parser() -> argparse.ArgumentParser:
         "explicit: only through the repository API",
     )
     lifecycle.add_argument(
-        "--poll-interval", type=_seconds, default=2.0, help="seconds between repository scans (default 2)"
+        "--poll-interval", type=seconds, default=2.0, help="seconds between repository scans (default 2)"
     )
     lifecycle.add_argument(
-        "--max-loaded-models", type=_positive_int, default=None, help="at most this many models in memory (LRU out)"
+        "--max-loaded-models", type=positive_int, default=None, help="at most this many models in memory (LRU out)"
     )
     lifecycle.add_argument(
         "--memory-budget",
@@ -186,12 +187,12 @@ def _parser() -> argparse.ArgumentParser:
         help="at most this much model memory, e.g. 2G (estimated: artifact size x instances; LRU out)",
     )
     lifecycle.add_argument(
-        "--idle-unload", type=_seconds, default=None, help="unload a model unused this many seconds (scale to zero)"
+        "--idle-unload", type=seconds, default=None, help="unload a model unused this many seconds (scale to zero)"
     )
     lifecycle.add_argument("--lazy-load", action="store_true", help="load no model at start: each on its first request")
     lifecycle.add_argument(
         "--load-timeout",
-        type=_seconds,
+        type=seconds,
         default=60.0,
         help="how long a request for a model out of memory waits for it to load (default 60)",
     )
@@ -219,13 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     routing.add_argument(
         "--shadow-queue",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         help="shadow copies waiting to run; beyond this a copy is dropped and counted (default 1000)",
     )
-    routing.add_argument(
-        "--shadow-workers", type=_positive_int, default=2, help="shadow copies run at once (default 2)"
-    )
+    routing.add_argument("--shadow-workers", type=positive_int, default=2, help="shadow copies run at once (default 2)")
     streams = serve.add_argument_group("Redis Streams (see the README's Streams section)")
     streams.add_argument(
         "--stream",
@@ -240,13 +239,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     streams.add_argument(
         "--stream-max-deliveries",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         help="an entry that fails this many deliveries goes to the dead-letter stream (default 3)",
     )
     streams.add_argument(
         "--stream-claim-idle",
-        type=_seconds,
+        type=seconds,
         default=30.0,
         help="seconds an entry may stay unacknowledged before a live consumer takes it over (default 30)",
     )
@@ -275,7 +274,7 @@ def _parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="read the audit log").add_subparsers(title="audit commands")
     tail = audit.add_parser("tail", help="print the last events (and follow with -f)")
     tail.add_argument("log", type=Path, help="the audit log file")
-    tail.add_argument("-n", "--lines", type=_positive_int, default=20, help="how many (default 20)")
+    tail.add_argument("-n", "--lines", type=positive_int, default=20, help="how many (default 20)")
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing events as they are appended")
     tail.set_defaults(run=_audit_tail)
 
@@ -296,9 +295,9 @@ def _parser() -> argparse.ArgumentParser:
         "--concurrency", default="1,8,64", help="closed loop: comma-separated numbers of clients (default 1,8,64)"
     )
     bench.add_argument("--rate", default="", help="open loop: comma-separated requests per second (instead of clients)")
-    bench.add_argument("--duration", type=_seconds, default=5.0, help="seconds measured per point (default 5)")
-    bench.add_argument("--warmup", type=_seconds, default=1.0, help="seconds of unmeasured load first (default 1)")
-    bench.add_argument("--batch", type=_positive_int, default=1, help="rows per request for generated inputs")
+    bench.add_argument("--duration", type=seconds, default=5.0, help="seconds measured per point (default 5)")
+    bench.add_argument("--warmup", type=seconds, default=1.0, help="seconds of unmeasured load first (default 1)")
+    bench.add_argument("--batch", type=positive_int, default=1, help="rows per request for generated inputs")
     bench.add_argument("--input-file", type=Path, default=None, help="a V2 JSON request whose inputs to send")
     bench.add_argument("--json", dest="json_out", type=Path, default=None, help="write the results as JSON here")
     bench.add_argument("--plot", dest="plot_out", type=Path, default=None, help="write latency vs throughput (PNG)")
@@ -342,12 +341,6 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _positive_int(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
-
-
 def _header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip() or any(c in text for c in "\r\n"):
@@ -382,16 +375,6 @@ def _size(text: str) -> int:
     if not math.isfinite(value) or value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size of at least one byte")
     return int(value)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
-    return value
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from turnout.arguments import positive_int, positive_seconds
 from turnout.overload.admission import AdmissionSettings
 from turnout.settings import EdgeSettings
 from turnout.transports.http import HttpLimits
@@ -17,78 +18,62 @@ _HTTP2 = Http2Limits()
 _ADMISSION = AdmissionSettings()
 
 
-def _count(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
-
-
-def _duration(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("limits at the door (see the README's Limits)")
     group.add_argument(
         "--max-connections",
-        type=_count,
+        type=positive_int,
         default=_EDGE.max_connections,
         help="open connections on the public ports; when full the longest-idle one is closed "
         f"(default {_EDGE.max_connections})",
     )
     group.add_argument(
         "--max-buffered-bytes",
-        type=_count,
+        type=positive_int,
         default=_EDGE.max_buffered_body_bytes,
         help="request bodies held in memory by all connections together; past it 503 / RESOURCE_EXHAUSTED "
         f"(default {_EDGE.max_buffered_body_bytes})",
     )
     group.add_argument(
         "--max-header-bytes",
-        type=_count,
+        type=positive_int,
         default=_HTTP.max_head_bytes,
         help=f"a request's headers, HTTP/1.1 (431) and HTTP/2 (default {_HTTP.max_head_bytes})",
     )
     group.add_argument(
         "--max-headers",
-        type=_count,
+        type=positive_int,
         default=_HTTP.max_headers,
         help=f"header fields in one HTTP/1.1 request (431; default {_HTTP.max_headers})",
     )
     group.add_argument(
         "--head-timeout",
-        type=_duration,
+        type=positive_seconds,
         default=_HTTP.head_timeout,
         help="seconds for a request's line and headers to arrive (408), and for an HTTP/2 client's preface "
         f"(default {_HTTP.head_timeout:g})",
     )
     group.add_argument(
         "--keep-alive-timeout",
-        type=_duration,
+        type=positive_seconds,
         default=_HTTP.keep_alive_timeout,
         help=f"seconds an HTTP/1.1 connection may idle between requests (default {_HTTP.keep_alive_timeout:g})",
     )
     group.add_argument(
         "--idle-timeout",
-        type=_duration,
+        type=positive_seconds,
         default=_HTTP2.idle_timeout,
         help=f"seconds an HTTP/2 connection may have no open stream (default {_HTTP2.idle_timeout:g})",
     )
     group.add_argument(
         "--write-timeout",
-        type=_duration,
+        type=positive_seconds,
         default=_HTTP.write_timeout,
         help=f"seconds a client may leave answers unread before it is cut off (default {_HTTP.write_timeout:g})",
     )
     group.add_argument(
         "--max-concurrent-streams",
-        type=_count,
+        type=positive_int,
         default=_HTTP2.max_concurrent_streams,
         help=f"open streams on one HTTP/2 connection (default {_HTTP2.max_concurrent_streams})",
     )
@@ -99,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--admission-target",
-        type=_duration,
+        type=positive_seconds,
         default=_ADMISSION.target,
         help="seconds of queueing (event-loop lag and time in flight) before inference is shed with 503 / "
         f"RESOURCE_EXHAUSTED (default {_ADMISSION.target:g})",
