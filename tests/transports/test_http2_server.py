@@ -11,6 +11,7 @@ import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -19,6 +20,7 @@ import pytest
 
 from turnout.transports.grpc import wire
 from turnout.transports.http2 import frames as f
+from turnout.transports.http2.limits import Http2Limits
 from turnout.transports.http2.server import Http2Server, Reply, Request, Screen, admit_all
 
 ECHO = "/test.Echo/Echo"
@@ -67,7 +69,8 @@ async def serving(
     sock.bind(("127.0.0.1", 0))
     sock.listen()
     sock.setblocking(False)
-    server = Http2Server(service.handle, limit, screen, read_timeout=read_timeout, **options)
+    options["limits"] = replace(options.get("limits") or Http2Limits(), read_timeout=read_timeout)
+    server = Http2Server(service.handle, limit, screen, **options)
     await server.start(sock)
     try:
         yield sock.getsockname()[1], service, server

@@ -9,6 +9,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from turnout.overload.budget import BodyBudget
 from turnout.overload.connections import Connections
@@ -48,11 +49,11 @@ async def serving(
     sock.bind(("127.0.0.1", 0))
     sock.listen()
     sock.setblocking(False)
+    if read_timeout is not None:
+        limits = replace(limits or HttpLimits(), read_timeout=read_timeout)
     server = HttpServer(
         handle,
         limit,
-        None,
-        read_timeout,
         limits=limits,
         screen=screen,
         gate=gate,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import replace
 from typing import Any
 
 from turnout.overload.budget import BodyBudget
@@ -31,7 +30,6 @@ class HttpServer:
         handle: Handle,
         max_body_bytes: int,
         tls: ssl.SSLContext | None = None,
-        read_timeout: float | None = None,  # kept for callers that predate ``limits``; overrides its read_timeout
         *,
         limits: HttpLimits | None = None,
         screen: Screen = admit_all,
@@ -40,8 +38,6 @@ class HttpServer:
         connections: Connections | None = None,
     ) -> None:
         limits = limits or HttpLimits()
-        if read_timeout is not None:
-            limits = replace(limits, read_timeout=read_timeout)
         self._tls = tls
         self._protocols: set[HttpProtocol] = set()
         self._shared = Shared(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import replace
 from typing import Any
 
 from turnout.overload.budget import BodyBudget
@@ -43,7 +42,6 @@ class Http2Server:
         max_body_bytes: int,
         screen: Screen = admit_all,
         tls: ssl.SSLContext | None = None,
-        read_timeout: float | None = None,  # kept for callers that predate ``limits``; overrides its read_timeout
         *,
         limits: Http2Limits | None = None,
         gate: Gate | None = None,
@@ -52,8 +50,6 @@ class Http2Server:
         connections: Connections | None = None,
     ) -> None:
         limits = limits or Http2Limits()
-        if read_timeout is not None:
-            limits = replace(limits, read_timeout=read_timeout)
         self._tls = tls  # its ALPN must offer h2: gRPC clients insist
         self._protocols: set[Http2Protocol] = set()
         self._shared = Shared(
