@@ -58,6 +58,11 @@ class InputLimits:
 DEFAULT_LIMITS = InputLimits()
 
 
+def clipped(text: str, most: int = 200) -> str:
+    """A client's text (a path, say) as a message repeats it: never unbounded."""
+    return text if len(text) <= most else text[:most] + "..."
+
+
 def shown(value: object) -> str:
     """A client's value as an error message may repeat it: a string or a
     number cut to 64 characters, anything else by its type (a nested list's

@@ -16,7 +16,7 @@ from turnout.observability import tracing
 from turnout.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.observability.metrics import Metrics
 from turnout.observability.tracing import Tracer
-from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
+from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits, clipped
 from turnout.protocol.rest_codec import decode_request, dumps, encode_response, parse_object
 from turnout.security.guard import Caller, Guard
 from turnout.security.principal import ANONYMOUS, Action
@@ -301,7 +301,7 @@ class RestApi:
 
 
 def _no_route(method: str, path: str, known: bool) -> Response:
-    shown = path if len(path) <= 200 else path[:200] + "..."  # never echo a client's input unbounded
+    shown = clipped(path)
     if known:
         return json_response({"error": f"{method[:20]} is not allowed on {shown}"}, 405)
     return json_response({"error": f"no such endpoint: {method[:20]} {shown}"}, 404)

@@ -17,7 +17,7 @@ from turnout.dataplane import DataPlane
 from turnout.errors import Code, Forbidden, TurnoutError
 from turnout.observability import tracing
 from turnout.observability.tracing import Tracer
-from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits
+from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits, clipped
 from turnout.security.guard import Caller, Guard
 from turnout.security.principal import ANONYMOUS, Action, Principal
 from turnout.transports.grpc import convert, wire
@@ -153,8 +153,7 @@ class InferenceService:
             return Reply(wire.error_head(Status.INTERNAL, "a gRPC call is a POST with content-type application/grpc"))
         method = self.methods.get(path)
         if method is None:
-            shown = path if len(path) <= 200 else path[:200] + "..."  # never echo a client's input unbounded
-            return Reply(wire.error_head(Status.UNIMPLEMENTED, f"unknown method {shown}"))
+            return Reply(wire.error_head(Status.UNIMPLEMENTED, f"unknown method {clipped(path)}"))
         action = method.action
         if action is None or self._guard.open_to_anyone(action):
             return None
