@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-stream bench-batch bench-cold-start bench-observability bench-overload bench-attacks
+.PHONY: serve test models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-stream bench-batch bench-cold-start bench-observability bench-overload bench-attacks bench-door
 
 # The virtual environment, with turnout installed editable plus the dev tools, at the
 # versions in constraints.txt (the lock: what the tests passed with).
@@ -90,6 +90,11 @@ bench-overload: $(STAMP)
 # The attack tests of issue 15, run and tabulated (its section of BENCHMARKS.md).
 bench-attacks: $(STAMP)
 	$(BIN)/python bench/attacks.py --report BENCHMARKS.md
+
+# What a refusal at the door costs against an answer: turnout, a no-parsing floor,
+# HAProxy (needs wrk; HAProxy rows when haproxy is installed).
+bench-door: $(STAMP)
+	$(BIN)/python bench/door_cost.py --report BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

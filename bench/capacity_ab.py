@@ -1,7 +1,7 @@
 """Closed-loop capacity of this tree against an earlier commit, in one run.
 
     python bench/capacity_ab.py --base f2ff761 [--rounds 5] [--protocols rest,grpc] [--duration 8]
-                                 [--report BENCHMARKS.md]
+                                 [--together-client turnout|wrk] [--report BENCHMARKS.md]
 
 The earlier commit is checked out (``git worktree``) into a temporary
 directory and its server runs from there (``PYTHONPATH``) in this virtual
@@ -17,7 +17,9 @@ two servers *together*, both on core 0, each driven by its own closed loop
 (32 clients) from core 1: the core is shared, so the ratio of their
 throughputs is the inverse ratio of their CPU per request, and whatever
 slows the machine slows both at once. Its median over the rounds is the
-ratio to trust (an A/A run of one tree against itself: 0.99-1.01).
+ratio to trust (an A/A run of one tree against itself: 0.99-1.01). With
+``--together-client wrk`` those REST loops are ``wrk`` (C): two Python
+clients on one core can be the limit themselves, which blurs the ratio.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -40,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import build_models  # noqa: E402
+import door_cost  # noqa: E402
 import sections  # noqa: E402
 from open_loop import cpu_seconds  # noqa: E402
 
@@ -83,7 +87,9 @@ def measure(repo: Path, source: Path, work: Path, protocol: str, duration: float
             "cpu_us": cpu / requests * 1e6 * duration / (duration + WARMUP)}  # fmt: skip
 
 
-def together(repo: Path, trees: dict[str, Path], work: Path, protocol: str, duration: float) -> dict[str, float]:
+def together(
+    repo: Path, trees: dict[str, Path], work: Path, protocol: str, duration: float, client: str
+) -> dict[str, float]:
     """Both trees' servers on core 0 at once, each with its own closed loop from core 1: throughputs."""
     servers = {}
     for name, source in trees.items():
@@ -94,6 +100,8 @@ def together(repo: Path, trees: dict[str, Path], work: Path, protocol: str, dura
     try:
         for server in servers.values():
             server.start()
+        if client == "wrk" and protocol == "rest":
+            return together_wrk(servers, work, duration)
         for name, server in servers.items():
             out = work / f"together-{protocol}-{server.http_port}.json"
             argv = load_command(server, protocol, CLIENTS // 2, duration, out)
@@ -106,12 +114,41 @@ def together(repo: Path, trees: dict[str, Path], work: Path, protocol: str, dura
     return {name: json.loads(out.read_text())["results"][0]["throughput"] for name, (_, out) in loads.items()}
 
 
+def together_wrk(servers: dict[str, ServerProcess], work: Path, duration: float) -> dict[str, float]:
+    """``together`` with wrk as each server's closed loop: a client in C, so the
+    client core is never what limits either server."""
+    script = door_cost.post_script(next(iter(servers.values())), work)
+    urls = {name: f"{server.url}/v2/models/{MODEL}/infer" for name, server in servers.items()}
+    for url in urls.values():  # warm-up, both at once as measured
+        subprocess.run(pinned(["wrk", "-t1", "-c4", f"-d{WARMUP:g}s", "-s", str(script), url], 1), check=True,
+                       capture_output=True)  # fmt: skip
+    loads = {
+        name: subprocess.Popen(
+            pinned(["wrk", "-t1", f"-c{CLIENTS // 2}", f"-d{duration:g}s", "-s", str(script), url], 1),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name, url in urls.items()
+    }
+    rates = {}
+    for name, load in loads.items():
+        out, _ = load.communicate()
+        rates[name] = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, help="the earlier commit")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="rest,grpc (default both)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per point (default 8)")
+    parser.add_argument(
+        "--together-client",
+        choices=("turnout", "wrk"),
+        default="turnout",
+        help="the closed loops of the together runs over REST: turnout bench, or wrk (a client in C)",
+    )
     parser.add_argument("--report", type=Path, default=None, help="write the table as a section of this file")
     args = parser.parse_args()
     protocols = [p for p in args.protocols.split(",") if p]
@@ -131,7 +168,7 @@ def main() -> None:
                         point = measure(repo, source, work, protocol, args.duration)
                         print(name, protocol, point, flush=True)
                         points.setdefault((name, protocol), []).append(point)
-                    shared = together(repo, trees, work, protocol, args.duration)
+                    shared = together(repo, trees, work, protocol, args.duration, args.together_client)
                     print("together", protocol, shared, flush=True)
                     ratios.setdefault(protocol, []).append(shared["this tree"] / shared[args.base])
         finally:
@@ -141,8 +178,8 @@ def main() -> None:
         "",
         f"{MODEL}, {CLIENTS} clients in a closed loop (`turnout bench`), server on core 0, client on core 1, "
         f"{args.rounds} alternating rounds of {args.duration:g} s, medians; each round also runs both servers "
-        "together on core 0, 32 clients each (the ratio to trust: the machine's noise hits both at once). "
-        f"`.venv/bin/python bench/capacity_ab.py --base {args.base} --report BENCHMARKS.md`.",
+        f"together on core 0, 32 clients each ({together_client(args)}; the ratio to trust: the machine's noise "
+        f"hits both at once). `.venv/bin/python bench/capacity_ab.py {' '.join(map(shlex.quote, sys.argv[1:]))}`.",
         "",
         f"| protocol | {args.base} req/s | this tree req/s | ratio | ratio together (min-max) | {args.base} p99 ms "
         f"| this tree p99 ms | {args.base} server µs/request | this tree server µs/request | errors |",
@@ -163,6 +200,12 @@ def main() -> None:
     print(text)
     if args.report is not None:
         sections.put(args.report, "capacity-ab", text)
+
+
+def together_client(args: argparse.Namespace) -> str:
+    if args.together_client == "wrk":
+        return "REST loaded by `wrk`, gRPC by `turnout bench`"
+    return "loaded by `turnout bench`"
 
 
 if __name__ == "__main__":

@@ -169,9 +169,9 @@ class OpenLoop:
 async def open_loop(
     host: str, port: int, request: bytes, rate: float, warmup: float, duration: float, args: argparse.Namespace,
     pid: int, tally: Tally,
-) -> tuple[float, int, float]:  # fmt: skip
-    """Drive the load; answer when it stopped, the peak RSS seen and the
-    server's CPU (share of a core) while measuring."""
+) -> tuple[float, int, float, float]:  # fmt: skip
+    """Drive the load; answer when it stopped, the peak RSS seen, and the
+    server's and this client's CPU (shares of a core) while measuring."""
     client = OpenLoop(host, port, request, args.max_connections, tally)
     start = time.monotonic()
     client.record_from, client.record_until = start + warmup, start + warmup + duration
@@ -179,11 +179,11 @@ async def open_loop(
     interval = 1.0 / rate
     peak_rss, next_sample = rss_bytes(pid), start
     sent = 0
-    cpu: list[tuple[float, float]] = []  # (time, server CPU seconds) where measuring starts and ends
+    cpu: list[tuple[float, float, float]] = []  # (time, server's, client's CPU seconds) where measuring starts, ends
     while sent < total:
         now = time.monotonic()
         if len(cpu) < 2 and now >= (client.record_from, client.record_until)[len(cpu)]:
-            cpu.append((now, cpu_seconds(pid)))
+            cpu.append((now, cpu_seconds(pid), time.process_time()))
         while sent < total and start + sent * interval <= now:
             client.send(start + sent * interval)
             sent += 1
@@ -200,8 +200,10 @@ async def open_loop(
         peak_rss = max(peak_rss, rss_bytes(pid))
     client.close()
     if len(cpu) < 2:
-        cpu.append((time.monotonic(), cpu_seconds(pid)))
-    return stopped, peak_rss, (cpu[1][1] - cpu[0][1]) / max(cpu[1][0] - cpu[0][0], 1e-9)
+        cpu.append((time.monotonic(), cpu_seconds(pid), time.process_time()))
+    (began, server_began, client_began), (ended, server_ended, client_ended) = cpu
+    elapsed = max(ended - began, 1e-9)
+    return stopped, peak_rss, (server_ended - server_began) / elapsed, (client_ended - client_began) / elapsed
 
 
 def cpu_seconds(pid: int) -> float:

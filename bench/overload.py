@@ -1,10 +1,14 @@
 """Overload at the door: open-loop load at multiples of closed-loop capacity.
 
-    python bench/overload.py [--duration 10] [--multiples 1,3,5] [--config NAME=SERVE_ARGS ...] [--report BENCHMARKS.md]
+    python bench/overload.py [--duration 10] [--multiples 1,3,5] [--config NAME=SERVE_ARGS ...]
+                             [--haproxy NAME ...] [--report BENCHMARKS.md]
 
 Each configuration is a set of extra ``turnout serve`` arguments (default: one
 configuration, the server as it is). A server pinned to core 0 serves the
-example models; this script and its load run on core 1. For each configuration:
+example models; this script and its load run on core 1. A configuration named
+with ``--haproxy`` is loaded through HAProxy (deploy/haproxy/turnout.cfg, its
+door: a fixed in-flight limit and queue, 503 + Retry-After beyond) running on
+the server's core too. For each configuration:
 
 1. capacity: ``turnout bench`` on breast_cancer over REST in a closed loop, 64
    clients (throughput, p50, p99);
@@ -23,12 +27,12 @@ Reported per point: offered rate; 200s per second; shed answers (503/429) and
 how many lacked Retry-After; other statuses and connection errors; client
 timeouts; p50/p99 of the 200s and of the shed answers, timed from when each
 request was due (no coordinated omission); the server's RSS growth (peak
-during the load minus just before); its CPU (share of its one core while
-measuring: below ~95% on a saturated server, something else ran on its core,
-and the point is noise); and, 5 s after the load stops, a readiness probe and
-one inference on a new connection: "yes (N ms)" when both answer 200 within
-1 s. The client, in Python, sends up to about 30,000 requests a second from
-its core.
+during the load minus just before); its CPU (turnout's share of its core while
+measuring; HAProxy's is not counted); the client's CPU (near 100%, the client
+is the limit and the point says little about the server); and, 5 s after the
+load stops, a readiness probe and one inference on a new connection: "yes (N
+ms)" when both answer 200 within 1 s. The client, in Python, sends up to about
+30,000 requests a second from its core.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -59,7 +64,7 @@ import build_models  # noqa: E402  (examples/build_models.py)
 import sections  # noqa: E402
 from open_loop import CLIENT_TIMEOUT, Tally, open_loop, rss_bytes  # noqa: E402
 
-from tests.support import ServerProcess  # noqa: E402
+from tests.support import ServerProcess, free_port  # noqa: E402
 from turnout.bench import payloads  # noqa: E402
 
 MODEL = "breast_cancer"
@@ -71,6 +76,31 @@ SERVER_CORE, CLIENT_CORE = 0, 1
 # ---- the measurements ----
 
 
+class Front:
+    """HAProxy with deploy/haproxy/turnout.cfg in front of a server, on the server's core."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.port = free_port()
+        env = {**os.environ, "TURNOUT_DOOR": f"127.0.0.1:{self.port}", "TURNOUT_HTTP": f"127.0.0.1:{server.http_port}"}
+        argv = ["haproxy", "-f", str(ROOT / "deploy" / "haproxy" / "turnout.cfg"), "-db"]
+        if _pinning():
+            argv = ["taskset", "-c", str(SERVER_CORE), *argv]
+        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("HAProxy did not start") from None
+                time.sleep(0.05)  # polling a child process's port: there is no event to wait on
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
 def start_server(repo: Path, serve_args: list[str], work: Path) -> ServerProcess:
     server = ServerProcess(repo, "--model-control", "explicit", *serve_args, log_dir=work)
     if _pinning():
@@ -78,9 +108,10 @@ def start_server(repo: Path, serve_args: list[str], work: Path) -> ServerProcess
     return server.start()
 
 
-def capacity(server: ServerProcess, work: Path, duration: float) -> dict[str, float]:
+def capacity(server: ServerProcess, work: Path, duration: float, front: Front | None) -> dict[str, float]:
     out = work / f"capacity-{server.http_port}.json"
-    argv = [str(BIN / "turnout"), "bench", "--model", MODEL, "--url", server.url, "--quiet", "--json", str(out),
+    url = f"http://127.0.0.1:{front.port}" if front is not None else server.url
+    argv = [str(BIN / "turnout"), "bench", "--model", MODEL, "--url", url, "--quiet", "--json", str(out),
             "--concurrency", str(CLOSED_CLIENTS), "--duration", str(duration), "--warmup", "2"]  # fmt: skip
     subprocess.run(argv, check=True, capture_output=True)
     point = json.loads(out.read_text())["results"][0]
@@ -92,15 +123,16 @@ def capacity(server: ServerProcess, work: Path, duration: float) -> dict[str, fl
     }
 
 
-def overload(server: ServerProcess, rate: float, args: argparse.Namespace) -> dict[str, object]:
+def overload(server: ServerProcess, rate: float, args: argparse.Namespace, front: Front | None) -> dict[str, object]:
     infer = infer_request(server)
     assert server.process is not None
     pid = server.process.pid
     before = rss_bytes(pid)
     tally = Tally()
     run = _event_loop_runner()
-    stopped, peak, server_cpu = run(
-        open_loop("127.0.0.1", server.http_port, infer, rate, args.warmup, args.duration, args, pid, tally)
+    port = front.port if front is not None else server.http_port
+    stopped, peak, server_cpu, client_cpu = run(
+        open_loop("127.0.0.1", port, infer, rate, args.warmup, args.duration, args, pid, tally)
     )
     time.sleep(max(0.0, stopped + HEALTHY_AFTER - time.monotonic()))
     healthy = health(server)
@@ -119,6 +151,7 @@ def overload(server: ServerProcess, rate: float, args: argparse.Namespace) -> di
         "shed_p99": _percentile(tally.shed_ms, 99),
         "rss_growth_mb": (peak - before) / 2**20,
         "server_cpu": server_cpu,
+        "client_cpu": client_cpu,
         "healthy": healthy,
     }
 
@@ -190,8 +223,9 @@ def table(configs: list[str], results: dict[str, dict[str, object]], capacities:
     lines += [
         "",
         "| configuration | load | offered/s | 200/s | shed (503/429) | no Retry-After | timeouts | other "
-        "| 200 p50 ms | 200 p99 ms | shed p50 ms | shed p99 ms | RSS growth MB | server CPU | healthy 5 s after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| 200 p50 ms | 200 p99 ms | shed p50 ms | shed p99 ms | RSS growth MB | server CPU | client CPU "
+        "| healthy 5 s after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in configs:
         for multiple in args.multiples:
@@ -205,7 +239,7 @@ def table(configs: list[str], results: dict[str, dict[str, object]], capacities:
                 f"| {name} | {multiple:g}x | {r['offered']:,.0f} | {r['ok_per_s']:,.0f} | {r['shed']:,} | "
                 f"{r['shed_without_retry_after']} | {r['timeouts']:,} | {other_text or '-'} | "
                 f"{r['ok_p50']:.1f} | {r['ok_p99']:.1f} | {r['shed_p50']:.1f} | {r['shed_p99']:.1f} | "
-                f"{r['rss_growth_mb']:.0f} | {r['server_cpu']:.0%} | {r['healthy']} |"
+                f"{r['rss_growth_mb']:.0f} | {r['server_cpu']:.0%} | {r['client_cpu']:.0%} | {r['healthy']} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -222,6 +256,13 @@ def main() -> None:
         default=[],
         metavar="NAME=SERVE_ARGS",
         help="a configuration: a name and extra `turnout serve` arguments (repeatable; default: `default=`)",
+    )
+    parser.add_argument(
+        "--haproxy",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a configuration whose load goes through HAProxy (deploy/haproxy/turnout.cfg) on the server's core",
     )
     parser.add_argument("--capacity", type=float, default=None, help="the rate to multiply (default: measure)")
     parser.add_argument("--max-connections", type=int, default=1024, help="the open-loop client's (default 1024)")
@@ -244,12 +285,22 @@ def main() -> None:
     base: float | None = args.capacity
     for name, serve_args in configs.items():
         with start_server(repo, serve_args, work) as server:
-            capacities[name] = capacity(server, work, args.capacity_duration)
+            front = Front(server) if name in args.haproxy else None
+            try:
+                capacities[name] = capacity(server, work, args.capacity_duration, front)
+            finally:
+                if front is not None:
+                    front.close()
         print(name, "capacity", capacities[name], flush=True)
         base = base or capacities[name]["throughput"]
         for multiple in args.multiples:
             with start_server(repo, serve_args, work) as server:
-                result = overload(server, base * multiple, args)
+                front = Front(server) if name in args.haproxy else None
+                try:
+                    result = overload(server, base * multiple, args, front)
+                finally:
+                    if front is not None:
+                        front.close()
             results[f"{name}@{multiple:g}"] = result
             print(name, f"{multiple:g}x", result, flush=True)
     report = table(list(configs), results, capacities, args)

@@ -497,7 +497,9 @@ def test_a_client_that_does_not_read_is_not_read_either() -> None:
                 try:
                     sock.send(request)
                 except BlockingIOError:
-                    break
+                    break  # the server stopped reading: our send buffer and its receive buffer are full
+                except ConnectionResetError:
+                    break  # on a slow machine this loop outlasts write_timeout: the server gave up already
                 await asyncio.sleep(0.002)
             assert len(handled) <= 3, f"{len(handled)} answers of 4 MiB made for a client that reads none"
             await asyncio.sleep(1.0)  # past write_timeout: aborted
