@@ -43,7 +43,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import build_models  # noqa: E402  (examples/build_models.py)
+import door_cost  # noqa: E402
 import sections  # noqa: E402
 from open_loop import CLIENT_TIMEOUT, Tally, open_loop, rss_bytes  # noqa: E402
 
@@ -86,15 +86,7 @@ class Front:
         if _pinning():
             argv = ["taskset", "-c", str(SERVER_CORE), *argv]
         self.process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("HAProxy did not start") from None
-                time.sleep(0.05)  # polling a child process's port: there is no event to wait on
+        door_cost.wait_port(self.port)
 
     def close(self) -> None:
         self.process.terminate()
