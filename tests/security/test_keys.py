@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from turnout.security import keys
 from turnout.security.keys import FileKeys, KeyStore, SqliteKeys, new_key, open_backend, revoke, split_token
 from turnout.security.principal import Role
 
@@ -80,6 +81,26 @@ def test_revocation_by_another_process_takes_effect_within_the_refresh_interval(
     assert store.lookup(token) is not None  # not looked at yet
     clock.now = 1.0
     assert store.lookup(token) is None
+
+
+def test_a_proven_token_is_not_hashed_again_until_the_keys_reload(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record, token = new_key("app", [Role.INFER])
+    open_backend(store_path).add(record)
+    clock = Clock()
+    store = KeyStore(open_backend(store_path), refresh_seconds=1.0, clock=clock)
+    hashed = []
+    real = keys.matches
+    monkeypatch.setattr(keys, "matches", lambda r, secret: hashed.append(r.id) or real(r, secret))
+    wrong = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for _ in range(3):
+        assert store.lookup(token) is not None
+        assert store.lookup(wrong) is None  # a wrong secret is never remembered: hashed every time
+    assert len(hashed) == 1 + 3
+    revoke(open_backend(store_path), record.id)
+    clock.now = 1.0
+    assert store.lookup(token) is None  # the reload forgot what was proven
 
 
 def test_a_key_created_while_the_server_runs_is_accepted_without_a_restart(store_path: Path) -> None:

@@ -255,9 +255,22 @@ def revoke(backend: KeyBackend, key: str, now: datetime | None = None) -> KeyRec
 # ---------------------------------------------------------------- the server's view
 
 
+# Tokens proven since the keys were last loaded, at most this many: a token
+# enters only once its secret matched, so honest traffic needs one per key.
+_PROVEN_MAX = 4096
+
+
 class KeyStore:
     """The keys as the server checks them, refreshed from the backend when it
-    changes. Event-loop only: no lock."""
+    changes. Event-loop only: no lock.
+
+    A token whose secret matched is remembered until the keys are next
+    loaded, so a client's later requests cost a dictionary lookup rather than
+    a salted SHA-256 each (and a request checked at its headers, then again
+    once its model is known, pays for one). Only proven tokens are kept, and
+    all are forgotten when the store reloads, so a revoked key stops working
+    exactly as soon as without the cache (within ``refresh_seconds``).
+    """
 
     def __init__(
         self,
@@ -270,17 +283,24 @@ class KeyStore:
         self._clock = clock
         self._marker: object = backend.marker()
         self._records = {r.id: r for r in backend.load()}
+        self._proven: dict[str, KeyRecord] = {}
         self._checked = clock()
 
     def lookup(self, token: str) -> KeyRecord | None:
         """The live (not revoked) record ``token`` proves, or None."""
+        self._refresh()
+        record = self._proven.get(token)
+        if record is not None:
+            return record
         parts = split_token(token)
         if parts is None:
             return None
-        self._refresh()
         record = self._records.get(parts[0])
         if record is None or record.revoked is not None or not matches(record, parts[1]):
             return None
+        if len(self._proven) >= _PROVEN_MAX:
+            self._proven.clear()
+        self._proven[token] = record
         return record
 
     def _refresh(self) -> None:
@@ -293,6 +313,7 @@ class KeyStore:
             return
         try:
             self._records = {r.id: r for r in self._backend.load()}
+            self._proven = {}
         except (ValueError, sqlite3.Error) as exc:
             # A store caught mid-edit or broken keeps the last good keys rather
             # than locking every client out (or letting a revoked key back in).
