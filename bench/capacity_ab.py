@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -45,6 +43,7 @@ sys.path.insert(0, str(HERE))
 import build_models  # noqa: E402
 import door_cost  # noqa: E402
 import sections  # noqa: E402
+from door_cost import pinned  # noqa: E402
 from open_loop import cpu_seconds  # noqa: E402
 
 from tests.support import ServerProcess  # noqa: E402
@@ -53,10 +52,6 @@ MODEL = "breast_cancer"
 CLIENTS = 64
 PROTOCOLS = ("rest", "grpc")
 WARMUP = 2.0
-
-
-def pinned(argv: list[str], core: int) -> list[str]:
-    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else argv
 
 
 def load_command(server: ServerProcess, protocol: str, clients: int, duration: float, out: Path) -> list[str]:

@@ -15,10 +15,11 @@ REST (JSON, one row), for each number of keep-alive connections:
 - *floor*: a uvloop protocol that writes a canned 503 for every read, parsing
   nothing: what one read and one write cost on this kernel, the least any
   door on this core can cost;
-- with ``haproxy`` on the path: *HAProxy refusal* (an established proxy in C
-  answering 503 + Retry-After for every inference request, the replacement
-  issue 15 asks to measure) and *answer via HAProxy* (HAProxy forwarding to
-  turnout, both on core 0: what putting it in front costs capacity).
+- with ``haproxy`` on the path, the shipped deploy/haproxy/turnout.cfg:
+  *HAProxy refusal* (an established proxy in C answering 503 + Retry-After for
+  every inference request, the replacement issue 15 asks to measure) and
+  *answer via HAProxy* (HAProxy forwarding to turnout, both on core 0: what
+  putting it in front costs capacity).
 
 Reported per row: requests answered a second, the share refused, how busy
 the server's core was, its CPU per request (all processes on core 0, from
@@ -87,29 +88,8 @@ async def main():
 uvloop.run(main())
 """
 
-HAPROXY = """
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 30s
-frontend door
-    bind 127.0.0.1:{port}
-    acl inference path_end /infer
-{refusal}    default_backend turnout
-backend turnout
-    http-reuse always
-    server turnout 127.0.0.1:{upstream} maxconn 64
-"""
-REFUSAL = (
-    "    http-request return status 503 content-type application/json "
-    'string \'{"error":"the server is at capacity; retry later"}\' hdr retry-after 1 if inference\n'
-)
+# The shipped door: deploy/haproxy/turnout.cfg, configured by its environment.
+HAPROXY_CONFIG = ROOT / "deploy" / "haproxy" / "turnout.cfg"
 
 
 def pinned(argv: list[str], core: int) -> list[str]:
@@ -159,7 +139,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="turnout-door-"))
     repo = work / "models"
     build_models.build(repo)
-    haproxy = shutil.which("haproxy")
+    haproxy = shutil.which("haproxy") is not None
     rows: list[tuple[str, int, dict[str, float]]] = []
     # Answers at capacity: ANSWER_CONNECTIONS clients in a closed loop (more
     # would only queue, and the gate would shed them).
@@ -172,11 +152,10 @@ def main() -> None:
         rows.append(("answer", ANSWER_CONNECTIONS, measure(url, [server.process.pid], script, ANSWER_CONNECTIONS,
                                                            args.duration)))  # fmt: skip
         if haproxy:
-            port = free_port()
-            with haproxy_process(haproxy, work, port, server.http_port, refuse=False) as proxy:
-                front = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+            with HaproxyDoor(server.http_port) as door:
+                front = f"http://127.0.0.1:{door.port}/v2/models/{MODEL}/infer"
                 rows.append(("answer via HAProxy", ANSWER_CONNECTIONS,
-                             measure(front, [server.process.pid, proxy.pid], script, ANSWER_CONNECTIONS,
+                             measure(front, [server.process.pid, door.process.pid], script, ANSWER_CONNECTIONS,
                                      args.duration)))  # fmt: skip
     for connections in args.connections:
         shed = ServerProcess(repo, "--model-control", "explicit", log_dir=work)
@@ -197,13 +176,12 @@ def main() -> None:
             floor.terminate()
             floor.wait()
         if haproxy:
-            port = free_port()
-            with haproxy_process(haproxy, work, port, free_port(), refuse=True) as proxy:
-                url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+            with HaproxyDoor(free_port(), queue=0) as door:  # no turnout behind: every inference refused
+                url = f"http://127.0.0.1:{door.port}/v2/models/{MODEL}/infer"
                 rows.append(("refusal (HAProxy)", connections,
-                             measure(url, [proxy.pid], script, connections, args.duration)))  # fmt: skip
+                             measure(url, [door.process.pid], script, connections, args.duration)))  # fmt: skip
         print(connections, rows[-3:], flush=True)
-    report = table(rows, args, haproxy is not None)
+    report = table(rows, args, haproxy)
     print(report)
     if args.report is not None:
         sections.put(args.report, "door-cost", report)
@@ -222,17 +200,21 @@ def post_script(server: ServerProcess, work: Path) -> Path:
     return script
 
 
-class haproxy_process:  # noqa: N801  (a context manager used like a function)
-    def __init__(self, haproxy: str, work: Path, port: int, upstream: int, refuse: bool) -> None:
-        self.config = work / f"haproxy-{port}.cfg"
-        self.config.write_text(HAPROXY.format(port=port, upstream=upstream, refusal=REFUSAL if refuse else ""))
-        self.argv = pinned([haproxy, "-f", str(self.config), "-db"], SERVER_CORE)
-        self.port = port
+class HaproxyDoor:
+    """HAProxy with the shipped configuration in front of turnout's REST port,
+    pinned to the server's core. ``queue=0`` refuses every inference request
+    (the configuration refuses once its queue holds ``queue``)."""
 
-    def __enter__(self) -> subprocess.Popen[bytes]:
-        self.process = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def __init__(self, upstream: int, queue: int = 64) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "TURNOUT_DOOR": f"127.0.0.1:{self.port}", "TURNOUT_HTTP": f"127.0.0.1:{upstream}",
+                    "TURNOUT_QUEUE": str(queue)}  # fmt: skip
+
+    def __enter__(self) -> HaproxyDoor:
+        argv = pinned(["haproxy", "-f", str(HAPROXY_CONFIG), "-db"], SERVER_CORE)
+        self.process = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
-        return self.process
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
@@ -249,7 +231,12 @@ def table(rows: list[tuple[str, int, dict[str, float]]], args: argparse.Namespac
         f"{args.duration:g} s after {WARMUP:g} s of warm-up; CPU per request from /proc (all processes on the "
         "server's core). *Refusal (turnout's door)*: the real server with a gate that sheds every inference "
         "request; *floor*: a uvloop protocol writing a canned 503 per read, no parsing"
-        + ("; HAProxy 2.6, one thread, refusing every inference request or forwarding to turnout." if haproxy else ".")
+        + (
+            "; HAProxy 2.6 with deploy/haproxy/turnout.cfg (one thread), refusing every inference request or "
+            "forwarding to turnout."
+            if haproxy
+            else "."
+        )
         + f" `.venv/bin/python bench/door_cost.py --duration {args.duration:g} "
         f"--connections {','.join(map(str, args.connections))} --report BENCHMARKS.md`.",
         "",

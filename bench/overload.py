@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -64,7 +65,7 @@ import door_cost  # noqa: E402
 import sections  # noqa: E402
 from open_loop import CLIENT_TIMEOUT, Tally, open_loop, rss_bytes  # noqa: E402
 
-from tests.support import ServerProcess, free_port  # noqa: E402
+from tests.support import ServerProcess  # noqa: E402
 from turnout.bench import payloads  # noqa: E402
 
 MODEL = "breast_cancer"
@@ -76,33 +77,22 @@ SERVER_CORE, CLIENT_CORE = 0, 1
 # ---- the measurements ----
 
 
-class Front:
-    """HAProxy with deploy/haproxy/turnout.cfg in front of a server, on the server's core."""
-
-    def __init__(self, server: ServerProcess) -> None:
-        self.port = free_port()
-        env = {**os.environ, "TURNOUT_DOOR": f"127.0.0.1:{self.port}", "TURNOUT_HTTP": f"127.0.0.1:{server.http_port}"}
-        argv = ["haproxy", "-f", str(ROOT / "deploy" / "haproxy" / "turnout.cfg"), "-db"]
-        if _pinning():
-            argv = ["taskset", "-c", str(SERVER_CORE), *argv]
-        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        door_cost.wait_port(self.port)
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait()
-
-
 def start_server(repo: Path, serve_args: list[str], work: Path) -> ServerProcess:
     server = ServerProcess(repo, "--model-control", "explicit", *serve_args, log_dir=work)
-    if _pinning():
-        server.command = ["taskset", "-c", str(SERVER_CORE), *server.command]
+    server.command = door_cost.pinned(server.command, SERVER_CORE)
     return server.start()
 
 
-def capacity(server: ServerProcess, work: Path, duration: float, front: Front | None) -> dict[str, float]:
+def front(server: ServerProcess, behind_haproxy: bool) -> AbstractContextManager[door_cost.HaproxyDoor | None]:
+    """The door the load goes through: HAProxy on the server's core, or none."""
+    return door_cost.HaproxyDoor(server.http_port) if behind_haproxy else nullcontext()
+
+
+def capacity(
+    server: ServerProcess, work: Path, duration: float, door: door_cost.HaproxyDoor | None
+) -> dict[str, float]:
     out = work / f"capacity-{server.http_port}.json"
-    url = f"http://127.0.0.1:{front.port}" if front is not None else server.url
+    url = f"http://127.0.0.1:{door.port}" if door is not None else server.url
     argv = [str(BIN / "turnout"), "bench", "--model", MODEL, "--url", url, "--quiet", "--json", str(out),
             "--concurrency", str(CLOSED_CLIENTS), "--duration", str(duration), "--warmup", "2"]  # fmt: skip
     subprocess.run(argv, check=True, capture_output=True)
@@ -115,14 +105,16 @@ def capacity(server: ServerProcess, work: Path, duration: float, front: Front | 
     }
 
 
-def overload(server: ServerProcess, rate: float, args: argparse.Namespace, front: Front | None) -> dict[str, object]:
+def overload(
+    server: ServerProcess, rate: float, args: argparse.Namespace, door: door_cost.HaproxyDoor | None
+) -> dict[str, object]:
     infer = infer_request(server)
     assert server.process is not None
     pid = server.process.pid
     before = rss_bytes(pid)
     tally = Tally()
     run = _event_loop_runner()
-    port = front.port if front is not None else server.http_port
+    port = door.port if door is not None else server.http_port
     stopped, peak, server_cpu, client_cpu = run(
         open_loop("127.0.0.1", port, infer, rate, args.warmup, args.duration, args, pid, tally)
     )
@@ -276,23 +268,13 @@ def main() -> None:
     results: dict[str, dict[str, object]] = {}
     base: float | None = args.capacity
     for name, serve_args in configs.items():
-        with start_server(repo, serve_args, work) as server:
-            front = Front(server) if name in args.haproxy else None
-            try:
-                capacities[name] = capacity(server, work, args.capacity_duration, front)
-            finally:
-                if front is not None:
-                    front.close()
+        with start_server(repo, serve_args, work) as server, front(server, name in args.haproxy) as door:
+            capacities[name] = capacity(server, work, args.capacity_duration, door)
         print(name, "capacity", capacities[name], flush=True)
         base = base or capacities[name]["throughput"]
         for multiple in args.multiples:
-            with start_server(repo, serve_args, work) as server:
-                front = Front(server) if name in args.haproxy else None
-                try:
-                    result = overload(server, base * multiple, args, front)
-                finally:
-                    if front is not None:
-                        front.close()
+            with start_server(repo, serve_args, work) as server, front(server, name in args.haproxy) as door:
+                result = overload(server, base * multiple, args, door)
             results[f"{name}@{multiple:g}"] = result
             print(name, f"{multiple:g}x", result, flush=True)
     report = table(list(configs), results, capacities, args)
