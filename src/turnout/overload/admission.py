@@ -119,20 +119,30 @@ class AdmissionSettings:
             raise ValueError(f"Retry-After must be at least 1 s, got {self.retry_after}")
 
 
+_new = object.__new__
+
+
 class _Ticket:
-    """One admitted inference request; ``leave`` gives its place back once."""
+    """One admitted inference request; ``leave`` gives its place back once.
+
+    Made and given back on every inference request's path, so neither calls
+    further: the gate fills the slots itself (no ``__init__``) and ``leave``
+    does the gate's accounting in place."""
 
     __slots__ = ("_entered", "_gate")
 
-    def __init__(self, gate: AdmissionGate, entered: float) -> None:
-        self._gate: AdmissionGate | None = gate
-        self._entered = entered
+    _gate: AdmissionGate | None
+    _entered: float
 
     def leave(self) -> None:
         gate = self._gate
         if gate is not None:
             self._gate = None
-            gate._left(self._entered)
+            gate._in_flight -= 1
+            gate._done += 1
+            sojourn = gate._clock() - self._entered
+            if sojourn < gate._sojourn_min:
+                gate._sojourn_min = sojourn
 
 
 class AdmissionGate:
@@ -181,14 +191,10 @@ class AdmissionGate:
             self._shed += 1
             return None
         self._in_flight += 1
-        return _Ticket(self, self._clock())
-
-    def _left(self, entered: float) -> None:
-        self._in_flight -= 1
-        self._done += 1
-        sojourn = self._clock() - entered
-        if sojourn < self._sojourn_min:
-            self._sojourn_min = sojourn
+        ticket = _new(_Ticket)
+        ticket._gate = self
+        ticket._entered = self._clock()
+        return ticket
 
     def observe(self, now: float, lag: float) -> None:
         """One lag sample taken at ``now`` (seconds, the gate's clock); the law runs once a window."""

@@ -7,6 +7,11 @@ that never sent a byte), as a busy proxy would; only when every connection
 is busy is the new one refused. So silent connections cannot lock clients
 out, and the process stays well under its open-file limit.
 
+A connection turns busy and idle with every request, so on that path it
+changes ``idle`` itself, without a call: ``idle.pop(self, None)`` when a
+request begins, ``idle[self] = None`` when it waits for the next (the
+newest idle). ``busy`` and ``idle_again`` do the same in a call.
+
 Event-loop only: no lock.
 """
 
@@ -20,40 +25,39 @@ class Closable(Protocol):
 
 
 class Connections:
-    __slots__ = ("_busy", "_idle", "limit")
+    __slots__ = ("_open", "idle", "limit")
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"a connection limit needs at least 1, got {limit}")
         self.limit = limit
-        self._idle: dict[Closable, None] = {}  # insertion order: longest idle first
-        self._busy: set[Closable] = set()
+        self._open: set[Closable] = set()
+        self.idle: dict[Closable, None] = {}  # insertion order: longest idle first
 
     def __len__(self) -> int:
-        return len(self._idle) + len(self._busy)
+        return len(self._open)
 
     def open(self, connection: Closable) -> bool:
         """Count a new connection, idle. False: refused (full, none idle to close)."""
-        while len(self) >= self.limit:
-            if not self._idle:
+        while len(self._open) >= self.limit:
+            if not self.idle:
                 return False
-            oldest = next(iter(self._idle))
-            del self._idle[oldest]
+            oldest = next(iter(self.idle))
+            self.closed(oldest)  # counted out now: its close may take a loop turn
             oldest.close()
-        self._idle[connection] = None
+        self._open.add(connection)
+        self.idle[connection] = None
         return True
 
     def busy(self, connection: Closable) -> None:
         """The connection has a request in progress: never closed to make room."""
-        if self._idle.pop(connection, 0) is None:
-            self._busy.add(connection)
+        self.idle.pop(connection, None)
 
-    def idle(self, connection: Closable) -> None:
+    def idle_again(self, connection: Closable) -> None:
         """The connection waits for its next request (the newest idle)."""
-        if connection in self._busy:
-            self._busy.discard(connection)
-            self._idle[connection] = None
+        if connection in self._open:
+            self.idle[connection] = None
 
     def closed(self, connection: Closable) -> None:
-        self._idle.pop(connection, None)
-        self._busy.discard(connection)
+        self.idle.pop(connection, None)
+        self._open.discard(connection)

@@ -30,6 +30,9 @@ class Request:
     receive: Receive
     source: str = ""  # the client's address, "host:port"
     principal: Principal | None = None  # who the guard let in; None on open routes
+    # the whole body, when the server read it before the handler (turnout's
+    # own HTTP server): ``receive`` is then not called
+    preread: bytes | None = None
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -41,6 +44,21 @@ class Request:
         declared = self.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and len(declared) < 19 and int(declared) > limit:
             raise PayloadTooLarge(f"the body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+        body = self.preread
+        if body is None:
+            body = await self._received(limit)
+        elif len(body) > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        if b"content-encoding" not in self.headers:
+            return body
+        encoding = self.headers[b"content-encoding"].lower()
+        if encoding in (b"gzip", b"deflate"):
+            return _decompress(body, encoding.decode(), limit)
+        if encoding != b"identity":
+            raise InvalidRequest(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}; use gzip or deflate")
+        return body
+
+    async def _received(self, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -55,13 +73,7 @@ class Request:
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = self.headers.get(b"content-encoding", b"identity").lower()
-        if encoding in (b"gzip", b"deflate"):
-            return _decompress(body, encoding.decode(), limit)
-        if encoding != b"identity":
-            raise InvalidRequest(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}; use gzip or deflate")
-        return body
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,12 +152,10 @@ class RestApi:
         (``None``: it passed the size limit and was dropped), after ``screen``
         let the request in."""
 
-        async def receive() -> dict[str, Any]:
-            if body is None:
-                raise PayloadTooLarge(f"the body exceeds the limit of {self._max_body_bytes} bytes")
-            return {"type": "http.request", "body": body, "more_body": False}
+        async def too_large() -> dict[str, Any]:
+            raise PayloadTooLarge(f"the body exceeds the limit of {self._max_body_bytes} bytes")
 
-        return await self._dispatch(method, path, headers, receive, source, screened=True)
+        return await self._dispatch(method, path, headers, too_large, source, screened=True, preread=body)
 
     async def _dispatch(
         self,
@@ -167,11 +165,12 @@ class RestApi:
         receive: Receive,
         source: str,
         screened: bool = False,
+        preread: bytes | None = None,
     ) -> Response:
         route, params, known = self._router.match(method, path)
         if route is None:
             return _no_route(method, path, known)
-        request = Request(method, path, headers, params, receive, source)
+        request = Request(method, path, headers, params, receive, source, preread=preread)
         try:
             action = route.action
             if action is not None:

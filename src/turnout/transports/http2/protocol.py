@@ -593,7 +593,7 @@ class Http2Protocol(asyncio.Protocol):
             self.idle.set()
             self._idle_since = time.monotonic()
             if self._shared.connections is not None:
-                self._shared.connections.idle(self)
+                self._shared.connections.idle_again(self)
             self._close_if_done()
 
     def _reset(self, stream_id: int, code: int) -> None:
