@@ -172,14 +172,7 @@ async def _factory(settings: BenchSettings, tensors: payloads.Tensors) -> Sender
 
 
 def _grpc_factory(settings: BenchSettings, tensors: payloads.Tensors) -> SenderFactory:
-    from turnout.protocol import raw
-    from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
-
-    request = pb.ModelInferRequest(model_name=settings.model, model_version=settings.version or "")
-    for name, (datatype, array) in tensors.items():
-        request.inputs.add(name=name, datatype=datatype, shape=array.shape)
-        request.raw_input_contents.append(raw.encode(array, datatype))
-    message = request.SerializeToString()
+    message = payloads.grpc_message(settings.model, settings.version or "", tensors)
     target = GrpcTarget(settings.grpc_url, settings.headers)
     header_block = target.header_block("/inference.GRPCInferenceService/ModelInfer")
     # a few HTTP/2 connections, shared round-robin by the clients, as gRPC channels would be

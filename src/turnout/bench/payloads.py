@@ -66,6 +66,17 @@ def rest_json(tensors: Tensors) -> HttpPayload:
     return HttpPayload(orjson.dumps({"inputs": inputs}), {"Content-Type": "application/json"})
 
 
+def grpc_message(model: str, version: str, tensors: Tensors) -> bytes:
+    """A serialized ModelInferRequest, inputs as raw contents (as tritonclient sends them)."""
+    from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model, model_version=version)
+    for name, (datatype, array) in tensors.items():
+        request.inputs.add(name=name, datatype=datatype, shape=array.shape)
+        request.raw_input_contents.append(raw.encode(array, datatype))
+    return bytes(request.SerializeToString())
+
+
 def rest_binary(tensors: Tensors) -> HttpPayload:
     """Triton's binary extension, inputs and outputs, as tritonclient sends it."""
     chunks = [raw.encode(array, datatype) for datatype, array in tensors.values()]

@@ -9,6 +9,7 @@ parsing and little more.
 
 from __future__ import annotations
 
+import functools
 from enum import Enum
 
 from turnout.transports.asgi import Response
@@ -31,7 +32,7 @@ def decide(shared: Shared, request: PendingRequest, peer: str, size: int, chunke
     if refusal is None:
         permit = shared.gate.enter(request.path)
         if permit is None:
-            refusal = wire.unavailable(shared.gate.retry_after, "the server is at capacity; retry later")
+            refusal = _at_capacity(shared.gate.retry_after)
         request.permit = permit
     if refusal is not None:
         request.response = refusal
@@ -53,4 +54,16 @@ def decide(shared: Shared, request: PendingRequest, peer: str, size: int, chunke
 
 
 def over_budget(shared: Shared) -> Response:
-    return wire.unavailable(shared.gate.retry_after, "the server holds too many request bodies; retry later")
+    return _over_budget(shared.gate.retry_after)
+
+
+# A refusal's answer is made once: shedding is worth it only while a refusal
+# costs far less than an answer. Responses are immutable, so they are shared.
+@functools.cache
+def _at_capacity(retry_after: int) -> Response:
+    return wire.unavailable(retry_after, "the server is at capacity; retry later")
+
+
+@functools.cache
+def _over_budget(retry_after: int) -> Response:
+    return wire.unavailable(retry_after, "the server holds too many request bodies; retry later")
