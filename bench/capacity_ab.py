@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -120,22 +121,14 @@ def together_wrk(servers: dict[str, ServerProcess], work: Path, duration: float)
     client core is never what limits either server."""
     script = door_cost.post_script(next(iter(servers.values())), work)
     urls = {name: f"{server.url}/v2/models/{MODEL}/infer" for name, server in servers.items()}
-    for url in urls.values():  # warm-up, both at once as measured
-        subprocess.run(pinned(["wrk", "-t1", "-c4", f"-d{WARMUP:g}s", "-s", str(script), url], 1), check=True,
-                       capture_output=True)  # fmt: skip
-    loads = {
-        name: subprocess.Popen(
-            pinned(["wrk", "-t1", f"-c{CLIENTS // 2}", f"-d{duration:g}s", "-s", str(script), url], 1),
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for name, url in urls.items()
-    }
-    rates = {}
-    for name, load in loads.items():
-        out, _ = load.communicate()
-        rates[name] = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
-    return rates
+
+    def command(url: str, seconds: float) -> list[str]:
+        return ["wrk", "-t1", f"-c{CLIENTS // 2}", f"-d{seconds:g}s", "-s", str(script), url]
+
+    def rate(out: str) -> float:
+        return float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+
+    return native_duel(urls, command, rate, duration)
 
 
 def together_h2load(servers: dict[str, ServerProcess], work: Path, duration: float) -> dict[str, float]:
@@ -146,21 +139,37 @@ def together_h2load(servers: dict[str, ServerProcess], work: Path, duration: flo
     message = payloads.grpc_message(MODEL, "", payloads.tensors_from_metadata(metadata))
     body = work / "call.bin"
     body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)  # gRPC framing: not compressed, length
-    argv = ["h2load", "-c4", f"-m{CLIENTS // 2 // 4}", "-d", str(body), "-H", "content-type: application/grpc",
-            "-H", "te: trailers"]  # fmt: skip
     urls = {name: f"http://{s.grpc_address}/inference.GRPCInferenceService/ModelInfer" for name, s in servers.items()}
-    for url in urls.values():  # warm-up, both at once as measured
-        subprocess.run(pinned([*argv, f"-D{WARMUP:g}", url], 1), check=True, capture_output=True)
+
+    def command(url: str, seconds: float) -> list[str]:
+        return ["h2load", "-c4", f"-m{CLIENTS // 2 // 4}", "-d", str(body), "-H", "content-type: application/grpc",
+                "-H", "te: trailers", f"-D{seconds:g}", url]  # fmt: skip
+
+    def rate(out: str) -> float:
+        # "finished in 8.00s, 2602.12 req/s, ..."; h2load sees HTTP statuses only, and a failed call
+        # is a 200 with its gRPC status in a trailers-only answer: answers must carry messages
+        lines = out.splitlines()
+        done = int(next(line.split()[1] for line in lines if line.startswith("requests:")))
+        data = int(next(line for line in lines if line.startswith("traffic:")).rsplit("(", 1)[1].split(")")[0])
+        if data < done * 20:
+            raise RuntimeError(f"h2load: {data} bytes of messages for {done} calls: calls failed\n{out}")
+        return float(next(line.split()[3] for line in lines if line.startswith("finished in")))
+
+    return native_duel(urls, command, rate, duration)
+
+
+def native_duel(
+    urls: dict[str, str], command: Callable[[str, float], list[str]], rate: Callable[[str], float], duration: float
+) -> dict[str, float]:
+    """Both trees' closed loops at once from core 1, after a warm-up of each:
+    ``command(url, seconds)`` runs a client in C, ``rate(its output)`` reads its calls per second."""
+    for url in urls.values():
+        subprocess.run(pinned(command(url, WARMUP), 1), check=True, capture_output=True)
     loads = {
-        name: subprocess.Popen(pinned([*argv, f"-D{duration:g}", url], 1), stdout=subprocess.PIPE, text=True)
+        name: subprocess.Popen(pinned(command(url, duration), 1), stdout=subprocess.PIPE, text=True)
         for name, url in urls.items()
     }
-    rates = {}
-    for name, load in loads.items():
-        out, _ = load.communicate()
-        # "finished in 8.00s, 2602.12 req/s, ..." (HTTP status only: the calls' gRPC status is checked by the tests)
-        rates[name] = float(next(line.split()[3] for line in out.splitlines() if line.startswith("finished in")))
-    return rates
+    return {name: rate(load.communicate()[0]) for name, load in loads.items()}
 
 
 def main() -> None:
