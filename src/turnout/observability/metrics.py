@@ -12,7 +12,7 @@ registry and the exposition format.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from typing import Final
 
@@ -229,7 +229,15 @@ class Metrics:
         stream_redis_up = _Counts(
             "turnout_stream_redis_up", "1 while the stream consumer reaches Redis, else 0.", [], gauge=True
         )
+        self._stream_consumer_pending = _Counts(
+            "turnout_stream_consumer_pending",
+            "Entries each consumer of the group holds unacknowledged (XINFO CONSUMERS); consumers removed "
+            "from the group are dropped.",
+            ["model", "stream", "consumer"],
+            gauge=True,
+        )
         families += [stream_pending, stream_oldest, stream_lag, stream_entries, stream_redis_up]
+        families.append(self._stream_consumer_pending)
         self.registry.register(_Families(families))
         self.load_failures = cache(load_failures.child)
         self.in_flight = cache(in_flight.child)
@@ -253,6 +261,15 @@ class Metrics:
         self.batch_rows = cache(batch_rows.child)
         self.queue_depth = cache(queue_depth.child)
         self.model_ready = cache(model_ready.child)
+
+    def stream_consumers(self, model: str, stream: str, pending: Mapping[str, int]) -> None:
+        """The group's consumers now and what each holds: those no longer in it are dropped."""
+        family = self._stream_consumer_pending
+        gone = [key for key in family.children if key[:2] == (model, stream) and key[2] not in pending]
+        for key in gone:
+            del family.children[key]
+        for consumer, count in pending.items():
+            family.child(model, stream, consumer).set(count)
 
     def per_model(self) -> dict[str, dict[str, float]]:
         """Totals by model (for the dashboard): answered, failed, latency sum and count."""

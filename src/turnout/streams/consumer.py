@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -180,19 +181,33 @@ class ModelStream:
     # --- reading -----------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        """Claim what waits too long in the group, then read new entries, with the
+        same free slots. One loop does both: a reader that reserved every slot
+        for its blocking read left a separate claimer none, so an idle or lightly
+        loaded consumer never took over a dead one's entries (issue 16)."""
         backoff = Backoff()
         options = self.options
+        claim_every = self._claim_every()
+        # a claim is due at once: a restarted consumer takes over what the dead one held first
+        claimed_at = -math.inf
+        block = max(1, int(min(options.block_seconds, claim_every) * 1000))  # never sleeps past a due claim
         await self._ensure_group(backoff)
         while not self._stopping:
             await self._slots.wait_free()
-            reserved = self._slots.reserve()
+            reserved = 0
             try:
+                if time.monotonic() - claimed_at >= claim_every:
+                    claimed_at = time.monotonic()
+                    await self._claim()
+                    if self._slots.free <= 0:
+                        continue
+                reserved = self._slots.reserve()
                 reply = await self._redis.xreadgroup(
                     options.group,
                     options.consumer,
                     {options.stream: ">"},
                     count=reserved,
-                    block=max(1, int(options.block_seconds * 1000)),
+                    block=block,
                 )
             except ResponseError as exc:
                 self._slots.give(reserved)
@@ -243,20 +258,23 @@ class ModelStream:
             break
         self._health.answered()
 
+    def _claim_every(self) -> float:
+        return min(max(self.options.claim_idle_seconds / 3, 0.05), 5.0)
+
     async def _claim_loop(self) -> None:
-        """Keep the entries in hand ours, take over entries left pending too long
-        (by a dead consumer, or by a failure here), and report the stream's lag."""
+        """Keep the entries in hand ours (the reader claims entries left pending too
+        long), forget consumers long gone, and report the stream's lag."""
         backoff = Backoff()
-        claim_every = min(max(self.options.claim_idle_seconds / 3, 0.05), 5.0)
+        claim_every = self._claim_every()
         tick = min(claim_every, LAG_REPORT_SECONDS)
-        claimed_at = time.monotonic()
+        refreshed_at = time.monotonic()
         while not self._stopping:
             await asyncio.sleep(tick)
             try:
-                if time.monotonic() - claimed_at >= claim_every:
-                    claimed_at = time.monotonic()
+                if time.monotonic() - refreshed_at >= claim_every:
+                    refreshed_at = time.monotonic()
                     await self._refresh_in_hand()
-                    await self._claim()
+                    await self._forget_gone_consumers()
                 await self._report_lag()
             except ResponseError as exc:
                 if not _group_gone(exc):  # a lost group: the reader creates it again
@@ -276,6 +294,25 @@ class ModelStream:
         if self._in_hand:
             await self._redis.xclaim(self.options.stream, self.options.group, self.options.consumer, 0,
                                      list(self._in_hand), justid=True)  # fmt: skip
+
+    async def _forget_gone_consumers(self) -> None:
+        """Remove from the group the consumers that hold nothing and have not been
+        seen for ``forget_after``: a dead consumer's entries are claimed first
+        (they are idle past ``claim_idle`` long before), so nothing is lost; a live
+        one that is merely quiet is added again by Redis at its next read."""
+        options = self.options
+        forget_after_ms = int(_forget_after(options.claim_idle_seconds) * 1000)
+        for consumer in await self._redis.xinfo_consumers(options.stream, options.group):
+            name = _text(consumer["name"])
+            if name == options.consumer or int(consumer["pending"]) or int(consumer["idle"]) < forget_after_ms:
+                continue
+            # DELCONSUMER drops the consumer's pending entries: only if it still holds none
+            pending: Any = await self._redis.xpending_range(options.stream, options.group, "-", "+", 1,
+                                                            consumername=name)  # fmt: skip
+            if not pending:
+                await self._redis.xgroup_delconsumer(options.stream, options.group, name)
+                log.info("removed consumer %r from the group %r of %s: idle for %.0f s, holding nothing",
+                         name, options.group, options.stream, int(consumer["idle"]) / 1000)  # fmt: skip
 
     async def _claim(self) -> None:
         options = self.options
@@ -326,6 +363,8 @@ class ModelStream:
         for group in await self._redis.xinfo_groups(options.stream):
             if _text(group["name"]) == options.group and group.get("lag") is not None:
                 metrics.stream_lag(self.model, options.stream).set(int(group["lag"]))
+        consumers = await self._redis.xinfo_consumers(options.stream, options.group)
+        metrics.stream_consumers(self.model, options.stream, {_text(c["name"]): int(c["pending"]) for c in consumers})
 
     # --- answering ---------------------------------------------------------------
 
@@ -525,6 +564,15 @@ async def _cancel(tasks: list[asyncio.Task[None]], patience: float = 2.0) -> Non
         task.cancel()
     if tasks:
         await asyncio.wait(tasks, timeout=patience)
+
+
+def _forget_after(claim_idle_seconds: float) -> float:
+    """How long a consumer holding nothing may stay silent before it is removed
+    from the group: ten claim periods (5 minutes by default), at least 5 s.
+    Removing one that holds nothing loses nothing, so this only needs to be
+    long enough not to churn a live one whose Redis counts idle time from its
+    last delivery (before 7.2) rather than its last read."""
+    return max(5.0, 10 * claim_idle_seconds)
 
 
 def _group_gone(error: ResponseError) -> bool:
