@@ -100,6 +100,9 @@ class ModelRegistry:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pins = pins or PinStore()
+        # versions being pinned: loaded beside what serves, and pinned once live, so the
+        # default goes from the version serving straight to the pinned one (issue 16)
+        self._pinning: dict[str, int] = {}
         self._residency = Residency(budget or Budget())
         self._tracking = self._residency.budget.limited or self._residency.budget.idle_seconds is not None
         self._clock = clock
@@ -201,6 +204,9 @@ class ModelRegistry:
             pinned = self._pins.pinned(name)
             if pinned is not None and pinned in source.on_disk:  # a pin keeps its version whatever the policy
                 wanted.add(pinned)
+            pinning = self._pinning.get(name)
+            if pinning is not None and pinning in source.on_disk:
+                wanted.add(pinning)
             digests, size = await asyncio.to_thread(_digests_and_size, source, sorted(wanted))
             unchanged = {v for v in wanted if v in model.live and model.digests.get(v) == digests[v]}
             # versions serving stay READY until the swap; only new or changed ones are LOADING
@@ -329,18 +335,24 @@ class ModelRegistry:
                 raise NotFound(f"model '{name}' has no version {version} on disk (it has {list(source.on_disk)})")
         before = self._default(name, model)
         earlier_pin = self._pins.pinned(name)
-        self._pins.pin(name, version)
-        if version not in model.live:
-            try:
-                await self.load(name)
-            except VersionsFailed as exc:
-                if version in exc.reasons:  # the pin cannot serve: undone, the earlier one stays
-                    self._pins.restore(name, earlier_pin)
-                    raise
-        if version not in model.live:
-            self._pins.restore(name, earlier_pin)
-            raise Unavailable(f"model '{name}' version {version} could not be loaded; nothing was pinned")
+        # Loaded first, pinned once live: pinned before, a version still loading left
+        # requests to the policy's default meanwhile, a third version.
+        self._pinning[name] = version
+        try:
+            if version not in model.live:
+                try:
+                    await self.load(name)
+                except VersionsFailed as exc:
+                    if version in exc.reasons:  # the pin cannot serve: nothing changes
+                        raise
+            if version not in model.live:
+                raise Unavailable(f"model '{name}' version {version} could not be loaded; nothing was pinned")
+            self._pins.pin(name, version)
+        finally:
+            self._pinning.pop(name, None)
         self._note_default(name, model, before)
+        if earlier_pin not in (None, version) and earlier_pin not in set(self._policy_versions(name)):
+            await self.load(name)  # the earlier pin's version leaves with its pin
 
     async def unpin(self, name: str) -> None:
         model = self._known(name)

@@ -258,3 +258,23 @@ def test_a_budget_of_one_with_three_models_and_many_clients_fails_nothing(repo: 
         for thread in threads:
             thread.join(180)
     assert failures == []
+
+
+def test_a_pin_never_passes_through_a_third_version(repo: Path, log_dir: Path) -> None:
+    """Versions 1-3, the policy serves 3, an operator pinned 2; pinning 1, slow to
+    load, answers stay with 2 until 1 is live, never 3 (issue 16: one answer in
+    411 came from the policy's version while the pin's was still loading)."""
+    for version in (2, 3):
+        shutil.copytree(repo / "diabetes" / "1", repo / "diabetes" / str(version))
+    original = repo / "diabetes" / "1" / "model.onnx"
+    write_model(original, slower(original, "input", "prediction", products=3000))  # seconds to load
+    with ServerProcess(repo, log_dir=log_dir) as server, server.admin_client() as admin:
+        assert admin.post("/v2/repository/models/diabetes/pin", json={"version": 2}).json()["default"] == "2"
+        with diabetes_load(server.url) as load:
+            wait_for(lambda: len(load.answers) > 20, "answers from version 2")
+            answer = admin.post("/v2/repository/models/diabetes/pin", json={"version": 1}, timeout=60)
+            assert answer.json()["default"] == "1"
+            wait_for(lambda: any(version == "1" for _, version, _ in load.answers[-5:]), "answers from version 1")
+        assert load.failures == []
+        served = Counter(version for _, version, _ in load.answers)
+        assert set(served) == {"1", "2"}, served
