@@ -263,7 +263,7 @@ class ModelStream:
 
     async def _claim_loop(self) -> None:
         """Keep the entries in hand ours (the reader claims entries left pending too
-        long), forget consumers long gone, and report the stream's lag."""
+        long), report the stream's lag and consumers, and forget consumers long gone."""
         backoff = Backoff()
         claim_every = self._claim_every()
         tick = min(claim_every, LAG_REPORT_SECONDS)
@@ -274,8 +274,7 @@ class ModelStream:
                 if time.monotonic() - refreshed_at >= claim_every:
                     refreshed_at = time.monotonic()
                     await self._refresh_in_hand()
-                    await self._forget_gone_consumers()
-                await self._report_lag()
+                await self._report_group()
             except ResponseError as exc:
                 if not _group_gone(exc):  # a lost group: the reader creates it again
                     log.error("claiming pending entries of %s failed: %s", self.options.stream, exc)
@@ -295,14 +294,14 @@ class ModelStream:
             await self._redis.xclaim(self.options.stream, self.options.group, self.options.consumer, 0,
                                      list(self._in_hand), justid=True)  # fmt: skip
 
-    async def _forget_gone_consumers(self) -> None:
-        """Remove from the group the consumers that hold nothing and have not been
-        seen for ``forget_after``: a dead consumer's entries are claimed first
-        (they are idle past ``claim_idle`` long before), so nothing is lost; a live
-        one that is merely quiet is added again by Redis at its next read."""
+    async def _forget_gone_consumers(self, consumers: list[dict[str, Any]]) -> None:
+        """Remove from the group the consumers (of an XINFO CONSUMERS reply) that hold
+        nothing and have not been seen for ``forget_after``: a dead consumer's entries
+        are claimed first (they are idle past ``claim_idle`` long before), so nothing
+        is lost; a live one that is merely quiet is added again by Redis at its next read."""
         options = self.options
         forget_after_ms = int(_forget_after(options.claim_idle_seconds) * 1000)
-        for consumer in await self._redis.xinfo_consumers(options.stream, options.group):
+        for consumer in consumers:
             name = _text(consumer["name"])
             if name == options.consumer or int(consumer["pending"]) or int(consumer["idle"]) < forget_after_ms:
                 continue
@@ -351,7 +350,8 @@ class ModelStream:
             found: list[Any] = await pipe.execute()
         return {_text(item["message_id"]): int(item["times_delivered"]) for items in found for item in items}
 
-    async def _report_lag(self) -> None:
+    async def _report_group(self) -> None:
+        """The group's lag, pending entries and consumers as metrics; consumers long gone removed."""
         options, metrics = self.options, self._metrics
         summary = await self._redis.xpending(options.stream, options.group)
         metrics.stream_pending(self.model, options.stream).set(int(summary["pending"]))
@@ -363,8 +363,9 @@ class ModelStream:
         for group in await self._redis.xinfo_groups(options.stream):
             if _text(group["name"]) == options.group and group.get("lag") is not None:
                 metrics.stream_lag(self.model, options.stream).set(int(group["lag"]))
-        consumers = await self._redis.xinfo_consumers(options.stream, options.group)
+        consumers: Any = await self._redis.xinfo_consumers(options.stream, options.group)
         metrics.stream_consumers(self.model, options.stream, {_text(c["name"]): int(c["pending"]) for c in consumers})
+        await self._forget_gone_consumers(consumers)
 
     # --- answering ---------------------------------------------------------------
 

@@ -451,32 +451,25 @@ class HttpProtocol(asyncio.Protocol):
             return
         current = self._current
         if current is None and not self._head:
-            if self._eof:
-                self._transport.close()
-                return
-            # _between_requests, written out: every request's path
-            self._busy = False
-            if self._connections is not None:
-                self._connections.idle[self] = None  # the newest idle
-            deadline = self._deadline
-            deadline.at = when = self._loop.time() + self._keep_alive_timeout
-            if when < deadline.armed_at:
-                deadline.arm()
+            self._between_requests()
         elif current is not None and current.continue_owed:
             current.continue_owed = False
             self._transport.write(wire.CONTINUE)
 
     def _between_requests(self) -> None:
         """Every request so far is answered and no other has begun: the connection
-        idles (written out again at the end of ``_answer``)."""
+        idles. Every request's path: the table and the deadline change without a call."""
         assert self._transport is not None
         if self._eof:
             self._transport.close()
             return
         self._busy = False
         if self._connections is not None:
-            self._connections.idle_again(self)
-        self._deadline.set(self._loop.time() + self._keep_alive_timeout)
+            self._connections.idle[self] = None  # the newest idle (open: its transport is still here)
+        deadline = self._deadline
+        deadline.at = when = self._loop.time() + self._keep_alive_timeout
+        if when < deadline.armed_at:
+            deadline.arm()
 
     def _end(self, linger: bool) -> None:
         transport = self._transport
