@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-stream bench-batch bench-cold-start bench-observability bench-overload bench-attacks bench-door
+.PHONY: serve test models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-guard bench-stream bench-batch bench-cold-start bench-observability bench-overload bench-attacks bench-door
 
 # The virtual environment, with turnout installed editable plus the dev tools, at the
 # versions in constraints.txt (the lock: what the tests passed with).
@@ -64,6 +64,9 @@ bench: $(STAMP)
 # A slow shadow variant against the primary's latency (its section of BENCHMARKS.md).
 bench-shadow: $(STAMP)
 	$(BIN)/python bench/shadow_p99.py $(SHADOW_ARGS)
+
+bench-guard: $(STAMP)
+	$(BIN)/python bench/guard_rates.py $(GUARD_ARGS)
 
 # The Redis Streams path against HTTP on the same model (its section of BENCHMARKS.md).
 bench-stream: $(STAMP)

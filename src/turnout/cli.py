@@ -224,7 +224,13 @@ def _parser() -> argparse.ArgumentParser:
         default=1000,
         help="shadow copies waiting to run; beyond this a copy is dropped and counted (default 1000)",
     )
-    routing.add_argument("--shadow-workers", type=positive_int, default=2, help="shadow copies run at once (default 2)")
+    routing.add_argument(
+        "--shadow-workers",
+        type=positive_int,
+        default=1,
+        help="shadow copies run at once at most; with more requests than this in flight, copies are "
+        "skipped and counted (default 1)",
+    )
     streams = serve.add_argument_group("Redis Streams (see the README's Streams section)")
     streams.add_argument(
         "--stream",

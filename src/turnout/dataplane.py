@@ -74,6 +74,7 @@ class DataPlane:
         self._strict_readiness = strict_readiness
         self._started = False
         self._stopping = False
+        self._active = 0  # inference requests in flight, all models: how busy the process is, for shadows
 
     def mark_started(self) -> None:
         self._started = True
@@ -190,6 +191,7 @@ class DataPlane:
         in_flight = self._metrics.in_flight(request.model_name if self._registry.known(request.model_name) else "",
                                             protocol)  # fmt: skip
         in_flight.inc()
+        self._active += 1
         try:
             response = await self._infer(request, protocol, deadline, key_of, started)
         except Exception as exc:  # a refusal, or a bug the transport answers with a 500: logged either way
@@ -200,6 +202,7 @@ class DataPlane:
             raise
         finally:
             in_flight.inc(-1)
+            self._active -= 1
         if self._payloads is not None:
             self._payloads.offer(request, response)
         if self._access_log:
@@ -259,8 +262,13 @@ class DataPlane:
             if not response.id:  # feedback names the request by its id, so an A/B answer always has one
                 response.id = uuid.uuid4().hex
             self._feedback.remember(endpoint, response.id, variant)
-        if decision.mirror is not None and self._mirror is not None:
-            self._mirror.offer(self._shadow_job(endpoint, decision.mirror, request, response, seconds))
+        mirror = self._mirror  # a busy server makes no copy at all: admits asks first
+        if (
+            decision.mirror is not None
+            and mirror is not None
+            and mirror.admits(endpoint, decision.mirror, self._active)
+        ):
+            mirror.offer(self._shadow_job(endpoint, decision.mirror, request, response, seconds))
         return response
 
     def _routing_pending(self, traffic: TrafficControl, served: ServedVersion) -> None:

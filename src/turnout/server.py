@@ -34,12 +34,14 @@ from turnout.model.watcher import RepositoryWatcher
 from turnout.observability.metrics import Metrics
 from turnout.observability.notifier import AlertNotifier
 from turnout.observability.payloads import PayloadLog
+from turnout.observability.routing_metrics import register_routing_metrics
 from turnout.observability.shadow_metrics import register_shadow_metrics
 from turnout.observability.tracing import make_tracer
 from turnout.overload.admission import Admission
 from turnout.overload.budget import BodyBudget
 from turnout.overload.connections import Connections
 from turnout.overload.gate import Gate
+from turnout.overload.pressure import Pressure
 from turnout.protocol.types import InferenceRequest, InferenceResponse
 from turnout.registry import ModelRegistry, VersionsFailed
 from turnout.routing.feedback import FeedbackStore
@@ -123,6 +125,7 @@ class Server:
             routing.shadow_workers,
             sample_every=routing.shadow_log_every,
             log_path=state / "shadow-disagreements.jsonl",
+            busy=Pressure().busy,  # shadow copies use what the service leaves spare
         )
         try:
             self.traffic = TrafficControl(
@@ -130,6 +133,7 @@ class Server:
                 RoutingStore(state / "routing.db"),
                 tick_seconds=routing.rollout_tick_seconds,
                 mirrored=self.mirror.agreement,
+                stop_mirroring=self.mirror.stop,
             )
             self.feedback = FeedbackStore(state / "feedback.db")
         except (OSError, sqlite3.Error) as exc:
@@ -137,6 +141,7 @@ class Server:
                 f"cannot keep routing state in {state}: {exc} (choose another place with --state-dir)"
             ) from None
         register_shadow_metrics(self.metrics.registry, self.mirror)
+        register_routing_metrics(self.metrics.registry, self.traffic)
         self.dataplane = DataPlane(
             self.registry,
             self.metrics,

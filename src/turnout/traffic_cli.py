@@ -48,7 +48,13 @@ def add_commands(commands: Any) -> None:
     )
     start.add_argument("--max-error-ratio", type=float, help="candidate error rate at most this x the baseline's")
     start.add_argument("--max-p99-ratio", type=float, help="candidate p99 latency at most this x the baseline's")
+    start.add_argument(
+        "--latency-slack-ms", type=float, help="...or the baseline's plus this many milliseconds, whichever is larger"
+    )
     start.add_argument("--min-samples", type=int, help="requests on each side before the guard judges")
+    start.add_argument(
+        "--confidence", type=float, help="of the guard's bounds on error rates and p99s, at each look (0.999)"
+    )
     start.add_argument(
         "--mirror-percent", type=float, help="also send this percent of the baseline's requests to the candidate..."
     )
@@ -134,6 +140,8 @@ def _start(args: argparse.Namespace) -> int:
             ("max_error_ratio", args.max_error_ratio),
             ("max_p99_ratio", args.max_p99_ratio),
             ("min_samples", args.min_samples),
+            ("latency_slack_ms", args.latency_slack_ms),
+            ("confidence", args.confidence),
             ("mirror_percent", args.mirror_percent),
             ("min_agreement", args.min_agreement),
         )
@@ -189,14 +197,18 @@ def _format_status(status: dict[str, Any]) -> str:
         if plan.get("reason"):
             lines.append(f"  reason: {plan['reason']}")
     for variant, window in (status.get("window") or {}).items():
-        p99 = window.get("p99_seconds")
-        shown_p99 = "-" if p99 is None else f"{p99 * 1000:.1f} ms"
-        lines.append(f"  window {variant}: {window['requests']} requests, {window['errors']} errors, p99 {shown_p99}")
+        p50, p99 = (window.get(name) for name in ("p50_seconds", "p99_seconds"))
+        median, tail = ("-" if value is None else f"{value * 1000:.1f} ms" for value in (p50, p99))
+        lines.append(
+            f"  window {variant}: {window['requests']} requests, {window['errors']} errors, median {median}, p99 {tail}"
+        )
     for shadow in status.get("shadow") or []:
         rate = shadow.get("agreement_rate")
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted((shadow.get("dropped_by") or {}).items()))
         lines.append(
             f"  shadow {shadow['shadow']}: {shadow['requests']} compared, agreement "
             f"{'-' if rate is None else f'{rate:.1%}'}, {shadow['errors']} errors, {shadow['dropped']} dropped"
+            + (f" ({reasons})" if reasons else "")
         )
     return "\n".join(lines)
 

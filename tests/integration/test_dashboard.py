@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from playwright.sync_api import expect, sync_playwright
-from sklearn.datasets import load_diabetes
+from sklearn.datasets import load_diabetes, load_wine
 
 from tests.support import ServerProcess
 
@@ -44,6 +44,18 @@ def test_the_dashboard_shows_models_charts_and_drift(repo: Path, log_dir: Path) 
                 expect(page.locator(f'#models tr[data-model="{name}"]')).to_be_visible()
             expect(page.locator('#models tr[data-model="wine"] .policy')).to_contain_text("canary")
             expect(page.locator('#models tr[data-model="wine"]')).to_contain_text("READY")
+            # wine's canary (model.toml: 10% to version 2) in the routing table, with what each variant answered
+            wine = load_wine().data.astype(np.float32)
+            for i in range(40):
+                tensor = {"name": "input", "datatype": "FP32", "shape": [1, 13], "data": wine[i].tolist()}
+                httpx.post(f"{server.url}/v2/models/wine/infer", json={"inputs": [tensor]}).raise_for_status()
+            expect(page.locator('#routing tr[data-model="wine"][data-variant="2"] .weight')).to_have_text("10")
+            expect(page.locator('#routing tr[data-model="wine"][data-variant="1"] .weight')).to_have_text("90")
+            page.wait_for_function(
+                """() => [...document.querySelectorAll('#routing tr[data-model="wine"]')]
+                         .reduce((sum, row) => sum + Number(row.children[4].textContent), 0) === 40""",
+                timeout=10_000,
+            )
             sender = threading.Thread(target=traffic, args=(server.url, stop))
             sender.start()
             # the chart draws its lines as polls see the requests (three models, a point a second each)

@@ -5,6 +5,7 @@ feedback, refused policies, and state that survives a restart."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.reference import cancer_rows, run, wine_rows
 from tests.support import ServerProcess, SteadyLoad, failing_when_above, slower, write_model
@@ -122,6 +124,54 @@ def test_canary_rollout_promotes_under_load_with_no_failed_request(wine_server: 
     assert all(e["actor"] == "rollout guard" for e in events[-3:])
 
 
+def test_an_identical_candidate_is_promoted_by_the_default_guard_and_the_metrics_say_so(
+    repo: Path, log_dir: Path
+) -> None:
+    # version 3: a byte-identical copy of version 1. The guard of f2ff761 (a raw p99 ratio,
+    # no slack, 20 samples' maximum) rolled such copies back in most rollouts.
+    shutil.copytree(repo / "wine" / "1", repo / "wine" / "3")
+    rollouts = 3
+    with ServerProcess(repo, log_dir=log_dir) as server, server.admin_client() as admin, wine_load(server.url) as load:
+        for _ in range(rollouts):
+            started = admin.post(
+                "/v2/routing/wine/rollout/start",
+                json={"candidate": "3", "baseline": "1", "steps": "10:1s:100r,50:1s:200r,100:1s:100r"},
+            )
+            assert started.status_code == 200, started.text
+            status = wait_until(
+                lambda: (s := admin.get("/v2/routing/wine").json())["rollout"]["state"] != "running" and s,
+                90,
+                "the end of the rollout",
+            )
+            assert status["rollout"]["state"] == "promoted", status["rollout"]["reason"]
+            assert admin.delete("/v2/routing/wine").status_code == 200  # back to the default version
+        admin.post(
+            "/v2/routing/wine/rollout/start", json={"candidate": "3", "baseline": "1", "steps": "50:600s"}
+        ).raise_for_status()
+        wait_until(lambda: "turnout_routing_requests_total" in (m := httpx.get(f"{server.url}/metrics").text) and m)
+        time.sleep(0.5)
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert load.failures == []
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+    }
+    assert samples[("turnout_rollout_decisions_total",
+                    (("cause", "healthy"), ("decision", "promoted"), ("model", "wine")))] == rollouts  # fmt: skip
+    assert samples[("turnout_rollout_decisions_total",
+                    (("cause", "healthy"), ("decision", "step"), ("model", "wine")))] == 2 * rollouts  # fmt: skip
+    assert samples[("turnout_rollout_state", (("model", "wine"), ("state", "running")))] == 1
+    assert samples[("turnout_rollout_step", (("model", "wine"),))] == 1
+    assert samples[("turnout_routing_weight_percent", (("model", "wine"), ("variant", "3")))] == 50
+    policies = [dict(labels) for name, labels in samples if name == "turnout_routing_policy"]
+    assert {(p["model"], p["policy"]) for p in policies} >= {("wine", "canary")}
+    answered = samples[
+        ("turnout_routing_requests_total", (("model", "wine"), ("outcome", "success"), ("variant", "3")))
+    ]
+    assert answered >= rollouts * 400
+
+
 def test_operator_rollback_under_load_fails_nothing(wine_server: ServerProcess) -> None:
     with wine_server.admin_client() as admin, wine_load(wine_server.url) as load:
         # a lenient guard: this test is about the operator's rollback, not the guard's
@@ -199,6 +249,34 @@ def test_shadow_counts_disagreements_and_leaves_answers_alone(wine_server: Serve
     assert report["errors"] == 0 and report["dropped"] == 0
     line = f'turnout_shadow_requests_total{{endpoint="breast_cancer",outcome="disagree",shadow="2"}} {expected}.0'
     assert line in metrics
+
+
+def test_clearing_a_shadow_policy_stops_its_copies_at_once(repo: Path, log_dir: Path) -> None:
+    # version 3: version 1 made slow on the CPU, as a shadow that cannot keep up with the primary
+    # (f2ff761 queued up to 1,000 copies and worked through them for seconds after the clear)
+    write_model(
+        repo / "wine" / "3" / "model.onnx", slower(repo / "wine" / "1" / "model.onnx", "input", "probabilities")
+    )
+    with ServerProcess(repo, log_dir=log_dir) as server, server.admin_client() as admin:
+        policy = {"policy": "shadow", "primary": "1", "shadow": "3", "percent": 100}
+        assert admin.put("/v2/routing/wine", json=policy).status_code == 200
+        with wine_load(server.url) as load:
+            time.sleep(3.0)
+            (shadowed,) = admin.get("/v2/routing/wine/shadow").json()
+            assert admin.delete("/v2/routing/wine").status_code == 200  # while the clients go on
+            (cleared,) = admin.get("/v2/routing/wine/shadow").json()
+            time.sleep(1.5)
+            (later,) = admin.get("/v2/routing/wine/shadow").json()
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert load.failures == [] and len(load.answers) > 100
+    assert shadowed["requests"] + shadowed["in_flight"] + shadowed["queued"] > 0, shadowed  # copies did run
+    assert cleared["queued"] == 0, cleared  # dropped with the policy, not worked through
+    assert later["in_flight"] == 0, later
+    # nothing ran on after the clear: at most the copies whose batch was already inside the model
+    assert later["requests"] + later["errors"] <= cleared["requests"] + cleared["errors"] + 2, (cleared, later)
+    dropped = later["dropped_by"]
+    assert dropped.get("busy", 0) > 0, later  # the clients kept the server busy: most copies were never made
+    assert 'turnout_shadow_dropped_total{endpoint="wine",reason="busy",shadow="3"}' in metrics
 
 
 def test_ab_assignment_is_sticky_across_restarts_and_feedback_is_reported(repo: Path, log_dir: Path) -> None:
@@ -368,7 +446,7 @@ def test_a_slow_candidate_is_rolled_back_on_p99(repo: Path, log_dir: Path) -> No
         last = admin.get("/v2/routing/wine/events").json()[-1]
     assert load.failures == []  # slow, not failing
     assert status["policy"]["weight"] == 0
-    assert last["actor"] == "rollout guard" and last["detail"].startswith("at 30%: p99 ")
+    assert last["actor"] == "rollout guard" and last["detail"].startswith(("at 30%: median ", "at 30%: p99 "))
 
 
 def test_ab_keys_in_grpc_metadata_are_sticky(wine_server: ServerProcess) -> None:

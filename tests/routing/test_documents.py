@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections import deque
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from turnout.routing.rollout import Step
 from turnout.routing.state_store import RoutingStore
 from turnout.routing.traffic import parse_steps
 from turnout.routing.variants import Target, target
-from turnout.routing.windows import VariantWindow, p99
 
 
 @pytest.mark.parametrize(
@@ -166,14 +164,3 @@ def test_state_store_keeps_states_and_events_across_reopening(tmp_path: Path) ->
     assert [e.kind for e in reopened.events(None, limit=1)] == ["refused"]
     assert events[0].as_dict()["time"].endswith("Z")
     reopened.close()
-
-
-def test_windows_count_and_take_the_nearest_rank_p99() -> None:
-    window = VariantWindow()
-    for i in range(1, 101):
-        window.observe(True, i / 1000)
-    window.observe(False, 5.0)
-    summary = window.summary()
-    assert (summary.requests, summary.errors) == (101, 1)
-    assert summary.p99_seconds == 0.099
-    assert p99(deque()) is None

@@ -46,14 +46,33 @@ def test_a_candidate_with_errors_is_rolled_back_within_the_step() -> None:
     rollout = start("v1", "v2", STEPS, now=0.0)
     rollout, event = advance(rollout, 5.0, HEALTHY, Window(40, 8, 0.010), LIMITS)  # 5 s into a 60 s step
     assert rollout.state is State.ROLLED_BACK and rollout.weight == 0
-    assert event is not None and event.kind == "rolled_back"
-    assert rollout.reason == "at 5%: error rate 20.0% against the baseline's 0.2% (allowed 1.2%)"
+    assert event is not None and event.kind == "rolled_back" and event.cause == "errors"
+    assert (
+        rollout.reason == "at 5%: error rate 20.0% against the baseline's 0.2%: at least 6.9% more (allowed 1.0% more)"
+    )
 
 
 def test_a_slow_candidate_is_rolled_back_with_its_p99() -> None:
-    rollout, _event = advance(start("v1", "v2", STEPS, 0.0), 1.0, HEALTHY, Window(40, 0, 0.050), LIMITS)
-    assert rollout.state is State.ROLLED_BACK
-    assert rollout.reason == "at 5%: p99 50.0 ms against the baseline's 10.0 ms (allowed 15.0 ms)"
+    slow = Window(40, 0, 0.050, p99_low=0.040)
+    baseline = Window(500, 1, 0.010, p99_low=0.009, p99_high=0.012)
+    rollout, event = advance(start("v1", "v2", STEPS, 0.0), 1.0, baseline, slow, LIMITS)
+    assert rollout.state is State.ROLLED_BACK and event is not None and event.cause == "latency"
+    assert rollout.reason == (
+        "at 5%: p99 50.00 ms (at least 40.00 ms) against the baseline's 10.00 ms (bound 12.00 ms; allowed 18.00 ms)"
+    )
+
+
+def test_latency_is_judged_on_bounds_with_an_absolute_slack() -> None:
+    baseline = Window(2000, 0, 0.0002, p99_low=0.00018, p99_high=0.00025)  # a 0.2 ms model
+    # 5 ms is 20x the baseline, but its lower bound, 1.1 ms, is within 0.25 ms + the 1 ms slack
+    assert unhealthy(baseline, Window(40, 0, 0.005, p99_low=0.0011), LIMITS) is None
+    assert unhealthy(baseline, Window(40, 0, 0.005, p99_low=0.0013), LIMITS) is not None
+    # too few candidate samples for a lower bound: nothing is shown
+    assert unhealthy(baseline, Window(40, 0, 0.5, p99_low=None), LIMITS) is None
+    # a slow model: the ratio is the larger allowance
+    slow_baseline = Window(2000, 0, 0.010, p99_low=0.009, p99_high=0.011)
+    assert unhealthy(slow_baseline, Window(40, 0, 0.02, p99_low=0.016), LIMITS) is None  # 16 <= 16.5 ms
+    assert unhealthy(slow_baseline, Window(40, 0, 0.02, p99_low=0.017), LIMITS) is not None
 
 
 def test_too_few_samples_neither_judge_nor_advance() -> None:
@@ -63,10 +82,17 @@ def test_too_few_samples_neither_judge_nor_advance() -> None:
     assert advance(rollout, 3600.0, HEALTHY, few, LIMITS) == (rollout, None)
 
 
-def test_small_error_rates_use_the_absolute_slack() -> None:
-    clean = Window(1000, 0, 0.01)
-    assert unhealthy(clean, Window(1000, 9, 0.01), LIMITS) is None  # 0.9% <= 0% + 1%
-    assert unhealthy(clean, Window(1000, 11, 0.01), LIMITS) is not None
+def test_error_rates_are_judged_on_bounds_with_an_absolute_slack() -> None:
+    clean = Window(1000, 0, 0.01)  # one point more than the baseline is allowed
+    assert unhealthy(clean, Window(1000, 22, 0.01), LIMITS) is None  # 2.2%, but at least only 0.8% more
+    assert unhealthy(clean, Window(1000, 30, 0.01), LIMITS) is not None  # at least 1.4% more
+    # one error in 20 is not a 5% error rate shown
+    assert unhealthy(Window(1000, 5, 0.01), Window(20, 1, 0.01), LIMITS) is None
+    # a baseline whose 25 requests happened to fail none is not taken to fail never
+    assert unhealthy(Window(25, 0, 0.01), Window(25, 2, 0.01), LIMITS) is None
+    # a baseline failing often allows its ratio: 10% -> 20%
+    assert unhealthy(Window(5000, 500, 0.01), Window(5000, 750, 0.01), LIMITS) is None
+    assert unhealthy(Window(5000, 500, 0.01), Window(5000, 1250, 0.01), LIMITS) is not None
 
 
 def test_operators_pause_resume_promote_and_roll_back() -> None:
@@ -129,3 +155,13 @@ def test_the_last_step_needs_enough_candidate_requests_and_still_judges_errors()
     assert back.state is State.ROLLED_BACK and event is not None and "allowed 1.0%" in event.detail
     promoted, event = advance(last, 5.0, Window(0, 0, None), Window(40, 0, 0.01), limits)
     assert promoted.state is State.PROMOTED and event is not None
+
+
+def test_the_last_step_does_not_compare_latency_across_windows() -> None:
+    # at 100% the candidate serves all the traffic: slower than the baseline was at 50%,
+    # through no fault of its own; its latency was judged where both ran
+    last = start("v1", "v2", (Step(100, hold_seconds=1),), 0.0)
+    baseline_before = Window(2000, 0, 0.001, p99_low=0.0009, p99_high=0.0011)
+    loaded = Window(2000, 0, 0.010, p99_low=0.009, p99_high=0.011)
+    promoted, event = advance(last, 5.0, baseline_before, loaded, GuardLimits())
+    assert promoted.state is State.PROMOTED and event is not None and event.cause == "healthy"

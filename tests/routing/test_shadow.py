@@ -111,13 +111,14 @@ def test_a_full_queue_drops_the_copy_at_once_and_counts_it() -> None:
         began = time.perf_counter()
         accepted = [mirror.offer(blocked(i, gate)) for i in range(5)]
         assert time.perf_counter() - began < 0.05, "offer must not wait for the shadow"
-        assert accepted == [True, True, False, False, False]
+        assert accepted == [True, True, True, False, False]  # one running, two queued
         (report,) = mirror.snapshot()
-        assert (report.dropped, report.queued) == (3, 2)
+        assert (report.dropped, report.queued, report.in_flight) == (2, 2, 1)
+        assert report.dropped_by == {"full": 2}
         gate.set()
         await mirror.close(timeout=1.0)
         (report,) = mirror.snapshot()
-        assert (report.requests, report.agreeing, report.dropped) == (2, 2, 3)
+        assert (report.requests, report.agreeing, report.dropped) == (3, 3, 2)
 
     run(scenario())
 
@@ -295,5 +296,131 @@ def test_the_collector_exports_the_mirror_at_scrape_time() -> None:
             SHADOW_SECONDS - PRIMARY_SECONDS
         )
         assert after[("turnout_shadow_queue_length", ())] == 0
+
+    run(scenario())
+
+
+def held(endpoint: str, shadow: str, gate: asyncio.Event, seen: dict[str, int]) -> ShadowJob:
+    """A copy that runs until ``gate`` opens; ``seen`` counts its starts, finishes and cancellations."""
+
+    async def shadow_run() -> Outputs:
+        seen["started"] += 1
+        seen["running"] += 1
+        seen["most"] = max(seen["most"], seen["running"])
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            seen["cancelled"] += 1
+            raise
+        finally:
+            seen["running"] -= 1
+        seen["finished"] += 1
+        return {"label": np.arange(3)}
+
+    return ShadowJob(endpoint, shadow, "r", shadow_run, {"label": np.arange(3)}, PRIMARY_SECONDS)
+
+
+def counts() -> dict[str, int]:
+    return dict.fromkeys(("started", "running", "most", "cancelled", "finished"), 0)
+
+
+def test_stopping_an_endpoint_drops_its_queued_copies_and_cancels_its_running_ones_at_once() -> None:
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        stopped, kept = counts(), counts()
+        mirror = ShadowMirror(capacity=10, workers=2)
+        mirror.start()
+        for _ in range(4):
+            mirror.offer(held("iris", "v2", gate, stopped))  # two run, two wait
+        mirror.offer(held("iris", "v3", gate, kept))  # still mirrored after the change: kept
+        mirror.offer(held("mnist", "v2", gate, kept))  # another endpoint: kept
+        await asyncio.sleep(0)
+        assert (stopped["started"], mirror.in_flight, mirror.queued) == (2, 2, 4)
+        assert mirror.stop("iris", keep={"v3"}) == 4
+        await asyncio.sleep(0)  # one turn of the loop: the cancelled copies are gone
+        assert stopped["cancelled"] == 2 and stopped["running"] == 0
+        report = {r.shadow: r for r in mirror.snapshot("iris")}
+        assert report["v2"].dropped_by == {"cancelled": 4}
+        await asyncio.sleep(0)  # and the next turn, their places in the budget are taken
+        assert mirror.queued == 0 and mirror.in_flight == 2  # the kept copies took the freed budget
+        gate.set()
+        await mirror.close(timeout=1.0)
+        assert kept["finished"] == 2 and stopped["finished"] == 0
+        assert [(r.endpoint, r.shadow, r.requests) for r in mirror.snapshot()] == [
+            ("iris", "v2", 0),
+            ("iris", "v3", 1),
+            ("mnist", "v2", 1),
+        ]
+
+    run(scenario())
+
+
+def test_a_busy_server_makes_no_copies_and_counts_them() -> None:
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        seen = counts()
+        pressed = False
+        mirror = ShadowMirror(capacity=10, workers=1, busy=lambda: pressed)
+        mirror.start()
+        assert mirror.admits("iris", "v2", in_flight=2)  # this request and one more: within the budget of 1
+        assert not mirror.admits("iris", "v2", in_flight=3)  # two more: busy
+        pressed = True
+        assert not mirror.admits("iris", "v2", in_flight=1)  # the CPU says busy
+        pressed = False
+        assert mirror.offer(held("iris", "v2", gate, seen))
+        (report,) = mirror.snapshot()
+        assert (report.dropped_by, report.queued, report.in_flight) == ({"busy": 2}, 0, 1)
+        gate.set()
+        await mirror.close(timeout=1.0)
+        (report,) = mirror.snapshot()
+        assert (report.requests, report.dropped) == (1, 2)
+
+    run(scenario())
+
+
+def test_copies_in_flight_never_exceed_the_budget() -> None:
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        seen = counts()
+        mirror = ShadowMirror(capacity=100, workers=3)
+        mirror.start()
+        for _ in range(50):
+            mirror.offer(held("iris", "v2", gate, seen))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert seen["most"] == 3
+        gate.set()
+        await mirror.close(timeout=1.0)
+        assert seen["finished"] == 50 and seen["most"] == 3
+
+    run(scenario())
+
+
+def test_dropped_copies_are_exported_by_reason() -> None:
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        seen = counts()
+        mirror = ShadowMirror(capacity=1, workers=1)
+        registry = CollectorRegistry()
+        register_shadow_metrics(registry, mirror)
+        mirror.start()
+        mirror.offer(held("iris", "v2", gate, seen))  # runs
+        assert not mirror.admits("iris", "v2", in_flight=9)  # busy
+        mirror.offer(held("iris", "v2", gate, seen))  # queued
+        mirror.offer(held("iris", "v2", gate, seen))  # full
+        scraped = scrape(registry)
+        assert scraped[("turnout_shadow_in_flight", ())] == 1
+        mirror.stop("iris")  # the running and the queued one
+        await asyncio.sleep(0)
+        await mirror.close(timeout=1.0)
+        mirror.offer(held("iris", "v2", gate, seen))  # closed
+        scraped = scrape(registry)
+        pair = (("endpoint", "iris"), ("shadow", "v2"))
+        dropped = {
+            reason: scraped[("turnout_shadow_dropped_total", tuple(sorted((*pair, ("reason", reason)))))]
+            for reason in ("busy", "full", "cancelled", "closed")
+        }
+        assert dropped == {"busy": 1, "full": 1, "cancelled": 2, "closed": 1}
+        assert scraped[("turnout_shadow_in_flight", ())] == 0
 
     run(scenario())

@@ -52,7 +52,10 @@ class ShadowCollector(Collector):
             for output, value in report.mean_abs.items():
                 if not math.isnan(value):
                     families.mean_abs.add_metric([*pair, output], value)
+            for reason, count in report.dropped_by.items():
+                families.dropped.add_metric([*pair, reason], count)
         families.queue.add_metric([], self._mirror.queued)
+        families.in_flight.add_metric([], self._mirror.in_flight)
         yield from families
 
 
@@ -74,6 +77,8 @@ class _Families(NamedTuple):
     queue: GaugeMetricFamily
     output_agreement: GaugeMetricFamily
     max_rel: GaugeMetricFamily
+    dropped: CounterMetricFamily
+    in_flight: GaugeMetricFamily
 
 
 def _families() -> _Families:
@@ -115,6 +120,13 @@ def _families() -> _Families:
             "Largest relative difference seen between the shadow's and the primary's numeric output.",
             labels=output,
         ),
+        CounterMetricFamily(
+            "turnout_shadow_dropped",
+            "Copies never compared, by reason: busy (the primary had requests waiting and the budget of copies "
+            "in flight was spent), full (the queue was), cancelled (the policy stopped mirroring), closed.",
+            labels=[*PAIR, "reason"],
+        ),
+        GaugeMetricFamily("turnout_shadow_in_flight", "Shadow copies running now (at most --shadow-workers)."),
     )
 
 

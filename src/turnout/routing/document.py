@@ -23,8 +23,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from turnout.routing.guard import GuardLimits
 from turnout.routing.policy import ABTest, BlueGreen, Canary, Policy, PolicyError, Shadow, Single
-from turnout.routing.rollout import GuardLimits, Rollout, Step
+from turnout.routing.rollout import Rollout, Step
 
 
 class _Strict(BaseModel):
@@ -54,23 +55,29 @@ class GuardDocument(_Strict):
     min_samples: int = _DEFAULT_GUARD.min_samples
     mirror_percent: Number = 0.0
     min_agreement: Number | None = None
+    latency_slack_ms: Number = _DEFAULT_GUARD.latency_slack_ms
+    confidence: Number = _DEFAULT_GUARD.confidence
 
     def to_limits(self) -> GuardLimits:
         if min(self.max_error_ratio, self.max_p99_ratio) < 1.0:
             raise PolicyError("guard ratios must be at least 1 (the candidate may be as good as the baseline)")
-        if self.error_slack < 0 or self.min_samples < 1:
-            raise PolicyError("guard error_slack must be >= 0 and min_samples >= 1")
+        if self.error_slack < 0 or self.latency_slack_ms < 0 or self.min_samples < 1:
+            raise PolicyError("guard error_slack and latency_slack_ms must be >= 0 and min_samples >= 1")
+        if not 0.5 <= self.confidence < 1.0:
+            raise PolicyError("guard confidence is a probability from 0.5 up to (not including) 1, e.g. 0.999")
         if not 0.0 <= self.mirror_percent <= 100.0:
             raise PolicyError("guard mirror_percent must be a percentage from 0 to 100")
         if self.min_agreement is not None and not (0.0 <= self.min_agreement <= 1.0 and self.mirror_percent > 0):
             raise PolicyError("guard min_agreement is a fraction from 0 to 1, and needs mirror_percent above 0")
         return GuardLimits(
-            self.max_error_ratio,
-            self.error_slack,
-            self.max_p99_ratio,
-            self.min_samples,
-            self.mirror_percent,
-            self.min_agreement,
+            max_error_ratio=self.max_error_ratio,
+            error_slack=self.error_slack,
+            max_p99_ratio=self.max_p99_ratio,
+            min_samples=self.min_samples,
+            mirror_percent=self.mirror_percent,
+            min_agreement=self.min_agreement,
+            latency_slack_ms=self.latency_slack_ms,
+            confidence=self.confidence,
         )
 
 

@@ -2,18 +2,22 @@
 
 A rollout moves a candidate through steps of traffic (e.g. 5% -> 25% -> 50%
 -> 100%), each held for a time and/or a number of the candidate's requests.
-Throughout a step a guard compares the candidate with the baseline over the
-step's window: error rate and p99 latency, as ratios with a small absolute
-slack (a baseline with no errors must not make one error an infinite ratio).
-Unhealthy: rolled back to 0% at once, with the reason. Healthy when the step
-is done: the next step, and after the last, promotion (the candidate becomes
-the default).
+Throughout a step the guard (``guard``) compares the candidate with the
+baseline over the step's window, where both serve: error rate and p99
+latency, with confidence bounds and absolute slack. Unhealthy: rolled back
+to 0% at once, with the reason. Healthy when the step is done: the next
+step, and after the last, promotion (the candidate becomes the default).
 
-``advance`` is a pure function of the rollout, the time and the window's
+At a 100% step the baseline serves nothing, so there is no window where both
+serve: the caller passes the baseline's window from the step before (the
+last where both ran), the candidate's errors are judged against it, and its
+latency, already judged where both ran, is not compared across windows (a
+model serving all the traffic is not slower than one serving half of it by
+any fault of its own).
+
+``advance`` is a pure function of the rollout, the time and the windows'
 statistics, so every transition is tested without a server or a clock; the
-caller keeps the windows, persists the result and logs the event. At a 100%
-step the baseline serves nothing, so the caller passes the baseline's window
-from the step before, to keep the guard comparing.
+caller keeps the windows, persists the result and logs the event.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
+from turnout.routing.guard import Divergence, GuardLimits, Window, diverged, slower, worse_errors
 from turnout.routing.policy import PolicyError
 
 
@@ -41,43 +46,6 @@ class Step:
             raise PolicyError(f"the {self.weight:g}% step's hold time must be a positive number of seconds")
         if self.min_requests is not None and self.min_requests < 1:
             raise PolicyError(f"the {self.weight:g}% step's minimum of requests must be at least 1")
-
-
-@dataclass(frozen=True, slots=True)
-class GuardLimits:
-    max_error_ratio: float = 2.0  # candidate error rate <= this x the baseline's...
-    error_slack: float = 0.01  # ...or the baseline's plus this (absolute), whichever is larger
-    max_p99_ratio: float = 1.5  # candidate p99 <= this x the baseline's
-    min_samples: int = 20  # requests each side before the guard judges
-    # output divergence: mirror this percent of the baseline's requests to the
-    # candidate, and require their outputs to agree on at least min_agreement of them
-    mirror_percent: float = 0.0
-    min_agreement: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """One variant's requests in the current step's window."""
-
-    requests: int
-    errors: int
-    p99_seconds: float | None  # None: no successful request yet
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Divergence:
-    """The baseline's requests mirrored to the candidate in the current window."""
-
-    compared: int
-    agreeing: int
-
-    @property
-    def agreement(self) -> float:
-        return self.agreeing / self.compared if self.compared else 1.0
 
 
 class State(enum.Enum):
@@ -126,6 +94,7 @@ class Event:
 
     kind: str  # "step", "promoted", "rolled_back", "paused", "resumed"
     detail: str
+    cause: str = "operator"  # "healthy", "errors", "latency", "divergence" (the guard's), or "operator"
 
 
 def start(baseline: str, candidate: str, steps: tuple[Step, ...], now: float) -> Rollout:
@@ -144,16 +113,17 @@ def advance(
     if rollout.state is not State.RUNNING:
         return rollout, None
     whole = rollout.weight >= 100.0
-    if whole and baseline.requests < limits.min_samples:
-        # the baseline serves nothing at 100%: without its earlier window (a restart), the
-        # candidate is held to the absolute slack alone
-        baseline = Window(0, 0, None)
-        problem = _diverged(divergence, limits) or _too_many_errors(baseline, candidate, limits)
+    if whole:  # errors against the last window where both ran; latency was judged there
+        reference = baseline if baseline.requests >= limits.min_samples else Window(0, 0, None)
+        found = _first(
+            ("divergence", diverged(divergence, limits)), ("errors", worse_errors(reference, candidate, limits))
+        )
     else:
-        problem = unhealthy(baseline, candidate, limits, divergence)
-    if problem is not None:
+        found = judge(baseline, candidate, limits, divergence)
+    if found is not None:
+        cause, problem = found
         reason = f"at {rollout.weight:g}%: {problem}"
-        return replace(rollout, state=State.ROLLED_BACK, reason=reason), Event("rolled_back", reason)
+        return replace(rollout, state=State.ROLLED_BACK, reason=reason), Event("rolled_back", reason, cause)
     step = rollout.steps[rollout.step]
     held = step.hold_seconds is None or now - rollout.step_started >= step.hold_seconds
     counted = step.min_requests is None or candidate.requests >= step.min_requests
@@ -162,57 +132,37 @@ def advance(
         return rollout, None
     if rollout.step + 1 == len(rollout.steps):
         reason = f"healthy through {len(rollout.steps)} step(s)"
-        return replace(rollout, state=State.PROMOTED, reason=reason), Event("promoted", reason)
+        return replace(rollout, state=State.PROMOTED, reason=reason), Event("promoted", reason, "healthy")
     following = replace(rollout, step=rollout.step + 1, step_started=now)
-    return following, Event("step", f"{step.weight:g}% -> {following.weight:g}%: healthy")
+    return following, Event("step", f"{step.weight:g}% -> {following.weight:g}%: healthy", "healthy")
+
+
+def judge(
+    baseline: Window, candidate: Window, limits: GuardLimits, divergence: Divergence | None = None
+) -> tuple[str, str] | None:
+    """(cause, why) the candidate is shown worse than the baseline allows, in a
+    window where both served; None if it is not (or there are too few samples to say)."""
+    if candidate.requests < limits.min_samples or baseline.requests < limits.min_samples:
+        return _first(("divergence", diverged(divergence, limits)))
+    return _first(
+        ("divergence", diverged(divergence, limits)),
+        ("errors", worse_errors(baseline, candidate, limits)),
+        ("latency", slower(baseline, candidate, limits)),
+    )
 
 
 def unhealthy(
     baseline: Window, candidate: Window, limits: GuardLimits, divergence: Divergence | None = None
 ) -> str | None:
-    """Why the candidate is worse than the baseline allows; None if it is not
-    (or there are too few samples on either side to say)."""
-    problem = _diverged(divergence, limits)
-    if problem is not None:
-        return problem
-    if candidate.requests < limits.min_samples or baseline.requests < limits.min_samples:
-        return None
-    problem = _too_many_errors(baseline, candidate, limits)
-    if problem is not None:
-        return problem
-    if candidate.p99_seconds is not None and baseline.p99_seconds is not None:
-        limit = baseline.p99_seconds * limits.max_p99_ratio
-        if candidate.p99_seconds > limit:
-            return (
-                f"p99 {candidate.p99_seconds * 1000:.1f} ms against the baseline's "
-                f"{baseline.p99_seconds * 1000:.1f} ms (allowed {limit * 1000:.1f} ms)"
-            )
-    return None
+    """Why the candidate is shown worse than the baseline allows; None if it is not."""
+    found = judge(baseline, candidate, limits, divergence)
+    return None if found is None else found[1]
 
 
-def _diverged(divergence: Divergence | None, limits: GuardLimits) -> str | None:
-    if (
-        limits.min_agreement is not None
-        and divergence is not None
-        and divergence.compared >= limits.min_samples
-        and divergence.agreement < limits.min_agreement
-    ):
-        return (
-            f"outputs agree on {divergence.agreement:.1%} of {divergence.compared} mirrored requests "
-            f"(at least {limits.min_agreement:.1%} required)"
-        )
-    return None
-
-
-def _too_many_errors(baseline: Window, candidate: Window, limits: GuardLimits) -> str | None:
-    if candidate.requests < limits.min_samples:
-        return None
-    allowed = max(baseline.error_rate * limits.max_error_ratio, baseline.error_rate + limits.error_slack)
-    if candidate.error_rate > allowed:
-        return (
-            f"error rate {candidate.error_rate:.1%} against the baseline's {baseline.error_rate:.1%} "
-            f"(allowed {allowed:.1%})"
-        )
+def _first(*checks: tuple[str, str | None]) -> tuple[str, str] | None:
+    for cause, problem in checks:
+        if problem is not None:
+            return cause, problem
     return None
 
 

@@ -5,17 +5,25 @@ request goes to the shadow variant later, and the two outputs are compared
 (``compare``) and counted (``ShadowStats``) per (endpoint, shadow variant).
 
 The primary must not pay for the shadow: ``offer`` is O(1), never waits and
-never raises. Copies wait in one bounded queue; when it is full the copy is
-dropped and counted, because a shadow that cannot keep up should lose samples,
-not slow the service or grow memory. A few worker tasks run the copies; a
-shadow that fails is counted as an error and never takes a worker down.
+never raises, and the shadow's share of the machine is bounded: at most
+``workers`` copies in flight (the budget), more waiting in a bounded queue,
+and none at all while the server is busy: the caller asks ``admits`` before
+making the copy. A copy past the queue, or skipped, is dropped and counted
+by reason, because a shadow that cannot keep up should lose samples, not
+take the core from the service or grow memory. A shadow that fails is
+counted as an error.
+
+A copy belongs to its policy: when the endpoint stops mirroring to a shadow
+(the policy cleared or changed), ``stop`` drops its queued copies and cancels
+those running, at once, counted as ``cancelled``.
 
 Sampled disagreements go to a JSON Lines file, written from a thread so that
 the event loop never waits on the disk.
 
-Concurrency: everything here runs on one event loop (offer, the workers,
-snapshot and the metrics scrape), so the counters need no lock. The mirror
-knows only jobs: how a shadow variant is run is the ``run`` callable's concern.
+Concurrency: everything here runs on one event loop (offer, the copies'
+tasks, stop, snapshot and the metrics scrape), so the counters need no lock.
+The mirror knows only jobs: how a shadow variant is run is the ``run``
+callable's concern.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +50,13 @@ LOGGED_ELEMENTS = 20  # of each output, in a logged disagreement: enough to see 
 ERROR_WARNING_EVERY = 100  # one warning per key in this many failed shadow runs; the rest at debug
 DEFAULT_TOLERANCE = Tolerance()
 LOG_BACKLOG = 1000  # disagreement lines waiting for the disk; beyond, lines are lost (and counted)
+
+# why a copy was never compared (the reason label of turnout_shadow_dropped_total)
+BUSY = "busy"  # the server was busy: skipped, never made
+FULL = "full"  # the budget was spent and the queue was full
+CANCELLED = "cancelled"  # the endpoint stopped mirroring to the shadow: queued or running, dropped at once
+CLOSED = "closed"  # offered after close, or still unfinished when close ran out of time
+DROP_REASONS = (BUSY, FULL, CANCELLED, CLOSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +81,7 @@ class ShadowReport:
     agreeing: int
     disagreements: int
     errors: int  # shadow runs that raised (or could not be compared)
-    dropped: int  # copies never run: the queue was full, or the mirror closed
+    dropped: int  # copies never compared: see dropped_by
     agreement_rate: float  # nan when nothing was compared
     mean_latency_difference_seconds: float  # shadow minus primary; nan when nothing was compared
     max_abs: dict[str, float]  # numeric outputs only
@@ -73,6 +89,8 @@ class ShadowReport:
     queued: int  # copies waiting in the mirror's queue, all keys together
     output_agreement: dict[str, float] = field(default_factory=dict)  # per output; labels: classification agreement
     max_rel: dict[str, float] = field(default_factory=dict)  # numeric outputs: the largest relative difference
+    dropped_by: dict[str, int] = field(default_factory=dict)  # reason -> copies
+    in_flight: int = 0  # copies running now, all keys together
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe: nan and infinities become None (JSON has no such numbers)."""
@@ -84,11 +102,13 @@ class ShadowReport:
             "disagreements": self.disagreements,
             "errors": self.errors,
             "dropped": self.dropped,
+            "dropped_by": dict(self.dropped_by),
             "agreement_rate": _finite(self.agreement_rate),
             "mean_latency_difference_seconds": _finite(self.mean_latency_difference_seconds),
             "max_abs": {name: _finite(value) for name, value in self.max_abs.items()},
             "mean_abs": {name: _finite(value) for name, value in self.mean_abs.items()},
             "queued": self.queued,
+            "in_flight": self.in_flight,
             "output_agreement": {name: _finite(value) for name, value in self.output_agreement.items()},
             "max_rel": {name: _finite(value) for name, value in self.max_rel.items()},
         }
@@ -102,10 +122,16 @@ def _finite(value: float) -> float | None:
 class _Tally:
     stats: ShadowStats
     errors: int = 0
+    dropped_by: Counter[str] = field(default_factory=Counter)
+
+    def drop(self, reason: str) -> None:
+        self.stats.dropped += 1
+        self.dropped_by[reason] += 1
 
 
 class ShadowMirror:
-    """Runs shadow copies in the background and keeps their comparison per (endpoint, shadow)."""
+    """Runs shadow copies in the background, at most ``workers`` at once, and
+    keeps their comparison per (endpoint, shadow)."""
 
     def __init__(
         self,
@@ -115,49 +141,100 @@ class ShadowMirror:
         sample_every: int = 100,
         log_path: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
-        # asyncio.Queue(0) would be unbounded: exactly what the mirror must never be.
         if capacity < 1 or workers < 1 or sample_every < 1:
             raise ValueError("the shadow mirror's capacity, workers and sample_every must each be at least 1")
-        self._queue: asyncio.Queue[ShadowJob] = asyncio.Queue(capacity)
-        self._workers = workers
+        self._waiting: deque[ShadowJob] = deque()
+        self._capacity = capacity
+        self._budget = workers  # copies in flight at most
+        self._running: dict[asyncio.Task[None], ShadowJob] = {}
+        self._cancelled: dict[asyncio.Task[None], str] = {}  # running copies this mirror cancelled, and why
         self._tolerance = tolerance
         self._sample_every = sample_every
         self._log = _JsonLines(log_path) if log_path is not None else None
         self._clock = clock
+        self._busy = busy
         self._tallies: dict[tuple[str, str], _Tally] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._idle = asyncio.Event()  # nothing queued or running: what close waits for
+        self._idle.set()
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
 
     def offer(self, job: ShadowJob) -> bool:
-        """Queue a copy for the shadow; False (and counted as dropped) when full or closed.
+        """Run a copy for the shadow now, or queue it, or drop it (counted); True unless dropped.
 
         Event loop only. Never waits and never raises, so the primary's latency
         does not depend on the shadow.
         """
         tally = self._tally(job.endpoint, job.shadow)
         if self._closed:
-            tally.stats.dropped += 1
+            tally.drop(CLOSED)
             return False
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
-            tally.stats.dropped += 1
+        if self._started and len(self._running) < self._budget:
+            self._run(job)
+            return True
+        if len(self._waiting) >= self._capacity:
+            tally.drop(FULL)
+            return False
+        self._waiting.append(job)
+        self._idle.clear()
+        return True
+
+    def admits(self, endpoint: str, shadow: str, in_flight: int) -> bool:
+        """Whether to make a copy of a request now, ``in_flight`` requests being
+        served (this one included); False, counted as dropped (busy), when more
+        than the budget of copies are in flight besides it, or the process is
+        busy (``busy``: its CPU time, say). Asked before the copy is made, so a
+        busy server spends nothing on it."""
+        if in_flight > self._budget + 1 or self._busy():
+            self._tally(endpoint, shadow).drop(BUSY)
             return False
         return True
 
+    @property
+    def budget(self) -> int:
+        """Copies in flight at most."""
+        return self._budget
+
     def start(self) -> None:
-        """Start the workers (and the log writer) on the running loop; a second call does nothing."""
-        if self._tasks or self._closed:
+        """Run what was offered before (and the log writer) on the running loop; a second call does nothing."""
+        if self._started or self._closed:
             return
-        self._tasks = [asyncio.create_task(self._work(), name=f"shadow-worker-{i}") for i in range(self._workers)]
+        self._started = True
         if self._log is not None:
             self._log.start()
+        self._next()
+
+    def stop(self, endpoint: str, keep: Collection[str] = ()) -> int:
+        """``endpoint`` no longer mirrors to any shadow but those in ``keep``:
+        drop the others' queued copies and cancel their running ones, now.
+        Returns how many copies were stopped."""
+        stopped = 0
+        if any(job.endpoint == endpoint and job.shadow not in keep for job in self._waiting):
+            kept: deque[ShadowJob] = deque()
+            for job in self._waiting:
+                if job.endpoint == endpoint and job.shadow not in keep:
+                    self._tally(job.endpoint, job.shadow).drop(CANCELLED)
+                    stopped += 1
+                else:
+                    kept.append(job)
+            self._waiting = kept
+        for task, job in list(self._running.items()):
+            if job.endpoint == endpoint and job.shadow not in keep and self._cancel(task, job, CANCELLED):
+                stopped += 1
+        if not self._waiting and not self._running:
+            self._idle.set()
+        return stopped
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._waiting)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
 
     def agreement(self, endpoint: str, shadow: str) -> tuple[int, int]:
         """(compared, agreeing) so far for the pair: a rollout guard's running count."""
@@ -166,15 +243,15 @@ class ShadowMirror:
 
     def snapshot(self, endpoint: str | None = None) -> list[ShadowReport]:
         """Every (endpoint, shadow) pair seen so far, or one endpoint's, sorted by name."""
-        queued = self.queued
+        queued, running = self.queued, self.in_flight
         return [
-            _report(key, tally, queued)
+            _report(key, tally, queued, running)
             for key, tally in sorted(self._tallies.items())
             if endpoint is None or key[0] == endpoint
         ]
 
     async def close(self, timeout: float) -> None:
-        """Stop accepting copies, let the workers finish the queued ones within ``timeout``
+        """Stop accepting copies, let those queued and running finish within ``timeout``
         seconds, then cancel what is left (counted as dropped). Safe to call more than once;
         later calls wait for the first to finish."""
         self._closed = True
@@ -184,18 +261,19 @@ class ShadowMirror:
 
     async def _shut_down(self, timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
-        if self._tasks:
+        if self._started:
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self._queue.join()
+                    await self._idle.wait()
             except TimeoutError:
                 pass
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        while not self._queue.empty():  # never started, or out of time
-            job = self._queue.get_nowait()
-            self._tally(job.endpoint, job.shadow).stats.dropped += 1
+        while self._waiting:  # never started, or out of time
+            job = self._waiting.popleft()
+            self._tally(job.endpoint, job.shadow).drop(CLOSED)
+        running = list(self._running.items())
+        for task, job in running:
+            self._cancel(task, job, CLOSED)
+        await asyncio.gather(*(task for task, _ in running), return_exceptions=True)
         if self._log is not None:
             await self._log.close(deadline)
 
@@ -206,18 +284,31 @@ class ShadowMirror:
             tally = self._tallies[key] = _Tally(ShadowStats(sample_every=self._sample_every))
         return tally
 
-    async def _work(self) -> None:
-        while True:
-            job = await self._queue.get()
-            try:
-                await self._mirror(job)
-            except asyncio.CancelledError:
-                self._tally(job.endpoint, job.shadow).stats.dropped += 1  # close() ran out of time
-                raise
-            except Exception:  # a bug here must not stop the mirror: keep the worker
-                log.exception("the shadow mirror failed on request %s of %s", job.request_id, job.endpoint)
-            finally:
-                self._queue.task_done()
+    def _run(self, job: ShadowJob) -> None:
+        task = asyncio.create_task(self._mirror(job), name=f"shadow-{job.endpoint}-{job.shadow}")
+        self._running[task] = job
+        self._idle.clear()
+        task.add_done_callback(self._finished)
+
+    def _cancel(self, task: asyncio.Task[None], job: ShadowJob, reason: str) -> bool:
+        """Cancel a running copy, counted as dropped at once; False if it was already done or cancelled."""
+        if task in self._cancelled or not task.cancel():
+            return False
+        self._cancelled[task] = reason
+        self._tally(job.endpoint, job.shadow).drop(reason)
+        return True
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self._cancelled.pop(task, None)
+        self._next()
+
+    def _next(self) -> None:
+        """Start queued copies while the budget allows."""
+        while self._waiting and len(self._running) < self._budget:
+            self._run(self._waiting.popleft())
+        if not self._waiting and not self._running:
+            self._idle.set()
 
     async def _mirror(self, job: ShadowJob) -> None:
         tally = self._tally(job.endpoint, job.shadow)
@@ -228,15 +319,19 @@ class ShadowMirror:
             result = compare(job.primary, outputs, self._tolerance)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # close() is stopping this worker
-            self._failed(job, tally, exc)  # the shadow's own work was cancelled, not this worker
+            reason = self._cancelled.get(task) if task is not None else None
+            if reason is not None:
+                raise  # this mirror stopped the copy (stop or close), and counted it
+            self._failed(job, tally, exc)  # the shadow's own work was cancelled
             return
         except Exception as exc:
             self._failed(job, tally, exc)
             return
-        if tally.stats.record(result, job.primary_seconds, shadow_seconds) and self._log is not None:
-            self._log.write(_disagreement(job, result, outputs, shadow_seconds))
+        try:
+            if tally.stats.record(result, job.primary_seconds, shadow_seconds) and self._log is not None:
+                self._log.write(_disagreement(job, result, outputs, shadow_seconds))
+        except Exception:  # a bug here must not go unseen, nor stop the mirror
+            log.exception("the shadow mirror failed on request %s of %s", job.request_id, job.endpoint)
 
     def _failed(self, job: ShadowJob, tally: _Tally, exc: BaseException) -> None:
         tally.errors += 1
@@ -255,7 +350,7 @@ class ShadowMirror:
         )
 
 
-def _report(key: tuple[str, str], tally: _Tally, queued: int) -> ShadowReport:
+def _report(key: tuple[str, str], tally: _Tally, queued: int, in_flight: int) -> ShadowReport:
     stats = tally.stats
     return ShadowReport(
         endpoint=key[0],
@@ -272,6 +367,8 @@ def _report(key: tuple[str, str], tally: _Tally, queued: int) -> ShadowReport:
         queued=queued,
         output_agreement={name: stats.output_agreement(name) for name in stats.output_compared},
         max_rel=dict(stats.max_rel),
+        dropped_by=dict(tally.dropped_by),
+        in_flight=in_flight,
     )
 
 

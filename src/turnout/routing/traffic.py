@@ -24,6 +24,7 @@ import logging
 import random
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,8 +34,9 @@ from turnout.model.signature import incompatibility
 from turnout.routing import rollout as rollouts
 from turnout.routing.choose import Decision, RandomSource, choose
 from turnout.routing.document import RoutingDocument, describe, parse
+from turnout.routing.guard import Divergence, GuardLimits, Window
 from turnout.routing.policy import ABTest, BlueGreen, Canary, Policy, PolicyError, Shadow, Single
-from turnout.routing.rollout import Divergence, GuardLimits, Rollout, Step, Window
+from turnout.routing.rollout import Rollout, Step
 from turnout.routing.state_store import LoggedEvent, RoutingStore
 from turnout.routing.variants import target
 from turnout.routing.windows import VariantWindow
@@ -99,7 +101,10 @@ class TrafficControl:
         clock: Callable[[], float] = time.monotonic,
         tick_seconds: float = 0.25,
         mirrored: Callable[[str, str], tuple[int, int]] | None = None,
+        stop_mirroring: Callable[[str, frozenset[str]], object] | None = None,
     ) -> None:
+        # an endpoint no longer mirrors to some shadows: (endpoint, those it still mirrors to)
+        self._stop_mirroring = stop_mirroring or (lambda endpoint, keep: None)
         self._mirrored = mirrored or (lambda endpoint, shadow: (0, 0))  # (compared, agreeing) copies
         self._registry = registry
         self._store = store
@@ -113,6 +118,10 @@ class TrafficControl:
         self._started = False  # changes wait until every model's saved routing is taken up
         self._cleared: dict[str, str | None] = {}  # policies removed through the API, by [routing] digest
         self._unsaved: dict[str, tuple[str, str, str]] = {}  # changes in force but not yet saved: retried
+        # for the metrics: routed requests per (endpoint, variant) as [requests, errors], and
+        # rollout decisions per (endpoint, kind, cause); counted on the event loop, read at scrape
+        self.served: dict[tuple[str, str], list[int]] = {}
+        self.decisions: Counter[tuple[str, str, str]] = Counter()
 
     def has_saved(self, endpoint: str) -> bool:
         """A state saved by an earlier run waits for this endpoint's model."""
@@ -133,7 +142,13 @@ class TrafficControl:
         return decision
 
     def observe(self, endpoint: str, variant: str, ok: bool, seconds: float) -> None:
-        """A routed request's outcome, for the rollout guard (only while one runs)."""
+        """A routed request's outcome: counted, and for the rollout guard (while one runs)."""
+        counts = self.served.get((endpoint, variant))
+        if counts is None:
+            counts = self.served[(endpoint, variant)] = [0, 0]
+        counts[0] += 1
+        if not ok:
+            counts[1] += 1
         windows = self._windows.get(endpoint)
         if windows is not None:
             window = windows.by_variant.get(variant)
@@ -324,6 +339,7 @@ class TrafficControl:
         if event is None:
             raise InvalidRequest(f"cannot {operation} the rollout of '{endpoint}': it is {plan.state.value}")
         self._set(endpoint, self._with_rollout(route, changed, actor), (event.kind, event.detail, actor))
+        self.decisions[(endpoint, event.kind, event.cause)] += 1  # once made: _set refuses what it cannot save
         return self.routes[endpoint]
 
     def _operate_fixed(self, endpoint: str, route: Route, operation: str, actor: str) -> Route:
@@ -334,6 +350,7 @@ class TrafficControl:
         kind = "promoted" if operation == "promote" else "rolled_back"
         new = dataclasses.replace(route, policy=Canary(policy.baseline, policy.candidate, weight), source=actor)
         self._set(endpoint, new, (kind, f"{policy.candidate} at {weight:g}%", actor))
+        self.decisions[(endpoint, kind, "operator")] += 1
         return new
 
     # the rollout guard
@@ -372,10 +389,11 @@ class TrafficControl:
             windows = self._windows.get(endpoint) or self._windows.setdefault(
                 endpoint, self._new_windows(endpoint, plan.candidate)
             )
-            baseline = _summary_of(windows.by_variant.get(plan.baseline))
+            confidence = route.guard.confidence
+            baseline = _summary_of(windows.by_variant.get(plan.baseline), confidence)
             if plan.weight >= 100.0 and route.baseline_before is not None:
                 baseline = route.baseline_before
-            candidate = _summary_of(windows.by_variant.get(plan.candidate))
+            candidate = _summary_of(windows.by_variant.get(plan.candidate), confidence)
             divergence = None
             if route.guard.min_agreement is not None:
                 compared, agreeing = self._mirrored(endpoint, plan.candidate)
@@ -384,6 +402,7 @@ class TrafficControl:
             changed, event = rollouts.advance(plan, now, baseline, candidate, route.guard, divergence)
             if event is None:
                 continue
+            self.decisions[(endpoint, event.kind, event.cause)] += 1
             new = self._with_rollout(route, changed, GUARD)
             if event.kind == "step":
                 kept = baseline if baseline.requests else route.baseline_before
@@ -405,9 +424,41 @@ class TrafficControl:
         windows = self._windows.get(endpoint)
         if windows is not None and route.rollout is not None:
             answer["window"] = {
-                name: dataclasses.asdict(window.summary()) for name, window in sorted(windows.by_variant.items())
+                name: dataclasses.asdict(window.summary(route.guard.confidence))
+                for name, window in sorted(windows.by_variant.items())
             }
         return answer
+
+    def overview(self, endpoint: str) -> dict[str, Any] | None:
+        """What a dashboard shows of an endpoint's routing: the policy, each
+        variant's weight and routed requests and errors, the rollout's step,
+        state and last reason, and the decisions taken; None without a policy."""
+        route = self.routes.get(endpoint)
+        if route is None:
+            return None
+        plan = route.rollout
+        variants = {
+            variant: {"weight": weight, "requests": 0, "errors": 0} for variant, weight in weights(route.policy).items()
+        }
+        for (name, variant), (requests, errors) in self.served.items():
+            if name == endpoint:
+                variants.setdefault(variant, {"weight": 0.0})
+                variants[variant].update(requests=requests, errors=errors)
+        rollout = None
+        if plan is not None:
+            rollout = {
+                "step": plan.step + 1,
+                "steps": len(plan.steps),
+                "state": plan.state.value,
+                "reason": plan.reason,
+            }
+        decisions = [
+            {"decision": kind, "cause": cause, "count": count}
+            for (name, kind, cause), count in sorted(self.decisions.items())
+            if name == endpoint
+        ]
+        return {"policy": describe(route.policy), "source": route.source, "variants": variants,
+                "rollout": rollout, "decisions": decisions}  # fmt: skip
 
     def events(self, endpoint: str | None, limit: int = 100) -> list[LoggedEvent]:
         if endpoint is not None:
@@ -493,7 +544,11 @@ class TrafficControl:
             log.error("routing event for %s not logged (%s): %s %s", endpoint, exc, kind, detail)
 
     def _install(self, endpoint: str, route: Route | None, keep_windows: bool = False) -> None:
-        """Swap in; a new or changed rollout judges its own requests only."""
+        """Swap in; a new or changed rollout judges its own requests only;
+        copies still on their way to a shadow the new route leaves out are stopped."""
+        before = _mirrors(self.routes.get(endpoint))
+        if before and not before <= _mirrors(route):
+            self._stop_mirroring(endpoint, _mirrors(route))
         if route is None:
             self.routes.pop(endpoint, None)
             self._windows.pop(endpoint, None)
@@ -560,8 +615,37 @@ def _digest(document: RoutingDocument | None) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _summary_of(window: VariantWindow | None) -> Window:
-    return Window(0, 0, None) if window is None else window.summary()
+def weights(policy: Policy) -> dict[str, float]:
+    """Percent of the endpoint's requests each variant answers under ``policy``
+    (a shadow's copies are not answers: its weight is 0)."""
+    if isinstance(policy, Single):
+        return {policy.variant: 100.0}
+    if isinstance(policy, Canary):
+        return {policy.baseline: 100.0 - policy.weight, policy.candidate: policy.weight}
+    if isinstance(policy, BlueGreen):
+        return {policy.blue: 100.0 if policy.live == policy.blue else 0.0,
+                policy.green: 100.0 if policy.live == policy.green else 0.0}  # fmt: skip
+    if isinstance(policy, Shadow):
+        return {policy.primary: 100.0, policy.shadow: 0.0}
+    assert isinstance(policy, ABTest)
+    return dict(policy.weights)
+
+
+def _mirrors(route: Route | None) -> frozenset[str]:
+    """The variants a route sends copies of requests to."""
+    if route is None:
+        return frozenset()
+    policy, plan = route.policy, route.rollout
+    mirrored = set()
+    if isinstance(policy, Shadow) and policy.percent > 0:
+        mirrored.add(policy.shadow)
+    if plan is not None and plan.state is rollouts.State.RUNNING and route.guard.mirror_percent > 0:
+        mirrored.add(plan.candidate)
+    return frozenset(mirrored)
+
+
+def _summary_of(window: VariantWindow | None, confidence: float) -> Window:
+    return Window(0, 0, None) if window is None else window.summary(confidence)
 
 
 def _summary(route: Route) -> str:

@@ -65,6 +65,7 @@ class UiRoutes:
                 {
                     **status,
                     "policy": None if route is None else describe(route.policy),
+                    "routing": self.traffic.overview(name),
                     "requests": totals.get(name, {}),
                     "drift": self.dataplane.drift_view(name),
                 }

@@ -70,6 +70,28 @@ function models(state) {
   }
 }
 
+function routing(state) {
+  // one row per (model, variant) under a policy; the rollout and decisions on the model's first row
+  const body = document.querySelector("#routing tbody");
+  body.replaceChildren();
+  for (const m of state.models) {
+    const r = m.routing;
+    if (!r) continue;
+    const rollout = r.rollout ? `step ${r.rollout.step}/${r.rollout.steps} ${r.rollout.state}` +
+      (r.rollout.reason ? `: ${r.rollout.reason}` : "") : "—";
+    const decisions = r.decisions.map((d) => `${d.decision} (${d.cause}) ×${d.count}`).join(", ") || "—";
+    Object.entries(r.variants).forEach(([variant, v], i) => {
+      const row = el("tr", { "data-model": m.name, "data-variant": variant });
+      row.append(el("td", {}, i ? "" : m.name), el("td", {}, i ? "" : r.policy.policy), el("td", {}, variant),
+        el("td", { class: "weight" }, String(v.weight)), el("td", {}, String(v.requests)),
+        el("td", {}, String(v.errors)), el("td", { class: "rollout" }, i ? "" : rollout),
+        el("td", { class: "decisions" }, i ? "" : decisions));
+      body.append(row);
+    });
+  }
+  if (!body.childElementCount) body.append(el("tr", {}, "")).append(el("td", { colspan: 8 }, "No routing policy in force."));
+}
+
 function drift(state) {
   const box = document.getElementById("drift");
   box.replaceChildren();
@@ -109,6 +131,7 @@ async function poll() {
     chart("throughput", rates("answered"), 1);
     chart("latency", rates("latencySum", "latencyCount"), 1000);
     models(state);
+    routing(state);
     drift(state);
   } catch (error) {
     document.getElementById("status").textContent = `cannot read the server's state: ${error.message}`;
