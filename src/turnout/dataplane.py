@@ -266,6 +266,7 @@ class DataPlane:
         if (
             decision.mirror is not None
             and mirror is not None
+            and traffic.mirrors(endpoint, decision.mirror)  # the policy may have changed while this one ran
             and mirror.admits(endpoint, decision.mirror, self._active)
         ):
             mirror.offer(self._shadow_job(endpoint, decision.mirror, request, response, seconds))

@@ -56,6 +56,11 @@ def test_the_dashboard_shows_models_charts_and_drift(repo: Path, log_dir: Path) 
                          .reduce((sum, row) => sum + Number(row.children[4].textContent), 0) === 40""",
                 timeout=10_000,
             )
+            # no policy in force anywhere: the table says so, and the rest of the page still draws
+            with server.admin_client() as admin:
+                admin.delete("/v2/routing/wine").raise_for_status()
+            expect(page.locator("#routing tr.none")).to_have_text("No routing policy in force.")
+            expect(page.locator("#status")).to_have_text("")
             sender = threading.Thread(target=traffic, args=(server.url, stop))
             sender.start()
             # the chart draws its lines as polls see the requests (three models, a point a second each)

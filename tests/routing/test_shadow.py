@@ -424,3 +424,22 @@ def test_dropped_copies_are_exported_by_reason() -> None:
         assert scraped[("turnout_shadow_in_flight", ())] == 0
 
     run(scenario())
+
+
+def test_a_copy_cancelled_from_outside_the_mirror_is_counted_once() -> None:
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        seen = counts()
+        mirror = ShadowMirror(workers=1)
+        mirror.start()
+        mirror.offer(held("iris", "v2", gate, seen))
+        await asyncio.sleep(0)
+        (task,) = [t for t in asyncio.all_tasks() if t.get_name() == "shadow-iris-v2"]
+        task.cancel()  # the loop shutting down, say: not the shadow's failure
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0)
+        (report,) = mirror.snapshot()
+        assert (report.errors, report.dropped_by, report.in_flight) == (0, {"closed": 1}, 0)
+        await mirror.close(timeout=1.0)
+
+    run(scenario())

@@ -122,8 +122,9 @@ def _families() -> _Families:
         ),
         CounterMetricFamily(
             "turnout_shadow_dropped",
-            "Copies never compared, by reason: busy (the primary had requests waiting and the budget of copies "
-            "in flight was spent), full (the queue was), cancelled (the policy stopped mirroring), closed.",
+            "Copies never compared, by reason: busy (never made: the process's CPU was over 75% busy, or more "
+            "requests were in flight than the budget of copies), full (the queue was), cancelled (the policy "
+            "stopped mirroring), closed (the server was stopping).",
             labels=[*PAIR, "reason"],
         ),
         GaugeMetricFamily("turnout_shadow_in_flight", "Shadow copies running now (at most --shadow-workers)."),

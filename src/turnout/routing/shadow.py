@@ -299,8 +299,10 @@ class ShadowMirror:
         return True
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
-        self._cancelled.pop(task, None)
+        job = self._running.pop(task, None)
+        counted = self._cancelled.pop(task, None) is not None
+        if task.cancelled() and not counted and job is not None:  # cancelled from outside the mirror
+            self._tally(job.endpoint, job.shadow).drop(CLOSED)
         self._next()
 
     def _next(self) -> None:
@@ -320,8 +322,8 @@ class ShadowMirror:
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             reason = self._cancelled.get(task) if task is not None else None
-            if reason is not None:
-                raise  # this mirror stopped the copy (stop or close), and counted it
+            if reason is not None or (task is not None and task.cancelling()):
+                raise  # this mirror stopped the copy (and counted it), or the loop is shutting down
             self._failed(job, tally, exc)  # the shadow's own work was cancelled
             return
         except Exception as exc:

@@ -141,6 +141,11 @@ class TrafficControl:
             return Decision(decision.serve, plan.candidate)
         return decision
 
+    def mirrors(self, endpoint: str, variant: str) -> bool:
+        """The policy in force now still sends copies of ``endpoint``'s requests to ``variant``
+        (a decision made before a request ran may have been overtaken by a change)."""
+        return variant in _mirrors(self.routes.get(endpoint))
+
     def observe(self, endpoint: str, variant: str, ok: bool, seconds: float) -> None:
         """A routed request's outcome: counted, and for the rollout guard (while one runs)."""
         counts = self.served.get((endpoint, variant))

@@ -89,7 +89,11 @@ function routing(state) {
       body.append(row);
     });
   }
-  if (!body.childElementCount) body.append(el("tr", {}, "")).append(el("td", { colspan: 8 }, "No routing policy in force."));
+  if (!body.childElementCount) {
+    const row = el("tr", { class: "none" });
+    row.append(el("td", { colspan: 8 }, "No routing policy in force."));
+    body.append(row);
+  }
 }
 
 function drift(state) {
