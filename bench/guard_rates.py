@@ -72,7 +72,7 @@ errors or 3x latency rolled back in at least 99%, within two steps.
 FOOT = """The guard of f2ff761 (a raw p99 ratio without slack, 20 samples' maximum
 against hundreds, 100% judged against another window) rolled back 3 to 7 of
 every 8 byte-identical copies in issue 16's trials; `tests/routing/test_guard.py`
-fails on it. The real slow candidate above is some 14x the baseline's median;
+fails on it. The real slow candidate above is over 10x the baseline's median;
 a 3x slower copy of this 0.1 ms model stays within the 1 ms latency slack
 and is promoted, by design: sub-millisecond differences are not regressions
 unless `latency_slack_ms` says so.
