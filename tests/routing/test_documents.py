@@ -79,6 +79,12 @@ def test_rollout_steps_must_rise_and_guard_ratios_make_sense() -> None:
         parse({"policy": "single", "variant": "1", "steps": [{"weight": 5, "hold_seconds": 1}]}).rollout_steps()
     with pytest.raises(PolicyError, match="at least 1"):
         parse({"policy": "single", "variant": "1", "guard": {"max_p99_ratio": 0.5}}).guard_limits()
+    for guard, message in (({"confidence": 1.0}, "confidence"), ({"confidence": 0.2}, "confidence"),
+                           ({"latency_slack_ms": -1}, "latency_slack_ms")):  # fmt: skip
+        with pytest.raises(PolicyError, match=message):
+            parse({"policy": "single", "variant": "1", "guard": guard}).guard_limits()
+    limits = parse({"policy": "single", "variant": "1", "guard": {"confidence": 0.99, "latency_slack_ms": 0}})
+    assert (limits.guard_limits().confidence, limits.guard_limits().latency_slack_ms) == (0.99, 0.0)
 
 
 def test_model_toml_routing_is_checked_when_the_config_loads(tmp_path: Path) -> None:

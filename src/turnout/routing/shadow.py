@@ -224,8 +224,7 @@ class ShadowMirror:
         for task, job in list(self._running.items()):
             if job.endpoint == endpoint and job.shadow not in keep and self._cancel(task, job, CANCELLED):
                 stopped += 1
-        if not self._waiting and not self._running:
-            self._idle.set()
+        self._next()  # nothing starts (the cancelled still hold their places until done); idle if empty
         return stopped
 
     @property
@@ -321,9 +320,8 @@ class ShadowMirror:
             result = compare(job.primary, outputs, self._tolerance)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
-            reason = self._cancelled.get(task) if task is not None else None
-            if reason is not None or (task is not None and task.cancelling()):
-                raise  # this mirror stopped the copy (and counted it), or the loop is shutting down
+            if task is not None and task.cancelling():
+                raise  # this task was cancelled: by the mirror (stop, close: counted) or the loop's shutdown
             self._failed(job, tally, exc)  # the shadow's own work was cancelled
             return
         except Exception as exc:
