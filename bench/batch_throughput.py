@@ -46,8 +46,8 @@ sys.path.insert(0, str(HERE))
 import build_models  # noqa: E402  (examples/build_models.py)
 import sections  # noqa: E402  (bench/sections.py)
 
-from turnout.batch.local import Job, run_local  # noqa: E402
-from turnout.batch.model import BatchModel  # noqa: E402
+from turnout.jobs.local import Job, run_local  # noqa: E402
+from turnout.jobs.model import BatchModel  # noqa: E402
 
 
 def rows_file(path: Path, rows: int) -> np.ndarray[Any, Any]:

@@ -69,7 +69,7 @@ def enter(self, path):
         return None
     return admission.FREE
 admission.AdmissionGate.enter = enter
-from turnout.cli import main
+from turnout.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

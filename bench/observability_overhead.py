@@ -88,12 +88,12 @@ def metrics_cost(repository: Path, requests: int = 20_000) -> dict[str, float]:
 
     import numpy as np
 
-    from turnout.dataplane import DataPlane
-    from turnout.model.onnx import OnnxRuntime
     from turnout.model.repository import ModelRepository
+    from turnout.model.runtimes.onnx import OnnxRuntime
     from turnout.observability.metrics import Metrics
     from turnout.protocol.types import InferenceRequest, InferInput
-    from turnout.registry import ModelRegistry
+    from turnout.serving.dataplane import DataPlane
+    from turnout.serving.registry import ModelRegistry
 
     row = np.zeros((1, 10), dtype=np.float32)
 

@@ -9,7 +9,7 @@ from turnout.errors import Code, InvalidRequest
 from turnout.model.signature import Signature, TensorSpec
 from turnout.protocol.datatypes import to_numpy
 from turnout.protocol.types import InferenceRequest, InferInput, RequestedOutput
-from turnout.validation import ValidatedRequest, validate
+from turnout.serving.validation import ValidatedRequest, validate
 
 BATCHED = Signature(
     inputs=(TensorSpec("image", "FP32", (-1, 3)), TensorSpec("mask", "INT64", (-1,))),

@@ -1,3 +1,3 @@
-from turnout.cli import main
+from turnout.cli.main import main
 
 raise SystemExit(main())

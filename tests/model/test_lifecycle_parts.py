@@ -11,9 +11,9 @@ import pytest
 
 from turnout.model.fingerprint import model_digest, scan
 from turnout.model.integrity import IntegrityError, verify
-from turnout.model.pins import PinStore
-from turnout.model.residency import Budget, Residency
 from turnout.model.watcher import Changes, settled_changes
+from turnout.serving.pins import PinStore
+from turnout.serving.residency import Budget, Residency
 
 
 def test_a_change_is_acted_on_once_two_scans_agree() -> None:

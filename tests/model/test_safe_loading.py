@@ -15,9 +15,9 @@ import pytest
 
 from turnout.model.config import ModelConfig
 from turnout.model.loader import LoadFailed, check_safe_to_load, load_version
-from turnout.model.onnx import OnnxRuntime
 from turnout.model.repository import ModelSource
-from turnout.model.runtime import LoadedModel, ModelRuntime
+from turnout.model.runtimes.base import LoadedModel, ModelRuntime
+from turnout.model.runtimes.onnx import OnnxRuntime
 
 
 class PickleRuntime(ModelRuntime):

@@ -21,8 +21,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.support import RedisServer, free_port
+from turnout.app import Server
 from turnout.observability.tracing import SPAN_NAMES, Tracer
-from turnout.server import Server
 from turnout.settings import (
     AdminSettings,
     GrpcSettings,

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from turnout.errors import InvalidRequest, Unavailable
-from turnout.model.onnx import OnnxRuntime
 from turnout.model.repository import ModelRepository
+from turnout.model.runtimes.onnx import OnnxRuntime
 from turnout.observability.metrics import Metrics
-from turnout.registry import ModelRegistry
 from turnout.routing.policy import BlueGreen, Canary, PolicyError, Single
 from turnout.routing.rollout import GuardLimits, Step
 from turnout.routing.state_store import RoutingStore
 from turnout.routing.traffic import TrafficControl
+from turnout.serving.registry import ModelRegistry
 
 
 class Clock:

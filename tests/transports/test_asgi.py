@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from turnout.errors import InvalidRequest, PayloadTooLarge
-from turnout.transports.asgi import Request, Response, Router
+from turnout.transports.rest.asgi import Request, Response, Router
 
 
 async def _handler(request: Request) -> Response:

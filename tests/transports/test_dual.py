@@ -11,11 +11,11 @@ import grpc
 import httpx
 
 from tests.transports.test_http2_server import BIG, ECHO, EchoService, RawClient
-from turnout.transports.asgi import Response
 from turnout.transports.dual import DualServer
 from turnout.transports.http import HttpServer
 from turnout.transports.http2 import frames as f
 from turnout.transports.http2.server import Http2Server
+from turnout.transports.rest.asgi import Response
 
 
 async def http_handle(method: str, path: str, headers: dict[bytes, bytes], body: bytes | None, source: str) -> Response:

@@ -14,8 +14,8 @@ from dataclasses import replace
 from turnout.overload.budget import BodyBudget
 from turnout.overload.connections import Connections
 from turnout.overload.gate import FREE, Gate, OpenGate, Pass
-from turnout.transports.asgi import Response
 from turnout.transports.http import HttpLimits, HttpServer, Screen, admit_all
+from turnout.transports.rest.asgi import Response
 
 Handled = list[tuple[str, str, bytes | None]]
 

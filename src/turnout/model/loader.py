@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from turnout.model.integrity import IntegrityError, verify
 from turnout.model.repository import ModelSource
-from turnout.model.runtime import LoadedModel
+from turnout.model.runtimes.base import LoadedModel
 from turnout.model.signature import Signature, reconcile
 from turnout.model.warmup import sample_inputs
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from turnout.errors import ConfigError
 from turnout.model.config import ModelConfig, load_config
-from turnout.model.runtime import ModelRuntime
+from turnout.model.runtimes.base import ModelRuntime
 
 # Names clients can put in a URL path and that cannot leave the repository.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")

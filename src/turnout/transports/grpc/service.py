@@ -13,13 +13,13 @@ from typing import Any
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
-from turnout.dataplane import DataPlane
 from turnout.errors import Code, Forbidden, TurnoutError
 from turnout.observability import tracing
 from turnout.observability.tracing import Tracer
 from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits, clipped
 from turnout.security.guard import Caller, Guard
 from turnout.security.principal import ANONYMOUS, Action, Principal
+from turnout.serving.dataplane import DataPlane
 from turnout.transports.grpc import convert, wire
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 from turnout.transports.grpc.wire import GrpcError, Status

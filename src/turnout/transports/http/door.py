@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 from enum import Enum
 
-from turnout.transports.asgi import Response
 from turnout.transports.http import wire
 from turnout.transports.http.request import PendingRequest
 from turnout.transports.http.shared import Shared
+from turnout.transports.rest.asgi import Response
 
 
 class Verdict(Enum):

@@ -7,7 +7,7 @@ import httptools
 
 from turnout.overload.budget import BodyBudget
 from turnout.overload.gate import Pass
-from turnout.transports.asgi import Response
+from turnout.transports.rest.asgi import Response
 
 
 class PendingRequest:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from turnout.overload.budget import BodyBudget
 from turnout.overload.connections import Connections
 from turnout.overload.gate import Gate
-from turnout.transports.asgi import Response
 from turnout.transports.http.limits import HttpLimits
+from turnout.transports.rest.asgi import Response
 
 if TYPE_CHECKING:
     from turnout.transports.http.protocol import HttpProtocol

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from turnout.transports.asgi import Response
+from turnout.transports.rest.asgi import Response
 
 _REASONS = {
     200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",

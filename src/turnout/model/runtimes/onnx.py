@@ -1,0 +1,124 @@
+"""ONNX Runtime: the first and default runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import onnxruntime as ort
+
+from turnout.errors import InvalidRequest
+from turnout.model.config import ModelConfig
+from turnout.model.runtimes.base import LoadedModel, ModelRuntime, Tensors
+from turnout.model.signature import Signature, TensorSpec
+
+_DATATYPES: Final = {
+    "tensor(bool)": "BOOL",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+_GRAPH_LEVELS: Final = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+_EXECUTION_MODES: Final = {
+    "sequential": ort.ExecutionMode.ORT_SEQUENTIAL,
+    "parallel": ort.ExecutionMode.ORT_PARALLEL,
+}
+
+
+class OnnxRuntime(ModelRuntime):
+    platform = "onnxruntime_onnx"
+    artifact = "model.onnx"
+
+    def __init__(self, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+        self._providers = list(providers)
+
+    def load(self, version_dir: Path, config: ModelConfig) -> LoadedModel:
+        path = version_dir / self.artifact
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = config.instances.intra_op_threads
+        options.inter_op_num_threads = config.instances.inter_op_threads
+        options.execution_mode = _EXECUTION_MODES[config.instances.execution_mode]
+        options.graph_optimization_level = _GRAPH_LEVELS[config.optimization.graph_level]
+        # Spinning worker threads burn the cores the event loop and other models need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=self._providers)
+        except Exception as exc:  # ORT raises several unrelated types for a bad file
+            raise ValueError(f"{path}: ONNX Runtime cannot load it: {_first_line(exc)}") from None
+        return _OnnxModel(session)
+
+
+class _OnnxModel(LoadedModel):
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self._session: ort.InferenceSession | None = session
+        self._signature = Signature(
+            tuple(_spec(node) for node in session.get_inputs()),
+            tuple(_spec(node) for node in session.get_outputs()),
+        )
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    def close(self) -> None:
+        """Drop the session: its memory goes once no call still holds it."""
+        self._session = None
+
+    def prepare(self, inputs: Tensors) -> Tensors:
+        if not any(array.dtype == object for array in inputs.values()):
+            return inputs
+        return {name: _as_text(name, array) for name, array in inputs.items()}
+
+    def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, np.ndarray[Any, Any]]:
+        if self._session is None:
+            raise RuntimeError("this model instance was closed")
+        names = list(outputs)
+        results = self._session.run(names, dict(inputs))
+        return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
+
+
+def _as_text(name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """ORT string tensors hold UTF-8 ``str``; V2 BYTES arrive as ``bytes``."""
+    if array.dtype != object:
+        return array
+    text = np.empty(array.shape, dtype=object)
+    try:
+        text.reshape(-1)[:] = [item.decode() if isinstance(item, bytes) else item for item in array.reshape(-1)]
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"input '{name}': the model takes UTF-8 text, got bytes that are not ({exc.reason})"
+        ) from None
+    return text
+
+
+def _spec(node: Any) -> TensorSpec:
+    datatype = _DATATYPES.get(node.type)
+    if datatype is None:
+        raise ValueError(f"tensor '{node.name}' has type {node.type}, which the V2 protocol cannot carry")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (node.shape or []))
+    return TensorSpec(node.name, datatype, shape)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,114 @@
+"""Pinned versions, the history of each model's default version, and the
+signature clients last relied on, kept in a small JSON file (written whole,
+then renamed into place) so pins, rollbacks and the signature check survive
+a restart.
+
+A pin is an operator's change: if it cannot be saved it is not made (the
+error reaches the caller). The history and the signature are bookkeeping:
+a failed save is logged and the server goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from turnout.files import write_json_atomically
+from turnout.model.signature import Signature, TensorSpec
+
+if TYPE_CHECKING:
+    from turnout.serving.registry import Contract
+
+log = logging.getLogger("turnout.pins")
+
+HISTORY = 20  # earlier defaults kept per model, for rollback
+
+
+class PinStore:
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._pins: dict[str, int] = {}
+        self._history: dict[str, list[int]] = {}
+        self._contracts: dict[str, dict[str, Any]] = {}
+        if path is not None and path.exists():
+            document = json.loads(path.read_text(encoding="utf-8"))
+            self._pins = {str(k): int(v) for k, v in document.get("pins", {}).items()}
+            self._history = {str(k): [int(x) for x in v] for k, v in document.get("history", {}).items()}
+            self._contracts = dict(document.get("contracts", {}))
+
+    def pinned(self, model: str) -> int | None:
+        return self._pins.get(model)
+
+    def pin(self, model: str, version: int) -> None:
+        self.restore(model, version)
+
+    def unpin(self, model: str) -> None:
+        self.restore(model, None)
+
+    def restore(self, model: str, version: int | None) -> None:
+        """Pin ``version`` (None: no pin); saved first, so a failed save changes nothing."""
+        pins = dict(self._pins)
+        if version is None:
+            pins.pop(model, None)
+        else:
+            pins[model] = version
+        if pins == self._pins:
+            return
+        self._write(pins, self._history, self._contracts)
+        self._pins = pins
+
+    def history(self, model: str) -> list[int]:
+        """Earlier default versions, oldest first."""
+        return list(self._history.get(model, ()))
+
+    def set_history(self, model: str, versions: list[int]) -> None:
+        self._history[model] = list(versions)[-HISTORY:]
+        self._save_quietly()
+
+    def default_changed(self, model: str, previous: int) -> None:
+        """``previous`` was the default until now."""
+        earlier = self._history.setdefault(model, [])
+        if earlier and earlier[-1] == previous:
+            return
+        earlier.append(previous)
+        del earlier[:-HISTORY]
+        self._save_quietly()
+
+    def contract(self, model: str) -> Contract | None:
+        from turnout.serving.registry import Contract
+
+        saved = self._contracts.get(model)
+        if saved is None:
+            return None
+        signature = Signature(
+            tuple(TensorSpec(t["name"], t["datatype"], tuple(t["shape"])) for t in saved["inputs"]),
+            tuple(TensorSpec(t["name"], t["datatype"], tuple(t["shape"])) for t in saved["outputs"]),
+        )
+        return Contract(int(saved["version"]), signature, int(saved["max_batch_size"]))
+
+    def remember_contract(self, model: str, contract: Contract) -> None:
+        saved = {
+            "version": contract.version,
+            "inputs": [t.as_metadata() for t in contract.signature.inputs],
+            "outputs": [t.as_metadata() for t in contract.signature.outputs],
+            "max_batch_size": contract.max_batch_size,
+        }
+        if self._contracts.get(model) != saved:
+            self._contracts[model] = saved
+            self._save_quietly()
+
+    def _save_quietly(self) -> None:
+        try:
+            self._write(self._pins, self._history, self._contracts)
+        except OSError as exc:
+            log.error("cannot save the version history to %s: %s", self._path, exc)
+
+    def _write(self, pins: dict[str, int], history: dict[str, list[int]], contracts: dict[str, Any]) -> None:
+        if self._path is None:
+            return
+        with self._lock:
+            write_json_atomically(self._path, {"pins": pins, "history": history, "contracts": contracts})

@@ -1,0 +1,654 @@
+"""The models being served: which versions are live, and the state of each.
+
+Sits above batching: it turns loaded versions into batchers and keeps the
+index the repository API reports.
+
+Concurrency: the registry lives on the event loop. Loading runs in a worker
+thread; a model's loads and unloads are serialised by a per-model lock, and a
+reload swaps the whole set of versions at once, then drains the old batchers,
+so a request is always answered by a complete version. During a reload the
+versions still serving stay READY; only new ones show LOADING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from turnout.batcher.planner import BatchLimits
+from turnout.batcher.queue import Batcher
+from turnout.errors import ConfigError, InvalidRequest, NotFound, Unavailable
+from turnout.model.config import ModelConfig
+from turnout.model.fingerprint import config_digest, version_digest
+from turnout.model.loader import LoadedVersion, LoadFailed, load_version
+from turnout.model.repository import ModelRepository, ModelSource, is_model_name, parse_version
+from turnout.model.runtimes.base import Tensors
+from turnout.model.signature import Signature, incompatibility
+from turnout.observability.drift import PROFILE_FILE, DriftWindow, Profile
+from turnout.observability.metrics import Metrics, VersionObserver
+from turnout.serving.pins import PinStore
+from turnout.serving.residency import Budget, Residency
+
+log = logging.getLogger("turnout.registry")
+
+
+class State(enum.Enum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(frozen=True, slots=True)
+class ServedVersion:
+    model: str
+    version: int
+    platform: str
+    config: ModelConfig
+    signature: Signature
+    max_batch_size: int
+    batcher: Batcher
+    prepare: Callable[[Tensors], Tensors]  # the runtime's per-request check, before queueing
+    drift: DriftWindow | None = None  # live counts against the version's profile.json, if it has one
+
+    @property
+    def timeout(self) -> float:
+        return self.config.batching.timeout_ms / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    name: str
+    version: str  # "" when the problem is the model's, not a version's
+    state: State
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class _Model:
+    live: dict[int, ServedVersion] = field(default_factory=dict)
+    states: dict[int | None, tuple[State, str]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    unloaded: bool = False  # explicitly unloaded: not counted against server readiness
+    digests: dict[int, str] = field(default_factory=dict)  # each live version's files when loaded
+    default_version: int | None = None  # model.toml's default_version
+    lazy: bool = False  # not in memory on purpose (lazy start, evicted, idle): loads on the next request
+    loading: asyncio.Future[None] | None = None  # an on-demand load under way, shared by its waiters
+    first_load: asyncio.Event | None = None  # set when a load of a model with nothing live ends
+    waiters: int = 0  # requests waiting for an on-demand load: not evicted meanwhile
+
+
+UNLOADED = "unloaded"
+LAZY = "not in memory: loads on the next request"
+
+
+class ModelRegistry:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        metrics: Metrics,
+        drain_seconds: float = 30.0,
+        allow_trusted_models: bool = False,
+        pins: PinStore | None = None,
+        budget: Budget | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pins = pins or PinStore()
+        # versions being pinned: loaded beside what serves, and pinned once live, so the
+        # default goes from the version serving straight to the pinned one (issue 16)
+        self._pinning: dict[str, int] = {}
+        self._residency = Residency(budget or Budget())
+        self._tracking = self._residency.budget.limited or self._residency.budget.idle_seconds is not None
+        self._clock = clock
+        self._allow_trusted = allow_trusted_models
+        self._repository = repository
+        root = repository.root
+        self._root_prefixes = tuple(dict.fromkeys((f"{root}/", f"{root.resolve()}/")))  # cut from reasons shown
+        self._metrics = metrics
+        self._drain_seconds = drain_seconds
+        self._models: dict[str, _Model] = {}
+        self._changes: set[asyncio.Task[None]] = set()  # loads and unloads under way
+
+    async def load_all(self, lazy: bool = False) -> None:
+        """Load every model; ``lazy``: none now, each on its first request."""
+        names = await asyncio.to_thread(self._repository.model_names)
+        for name in names:
+            if not is_model_name(name):  # listed, so the operator sees why it is not served
+                reason = f"{self._repository.root / name}: not a valid model name (letters, digits, '_', '.', '-')"
+                self._models[name] = _Model(states={None: (State.UNAVAILABLE, reason)})
+                log.error("model directory %r not loaded: %s", name, reason)
+            elif lazy:
+                self._models.setdefault(name, _Model(states={None: (State.UNAVAILABLE, LAZY)}, lazy=True))
+            else:  # known from the start, so requests meanwhile hear "loading" (503), not "unknown" (404)
+                self._models.setdefault(name, _Model(states={None: (State.LOADING, "")}))
+        if not lazy:
+            await asyncio.gather(*(self._load_logged(name) for name in names if is_model_name(name)))
+
+    async def _load_logged(self, name: str) -> None:
+        try:
+            await self.load(name)
+        except ConfigError as exc:
+            log.error("model %s not loaded: %s", name, exc)
+        except VersionsFailed as exc:  # each version's failure was logged where it happened
+            log.debug("%s", exc)
+        except Exception:  # one model's surprise must not stop the others from loading
+            log.exception("model %s not loaded: unexpected error", name)
+
+    async def load(self, name: str) -> None:
+        """(Re)load ``name`` from the repository.
+
+        A broken configuration leaves any live versions serving and raises
+        ``ConfigError``; a version that fails to load is marked UNAVAILABLE
+        with its reason while the others go live, never replaces a live
+        version of the same number, and makes the call raise
+        ``VersionsFailed`` once the others are live. The change runs to its end
+        even if the caller stops waiting (a client's deadline, say).
+        """
+        if name not in self._models and not (
+            is_model_name(name) and await asyncio.to_thread(self._repository.has, name)
+        ):
+            raise NotFound(f"no model '{name[:200]}' in the repository")
+        await self._shielded(self._load(name))
+
+    async def _shielded(self, change: Coroutine[Any, Any, None]) -> None:
+        """Run a state change to completion whatever happens to the caller:
+        a half-done load or unload would leave states and batchers behind."""
+        task = asyncio.ensure_future(change)
+        self._changes.add(task)
+        task.add_done_callback(self._change_done)
+        await asyncio.shield(task)
+
+    def _in_background(self, change: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Start a state change without waiting for it (it runs to its end, as a shielded one)."""
+        task = asyncio.ensure_future(change)
+        self._changes.add(task)
+        task.add_done_callback(self._change_done)
+        return task
+
+    def _change_done(self, task: asyncio.Task[None]) -> None:
+        self._changes.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller still waiting has it; a gone one was logged
+
+    async def _load(self, name: str) -> None:
+        model = self._models.setdefault(name, _Model())
+        if not model.live and model.first_load is None:  # requests meanwhile wait for it, not fail
+            model.first_load = asyncio.Event()
+        try:
+            await self._load_locked(name, model)
+        finally:
+            if model.first_load is not None:
+                model.first_load.set()
+                model.first_load = None
+
+    def load_in_progress(self, name: str) -> asyncio.Event | None:
+        """Set when the load of a model with no live version ends (None: no such load)."""
+        model = self._models.get(name)
+        return None if model is None or model.live else model.first_load
+
+    async def _load_locked(self, name: str, model: _Model) -> None:
+        async with model.lock:
+            try:
+                source = await asyncio.to_thread(self._repository.read, name)
+            except ConfigError as exc:
+                if not model.live:
+                    model.states = {None: (State.UNAVAILABLE, str(exc))}
+                raise
+            wanted = set(source.versions)
+            pinned = self._pins.pinned(name)
+            if pinned is not None and pinned in source.on_disk:  # a pin keeps its version whatever the policy
+                wanted.add(pinned)
+            pinning = self._pinning.get(name)
+            if pinning is not None and pinning in source.on_disk:
+                wanted.add(pinning)
+            digests, size = await asyncio.to_thread(_digests_and_size, source, sorted(wanted))
+            unchanged = {v for v in wanted if v in model.live and model.digests.get(v) == digests[v]}
+            # versions serving stay READY until the swap; only new or changed ones are LOADING
+            model.states = {v: (State.READY, "") for v in model.live}
+            model.states |= {v: (State.LOADING, "") for v in wanted - unchanged}
+            loaded: dict[int, ServedVersion] = {}
+            states: dict[int | None, tuple[State, str]] = {}
+            kept_digests: dict[int, str] = {}
+            for version in sorted(wanted):
+                previous = model.live.get(version)
+                if version in unchanged:  # the same files and configuration: no second copy in memory
+                    assert previous is not None
+                    loaded[version], states[version] = previous, (State.READY, "")
+                    kept_digests[version] = digests[version]
+                    continue
+                began = time.monotonic()
+                try:
+                    result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
+                    _keeps_the_contract(source, version, result, self._contract(name, model))
+                except LoadFailed as exc:
+                    log.error("model %s version %d not loaded: %s", name, version, exc)
+                    self._metrics.load_failures(name, str(version)).inc()
+                    if previous is not None:
+                        loaded[version] = previous
+                        kept_digests[version] = model.digests[version]
+                        states[version] = (State.READY, f"reload failed, still serving the earlier load: {exc}")
+                    else:
+                        states[version] = (State.UNAVAILABLE, str(exc))
+                    continue
+                self._metrics.load_time(name, str(version)).observe(time.monotonic() - began)
+                loaded[version] = self._serve(source, version, result)
+                kept_digests[version] = digests[version]
+                states[version] = (State.READY, "")
+                log.info("model %s version %d ready (%s)", name, version, _describe(result.signature))
+            newly_failed = [v for v in wanted if v not in loaded]
+            if newly_failed:  # what they were to replace keeps serving (if its directory is still there)
+                for version, served in model.live.items():
+                    if version not in loaded and version in source.on_disk:
+                        loaded[version] = served
+                        kept_digests[version] = model.digests[version]
+                        states[version] = (State.READY, f"kept serving: version(s) {newly_failed} failed to load")
+            if newly_failed and not loaded:  # nothing in memory to keep (a restart, an eviction): an older one
+                await self._load_older(name, model, source, wanted, newly_failed, loaded, states, kept_digests)
+            old = model.live
+            before = self._default(name, model)
+            model.live, model.states, model.unloaded = loaded, states, False
+            model.digests, model.default_version = kept_digests, source.config.default_version
+            model.lazy = False
+            self._note_default(name, model, before)
+            self._remember_contract(name, model)
+            if loaded and self._tracking:
+                self._residency.loaded(name, size, self._clock())
+                busy = frozenset(n for n, m in self._models.items() if m.waiters)
+                for victim in self._residency.to_evict(keep=name, busy=busy):  # each under its own lock, later
+                    self._in_background(self._evict(victim, "over the memory budget"))
+            self._publish(name, old, loaded)
+            kept = {id(v) for v in loaded.values()}
+            await self._drain(v for v in old.values() if id(v) not in kept)
+            failed = {v: reason for v, (state, reason) in states.items() if reason and v in wanted}
+            if failed:
+                raise VersionsFailed(name, failed)
+
+    def _contract(self, name: str, model: _Model) -> Contract | None:
+        """What clients call: the serving default version's signature, which a
+        new version must keep unless model.toml declares the signature; when
+        nothing is live (evicted, or just started), the last one that was."""
+        default = self._default(name, model)
+        if default is not None:
+            served = model.live[default]
+            return Contract(served.version, served.signature, served.max_batch_size)
+        return self._pins.contract(name)
+
+    def _remember_contract(self, name: str, model: _Model) -> None:
+        contract = self._contract(name, model)
+        if contract is not None and model.live:
+            self._pins.remember_contract(name, contract)
+
+    async def _load_older(
+        self,
+        name: str,
+        model: _Model,
+        source: ModelSource,
+        wanted: set[int],
+        failed: list[int],
+        loaded: dict[int, ServedVersion],
+        states: dict[int | None, tuple[State, str]],
+        digests: dict[int, str],
+    ) -> None:
+        """Every wanted version failed and none serves: the newest older version that loads serves instead."""
+        for version in sorted((v for v in source.on_disk if v not in wanted), reverse=True)[:3]:
+            try:
+                result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
+                _keeps_the_contract(source, version, result, self._contract(name, model))
+            except LoadFailed as exc:
+                log.error("model %s: older version %d not loaded either: %s", name, version, exc)
+                continue
+            loaded[version] = self._serve(source, version, result)
+            digests[version] = (await asyncio.to_thread(_digests_and_size, source, [version]))[0][version]
+            states[version] = (State.READY, f"serving instead: version(s) {failed} failed to load")
+            log.warning("model %s: version %d serves instead of %s, which failed to load", name, version, failed)
+            return
+
+    def _default(self, name: str, model: _Model) -> int | None:
+        """The version requests that name none get: the pinned one, else
+        model.toml's default_version, else the highest live one."""
+        if not model.live:
+            return None
+        for choice in (self._pins.pinned(name), model.default_version):
+            if choice is not None and choice in model.live:
+                return choice
+        return max(model.live)
+
+    def _note_default(self, name: str, model: _Model, before: int | None) -> None:
+        after = self._default(name, model)
+        if before is not None and after is not None and after != before:
+            self._pins.default_changed(name, before)
+            log.info("model %s: version %d is now the default (was %d)", name, after, before)
+
+    # pinning and rollback
+    async def pin(self, name: str, version: int) -> None:
+        """Make ``version`` the default, loading it if the version policy left it out."""
+        model = self._known(name)
+        if version not in model.live:
+            source = await asyncio.to_thread(self._repository.read, name)
+            if version not in source.on_disk:
+                raise NotFound(f"model '{name}' has no version {version} on disk (it has {list(source.on_disk)})")
+        before = self._default(name, model)
+        earlier_pin = self._pins.pinned(name)
+        # Loaded first, pinned once live: pinned before, a version still loading left
+        # requests to the policy's default meanwhile, a third version.
+        self._pinning[name] = version
+        try:
+            if version not in model.live:
+                try:
+                    await self.load(name)
+                except VersionsFailed as exc:
+                    if version in exc.reasons:  # the pin cannot serve: nothing changes
+                        raise
+            if version not in model.live:
+                raise Unavailable(f"model '{name}' version {version} could not be loaded; nothing was pinned")
+            self._pins.pin(name, version)
+        finally:
+            self._pinning.pop(name, None)
+        self._note_default(name, model, before)
+        if earlier_pin not in (None, version) and earlier_pin not in set(self._policy_versions(name)):
+            await self.load(name)  # the earlier pin's version leaves with its pin
+
+    async def unpin(self, name: str) -> None:
+        model = self._known(name)
+        before = self._default(name, model)
+        pinned = self._pins.pinned(name)
+        self._pins.unpin(name)
+        if pinned is not None and pinned not in set(self._policy_versions(name)):
+            await self.load(name)  # the pinned version leaves with its pin
+        self._note_default(name, model, before)
+
+    async def rollback(self, name: str) -> int:
+        """Back to the default before the current one (pinned); returns its version."""
+        model = self._known(name)
+        current = self._default(name, model)
+        earlier = [v for v in self._pins.history(name) if v != current]
+        if not earlier:
+            raise InvalidRequest(f"model '{name}' has no earlier default version to roll back to")
+        target = earlier[-1]
+        history = self._pins.history(name)
+        await self.pin(name, target)
+        self._pins.set_history(name, history[: len(history) - 1 - history[::-1].index(target)])  # before target
+        return target
+
+    def pinned(self, name: str) -> int | None:
+        return self._pins.pinned(name)
+
+    def default_version(self, name: str) -> int | None:
+        model = self._models.get(name)
+        return None if model is None else self._default(name, model)
+
+    def history(self, name: str) -> list[int]:
+        return self._pins.history(name)
+
+    def _policy_versions(self, name: str) -> list[int]:
+        try:
+            return list(self._repository.read(name).versions)
+        except ConfigError:
+            return []
+
+    def _known(self, name: str) -> _Model:
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"unknown model '{name[:200]}'")
+        return model
+
+    def _serve(self, source: ModelSource, version: int, loaded: LoadedVersion) -> ServedVersion:
+        config = source.config
+        batcher = Batcher(
+            loaded.instances,
+            BatchLimits(
+                loaded.max_batch_size,
+                config.batching.max_queue_delay_ms / 1000.0,
+                tuple(config.batching.preferred_batch_sizes),
+            ),
+            config.batching.max_queue_size,
+            VersionObserver(self._metrics, source.name, str(version)),
+            niceness=config.instances.niceness,
+        )
+        batcher.start()
+        return ServedVersion(
+            source.name,
+            version,
+            source.runtime.platform,
+            config,
+            loaded.signature,
+            loaded.max_batch_size,
+            batcher,
+            loaded.instances[0].prepare,
+            _drift_window(source, version),
+        )
+
+    async def unload(self, name: str) -> None:
+        """Stop serving ``name`` once its queued and running requests are answered."""
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"unknown model '{name[:200]}'")
+        await self._shielded(self._unload(name, model))
+
+    async def _unload(self, name: str, model: _Model) -> None:
+        self._residency.unloaded(name)
+        async with model.lock:
+            old = model.live
+            model.live = {}
+            model.states = {v: (State.UNLOADING, "") for v in old}
+            self._publish(name, old, {})
+            await self._drain(old.values())
+            model.states = {v: (State.UNAVAILABLE, UNLOADED) for v in old} or {None: (State.UNAVAILABLE, UNLOADED)}
+            model.unloaded, model.lazy = True, False
+
+    # scale to zero
+    async def _evict(self, name: str, why: str) -> None:
+        """Out of memory until the next request brings it back."""
+        model = self._models.get(name)
+        if model is None:
+            return
+        self._residency.unloaded(name)
+        async with model.lock:
+            if not model.live or model.unloaded:
+                return
+            old = model.live
+            model.live, model.lazy = {}, True
+            model.states = {None: (State.UNAVAILABLE, LAZY)}
+            self._publish(name, old, {})
+            self._metrics.evictions(name).inc()
+            log.info("model %s unloaded: %s (it loads again on its next request)", name, why)
+            await self._drain(old.values())
+
+    async def evict_idle(self) -> None:
+        for name in self._residency.idle(self._clock()):
+            await self._shielded(self._evict(name, f"unused for {self._residency.budget.idle_seconds:g} s"))
+
+    def is_lazy(self, name: str) -> bool:
+        model = self._models.get(name)
+        return model is not None and model.lazy and not model.live
+
+    async def load_on_demand(self, name: str) -> None:
+        """Load a lazy model for a request that wants it; concurrent requests
+        share one load, and the model is not evicted while they wait. Raises
+        what the load raised."""
+        model = self._known(name)
+        if model.live or not model.lazy:
+            return
+        model.waiters += 1
+        try:
+            await self._load_on_demand(name, model)
+        finally:
+            model.waiters -= 1
+
+    async def _load_on_demand(self, name: str, model: _Model) -> None:
+        if model.loading is None:
+            model.states = {None: (State.LOADING, "")}
+            model.loading = self._in_background(self._load(name))
+
+            def done(future: asyncio.Future[None]) -> None:
+                model.loading = None
+                if not future.cancelled() and future.exception() is not None and not model.live:
+                    model.lazy = True  # the next request tries again
+
+            model.loading.add_done_callback(done)
+        await asyncio.shield(model.loading)
+
+    def get(self, name: str, version: str | None = None) -> ServedVersion:
+        """The live version to serve; the highest live one when none is named."""
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"unknown model '{name[:200]}'")
+        if version:
+            number = parse_version(version)
+            served = model.live.get(number) if number is not None else None
+            if served is not None:
+                if self._tracking:
+                    self._residency.used(name, self._clock())
+                return served
+            if number is None or number not in model.states:
+                raise NotFound(f"model '{name}' has no version '{version[:40]}'")
+            state, reason = model.states[number]
+            raise Unavailable(
+                f"model '{name}' version {number} is {state.value.lower()}{_because(self._shown(reason))}",
+                retry_after=_retry_after(state),
+            )
+        default = self._default(name, model)
+        if default is not None:
+            if self._tracking:
+                self._residency.used(name, self._clock())
+            return model.live[default]
+        reasons = "; ".join(dict.fromkeys(self._shown(r) for _, r in model.states.values() if r))
+        busy = next((s for s, _ in model.states.values() if _retry_after(s)), None)
+        if busy and not reasons:
+            reasons = busy.value.lower()
+        raise Unavailable(
+            f"model '{name}' has no ready version{_because(reasons)}", retry_after=busy and _retry_after(busy)
+        )
+
+    def versions(self, name: str) -> list[int]:
+        model = self._models.get(name)
+        return sorted(model.live) if model else []
+
+    def index(self) -> list[IndexEntry]:
+        """Each model's and version's state, its reason with paths relative to
+        the repository root (the server's log keeps the absolute ones)."""
+        entries = []
+        for name in sorted(self._models):
+            for version, (state, reason) in sorted(self._models[name].states.items(), key=lambda kv: kv[0] or 0):
+                entries.append(IndexEntry(name, "" if version is None else str(version), state, self._shown(reason)))
+        return entries
+
+    def _shown(self, reason: str) -> str:
+        """``reason`` for a client: where the repository lies on the server's
+        disk is not theirs to know (issue 15), so its root is cut from every
+        path, as given and as resolved (ONNX Runtime's messages may use either)."""
+        for prefix in self._root_prefixes:
+            reason = reason.replace(prefix, "")
+        return reason
+
+    def known(self, name: str) -> bool:
+        return name in self._models
+
+    def all_ready(self) -> bool:
+        """Every model that should serve does (has a live default version). Not
+        counted: explicitly unloaded models, and those out of memory on purpose
+        (they load on demand). A reload's new versions loading, or one that
+        failed while another serves, do not make the server unready."""
+        return all(model.live or model.unloaded or model.lazy for model in self._models.values())
+
+    def flush(self) -> None:
+        """Run whatever is queued without waiting out batching delays (shutdown)."""
+        for model in self._models.values():
+            for served in model.live.values():
+                served.batcher.flush()
+
+    async def close(self) -> None:
+        for name, model in self._models.items():
+            old, model.live = model.live, {}
+            self._publish(name, old, {})
+            await self._drain(old.values())
+
+    def _publish(self, name: str, old: dict[int, ServedVersion], new: dict[int, ServedVersion]) -> None:
+        for version in old.keys() - new.keys():
+            self._metrics.model_ready(name, str(version)).set(0)
+        for version in new:
+            self._metrics.model_ready(name, str(version)).set(1)
+
+    async def _drain(self, versions: Iterable[ServedVersion]) -> None:
+        await asyncio.gather(*(v.batcher.close(self._drain_seconds) for v in versions))
+
+
+class VersionsFailed(Exception):
+    """Some versions of a model failed to load; any others are live."""
+
+    def __init__(self, model: str, reasons: dict[int, str]) -> None:
+        self.model = model
+        self.reasons = reasons
+        listed = "; ".join(f"version {v}: {r}" for v, r in sorted(reasons.items()))
+        super().__init__(f"model '{model}' did not fully load: {listed}")
+
+
+def _retry_after(state: State) -> float | None:
+    """Loading and unloading end on their own: worth a retry in a second."""
+    return 1.0 if state in (State.LOADING, State.UNLOADING) else None
+
+
+def _because(reason: str) -> str:
+    return f": {reason}" if reason else ""
+
+
+def _describe(signature: Signature) -> str:
+    ins = ", ".join(s.describe() for s in signature.inputs)
+    outs = ", ".join(s.describe() for s in signature.outputs)
+    return f"{ins} -> {outs}"
+
+
+def _digests_and_size(source: ModelSource, versions: list[int]) -> tuple[dict[int, str], int]:
+    """Each version's digest, and the memory the versions will take (estimated:
+    their artifacts' size on disk times the instances)."""
+    config = config_digest(source.directory)
+    digests = {v: version_digest(source.version_dir(v), config) for v in versions}
+    size = 0
+    for version in versions:
+        artifact = source.version_dir(version) / source.runtime.artifact
+        with contextlib.suppress(OSError):
+            size += artifact.stat().st_size
+    return digests, size * source.config.instances.count
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """The signature clients rely on: the serving default version's."""
+
+    version: int
+    signature: Signature
+    max_batch_size: int
+
+
+def _keeps_the_contract(source: ModelSource, version: int, loaded: LoadedVersion, serving: Contract | None) -> None:
+    """A new version may not change the signature clients rely on by accident:
+    without a signature declared in model.toml, it must accept what the
+    serving default accepts and answer in the same shapes."""
+    if serving is None or source.config.declared_signature() is not None:
+        return
+    problem = incompatibility(serving.signature, loaded.signature, serving.max_batch_size, loaded.max_batch_size)
+    if problem:
+        for instance in loaded.instances:
+            instance.close()
+        raise LoadFailed(
+            f"its signature differs from version {serving.version}'s, which clients call ({problem}); to change the "
+            "signature on purpose, declare [[inputs]] and [[outputs]] in model.toml"
+        )
+
+
+def _drift_window(source: ModelSource, version: int) -> DriftWindow | None:
+    path = source.version_dir(version) / PROFILE_FILE
+    if not path.is_file():
+        return None
+    try:
+        profile = Profile.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a bad profile: no drift, the model still serves
+        log.error("model %s version %d: %s not used: %s", source.name, version, path.name, exc)
+        return None
+    return DriftWindow(profile, source.config.drift.window_rows)
