@@ -40,6 +40,7 @@ serve: $(STAMP) models
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples scripts
 	$(BIN)/ruff format --check src tests examples scripts
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -31,8 +31,6 @@ from turnout.model.watcher import RepositoryWatcher
 from turnout.observability.metrics import Metrics
 from turnout.observability.notifier import AlertNotifier
 from turnout.observability.payloads import PayloadLog
-from turnout.observability.routing_metrics import register_routing_metrics
-from turnout.observability.shadow_metrics import register_shadow_metrics
 from turnout.observability.tracing import make_tracer
 from turnout.overload.admission import Admission
 from turnout.overload.budget import BodyBudget
@@ -41,7 +39,9 @@ from turnout.overload.gate import Gate
 from turnout.overload.pressure import Pressure
 from turnout.protocol.types import InferenceRequest, InferenceResponse
 from turnout.routing.feedback import FeedbackStore
+from turnout.routing.metrics import register_routing_metrics
 from turnout.routing.shadow import ShadowMirror
+from turnout.routing.shadow_metrics import register_shadow_metrics
 from turnout.routing.state_store import RoutingStore
 from turnout.routing.traffic import TrafficControl
 from turnout.security.audit import AuditLog, NoAudit

@@ -11,6 +11,7 @@ from turnout.protocol.limits import InputLimits
 from turnout.security.jwt_auth import JwtSettings
 from turnout.security.ratelimit import Rate
 from turnout.security.tls import TlsSettings
+from turnout.streams.service import StreamSettings
 from turnout.transports.http import HttpLimits
 from turnout.transports.http2.limits import Http2Limits
 
@@ -101,23 +102,6 @@ class RoutingSettings:
     shadow_workers: int = 1
     shadow_log_every: int = 100  # log one disagreement in this many
     rollout_tick_seconds: float = 0.25  # how often running rollouts are judged
-
-
-@dataclass(frozen=True, slots=True)
-class StreamSettings:
-    """Inference requests from Redis Streams (``url`` None: none consumed).
-
-    ``group``: the deployment's consumer group; ``consumer``: this process's
-    name in it (None: host name and process id). An entry pending longer than
-    ``claim_idle_seconds`` is taken over by a live consumer; one delivered
-    more than ``max_deliveries`` times goes to the dead-letter stream."""
-
-    url: str | None = None
-    group: str = "turnout"
-    consumer: str | None = None
-    max_deliveries: int = 3
-    claim_idle_seconds: float = 30.0
-    block_seconds: float = 1.0  # how long one read waits for entries
 
 
 @dataclass(frozen=True, slots=True)

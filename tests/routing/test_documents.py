@@ -5,7 +5,6 @@ guard's windows."""
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from turnout.errors import ConfigError
 from turnout.model.config import load_config
 from turnout.model.signature import Signature, TensorSpec, incompatibility
-from turnout.routing.document import describe, parse
+from turnout.routing.document import RoutingDocument, describe, from_config, parse
 from turnout.routing.policy import ABTest, BlueGreen, Canary, PolicyError, Shadow, Single
 from turnout.routing.rollout import Step
 from turnout.routing.state_store import RoutingStore
@@ -87,18 +86,22 @@ def test_rollout_steps_must_rise_and_guard_ratios_make_sense() -> None:
     assert (limits.guard_limits().confidence, limits.guard_limits().latency_slack_ms) == (0.99, 0.0)
 
 
-def test_model_toml_routing_is_checked_when_the_config_loads(tmp_path: Path) -> None:
+def test_model_toml_routing_is_checked_when_the_model_is_read(tmp_path: Path) -> None:
     good = '[routing]\npolicy = "canary"\nbaseline = "1"\ncandidate = "2"\nweight = 10\n'
-    (tmp_path / "model.toml").write_text(good)
-    routing = load_config(tmp_path).routing
+
+    def routing_of(text: str) -> RoutingDocument | None:
+        (tmp_path / "model.toml").write_text(text)
+        return from_config(load_config(tmp_path).routing, "model.toml")
+
+    routing = routing_of(good)
     assert routing is not None and routing.to_policy() == Canary("1", "2", 10.0)
-    tomllib.loads(good)
-    (tmp_path / "model.toml").write_text(good.replace("weight = 10", "weight = 110"))
     with pytest.raises(ConfigError, match="percentage from 0 to 100"):
-        load_config(tmp_path)
-    (tmp_path / "model.toml").write_text(good + "[[routing.steps]]\nweight = 50\n")
+        routing_of(good.replace("weight = 10", "weight = 110"))
     with pytest.raises(ConfigError, match="hold time"):
-        load_config(tmp_path)
+        routing_of(good + "[[routing.steps]]\nweight = 50\n")
+    with pytest.raises(ConfigError, match=r"routing\.colour: unknown field"):
+        routing_of(good + 'colour = "red"\n')
+    assert routing_of("max_batch_size = 0\n") is None
 
 
 def test_variant_names() -> None:

@@ -22,9 +22,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from turnout.observability.shadow_metrics import register_shadow_metrics
 from turnout.routing.compare import Outputs
 from turnout.routing.shadow import ShadowJob, ShadowMirror
+from turnout.routing.shadow_metrics import register_shadow_metrics
 
 LIMIT = 2.0  # seconds; a hang fails the test instead of stalling the suite
 DIFFERENT = {2, 5, 7}  # of ten jobs, those whose shadow labels differ from the primary's

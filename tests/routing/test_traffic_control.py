@@ -53,7 +53,7 @@ def run(models: Path, state: Path, scenario: Scenario) -> None:
         def control() -> TrafficControl:
             traffic = TrafficControl(registry, RoutingStore(state), clock=Clock())
             for name in registry_names(registry):
-                traffic.configured(name, registry.get(name).config.routing)
+                traffic.configured(name, registry.get(name).routing)
             traffic._started = True  # as Server.serve does once every model is taken up
             made.append(traffic)
             return traffic
@@ -186,7 +186,7 @@ def test_a_policy_removed_through_the_api_stays_removed(models: Path, tmp_path: 
     async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
         traffic = control()
         traffic.clear("wine", "ops")
-        traffic.configured("wine", registry.get("wine").config.routing)  # a reload, same table
+        traffic.configured("wine", registry.get("wine").routing)  # a reload, same table
         assert "wine" not in traffic.routes
         assert "wine" not in control().routes  # a restart
         assert kinds(traffic)[-1] == "cleared"
@@ -215,7 +215,7 @@ def test_the_files_policy_applies_even_when_it_cannot_be_saved_and_is_saved_late
         toml = models / "wine" / "model.toml"
         toml.write_text(toml.read_text().replace("weight = 10", "weight = 30"))
         await registry.load("wine")
-        traffic.configured("wine", registry.get("wine").config.routing)
+        traffic.configured("wine", registry.get("wine").routing)
         assert traffic.routes["wine"].policy == Canary("1", "2", 30.0)  # in force, not saved
         traffic.tick()  # still failing: kept for later
         traffic._store.save = real  # type: ignore[method-assign]
@@ -232,7 +232,7 @@ def test_a_refused_file_policy_leaves_its_baseline_serving_not_the_candidate(mod
         await registry.load("wine")
         traffic = TrafficControl(registry, RoutingStore(tmp_path / "fresh.db"))
         with pytest.raises(PolicyError, match="unknown variant '9'"):
-            traffic.configured("wine", registry.get("wine").config.routing)
+            traffic.configured("wine", registry.get("wine").routing)
         assert traffic.routes["wine"].policy == Single("1")  # not version 2, the highest
         assert kinds(traffic)[-2:] == ["refused", "fallback"]
         traffic._store.close()

@@ -37,8 +37,8 @@ from turnout.settings import (
     RoutingSettings,
     SecuritySettings,
     Settings,
-    StreamSettings,
 )
+from turnout.streams.service import StreamSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from turnout.errors import ConfigError
+from turnout.model.config import field_path
 from turnout.routing.guard import GuardLimits
 from turnout.routing.policy import ABTest, BlueGreen, Canary, Policy, PolicyError, Shadow, Single
 from turnout.routing.rollout import Rollout, Step
@@ -143,6 +145,27 @@ def parse(document: Any) -> RoutingDocument:
         return RoutingDocument.model_validate(document)
     except ValidationError as exc:
         raise PolicyError(_first_problem(exc, "routing")) from None
+
+
+def from_config(table: dict[str, Any] | None, file: str) -> RoutingDocument | None:
+    """``model.toml``'s ``[routing]`` table, checked as the model is read:
+    ``ConfigError`` naming the field (which variants exist is checked once the
+    versions are live)."""
+    if table is None:
+        return None
+    try:
+        document = RoutingDocument.model_validate(table)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        reason = "unknown field" if first["type"] == "extra_forbidden" else str(first["msg"])
+        raise ConfigError(file, reason.removeprefix("Value error, "), field_path(("routing", *first["loc"]))) from None
+    try:
+        document.to_policy()
+        document.rollout_steps()
+        document.guard_limits()
+    except PolicyError as exc:
+        raise ConfigError(file, str(exc), "routing") from None
+    return document
 
 
 def parse_guard(document: Any) -> GuardLimits:

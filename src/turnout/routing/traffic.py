@@ -230,7 +230,7 @@ class TrafficControl:
             self._log(endpoint, "refused", f"the policy in force no longer applies once {model!r} changed", CONFIG)
             self._install(endpoint, None)
             try:
-                document = self._registry.get(endpoint).config.routing
+                document = self._registry.get(endpoint).routing
             except TurnoutError:
                 document = None
             if document is None:
@@ -610,7 +610,7 @@ class TrafficControl:
         except TurnoutError:
             current = self.routes.get(endpoint)
             return current.config_digest if current else None
-        return _digest(served.config.routing)
+        return _digest(served.routing)
 
 
 def _digest(document: RoutingDocument | None) -> str | None:

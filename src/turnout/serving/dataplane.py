@@ -275,7 +275,7 @@ class DataPlane:
     def _routing_pending(self, traffic: TrafficControl, served: ServedVersion) -> None:
         """Before start, an endpoint whose routing is still to be taken up
         does not serve its default version by mistake (a rolled-back candidate, say)."""
-        if served.config.routing is not None or traffic.has_saved(served.model):
+        if served.routing is not None or traffic.has_saved(served.model):
             raise Unavailable(f"model '{served.model}' is restoring its routing; retry", retry_after=1.0)
 
     def _pick(self, endpoint: str, variant: str, route: Route, protocol: str) -> tuple[str, ServedVersion]:
@@ -469,7 +469,7 @@ class DataPlane:
         except TurnoutError:
             return  # nothing live: nothing to route to yet
         try:
-            self._traffic.configured(name, served.config.routing)
+            self._traffic.configured(name, served.routing)
         except PolicyError as exc:
             raise InvalidRequest(
                 f"model '{name}' loaded, but its [routing] was refused (the policy in force stays): {exc}"

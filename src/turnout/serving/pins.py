@@ -14,13 +14,11 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from turnout.files import write_json_atomically
+from turnout.model.contract import Contract
 from turnout.model.signature import Signature, TensorSpec
-
-if TYPE_CHECKING:
-    from turnout.serving.registry import Contract
 
 log = logging.getLogger("turnout.pins")
 
@@ -79,7 +77,6 @@ class PinStore:
         self._save_quietly()
 
     def contract(self, model: str) -> Contract | None:
-        from turnout.serving.registry import Contract
 
         saved = self._contracts.get(model)
         if saved is None:

@@ -24,14 +24,16 @@ from typing import Any
 from turnout.batcher.planner import BatchLimits
 from turnout.batcher.queue import Batcher
 from turnout.errors import ConfigError, InvalidRequest, NotFound, Unavailable
-from turnout.model.config import ModelConfig
+from turnout.model.config import CONFIG_FILE, ModelConfig
+from turnout.model.contract import Contract, keeps_the_contract
 from turnout.model.fingerprint import config_digest, version_digest
 from turnout.model.loader import LoadedVersion, LoadFailed, load_version
 from turnout.model.repository import ModelRepository, ModelSource, is_model_name, parse_version
 from turnout.model.runtimes.base import Tensors
-from turnout.model.signature import Signature, incompatibility
+from turnout.model.signature import Signature
 from turnout.observability.drift import PROFILE_FILE, DriftWindow, Profile
 from turnout.observability.metrics import Metrics, VersionObserver
+from turnout.routing.document import RoutingDocument, from_config
 from turnout.serving.pins import PinStore
 from turnout.serving.residency import Budget, Residency
 
@@ -56,6 +58,7 @@ class ServedVersion:
     batcher: Batcher
     prepare: Callable[[Tensors], Tensors]  # the runtime's per-request check, before queueing
     drift: DriftWindow | None = None  # live counts against the version's profile.json, if it has one
+    routing: RoutingDocument | None = None  # model.toml's [routing], checked when the model was read
 
     @property
     def timeout(self) -> float:
@@ -196,6 +199,7 @@ class ModelRegistry:
         async with model.lock:
             try:
                 source = await asyncio.to_thread(self._repository.read, name)
+                routing = from_config(source.config.routing, str(source.directory / CONFIG_FILE))
             except ConfigError as exc:
                 if not model.live:
                     model.states = {None: (State.UNAVAILABLE, str(exc))}
@@ -225,7 +229,7 @@ class ModelRegistry:
                 began = time.monotonic()
                 try:
                     result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
-                    _keeps_the_contract(source, version, result, self._contract(name, model))
+                    keeps_the_contract(source, version, result, self._contract(name, model))
                 except LoadFailed as exc:
                     log.error("model %s version %d not loaded: %s", name, version, exc)
                     self._metrics.load_failures(name, str(version)).inc()
@@ -237,7 +241,7 @@ class ModelRegistry:
                         states[version] = (State.UNAVAILABLE, str(exc))
                     continue
                 self._metrics.load_time(name, str(version)).observe(time.monotonic() - began)
-                loaded[version] = self._serve(source, version, result)
+                loaded[version] = self._serve(source, version, result, routing)
                 kept_digests[version] = digests[version]
                 states[version] = (State.READY, "")
                 log.info("model %s version %d ready (%s)", name, version, _describe(result.signature))
@@ -299,11 +303,11 @@ class ModelRegistry:
         for version in sorted((v for v in source.on_disk if v not in wanted), reverse=True)[:3]:
             try:
                 result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
-                _keeps_the_contract(source, version, result, self._contract(name, model))
+                keeps_the_contract(source, version, result, self._contract(name, model))
             except LoadFailed as exc:
                 log.error("model %s: older version %d not loaded either: %s", name, version, exc)
                 continue
-            loaded[version] = self._serve(source, version, result)
+            loaded[version] = self._serve(source, version, result, from_config(source.config.routing, ""))
             digests[version] = (await asyncio.to_thread(_digests_and_size, source, [version]))[0][version]
             states[version] = (State.READY, f"serving instead: version(s) {failed} failed to load")
             log.warning("model %s: version %d serves instead of %s, which failed to load", name, version, failed)
@@ -398,7 +402,9 @@ class ModelRegistry:
             raise NotFound(f"unknown model '{name[:200]}'")
         return model
 
-    def _serve(self, source: ModelSource, version: int, loaded: LoadedVersion) -> ServedVersion:
+    def _serve(
+        self, source: ModelSource, version: int, loaded: LoadedVersion, routing: RoutingDocument | None
+    ) -> ServedVersion:
         config = source.config
         batcher = Batcher(
             loaded.instances,
@@ -422,6 +428,7 @@ class ModelRegistry:
             batcher,
             loaded.instances[0].prepare,
             _drift_window(source, version),
+            routing,
         )
 
     async def unload(self, name: str) -> None:
@@ -615,31 +622,6 @@ def _digests_and_size(source: ModelSource, versions: list[int]) -> tuple[dict[in
         with contextlib.suppress(OSError):
             size += artifact.stat().st_size
     return digests, size * source.config.instances.count
-
-
-@dataclass(frozen=True, slots=True)
-class Contract:
-    """The signature clients rely on: the serving default version's."""
-
-    version: int
-    signature: Signature
-    max_batch_size: int
-
-
-def _keeps_the_contract(source: ModelSource, version: int, loaded: LoadedVersion, serving: Contract | None) -> None:
-    """A new version may not change the signature clients rely on by accident:
-    without a signature declared in model.toml, it must accept what the
-    serving default accepts and answer in the same shapes."""
-    if serving is None or source.config.declared_signature() is not None:
-        return
-    problem = incompatibility(serving.signature, loaded.signature, serving.max_batch_size, loaded.max_batch_size)
-    if problem:
-        for instance in loaded.instances:
-            instance.close()
-        raise LoadFailed(
-            f"its signature differs from version {serving.version}'s, which clients call ({problem}); to change the "
-            "signature on purpose, declare [[inputs]] and [[outputs]] in model.toml"
-        )
 
 
 def _drift_window(source: ModelSource, version: int) -> DriftWindow | None:

@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -16,7 +17,6 @@ from turnout.model.config import ModelConfig
 from turnout.observability.metrics import Metrics
 from turnout.observability.tracing import Tracer
 from turnout.protocol.limits import InputLimits
-from turnout.settings import StreamSettings
 from turnout.streams.consumer import Answer, ModelStream, StreamOptions
 from turnout.streams.health import RedisHealth
 
@@ -34,6 +34,23 @@ def dead_letter_name(model: str, config: ModelConfig) -> str:
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """Inference requests from Redis Streams (``url`` None: none consumed).
+
+    ``group``: the deployment's consumer group; ``consumer``: this process's
+    name in it (None: host name and process id). An entry pending longer than
+    ``claim_idle_seconds`` is taken over by a live consumer; one delivered
+    more than ``max_deliveries`` times goes to the dead-letter stream."""
+
+    url: str | None = None
+    group: str = "turnout"
+    consumer: str | None = None
+    max_deliveries: int = 3
+    claim_idle_seconds: float = 30.0
+    block_seconds: float = 1.0  # how long one read waits for entries
 
 
 class StreamService:

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from turnout.overload.budget import BodyBudget
 from turnout.overload.connections import Connections
 from turnout.overload.gate import Gate
 from turnout.transports.http.limits import HttpLimits
 from turnout.transports.rest.asgi import Response
-
-if TYPE_CHECKING:
-    from turnout.transports.http.protocol import HttpProtocol
 
 # (method, path, headers, body, client address) -> response; the RestApi's
 # entry point. The body is None when it passed the size limit: it was not
@@ -44,4 +41,5 @@ class Shared:
     gate: Gate
     budget: BodyBudget | None
     connections: Connections | None  # the limit on open connections, across listeners
-    protocols: set[HttpProtocol]  # this server's own connections, for its shutdown
+    # this server's own connections (HttpProtocols, which import this module), for its shutdown
+    protocols: set[Any]

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from turnout.overload.budget import BodyBudget
 from turnout.overload.connections import Connections
 from turnout.overload.gate import Gate
 from turnout.transports.http2.limits import Http2Limits
-
-if TYPE_CHECKING:
-    from turnout.transports.http2.protocol import Http2Protocol
 
 
 @dataclass(slots=True)
@@ -60,4 +57,5 @@ class Shared:
     shed: Reply | None  # the answer to a stream the gate or the body budget refuses; None: RST_STREAM REFUSED_STREAM
     budget: BodyBudget | None  # request body bytes held in memory, across connections and listeners
     connections: Connections | None  # the limit on open connections, across listeners
-    protocols: set[Http2Protocol]  # this server's own connections, for its shutdown
+    # this server's own connections (Http2Protocols, which import this module), for its shutdown
+    protocols: set[Any]
