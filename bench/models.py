@@ -207,7 +207,15 @@ def _turnout_toml(name: str, batching: Batching | str) -> str:
             f"preferred_batch_sizes = {list(batching.preferred_batch_sizes)}",
         ]
     # The same ONNX Runtime settings as every other server in the benchmark.
-    lines += ["", "[instances]", "count = 1", "intra_op_threads = 1", 'execution_mode = "sequential"']
+    lines += [
+        "",
+        "[instances]",
+        "count = 1",
+        "",
+        "[runtime.options]",
+        "intra_op_threads = 1",
+        'execution_mode = "sequential"',
+    ]
     return "\n".join(lines) + "\n"
 
 

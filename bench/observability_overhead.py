@@ -89,7 +89,6 @@ def metrics_cost(repository: Path, requests: int = 20_000) -> dict[str, float]:
     import numpy as np
 
     from turnout.model.repository import ModelRepository
-    from turnout.model.runtimes.onnx import OnnxRuntime
     from turnout.observability.metrics import Metrics
     from turnout.protocol.types import InferenceRequest, InferInput
     from turnout.serving.dataplane import DataPlane
@@ -98,7 +97,7 @@ def metrics_cost(repository: Path, requests: int = 20_000) -> dict[str, float]:
     row = np.zeros((1, 10), dtype=np.float32)
 
     async def run(metrics: object) -> float:
-        registry = ModelRegistry(ModelRepository(repository, {"onnx": OnnxRuntime()}), metrics)  # type: ignore[arg-type]
+        registry = ModelRegistry(ModelRepository(repository), metrics)  # type: ignore[arg-type]
         await registry.load_all()
         plane = DataPlane(registry, metrics)  # type: ignore[arg-type]
         plane.mark_started()

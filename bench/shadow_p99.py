@@ -122,8 +122,11 @@ def build_repo(root: Path) -> None:
     for name, toml in (
         ("cancer", "max_batch_size = 64\n"),
         ("slow_wait", "max_batch_size = 64\n[batching]\nmax_queue_delay_ms = 50.0\npreferred_batch_sizes = [64]\n"),
-        ("slow_cpu", "max_batch_size = 64\n[instances]\ncount = 1\nintra_op_threads = 1\n"),
-        ("slow_cpu_niced", "max_batch_size = 64\n[instances]\ncount = 1\nintra_op_threads = 1\nniceness = 19\n"),
+        ("slow_cpu", "max_batch_size = 64\n[instances]\ncount = 1\n[runtime.options]\nintra_op_threads = 1\n"),
+        (
+            "slow_cpu_niced",
+            "max_batch_size = 64\n[instances]\ncount = 1\nniceness = 19\n[runtime.options]\nintra_op_threads = 1\n",
+        ),
     ):
         (root / name / "1").mkdir(parents=True)
         (root / name / "model.toml").write_text(toml + "# The signature" + signature)

@@ -35,7 +35,6 @@ HERE = Path(__file__).resolve().parent
 
 BREAST_CANCER_TOML = """\
 # Binary classifier on scikit-learn's breast-cancer data (see examples/build_models.py).
-runtime = "onnx"          # the loader: "onnx" (ONNX Runtime) for now
 max_batch_size = 64       # requests are joined along the first axis up to 64 rows
 warmup = true             # one inference with zeros at load, before the version goes live
 
@@ -50,11 +49,14 @@ timeout_ms = 10000                # a request waiting longer in the queue gets 5
 
 [instances]
 count = 1                 # ONNX Runtime sessions, each with its own worker thread
+
+[runtime]
+name = "onnx"             # the loader (the default); `runtime = "onnx"` says the same
+
+[runtime.options]         # ONNX Runtime's own knobs (checked by the runtime)
 intra_op_threads = 1      # threads inside one operator (0: one per core)
 execution_mode = "sequential"  # or "parallel": independent operators at once...
 inter_op_threads = 1      # ...on this many threads
-
-[optimization]
 graph_level = "all"       # disabled | basic | extended | all
 
 # The signature is checked against the ONNX graph; leave it out to take the graph's.

@@ -39,7 +39,7 @@ def test_repo(tmp_path_factory: pytest.TempPathFactory, example_repo: Path) -> P
     write_model(root / "fixed" / "1" / "model.onnx", fixed_shape())
     write_model(root / "slow" / "1" / "model.onnx", slow())
     (root / "slow" / "model.toml").write_text(
-        "max_batch_size = 1\n[batching]\nmax_queue_size = 1\n[instances]\nintra_op_threads = 1\n"
+        "max_batch_size = 1\n[batching]\nmax_queue_size = 1\n[runtime.options]\nintra_op_threads = 1\n"
     )
     write_model(root / "slow_queue" / "1" / "model.onnx", slow())
     (root / "slow_queue" / "model.toml").write_text("max_batch_size = 1\n[batching]\nmax_queue_size = 16\n")

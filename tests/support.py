@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -65,7 +65,9 @@ class ServerProcess:
         log_dir: Path,
         inference_auth: bool = False,
         state_dir: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self.http_port = free_port()
         self.grpc_port = free_port()
         self.admin_port = free_port()
@@ -123,9 +125,8 @@ class ServerProcess:
         return httpx.Client(base_url=self.admin_url, headers=self.admin_headers, timeout=timeout, verify=self.verify)
 
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> ServerProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         path = "/v2/health/ready" if wait_ready else "/v2/health/live"
         with httpx.Client(base_url=self.url, timeout=2.0, verify=self.verify) as client:

@@ -26,7 +26,7 @@ from turnout.model.config import ModelConfig
 from turnout.model.fingerprint import scan
 from turnout.model.mlflow_source import AliasReference, AliasWatcher, MlflowPuller, MlflowUnavailable
 from turnout.model.repository import ModelRepository
-from turnout.model.runtimes.catalog import default_runtimes
+from turnout.model.runtimes.catalog import RuntimeCatalog
 from turnout.model.watcher import RepositoryWatcher
 from turnout.observability.metrics import Metrics
 from turnout.observability.notifier import AlertNotifier
@@ -82,7 +82,8 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        repository = ModelRepository(settings.repository, default_runtimes())
+        runtimes = RuntimeCatalog(allow_trusted_models=settings.security.allow_trusted_models)
+        repository = ModelRepository(settings.repository, runtimes)
         try:
             pins = PinStore(settings.state_dir / "pins.json")
         except (OSError, ValueError) as exc:

@@ -18,7 +18,7 @@ import numpy as np
 
 from turnout.batcher.planner import BatchLimits
 from turnout.batcher.queue import Batcher
-from turnout.model.runtimes.base import LoadedModel, Tensors
+from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Tensors
 from turnout.model.signature import Signature, TensorSpec
 
 Array = np.ndarray[Any, Any]
@@ -88,13 +88,15 @@ class RowModel(LoadedModel):
         return self
 
     @property
-    def signature(self) -> Signature:
+    def signature(self) -> Signature | None:
         return Signature(
             (TensorSpec("x", "FP64", (-1, -1)),),
             (TensorSpec("y", "FP64", (-1, -1)), TensorSpec("s", "FP64", (-1, 1))),
         )
 
-    def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, Array]:
+    def predict(
+        self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS
+    ) -> dict[str, Array]:
         x = inputs["x"]
         flat = x.reshape(len(x), -1)
         poisoned = bool((flat[:, 1] == POISON).any())

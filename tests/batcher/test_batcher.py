@@ -453,3 +453,41 @@ def test_a_niced_batcher_runs_its_model_at_a_lower_cpu_priority() -> None:
     run(scenario())
     own = os.getpriority(os.PRIO_PROCESS, 0)
     assert priorities == [own, min(19, own + 7)]
+
+
+class TaggedModel(RowModel):
+    """Reads the request parameter ``tag``; records what each predict was given."""
+
+    parameters = frozenset({"tag"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.given: list[dict[str, Any]] = []
+
+    def predict(self, inputs: Any, outputs: Any, parameters: Any = None) -> Any:
+        self.given.append(dict(parameters or {}))
+        return super().predict(inputs, outputs, parameters)
+
+
+def test_only_requests_agreeing_on_the_parameters_the_model_reads_share_a_batch() -> None:
+    async def scenario() -> None:
+        model = TaggedModel().hold()
+        tags = ["a", "b", "a", "b", "a", None]
+        async with running([model], BatchLimits(64)) as batcher:
+            first = asyncio.create_task(batcher.submit(request(0), BOTH, None, {"tag": "a"}))
+            await model.started()
+            submits = [
+                batcher.submit(request(rid), BOTH, None, {"user": f"u{rid}"} | ({"tag": tag} if tag else {}))
+                for rid, tag in enumerate(tags, start=1)
+            ]
+            results = await asyncio.gather(*submits, _release(model))
+            await first
+        for rid, result in enumerate(results[:-1], start=1):
+            assert isinstance(result, BatchResult)
+            check_own_rows(request(rid), result.outputs)
+        batched = list(zip(model.seen()[1:], model.given[1:], strict=True))
+        by_tag = {given.get("tag"): call.ids for call, given in batched}
+        assert by_tag == {"a": (1, 3, 5), "b": (2, 4), None: (6,)}
+        assert all(set(given) <= {"tag"} for _, given in batched)  # "user" never reaches the model
+
+    run(scenario())

@@ -45,7 +45,7 @@ def heavy_repo(tmp_path: Path, example_repo: Path) -> Path:
     (root / MODEL / "model.toml").write_text(
         "max_batch_size = 1\n"
         "[batching]\nmax_queue_size = 100000\ntimeout_ms = 600000\n"  # the model's own queue never refuses
-        "[instances]\nintra_op_threads = 1\n"
+        "[runtime.options]\nintra_op_threads = 1\n"
     )
     return root
 

@@ -11,14 +11,14 @@ from turnout.model.config import (
     BatchingConfig,
     InstancesConfig,
     ModelConfig,
-    OptimizationConfig,
+    RuntimeConfig,
     VersionPolicy,
     load_config,
 )
+from turnout.model.repository import ModelRepository, ModelSource
 from turnout.model.signature import Signature, TensorSpec
 
 FULL = """\
-runtime = "onnx"
 max_batch_size = 64
 warmup = false
 
@@ -33,10 +33,13 @@ timeout_ms = 250
 
 [instances]
 count = 2
+
+[runtime]
+name = "onnx"
+
+[runtime.options]
 intra_op_threads = 0
 inter_op_threads = 3
-
-[optimization]
 graph_level = "basic"
 
 [[inputs]]
@@ -86,15 +89,14 @@ def config_error(tmp_path: Path, text: str | bytes) -> ConfigError:
 
 
 def assert_defaults(config: ModelConfig) -> None:
-    assert config.runtime == "onnx"
+    assert config.runtime == RuntimeConfig(name="onnx", options={})
     assert config.max_batch_size is None
     assert config.warmup is True
     assert config.version_policy == VersionPolicy(latest=1)
     assert config.batching == BatchingConfig(
         max_queue_delay_ms=0.0, preferred_batch_sizes=[], max_queue_size=1024, timeout_ms=30_000.0
     )
-    assert config.instances == InstancesConfig(count=1, intra_op_threads=1, inter_op_threads=1)
-    assert config.optimization == OptimizationConfig(graph_level="all")
+    assert config.instances == InstancesConfig(count=1, niceness=0)
     assert config.inputs is None
     assert config.outputs is None
     assert config.declared_signature() is None
@@ -112,15 +114,16 @@ def test_an_empty_model_toml_means_defaults(tmp_path: Path, text: str) -> None:
 def test_every_field(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, FULL))
 
-    assert config.runtime == "onnx"
+    assert config.runtime == RuntimeConfig(
+        name="onnx", options={"intra_op_threads": 0, "inter_op_threads": 3, "graph_level": "basic"}
+    )
     assert config.max_batch_size == 64
     assert config.warmup is False
     assert config.version_policy == VersionPolicy(specific=[1, 3])
     assert config.batching == BatchingConfig(
         max_queue_delay_ms=1.5, preferred_batch_sizes=[16, 32], max_queue_size=100, timeout_ms=250.0
     )
-    assert config.instances == InstancesConfig(count=2, intra_op_threads=0, inter_op_threads=3)
-    assert config.optimization.graph_level == "basic"
+    assert config.instances == InstancesConfig(count=2)
     assert config.declared_signature() == Signature(
         inputs=(TensorSpec("input", "FP32", (-1, 30)), TensorSpec("mask", "BOOL", (-1,))),
         outputs=(TensorSpec("label", "INT64", (-1,)), TensorSpec("probabilities", "FP32", (-1, 2))),
@@ -133,7 +136,7 @@ def test_sections_may_set_only_some_fields(tmp_path: Path) -> None:
     assert config.batching.max_queue_delay_ms == 2.0
     assert config.batching.max_queue_size == 1024
     assert config.instances.count == 4
-    assert config.instances.intra_op_threads == 1
+    assert config.instances.niceness == 0
 
 
 def test_inputs_without_outputs_declare_no_outputs(tmp_path: Path) -> None:
@@ -166,7 +169,7 @@ def test_a_tensor_name_declared_twice(tmp_path: Path) -> None:
         ("[batching]\nmax_delay_ms = 1\n", "batching.max_delay_ms"),
         ("[version_policy]\nlatest = 1\nnewest = 2\n", "version_policy.newest"),
         ("[instances]\ngpus = 1\n", "instances.gpus"),
-        ("[optimization]\nlevel = 'all'\n", "optimization.level"),
+        ("[runtime]\nlevel = 'all'\n", "runtime.level"),
         (TENSOR + "dtype = 'FP32'\n", "inputs[0].dtype"),
         (TENSOR + TENSOR.replace("inputs", "outputs") + "dims = [1]\n", "outputs[0].dims"),
     ],
@@ -219,8 +222,9 @@ def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
         ("[batching]\ntimeout_ms = 0\n", "batching.timeout_ms"),
         ("[instances]\ncount = 0\n", "instances.count"),
         ("[instances]\ncount = 65\n", "instances.count"),
-        ("[instances]\nintra_op_threads = -1\n", "instances.intra_op_threads"),
-        ("[optimization]\ngraph_level = 'max'\n", "optimization.graph_level"),
+        ("runtime = 3\n", "runtime"),
+        ("[runtime]\nname = ''\n", "runtime.name"),
+        ("[runtime]\noptions = 1\n", "runtime.options"),
         ('inputs = "x"\n', "inputs"),
         (TENSOR.replace("[-1, 4]", "[-1, 'a']"), "inputs[0].shape[1]"),
         (TENSOR.replace("[-1, 4]", "[-2, 4]"), "inputs[0].shape"),
@@ -335,3 +339,41 @@ def test_without_batching_fixed_first_dimensions_are_fine(tmp_path: Path) -> Non
     signature = config.declared_signature()
     assert signature is not None
     assert signature.inputs == (TensorSpec("x", "FP32", (1, 4)),)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "instead"),
+    [
+        ("[instances]\nintra_op_threads = 2\n", "instances.intra_op_threads", "[runtime.options] intra_op_threads"),
+        ("[instances]\nexecution_mode = 'parallel'\n", "instances.execution_mode", "[runtime.options] execution_mode"),
+        ("[optimization]\ngraph_level = 'basic'\n", "optimization.graph_level", "[runtime.options] graph_level"),
+    ],
+)
+def test_a_moved_onnx_key_names_its_new_place(tmp_path: Path, text: str, field: str, instead: str) -> None:
+    error = config_error(tmp_path, text)
+
+    assert error.field == field
+    assert instead in error.reason
+
+
+def test_runtime_options_are_checked_by_the_runtime_when_the_model_is_read(tmp_path: Path) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    repository = ModelRepository(tmp_path)
+
+    def read(text: str) -> ModelSource:
+        (tmp_path / "m" / "model.toml").write_text(text)
+        return repository.read("m")
+
+    assert read("[runtime.options]\ngraph_level = 'basic'\n").options.graph_level == "basic"
+    assert read('runtime = "onnx"\n').options.intra_op_threads == 1
+    for text, field in (
+        ("[runtime.options]\ngraph_level = 'max'\n", "runtime.options.graph_level"),
+        ("[runtime.options]\nthreads = 2\n", "runtime.options.threads"),
+        ("[runtime.options]\nintra_op_threads = -1\n", "runtime.options.intra_op_threads"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            read(text)
+        assert caught.value.field == field
+    with pytest.raises(ConfigError, match="unknown runtime 'tensorflow'; one of") as caught:
+        read('runtime = "tensorflow"\n')
+    assert caught.value.field == "runtime"

@@ -16,7 +16,7 @@ import pytest
 from turnout.model.config import ModelConfig
 from turnout.model.loader import LoadFailed, check_safe_to_load, load_version
 from turnout.model.repository import ModelSource
-from turnout.model.runtimes.base import LoadedModel, ModelRuntime
+from turnout.model.runtimes.base import LoadContext, LoadedModel, ModelRuntime
 from turnout.model.runtimes.onnx import OnnxRuntime
 
 
@@ -24,14 +24,14 @@ class PickleRuntime(ModelRuntime):
     """What a scikit-learn runtime loading ``model.pkl`` declares."""
 
     platform = "test_pickle"
-    artifact = "model.pkl"
+    artifacts = ("model.pkl",)
     executes_code_on_load = True
 
     def __init__(self) -> None:
         self.loaded: list[Path] = []
 
-    def load(self, version_dir: Path, config: ModelConfig) -> LoadedModel:
-        self.loaded.append(version_dir)
+    def load(self, context: LoadContext) -> LoadedModel:
+        self.loaded.append(context.version_dir)
         raise RuntimeError("past the gate")  # enough to show the gate let it through
 
 
@@ -40,7 +40,8 @@ def source(tmp_path: Path, runtime: ModelRuntime, files: dict[str, bytes], **con
     version_dir.mkdir(parents=True)
     for name, content in files.items():
         (version_dir / name).write_bytes(content)
-    return ModelSource("m", tmp_path / "m", ModelConfig(**config), runtime, (1,))
+    options = runtime.parse_options({})
+    return ModelSource("m", tmp_path / "m", ModelConfig(**config), runtime, (1,), (1,), options)
 
 
 PICKLE = pickle.dumps({"weights": np.zeros(3)})

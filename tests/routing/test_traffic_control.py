@@ -14,7 +14,6 @@ import pytest
 
 from turnout.errors import InvalidRequest, Unavailable
 from turnout.model.repository import ModelRepository
-from turnout.model.runtimes.onnx import OnnxRuntime
 from turnout.observability.metrics import Metrics
 from turnout.routing.policy import BlueGreen, Canary, PolicyError, Single
 from turnout.routing.rollout import GuardLimits, Step
@@ -46,7 +45,7 @@ def run(models: Path, state: Path, scenario: Scenario) -> None:
     controls sharing one state file (a new one is a restart)."""
 
     async def main() -> None:
-        registry = ModelRegistry(ModelRepository(models, {"onnx": OnnxRuntime()}), Metrics())
+        registry = ModelRegistry(ModelRepository(models), Metrics())
         await registry.load_all()
         made: list[TrafficControl] = []
 

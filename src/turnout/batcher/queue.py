@@ -19,20 +19,16 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
-
-from turnout.batcher import merge
 from turnout.batcher.adaptive import WaitController
 from turnout.batcher.planner import BatchLimits, Take, plan
 from turnout.errors import DeadlineExceeded, InferenceFailed, Overloaded, TurnoutError, Unavailable
-from turnout.model.runtimes.base import LoadedModel, Tensors
-
-Outputs = dict[str, np.ndarray[Any, Any]]
+from turnout.model.runtimes import merge
+from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Outputs, Tensors
 
 
 class BatchObserver(Protocol):
@@ -83,6 +79,7 @@ class _Item:
     key: Hashable
     arrived: float
     future: asyncio.Future[BatchResult]
+    parameters: Mapping[str, Any]  # those the model reads; equal within a batch
     timer: asyncio.TimerHandle | None = None
 
 
@@ -129,6 +126,7 @@ class Batcher:
         if not instances:
             raise ValueError("a batcher needs at least one model instance")
         self._instances = list(instances)
+        self._reads = instances[0].parameters  # the request parameters the model reads
         self._limits = limits
         self._max_queue_size = max_queue_size
         self._observer = observer or _NoObserver()
@@ -157,11 +155,19 @@ class Batcher:
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    async def submit(self, inputs: Tensors, outputs: Sequence[str], timeout: float | None = None) -> BatchResult:
+    async def submit(
+        self,
+        inputs: Tensors,
+        outputs: Sequence[str],
+        timeout: float | None = None,
+        parameters: Mapping[str, Any] = NO_PARAMETERS,
+    ) -> BatchResult:
         """Queue one request and wait for its own rows of the outputs.
 
         ``timeout`` bounds the time spent waiting in the queue; once a batch has
-        started it runs to completion.
+        started it runs to completion. ``parameters``: the request's, of which
+        the model receives those it reads (``LoadedModel.parameters``); only
+        requests that agree on those share a batch.
         """
         if self._closing:
             raise Unavailable("the model is being unloaded", retry_after=1.0)
@@ -169,7 +175,13 @@ class Batcher:
             raise Overloaded(f"the queue is full ({self._max_queue_size} requests waiting)", retry_after=1.0)
         loop = asyncio.get_running_loop()
         rows = merge.rows(inputs) if self._limits.max_batch_size else 1
-        item = _Item(inputs, tuple(outputs), rows, merge.batch_key(inputs), self._clock(), loop.create_future())
+        key = merge.batch_key(inputs)
+        if self._reads and parameters:
+            parameters = {name: value for name, value in parameters.items() if name in self._reads}
+            key = (key, repr(sorted(parameters.items())))
+        else:
+            parameters = NO_PARAMETERS
+        item = _Item(inputs, tuple(outputs), rows, key, self._clock(), loop.create_future(), parameters)
         lone = item.arrived - self._last_arrival >= LONE_AFTER_SECONDS
         self._last_arrival = item.arrived
         if lone and self._run_at_once(item):
@@ -305,10 +317,18 @@ class Batcher:
                 # requests (measured, diabetes REST c=64: 6,299 req/s this way,
                 # 5,043 running it on the loop). Lone requests take the fast path
                 # in submit() instead.
-                inputs = merge.concatenate([item.inputs for item in batch])
-                outputs, took = await loop.run_in_executor(self._executor, _predict, instance, inputs, names)
+                inputs = instance.collate([item.inputs for item in batch])
+                parameters = batch[0].parameters
+                if instance.asynchronous:
+                    outputs, took = await _predict_async(instance, inputs, names, parameters)
+                elif instance.inline:
+                    outputs, took = _predict(instance, inputs, names, parameters)
+                else:
+                    outputs, took = await loop.run_in_executor(
+                        self._executor, _predict, instance, inputs, names, parameters
+                    )
                 self._cost.observe(took)
-                parts = merge.split(outputs, [item.rows for item in batch])
+                parts = instance.split(outputs, [item.rows for item in batch])
             except asyncio.CancelledError:  # close() ran out of grace: this batch's results will never arrive
                 for item in batch:
                     self._fail(item, Unavailable("the model was unloaded while this request ran"))
@@ -346,11 +366,12 @@ class Batcher:
             and not self._queue
             and not self._closing
             and self._cost.cheap()
+            and not self._instances[0].asynchronous
             and (self._limits.max_queue_delay == 0 or not self._waits.should_wait(item.arrived))
         ):
             return False
         try:
-            outputs, took = _predict(self._instances[0], item.inputs, item.outputs)
+            outputs, took = _predict(self._instances[0], item.inputs, item.outputs, item.parameters)
         except Exception as exc:
             self._fail_batch([item], exc)
             return True
@@ -359,12 +380,26 @@ class Batcher:
         return True
 
 
-def _predict(instance: LoadedModel, inputs: Tensors, names: tuple[str, ...]) -> tuple[Outputs, float]:
+def _predict(
+    instance: LoadedModel, inputs: Tensors, names: tuple[str, ...], parameters: Mapping[str, Any]
+) -> tuple[Outputs, float]:
     """The model alone, timed: this is what may run in a worker thread."""
     started = time.perf_counter()
-    outputs = instance.predict(inputs, names)
-    took = time.perf_counter() - started
+    outputs = instance.predict(inputs, names, parameters)
+    return _checked(outputs, names), time.perf_counter() - started
+
+
+async def _predict_async(
+    instance: LoadedModel, inputs: Tensors, names: tuple[str, ...], parameters: Mapping[str, Any]
+) -> tuple[Outputs, float]:
+    started = time.perf_counter()
+    outputs = await instance.predict_async(inputs, names, parameters)
+    return _checked(outputs, names), time.perf_counter() - started
+
+
+def _checked(outputs: Outputs, names: tuple[str, ...]) -> Outputs:
+    """Checked here, so a broken model fails its batch instead of the worker."""
     missing = [name for name in names if name not in outputs]
-    if missing:  # checked here, so a broken model fails its batch instead of the worker
+    if missing:
         raise ValueError(f"the model did not return output(s) {missing}")
-    return outputs, took
+    return outputs

@@ -603,12 +603,10 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from turnout.model.runtimes.catalog import default_runtimes
-
     if not args.repository.is_dir():
         print(f"turnout: the model repository {args.repository} does not exist or is not a directory", file=sys.stderr)
         return 2
-    repository = ModelRepository(args.repository, default_runtimes())
+    repository = ModelRepository(args.repository)
     names = repository.model_names()
     if not names:
         print(f"{args.repository}: no model directories")
@@ -630,7 +628,9 @@ def _validate(args: argparse.Namespace) -> int:
                 continue
             for instance in loaded.instances:
                 instance.close()
-            print(f"{name} version {version}: OK ({source.config.runtime}, max_batch_size {loaded.max_batch_size})")
+            print(
+                f"{name} version {version}: OK ({source.config.runtime.name}, max_batch_size {loaded.max_batch_size})"
+            )
             for spec in loaded.signature.inputs:
                 print(f"    input  {spec.describe()}")
             for spec in loaded.signature.outputs:

@@ -22,7 +22,6 @@ from turnout.jobs.columns import BatchError, Gathered, OutputColumns, empty_pred
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
 from turnout.model.runtimes.base import LoadedModel
-from turnout.model.runtimes.catalog import default_runtimes
 from turnout.model.signature import Signature
 from turnout.observability.drift import PROFILE_FILE
 
@@ -39,7 +38,7 @@ class BatchModel:
     @classmethod
     def open(cls, repo: Path, name: str, version: int | None) -> BatchModel:
         try:
-            source = ModelRepository(repo, default_runtimes()).read(name)
+            source = ModelRepository(repo).read(name)
         except ConfigError as exc:
             raise BatchError(str(exc)) from None
         if not source.on_disk:
@@ -56,7 +55,7 @@ class BatchModel:
                 f"{name} version {chosen}: max_batch_size is 0 (its tensors have no batch dimension), "
                 "so rows cannot be run in batches"
             )
-        artifact = source.version_dir(chosen) / source.runtime.artifact
+        artifact = source.artifacts(chosen)[0]
         stat = artifact.stat()
         identity = hashlib.sha256(f"{artifact.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
         features = _profile_features(source.version_dir(chosen) / PROFILE_FILE)

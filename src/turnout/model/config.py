@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -83,11 +83,6 @@ class BatchingConfig(_Section):
 
 class InstancesConfig(_Section):
     count: Annotated[int, Field(ge=1, le=64)] = 1
-    intra_op_threads: Annotated[int, Field(ge=0)] = 1  # 0: ONNX Runtime picks (one per core)
-    # "parallel" runs independent operators at once on inter_op_threads; ONNX
-    # Runtime ignores inter_op_threads in "sequential" mode
-    execution_mode: Literal["sequential", "parallel"] = "sequential"
-    inter_op_threads: Annotated[int, Field(ge=0)] = 1
     # above 0: the instance threads run at a lower CPU priority (Unix nice),
     # for models whose answers may wait, such as shadow variants
     niceness: Annotated[int, Field(ge=0, le=19)] = 0
@@ -119,12 +114,28 @@ class StreamConfig(_Section):
     prefetch: Annotated[int, Field(ge=1)] | None = None
 
 
-class OptimizationConfig(_Section):
-    graph_level: Literal["disabled", "basic", "extended", "all"] = "all"
+class RuntimeConfig(_Section):
+    """Which runtime loads the model, and its own options (checked by the
+    runtime's schema, not this one). ``runtime = "onnx"`` is short for
+    ``[runtime] name = "onnx"``."""
+
+    # a runtime's name (built in, or from the turnout.runtimes entry point group), or
+    # "package.module:Class" (runs code from that module: trusted models only)
+    name: Annotated[str, Field(min_length=1)] = "onnx"
+    options: dict[str, Any] = {}
+
+
+# Keys that moved out of the shared schema into the ONNX runtime's own options.
+MOVED = {
+    ("instances", "intra_op_threads"): "[runtime.options] intra_op_threads",
+    ("instances", "inter_op_threads"): "[runtime.options] inter_op_threads",
+    ("instances", "execution_mode"): "[runtime.options] execution_mode",
+    ("optimization", "graph_level"): "[runtime.options] graph_level",
+}
 
 
 class ModelConfig(_Section):
-    runtime: str = "onnx"
+    runtime: RuntimeConfig = RuntimeConfig()
     # the model's files may run code when loaded (pickles): allowed only with
     # this and a server started with --allow-trusted-models
     trusted: bool = False
@@ -138,7 +149,6 @@ class ModelConfig(_Section):
     checksums: dict[str, str] = {}
     batching: BatchingConfig = BatchingConfig()
     instances: InstancesConfig = InstancesConfig()
-    optimization: OptimizationConfig = OptimizationConfig()
     drift: DriftConfig = DriftConfig()
     slo: SloConfig = SloConfig()
     stream: StreamConfig = StreamConfig()
@@ -147,6 +157,11 @@ class ModelConfig(_Section):
     # this model as an endpoint routing to variants: the routing layer reads the
     # table (routing/document.py, ``from_config``), so this schema never learns policies
     routing: dict[str, Any] | None = None
+
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _runtime_by_name(cls, value: object) -> object:
+        return {"name": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _checksums_are_sha256(self) -> Self:
@@ -202,11 +217,17 @@ def load_config(model_dir: Path) -> ModelConfig:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"cannot be read: {exc}") from None
+    for (section, key), instead in MOVED.items():
+        table = document.get(section)
+        if isinstance(table, dict) and key in table:
+            raise ConfigError(
+                str(path), f"moved: set it as {instead} (the ONNX runtime's own options)", f"{section}.{key}"
+            )
     try:
         return ModelConfig.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigError(str(path), _reason(first), field_path(first["loc"])) from None
+        raise ConfigError(str(path), reason(first), field_path(first["loc"])) from None
 
 
 def field_path(location: tuple[int | str, ...]) -> str | None:
@@ -219,7 +240,7 @@ def field_path(location: tuple[int | str, ...]) -> str | None:
     return path or None
 
 
-def _reason(error: object) -> str:
+def reason(error: object) -> str:
     assert isinstance(error, dict)
     message = str(error["msg"]).removeprefix("Value error, ")
     if error.get("type") == "extra_forbidden":

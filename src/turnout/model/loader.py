@@ -6,11 +6,12 @@ calls it from a worker thread.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from turnout.model.integrity import IntegrityError, verify
 from turnout.model.repository import ModelSource
-from turnout.model.runtimes.base import LoadedModel
+from turnout.model.runtimes.base import LoadContext, LoadedModel
 from turnout.model.signature import Signature, reconcile
 from turnout.model.warmup import sample_inputs
 
@@ -45,48 +46,53 @@ def check_safe_to_load(source: ModelSource, version: int, allow_trusted: bool) -
     ``model.toml`` says ``trusted = true`` and the server allows trusted models
     (``--allow-trusted-models``); the message says how to convert instead."""
     version_dir = source.version_dir(version)
-    artifact = version_dir / source.runtime.artifact
+    artifacts = [version_dir / name for name in source.runtime.artifacts]
     unsafe = (
         [p for p in sorted(version_dir.iterdir()) if p.suffix.lower() in CODE_ON_LOAD] if version_dir.is_dir() else []
     )
-    runs_code = source.runtime.executes_code_on_load or artifact.suffix.lower() in CODE_ON_LOAD
+    pickled = [a for a in artifacts if a.suffix.lower() in CODE_ON_LOAD]
+    runs_code = source.runtime.executes_code_on_load or bool(pickled)
     if runs_code and not (source.config.trusted and allow_trusted):
-        what = CODE_ON_LOAD.get(artifact.suffix.lower(), "a format that runs code when loaded")
+        named = (pickled or artifacts or [version_dir])[0]
+        what = CODE_ON_LOAD.get(named.suffix.lower(), "a format that runs code when loaded")
         needs = [] if source.config.trusted else ["`trusted = true` in its model.toml"]
         if not allow_trusted:
             needs.append("a server run with --allow-trusted-models")
         raise LoadFailed(
-            f"{artifact.name} is {what}, which runs code when loaded: refused without {' and '.join(needs)}; "
+            f"{named.name} is {what}, which runs code when loaded: refused without {' and '.join(needs)}; "
             f"safer: {SAFER}"
         )
-    if not artifact.is_file() and unsafe:
+    missing = [a for a in artifacts if not a.exists()]
+    if missing and unsafe:
         found = unsafe[0]
         raise LoadFailed(
-            f"{artifact}: missing; {found.name} is {CODE_ON_LOAD[found.suffix.lower()]}, which runs code when loaded "
-            f"and is never loaded by the {source.config.runtime!r} runtime: {SAFER}"
+            f"{missing[0]}: missing; {found.name} is {CODE_ON_LOAD[found.suffix.lower()]}, which runs code when "
+            f"loaded and is never loaded by the {source.config.runtime.name!r} runtime: {SAFER}"
         )
 
 
 def load_version(source: ModelSource, version: int, allow_trusted: bool = False) -> LoadedVersion:
     check_safe_to_load(source, version, allow_trusted)
     version_dir = source.version_dir(version)
-    artifact = version_dir / source.runtime.artifact
-    if not artifact.is_file():
-        raise LoadFailed(f"{artifact}: missing")
+    artifacts = [version_dir / name for name in source.runtime.artifacts]
+    missing = [a for a in artifacts if not a.exists()]
+    if missing:
+        raise LoadFailed(f"{missing[0]}: missing")
+    if not version_dir.is_dir():
+        raise LoadFailed(f"{version_dir}: missing")
+    shown = artifacts[0] if artifacts else version_dir
     config = source.config
-    try:
-        verify(artifact, config.checksums.get(str(version)))
-    except (IntegrityError, OSError) as exc:
-        raise LoadFailed(str(exc)) from None
+    if artifacts and artifacts[0].is_file():
+        try:
+            verify(artifacts[0], config.checksums.get(str(version)))
+        except (IntegrityError, OSError) as exc:
+            raise LoadFailed(str(exc)) from None
     instances: list[LoadedModel] = []
     try:
-        for _ in range(config.instances.count):
-            instances.append(source.runtime.load(version_dir, config))
-        try:
-            signature = reconcile(config.declared_signature(), instances[0].signature)
-        except ValueError as exc:
-            raise LoadFailed(f"{source.directory / 'model.toml'}: inputs/outputs: {exc}") from None
-        max_batch_size = _max_batch_size(config.max_batch_size, signature, artifact.name)
+        for index in range(config.instances.count):
+            instances.append(source.runtime.load(LoadContext(version_dir, config, source.options, index)))
+        signature = _signature(source, instances[0])
+        max_batch_size = _max_batch_size(config.max_batch_size, signature, shown.name)
         too_big = [s for s in config.batching.preferred_batch_sizes if s > max_batch_size]
         if too_big:
             raise LoadFailed(f"preferred_batch_sizes {too_big} exceed the max_batch_size {max_batch_size}")
@@ -95,9 +101,12 @@ def load_version(source: ModelSource, version: int, allow_trusted: bool = False)
             names = [spec.name for spec in signature.outputs]
             for instance in instances:
                 try:
-                    instance.predict(feed, names)
+                    if instance.asynchronous:  # a worker thread: a loop of its own for the warm-up
+                        asyncio.run(instance.predict_async(feed, names))
+                    else:
+                        instance.predict(feed, names)
                 except Exception as exc:
-                    raise LoadFailed(f"{artifact}: warm-up inference failed: {exc}") from None
+                    raise LoadFailed(f"{shown}: warm-up inference failed: {exc}") from None
     except Exception as exc:
         for instance in instances:
             instance.close()
@@ -105,6 +114,25 @@ def load_version(source: ModelSource, version: int, allow_trusted: bool = False)
             raise
         raise LoadFailed(str(exc)) from None
     return LoadedVersion(tuple(instances), signature, max_batch_size)
+
+
+def _signature(source: ModelSource, instance: LoadedModel) -> Signature:
+    """The artifact's signature reconciled with what model.toml declares; or,
+    for a runtime whose artifacts say none, the declared one alone."""
+    declared = source.config.declared_signature()
+    reported = instance.signature
+    where = source.directory / "model.toml"
+    if reported is None:
+        if declared is None or not declared.inputs or not declared.outputs:
+            raise LoadFailed(
+                f"{where}: the {source.config.runtime.name!r} runtime does not say the model's signature: "
+                "declare its [[inputs]] and [[outputs]]"
+            )
+        return declared
+    try:
+        return reconcile(declared, reported)
+    except ValueError as exc:
+        raise LoadFailed(f"{where}: inputs/outputs: {exc}") from None
 
 
 def _max_batch_size(configured: int | None, signature: Signature, artifact: str) -> int:

@@ -8,13 +8,18 @@ loading anything.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from turnout.errors import ConfigError
-from turnout.model.config import ModelConfig, load_config
+from turnout.model.config import CONFIG_FILE, ModelConfig, field_path, load_config, reason
 from turnout.model.runtimes.base import ModelRuntime
+from turnout.model.runtimes.catalog import RuntimeCatalog, RuntimeNotFound
 
 # Names clients can put in a URL path and that cannot leave the repository.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
@@ -41,15 +46,32 @@ class ModelSource:
     runtime: ModelRuntime
     versions: tuple[int, ...]  # the versions the policy selects, ascending
     on_disk: tuple[int, ...] = ()  # every version directory, ascending
+    options: Any = None  # [runtime.options], checked by the runtime's own schema
 
     def version_dir(self, version: int) -> Path:
         return self.directory / str(version)
 
+    def artifacts(self, version: int) -> list[Path]:
+        """The files or directories the runtime loads this version from
+        (the version directory itself for a runtime that names none)."""
+        version_dir = self.version_dir(version)
+        return [version_dir / name for name in self.runtime.artifacts] or [version_dir]
+
+    def size_on_disk(self, version: int) -> int:
+        """The artifacts' bytes (a directory's files summed); what cannot be read counts 0."""
+        total = 0
+        for artifact in self.artifacts(version):
+            files = artifact.rglob("*") if artifact.is_dir() else [artifact]
+            for path in files:
+                with contextlib.suppress(OSError):
+                    total += path.stat().st_size if path.is_file() else 0
+        return total
+
 
 class ModelRepository:
-    def __init__(self, root: Path, runtimes: dict[str, ModelRuntime]) -> None:
+    def __init__(self, root: Path, runtimes: RuntimeCatalog | None = None) -> None:
         self.root = root
-        self._runtimes = runtimes
+        self._runtimes = runtimes or RuntimeCatalog()
 
     def model_names(self) -> list[str]:
         """Every directory under the root that is not hidden, sorted."""
@@ -72,13 +94,16 @@ class ModelRepository:
         if not directory.is_dir():
             raise ConfigError(str(directory), "no such model directory")
         config = load_config(directory)
-        runtime = self._runtimes.get(config.runtime)
-        if runtime is None:
-            raise ConfigError(
-                str(directory / "model.toml"),
-                f"unknown runtime {config.runtime!r}; one of {sorted(self._runtimes)}",
-                "runtime",
-            )
+        path = str(directory / CONFIG_FILE)
+        try:
+            runtime = self._runtimes.find(config.runtime.name, config.trusted)
+        except RuntimeNotFound as exc:
+            raise ConfigError(path, str(exc), "runtime") from None
+        try:
+            options = runtime.parse_options(config.runtime.options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(path, reason(first), field_path(("runtime", "options", *first["loc"]))) from None
         on_disk = sorted(
             version for p in directory.iterdir() if p.is_dir() and (version := parse_version(p.name)) is not None
         )
@@ -91,4 +116,4 @@ class ModelRepository:
                 f"the policy selects none of the versions on disk {on_disk}",
                 "version_policy",
             )
-        return ModelSource(name, directory, config, runtime, tuple(selected), tuple(on_disk))
+        return ModelSource(name, directory, config, runtime, tuple(selected), tuple(on_disk), options)

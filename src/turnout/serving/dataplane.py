@@ -301,7 +301,8 @@ class DataPlane:
         async def run() -> Mapping[str, np.ndarray[Any, Any]]:
             served = self._registry.get(where.model, where.version)
             checked = validate(request, served.signature, served.max_batch_size)
-            result = await served.batcher.submit(served.prepare(checked.inputs), checked.outputs, served.timeout)
+            inputs = served.prepare(checked.inputs)
+            result = await served.batcher.submit(inputs, checked.outputs, served.timeout, request.parameters)
             return result.outputs
 
         primary = {output.name: output.data for output in response.outputs}
@@ -397,7 +398,7 @@ class DataPlane:
             if trace is not None:
                 trace.validated = tracing.RequestTrace.now()
             result = await served.batcher.submit(
-                inputs, checked.outputs, _timeout(served.timeout, request.parameters, deadline)
+                inputs, checked.outputs, _timeout(served.timeout, request.parameters, deadline), request.parameters
             )
         except TurnoutError as exc:
             self._metrics.request_outcome(model, version, variant, protocol, exc.code.value).inc()

@@ -13,7 +13,6 @@ versions still serving stay READY; only new ones show LOADING.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
@@ -616,11 +615,7 @@ def _digests_and_size(source: ModelSource, versions: list[int]) -> tuple[dict[in
     their artifacts' size on disk times the instances)."""
     config = config_digest(source.directory)
     digests = {v: version_digest(source.version_dir(v), config) for v in versions}
-    size = 0
-    for version in versions:
-        artifact = source.version_dir(version) / source.runtime.artifact
-        with contextlib.suppress(OSError):
-            size += artifact.stat().st_size
+    size = sum(source.size_on_disk(version) for version in versions)
     return digests, size * source.config.instances.count
 
 

@@ -1,31 +1,68 @@
-"""The interface every model runtime implements.
+"""The runtime protocol: what a runtime (ONNX Runtime, or one of your own)
+implements to serve models. The README's "Runtimes" section says how one is
+installed and named.
 
-A runtime turns a version directory into one :class:`LoadedModel` per instance.
-``predict`` is called from a worker thread, never on the event loop, and never
-concurrently on the same instance; it must release the GIL for real work to
-overlap (ONNX Runtime does).
+A :class:`ModelRuntime` names the files a version directory holds, checks its
+own options (``[runtime.options]`` in ``model.toml``) and turns a version
+directory into one :class:`LoadedModel` per instance. The shared schema never
+learns a runtime's knobs.
+
+Concurrency: ``predict`` runs in the instance's own thread, never on the event
+loop (unless the model says ``inline``) and never concurrently on the same
+instance; it must release the GIL for real work to overlap (ONNX Runtime
+does). ``predict_async`` (when ``asynchronous``) runs on the event loop and
+must not block it.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from turnout.model.config import ModelConfig
+from turnout.model.runtimes.merge import concatenate, split
 from turnout.model.signature import Signature
+from turnout.model.tensors import Outputs as Outputs
+from turnout.model.tensors import Tensors as Tensors
 
-Tensors = Mapping[str, np.ndarray[Any, Any]]
+NO_PARAMETERS: Mapping[str, Any] = {}
 
 
-class LoadedModel(abc.ABC):
+class NoOptions(BaseModel):
+    """A runtime that takes no options: ``[runtime.options]`` must be empty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadContext:
+    """What one instance is loaded from."""
+
+    version_dir: Path
+    config: ModelConfig
+    options: Any  # the runtime's own options, checked by its schema (an instance of ``ModelRuntime.options``)
+    instance: int = 0  # which instance of ``[instances] count``, from 0: to choose a device, say
+
+
+class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the model; each has a default
+    #: request parameters this model reads (``predict``'s ``parameters``): requests
+    #: join one batch only when these are equal; the others never reach it
+    parameters: ClassVar[frozenset[str]] = frozenset()
+    #: ``predict`` is cheap and never blocks: run it on the event loop, not a thread
+    inline: ClassVar[bool] = False
+    #: use ``predict_async`` (on the event loop) instead of ``predict``
+    asynchronous: ClassVar[bool] = False
+
     @property
-    @abc.abstractmethod
-    def signature(self) -> Signature:
-        """The signature the artifact itself reports."""
+    def signature(self) -> Signature | None:
+        """The signature the artifact itself reports; None: ``model.toml``'s
+        ``[[inputs]]`` and ``[[outputs]]`` say it."""
+        return None
 
     def prepare(self, inputs: Tensors) -> Tensors:
         """Check and convert one request's inputs before it is queued.
@@ -36,9 +73,25 @@ class LoadedModel(abc.ABC):
         """
         return inputs
 
-    @abc.abstractmethod
-    def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, np.ndarray[Any, Any]]:
+    def collate(self, requests: Sequence[Tensors]) -> Tensors:
+        """Join queued requests into one batch (default: along the first axis)."""
+        return concatenate(requests)
+
+    def split(self, outputs: Tensors, rows: Sequence[int]) -> list[Outputs]:
+        """Cut a batch's outputs back into each request's (default: along the first axis)."""
+        return split(outputs, rows)
+
+    def predict(
+        self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS
+    ) -> Outputs:
         """Run once on whole tensors; return the named outputs."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither predict nor predict_async")
+
+    async def predict_async(
+        self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS
+    ) -> Outputs:
+        """``predict`` on the event loop, for models that wait on I/O (``asynchronous = True``)."""
+        return self.predict(inputs, outputs, parameters)
 
     def close(self) -> None:  # noqa: B027 - optional hook; most runtimes free on GC
         """Release resources held by this instance."""
@@ -46,13 +99,21 @@ class LoadedModel(abc.ABC):
 
 class ModelRuntime(abc.ABC):
     #: reported as ``platform`` in model metadata, as Triton does
-    platform: str
-    #: the file a version directory must hold
-    artifact: str
-    #: whether loading the artifact runs code from it (pickle, joblib, torch.load of
-    #: full objects): such models load only when trusted (see ``loader.check_safe_to_load``)
-    executes_code_on_load: bool = False
+    platform: ClassVar[str] = "custom"
+    #: what each version directory holds: files or directories, relative to it (the
+    #: first is the one ``[checksums]`` covers); checked before loading, and their
+    #: size is the memory estimate of residency limits
+    artifacts: ClassVar[tuple[str, ...]] = ()
+    #: whether loading runs code from the version's files (pickle, joblib, torch.load
+    #: of whole objects): such models load only when trusted (``loader.check_safe_to_load``)
+    executes_code_on_load: ClassVar[bool] = False
+    #: the schema of ``[runtime.options]`` (a pydantic model; forbid unknown fields)
+    options: ClassVar[type[BaseModel]] = NoOptions
+
+    def parse_options(self, table: Mapping[str, Any]) -> BaseModel:
+        """``[runtime.options]`` checked by this runtime's schema (pydantic's ``ValidationError`` if wrong)."""
+        return self.options.model_validate(dict(table))
 
     @abc.abstractmethod
-    def load(self, version_dir: Path, config: ModelConfig) -> LoadedModel:
+    def load(self, context: LoadContext) -> LoadedModel:
         """Load one instance; raise with a precise message when the artifact is broken."""

@@ -1,17 +1,20 @@
-"""ONNX Runtime: the first and default runtime."""
+"""ONNX Runtime: the first and default runtime.
+
+Its options (``[runtime.options]`` in ``model.toml``) are ONNX Runtime's own
+session knobs; see :class:`OnnxOptions`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Final, Literal
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, Field
 
 from turnout.errors import InvalidRequest
-from turnout.model.config import ModelConfig
-from turnout.model.runtimes.base import LoadedModel, ModelRuntime, Tensors
+from turnout.model.runtimes.base import NO_PARAMETERS, LoadContext, LoadedModel, ModelRuntime, Outputs, Tensors
 from turnout.model.signature import Signature, TensorSpec
 
 _DATATYPES: Final = {
@@ -44,20 +47,36 @@ _EXECUTION_MODES: Final = {
 }
 
 
+class OnnxOptions(BaseModel):
+    """``[runtime.options]`` for ONNX Runtime."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    # threads inside one operator; 0: ONNX Runtime picks (one per core)
+    intra_op_threads: Annotated[int, Field(ge=0)] = 1
+    # "parallel" runs independent operators at once on inter_op_threads; ONNX
+    # Runtime ignores inter_op_threads in "sequential" mode
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+    inter_op_threads: Annotated[int, Field(ge=0)] = 1
+    graph_level: Literal["disabled", "basic", "extended", "all"] = "all"
+
+
 class OnnxRuntime(ModelRuntime):
     platform = "onnxruntime_onnx"
-    artifact = "model.onnx"
+    artifacts = ("model.onnx",)
+    options = OnnxOptions
 
     def __init__(self, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
         self._providers = list(providers)
 
-    def load(self, version_dir: Path, config: ModelConfig) -> LoadedModel:
-        path = version_dir / self.artifact
+    def load(self, context: LoadContext) -> LoadedModel:
+        path = context.version_dir / self.artifacts[0]
+        knobs: OnnxOptions = context.options
         options = ort.SessionOptions()
-        options.intra_op_num_threads = config.instances.intra_op_threads
-        options.inter_op_num_threads = config.instances.inter_op_threads
-        options.execution_mode = _EXECUTION_MODES[config.instances.execution_mode]
-        options.graph_optimization_level = _GRAPH_LEVELS[config.optimization.graph_level]
+        options.intra_op_num_threads = knobs.intra_op_threads
+        options.inter_op_num_threads = knobs.inter_op_threads
+        options.execution_mode = _EXECUTION_MODES[knobs.execution_mode]
+        options.graph_optimization_level = _GRAPH_LEVELS[knobs.graph_level]
         # Spinning worker threads burn the cores the event loop and other models need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -77,7 +96,7 @@ class _OnnxModel(LoadedModel):
         )
 
     @property
-    def signature(self) -> Signature:
+    def signature(self) -> Signature | None:
         return self._signature
 
     def close(self) -> None:
@@ -89,7 +108,9 @@ class _OnnxModel(LoadedModel):
             return inputs
         return {name: _as_text(name, array) for name, array in inputs.items()}
 
-    def predict(self, inputs: Tensors, outputs: Sequence[str]) -> dict[str, np.ndarray[Any, Any]]:
+    def predict(
+        self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS
+    ) -> Outputs:
         if self._session is None:
             raise RuntimeError("this model instance was closed")
         names = list(outputs)

@@ -40,7 +40,7 @@ def triton_model_config(served: ServedVersion) -> dict[str, Any]:
     document: dict[str, Any] = {
         "name": served.model,
         "platform": served.platform,
-        "backend": _BACKENDS.get(config.runtime, config.runtime),
+        "backend": _BACKENDS.get(config.runtime.name, config.runtime.name),
         "version_policy": version_policy,
         "max_batch_size": served.max_batch_size,
         "input": [_tensor(s, batched) for s in served.signature.inputs],

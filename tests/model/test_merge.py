@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from turnout.batcher.merge import batch_key, concatenate, rows, split
+from turnout.model.runtimes.merge import batch_key, concatenate, rows, split
 
 
 def test_batch_key_ignores_the_row_count() -> None:

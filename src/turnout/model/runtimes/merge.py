@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from turnout.model.runtimes.base import Tensors
+from turnout.model.tensors import Tensors
 
 
 def batch_key(inputs: Tensors) -> Hashable:
