@@ -3,6 +3,7 @@ errors, readiness, and graceful shutdown on SIGTERM."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -123,3 +124,34 @@ def test_serve_with_a_bad_port_number(example_repo: Path, port: str) -> None:
     result = turnout("serve", str(example_repo), "--http-port", port)
     assert result.returncode == 2
     assert "is not a port number" in result.stderr
+
+
+def test_serve_from_a_configuration_file_and_the_environment(example_repo: Path, tmp_path: Path) -> None:
+    http, grpc, admin = free_port(), free_port(), free_port()
+    (tmp_path / "turnout.toml").write_text(
+        f'repository = "{example_repo}"\n[http]\nport = {http}\n[grpc]\nport = 1\n'
+        f"[admin]\nport = {admin}\n[security]\ninference_auth = false\n"
+        '[observability]\nlog_format = "json"\n'
+    )
+    env = {**os.environ, "TURNOUT_GRPC_PORT": str(grpc)}  # the environment beats the file
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen([*TURNOUT, "serve", "--config", str(tmp_path / "turnout.toml")], stdout=log,
+                               stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=5) as client:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    if client.get("/v2/health/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)  # polling a child's port: there is no event to wait on
+            assert client.get("/v2/models/diabetes").status_code == 200  # no credential: inference_auth = false
+        with socket.create_connection(("127.0.0.1", grpc), timeout=5), socket.create_connection(("127.0.0.1", admin)):
+            pass
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        log.close()
+    first = (tmp_path / "serve.log").read_text().splitlines()[0]
+    assert first.startswith("{")  # the file's log_format
