@@ -99,7 +99,7 @@ def metrics_cost(repository: Path, requests: int = 20_000) -> dict[str, float]:
     async def run(metrics: object) -> float:
         registry = ModelRegistry(ModelRepository(repository), metrics)  # type: ignore[arg-type]
         await registry.load_all()
-        plane = DataPlane(registry, metrics)  # type: ignore[arg-type]
+        plane = DataPlane(registry=registry, metrics=metrics)  # type: ignore[arg-type]
         plane.mark_started()
         request = lambda: InferenceRequest("diabetes", None, [InferInput("input", "FP32", (1, 10), row)])  # noqa: E731
         for _ in range(2000):

@@ -50,10 +50,14 @@ from turnout.security.jwt_auth import JwtVerifier
 from turnout.security.keys import KeyStore, open_backend
 from turnout.security.ratelimit import RateLimiter
 from turnout.security.tls import server_context
+from turnout.serving.admin import ModelAdmin
 from turnout.serving.dataplane import DataPlane
+from turnout.serving.defaults import DefaultVersions
+from turnout.serving.observers import DriftWatch, SloJudge
 from turnout.serving.pins import PinStore
-from turnout.serving.registry import ModelRegistry, VersionsFailed
+from turnout.serving.registry import ModelRegistry
 from turnout.serving.residency import Budget
+from turnout.serving.served import VersionsFailed
 from turnout.settings import SecuritySettings, Settings
 from turnout.transports.addresses import LISTEN_BACKLOG
 from turnout.transports.dual import DualServer
@@ -143,22 +147,25 @@ class Server:
             ) from None
         register_shadow_metrics(self.metrics.registry, self.mirror)
         register_routing_metrics(self.metrics.registry, self.traffic)
+        drift = DriftWatch(self.metrics, self.notifier)
         self.dataplane = DataPlane(
-            self.registry,
-            self.metrics,
-            settings.strict_readiness,
-            self.traffic,
-            self.mirror,
-            self.feedback,
-            lifecycle.load_timeout_seconds,
-            settings.access_log,
-            self.notifier,
-            self.payloads,
+            registry=self.registry,
+            metrics=self.metrics,
+            strict_readiness=settings.strict_readiness,
+            traffic=self.traffic,
+            mirror=self.mirror,
+            feedback=self.feedback,
+            load_timeout=lifecycle.load_timeout_seconds,
+            access_log=settings.access_log,
+            payloads=self.payloads,
+            observers=(SloJudge(self.notifier), drift),
         )
+        self.defaults = DefaultVersions(self.registry)
+        self.admin = ModelAdmin(registry=self.registry, defaults=self.defaults, drift=drift, traffic=self.traffic)
         self._routing_routes = RoutingRoutes(
             self.traffic, self.mirror, self.feedback, self.guard, settings.http.max_body_bytes
         )
-        self._lifecycle_routes = LifecycleRoutes(self.dataplane, self.guard, settings.http.max_body_bytes)
+        self._lifecycle_routes = LifecycleRoutes(self.admin, self.guard, settings.http.max_body_bytes)
         self._tls = settings.security.tls
         self._stop = asyncio.Event()
         self.streams = None if settings.stream.url is None else self._stream_service()
@@ -206,7 +213,7 @@ class Server:
             self._log_security()
             await self.registry.load_all(lazy=self.settings.lifecycle.lazy)
             aliases = await self._follow_mlflow()
-            self.dataplane.take_up_all_routing()
+            self.admin.take_up_all_routing()
             self.traffic.start()
             self.mirror.start()
             if self.watcher is not None:
@@ -278,8 +285,8 @@ class Server:
 
     def _versions_to_keep(self, name: str) -> set[int]:
         """Pulled versions that must stay on disk: the default, a pin, and earlier defaults (for rollback)."""
-        keep = set(self.registry.history(name))
-        for version in (self.registry.pinned(name), self.registry.default_version(name)):
+        keep = set(self.defaults.history(name))
+        for version in (self.defaults.pinned(name), self.registry.default_version(name)):
             if version is not None:
                 keep.add(version)
         return keep
@@ -289,14 +296,14 @@ class Server:
         if not self.registry.known(name):
             with contextlib.suppress(VersionsFailed):  # an older pulled version may be broken; this one counts
                 await self.registry.load(name)
-        await self.registry.pin(name, version)
-        self.dataplane.take_up_routing(name)
+        await self.defaults.pin(name, version)
+        self.admin.take_up_routing(name)
 
     async def dataplane_load(self, name: str) -> None:
-        await self.dataplane.load_model(name)
+        await self.admin.load_model(name)
 
     async def dataplane_unload(self, name: str) -> None:
-        await self.dataplane.unload_model(name)
+        await self.admin.unload_model(name)
 
     async def _unload_idle(self, idle_seconds: float) -> None:
         """Scale to zero: models unused for ``idle_seconds`` leave memory."""
@@ -372,11 +379,12 @@ class Server:
     def _http_server(self) -> HttpServer:
         limit = self.settings.http.max_body_bytes
         plane = Plane.BOTH if self.settings.admin.on_public_port else Plane.INFERENCE
-        routes = self._routing_routes.inference() + UiRoutes(self.dataplane, self.traffic, self.metrics).routes()
+        routes = self._routing_routes.inference() + UiRoutes(self.admin, self.traffic, self.metrics).routes()
         if plane.serves_admin:
             routes += self._routing_routes.admin() + self._lifecycle_routes.admin()
         api = RestApi(
             self.dataplane,
+            self.admin,
             self.metrics,
             limit,
             self.guard,
@@ -401,7 +409,14 @@ class Server:
         size = self.settings.grpc.max_message_bytes
         plane = Plane.BOTH if self.settings.admin.on_public_port else Plane.INFERENCE
         service = InferenceService(
-            self.dataplane, size, self.guard, plane, self._admin_elsewhere(), self.settings.limits, self.tracer
+            self.dataplane,
+            self.admin,
+            size,
+            self.guard,
+            plane,
+            self._admin_elsewhere(),
+            self.settings.limits,
+            self.tracer,
         )
         # the body: the message and its 5-byte prefix
         return Http2Server(
@@ -435,13 +450,14 @@ class Server:
         guard = self.guard.requiring_credentials()  # reads here too, demo or not: only health is open
         api = RestApi(
             self.dataplane,
+            self.admin,
             self.metrics,
             http_limit,
             guard,
             Plane.ADMIN,
             extra_routes=self._routing_routes.admin() + self._lifecycle_routes.admin(),
         )
-        service = InferenceService(self.dataplane, grpc_limit, guard, Plane.ADMIN)
+        service = InferenceService(self.dataplane, self.admin, grpc_limit, guard, Plane.ADMIN)
         edge = self.settings.edge
         connections = Connections(min(edge.max_connections, 256))
         return DualServer(

@@ -99,7 +99,9 @@ def test_sigterm_finishes_requests_in_flight_then_exits_zero(tmp_path: Path) -> 
     try:
         with ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(post_slow, server.url) for _ in range(2)]
-            _wait_for_metric(server.url, 'turnout_queue_depth{model="slow",version="1"} 1.0')
+            # both in the server: one running, one queued behind it (a queue depth of 1 alone can be the
+            # first request before its batch starts, while the second has not connected yet)
+            _wait_for_metric(server.url, 'turnout_inflight_requests{model="slow",protocol="rest"} 2.0')
             assert server.process is not None
             server.process.send_signal(signal.SIGTERM)
             responses = [f.result() for f in futures]

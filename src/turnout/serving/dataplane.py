@@ -9,29 +9,25 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from turnout import __version__
 from turnout.errors import Code, ConfigError, InvalidRequest, NotFound, TurnoutError, Unavailable
-from turnout.model.repository import parse_version
 from turnout.observability import logs, tracing
-from turnout.observability.drift import DriftReport
 from turnout.observability.metrics import Metrics
-from turnout.observability.notifier import AlertNotifier
 from turnout.observability.payloads import PayloadLog
-from turnout.observability.slo import SloWindow
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.routing.choose import alternatives
 from turnout.routing.feedback import FeedbackStore
-from turnout.routing.policy import PolicyError
 from turnout.routing.shadow import ShadowJob, ShadowMirror
 from turnout.routing.traffic import Route, TrafficControl
 from turnout.routing.variants import target
-from turnout.serving.registry import IndexEntry, ModelRegistry, ServedVersion, State, VersionsFailed
+from turnout.serving.observers import RequestObserver
+from turnout.serving.registry import ModelRegistry
+from turnout.serving.served import ServedVersion, VersionsFailed
 from turnout.serving.validation import validate
 
 log = logging.getLogger("turnout.dataplane")
@@ -47,6 +43,7 @@ EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
 class DataPlane:
     def __init__(
         self,
+        *,
         registry: ModelRegistry,
         metrics: Metrics,
         strict_readiness: bool = True,
@@ -55,15 +52,11 @@ class DataPlane:
         feedback: FeedbackStore | None = None,
         load_timeout: float = 60.0,
         access_log: bool = False,
-        notifier: AlertNotifier | None = None,
         payloads: PayloadLog | None = None,
+        observers: Sequence[RequestObserver] = (),
     ) -> None:
         self._payloads = payloads  # sampled inputs and outputs to rotated JSON Lines
-        self._notifier = notifier  # drift and SLO alerts to a webhook
-        self._slo_windows: dict[str, SloWindow] = {}
-        self._drift_reports: dict[tuple[str, str], tuple[float, DriftReport]] = {}  # the last window's, by version
-        # one thread: windows are reported in the order they filled (alerts fire, then resolve)
-        self._drift_worker = ThreadPoolExecutor(1, thread_name_prefix="turnout-drift")
+        self._observers = tuple(observers)  # SLO and drift windows (serving/observers.py)
         self._access_log = access_log  # one structured record per inference request (observability/logs.py)
         self._load_timeout = load_timeout  # how long a request waits for a model to load on demand
         self._traffic = traffic
@@ -308,79 +301,6 @@ class DataPlane:
         primary = {output.name: output.data for output in response.outputs}
         return ShadowJob(endpoint, shadow, response.id or "", run, primary, seconds)
 
-    @staticmethod
-    def _slo_judged(served: ServedVersion) -> bool:
-        slo = served.config.slo
-        return slo.p99_ms is not None or slo.max_error_rate is not None
-
-    def _judge_slo(self, served: ServedVersion, seconds: float | None) -> None:
-        """Count a request into the model's SLO window; at its end, alert on a miss (or clear one)."""
-        slo, model = served.config.slo, served.model
-        window = self._slo_windows.get(model)
-        if window is None or window.size != slo.window_requests:
-            window = self._slo_windows[model] = SloWindow(slo.window_requests)
-        verdict = window.add(seconds)
-        if verdict is None:
-            return
-        if slo.p99_ms is not None and verdict.p99_seconds is not None:
-            p99_ms = verdict.p99_seconds * 1000
-            summary = f"{model}: p99 latency {p99_ms:.1f} ms over the {slo.p99_ms:g} ms SLO"
-            self._slo_alert("TurnoutLatencyOverSLO", model, p99_ms > slo.p99_ms, summary)
-        if slo.max_error_rate is not None:
-            summary = f"{model}: {verdict.error_rate:.1%} of requests fail (SLO {slo.max_error_rate:.1%})"
-            self._slo_alert("TurnoutHighErrorRate", model, verdict.error_rate > slo.max_error_rate, summary)
-
-    def _slo_alert(self, alertname: str, model: str, missed: bool, summary: str) -> None:
-        if missed:
-            log.warning("%s", summary)
-        if self._notifier is not None:
-            self._notifier.observe(missed, {"alertname": alertname, "model": model}, {"summary": summary})
-
-    def _watch_drift(
-        self,
-        served: ServedVersion,
-        model: str,
-        version: str,
-        inputs: Mapping[str, np.ndarray[Any, Any]],
-        outputs: Mapping[str, np.ndarray[Any, Any]],
-    ) -> None:
-        """Count the request into the version's drift window; at a window's end, the gauges."""
-        window = served.drift
-        assert window is not None
-        profile = window.profile
-        features, predictions = inputs.get(profile.input_name), outputs.get(profile.output_name)
-        if features is None or predictions is None:  # the request did not ask for the profiled output
-            return
-        rows = window.add(features, predictions)
-        if rows is None:
-            return
-        # binning a window's thousand rows takes milliseconds: off the event loop, the gauges after
-        done = asyncio.get_running_loop().run_in_executor(self._drift_worker, window.profile.report, rows)
-        done.add_done_callback(lambda future: self._drift_reported(served, model, version, future))
-
-    def _drift_reported(
-        self, served: ServedVersion, model: str, version: str, future: asyncio.Future[DriftReport]
-    ) -> None:
-        if future.cancelled() or future.exception() is not None:
-            log.error("model %s version %s: drift not computed: %r", model, version, future.exception())
-            return
-        report = future.result()
-        self._drift_reports[(model, version)] = (time.time(), report)
-        _drift_gauges(self._metrics, model, version, report)
-        limit, warn = served.config.drift.alert_psi, served.config.drift.warn_psi
-        drifting = sorted(name for name, stats in report.features.items() if stats["psi"] > limit)
-        moving = sorted(name for name, stats in report.features.items() if warn < stats["psi"] <= limit)
-        if moving:
-            log.info("model %s version %s: %s moving (PSI over %g)", model, version, ", ".join(moving), warn)
-        if drifting:
-            log.warning("model %s version %s: drift in %s (PSI over %g over %d rows)", model, version,
-                        ", ".join(drifting), limit, report.rows)  # fmt: skip
-        if self._notifier is not None:
-            for feature, stats in report.features.items():
-                labels = {"alertname": "TurnoutFeatureDrift", "model": model, "version": version, "feature": feature}
-                summary = f"{model} v{version}: feature {feature} drifted (PSI {stats['psi']:.3g} over {limit:g})"
-                self._notifier.observe(stats["psi"] > limit, labels, {"summary": summary})
-
     async def _answer(
         self,
         served: ServedVersion,
@@ -402,14 +322,14 @@ class DataPlane:
             )
         except TurnoutError as exc:
             self._metrics.request_outcome(model, version, variant, protocol, exc.code.value).inc()
-            if exc.code in _SERVER_SIDE and self._slo_judged(served):
-                self._judge_slo(served, None)
+            if exc.code in _SERVER_SIDE:
+                for observer in self._observers:
+                    observer.failed(served)
             raise
         # drift and SLOs belong to the model that answered (for a routed request, the variant's)
-        if self._slo_judged(served):
-            self._judge_slo(served, time.monotonic() - started)
-        if served.drift is not None:
-            self._watch_drift(served, served.model, version, inputs, result.outputs)
+        seconds = time.monotonic() - started
+        for observer in self._observers:
+            observer.answered(served, inputs, result.outputs, seconds)
         if trace is not None:
             trace.answered = tracing.RequestTrace.now()
             trace.queue_seconds, trace.compute_seconds = result.queue_seconds, result.compute_seconds
@@ -427,140 +347,6 @@ class DataPlane:
         self._metrics.compute_time(model, version, variant).observe(result.compute_seconds)
         return InferenceResponse(model, version, outputs, id=request.id)
 
-    def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
-        entries = self._registry.index()
-        return [e for e in entries if e.state == State.READY] if ready_only else entries
-
-    async def load_model(self, name: str, parameters: object = None) -> None:
-        """(Re)load from disk. Triton's load may carry a config override or model
-        files; those are refused rather than reported done without being done."""
-        if parameters:
-            keys = sorted(parameters) if isinstance(parameters, dict) else parameters
-            raise InvalidRequest(
-                f"load parameters {keys!r} are not supported; change model.toml and the "
-                "version directories on disk, then load"
-            )
-        failed = None
-        try:
-            await self._registry.load(name)
-        except ConfigError as exc:
-            raise InvalidRequest(f"model '{name}' cannot be loaded: {exc}") from None
-        except VersionsFailed as exc:  # as Triton answers a failed load; the versions that loaded serve
-            failed = InvalidRequest(str(exc))
-        self.take_up_routing(name)
-        if failed is not None:
-            raise failed
-
-    def take_up_all_routing(self) -> None:
-        """At start, once every model has loaded (a policy may name another model)."""
-        for name in sorted({entry.name for entry in self._registry.index()}):
-            try:
-                self.take_up_routing(name)
-            except TurnoutError as exc:  # refused or not saved: logged, and the server starts regardless
-                log.error("%s", exc.message)
-
-    def take_up_routing(self, name: str) -> None:
-        """Apply the [routing] of ``name``'s model.toml once its versions are
-        live; a policy that cannot apply leaves the one in force, and says why."""
-        if self._traffic is None:
-            return
-        self._traffic.model_changed(name)  # other endpoints may route to this model
-        try:
-            served = self._registry.get(name)
-        except TurnoutError:
-            return  # nothing live: nothing to route to yet
-        try:
-            self._traffic.configured(name, served.routing)
-        except PolicyError as exc:
-            raise InvalidRequest(
-                f"model '{name}' loaded, but its [routing] was refused (the policy in force stays): {exc}"
-            ) from None
-
-    async def pin_model(self, name: str, version: str) -> None:
-        number = parse_version(version)
-        if number is None:
-            raise InvalidRequest(f"'{version[:40]}' is not a version number")
-        with _lifecycle_errors(f"version {number} cannot be pinned, the default stays"):
-            await self._registry.pin(name, number)
-
-    async def unpin_model(self, name: str) -> None:
-        with _lifecycle_errors("unpinned, but the reload that followed failed"):
-            await self._registry.unpin(name)
-
-    async def rollback_model(self, name: str) -> int:
-        with _lifecycle_errors("cannot roll back, the default stays"):
-            version = await self._registry.rollback(name)
-        return version
-
-    def version_status(self, name: str) -> dict[str, Any]:
-        """The model's default version, its pin, its earlier defaults and each version's state."""
-        if not self._registry.known(name):
-            raise NotFound(f"unknown model '{name[:200]}'")
-        default, pinned = self._registry.default_version(name), self._registry.pinned(name)
-        return {
-            "name": name,
-            "default": None if default is None else str(default),
-            "pinned": None if pinned is None else str(pinned),
-            "history": [str(v) for v in self._registry.history(name)],
-            "versions": [
-                {"version": e.version, "state": e.state.value, "reason": e.reason}
-                for e in self._registry.index()
-                if e.name == name
-            ],
-        }
-
-    def drift_status(self, name: str) -> dict[str, Any]:
-        """Each version's last drift window (for the admin API)."""
-        if not self._registry.known(name):
-            raise NotFound(f"unknown model '{name[:200]}'")
-        versions = []
-        for (model, version), (at, report) in sorted(self._drift_reports.items()):
-            if model != name:
-                continue
-            versions.append(
-                {
-                    "version": version,
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
-                    "rows": report.rows,
-                    "features": report.features,
-                    "prediction": report.prediction,
-                }
-            )
-        return {"name": name, "versions": versions}
-
-    def drift_view(self, name: str) -> list[dict[str, Any]]:
-        """Each version's last window against its profile, share by share (for the dashboard)."""
-        views = []
-        for (model, version), (_, report) in sorted(self._drift_reports.items()):
-            if model != name:
-                continue
-            try:
-                served = self._registry.get(model, version)
-            except TurnoutError:
-                continue  # no longer served
-            if served.drift is None:
-                continue
-            profile = served.drift.profile
-            features = {
-                feature: {**report.features[feature], "reference": list(d.shares), "live": report.live_shares[feature]}
-                for feature, d in zip(profile.features, profile.inputs, strict=True)
-                if feature in report.live_shares
-            }
-            views.append(
-                {
-                    "version": version,
-                    "rows": report.rows,
-                    "features": features,
-                    "alert_psi": served.config.drift.alert_psi,
-                }
-            )
-        return views
-
-    async def unload_model(self, name: str) -> None:
-        await self._registry.unload(name)
-        if self._traffic is not None:
-            self._traffic.model_changed(name)
-
 
 def _timeout(configured: float | None, parameters: dict[str, Any], deadline: float | None) -> float | None:
     """The queue timeout: the model's, shortened by the transport's deadline and
@@ -574,14 +360,6 @@ def _timeout(configured: float | None, parameters: dict[str, Any], deadline: flo
     return min(limits, default=None)
 
 
-def _drift_gauges(metrics: Metrics, model: str, version: str, report: DriftReport) -> None:
-    for feature, statistics in report.features.items():
-        for statistic, value in statistics.items():
-            metrics.feature_drift(model, version, feature, statistic).set(value)
-    for statistic, value in report.prediction.items():
-        metrics.prediction_drift(model, version, statistic).set(value)
-
-
 def _text(value: Any) -> str | None:
     """A request parameter used as an A/B key: a string or a whole number."""
     if isinstance(value, str) and value:
@@ -589,16 +367,3 @@ def _text(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
-
-
-@contextlib.contextmanager
-def _lifecycle_errors(what: str) -> Iterator[None]:
-    """A pin, unpin or rollback's failures as client-facing errors (never a 500)."""
-    try:
-        yield
-    except VersionsFailed as exc:
-        raise InvalidRequest(f"{what}: {exc}") from None
-    except ConfigError as exc:
-        raise InvalidRequest(f"{what}: the model cannot be read: {exc}") from None
-    except OSError as exc:
-        raise Unavailable(f"{what}: the pin could not be saved: {exc}") from None

@@ -13,63 +13,39 @@ versions still serving stay READY; only new ones show LOADING.
 from __future__ import annotations
 
 import asyncio
-import enum
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from turnout.batcher.planner import BatchLimits
 from turnout.batcher.queue import Batcher
-from turnout.errors import ConfigError, InvalidRequest, NotFound, Unavailable
-from turnout.model.config import CONFIG_FILE, ModelConfig
+from turnout.errors import ConfigError, NotFound, Unavailable
+from turnout.model.config import CONFIG_FILE
 from turnout.model.contract import Contract, keeps_the_contract
 from turnout.model.fingerprint import config_digest, version_digest
 from turnout.model.loader import LoadedVersion, LoadFailed, load_version
 from turnout.model.repository import ModelRepository, ModelSource, is_model_name, parse_version
-from turnout.model.runtimes.base import Tensors
-from turnout.model.signature import Signature
-from turnout.observability.drift import PROFILE_FILE, DriftWindow, Profile
 from turnout.observability.metrics import Metrics, VersionObserver
 from turnout.routing.document import RoutingDocument, from_config
 from turnout.serving.pins import PinStore
 from turnout.serving.residency import Budget, Residency
+from turnout.serving.served import (
+    LAZY,
+    UNLOADED,
+    IndexEntry,
+    ServedVersion,
+    State,
+    VersionsFailed,
+    because,
+    describe,
+    drift_window,
+    retry_after,
+)
 
 log = logging.getLogger("turnout.registry")
-
-
-class State(enum.Enum):
-    LOADING = "LOADING"
-    READY = "READY"
-    UNAVAILABLE = "UNAVAILABLE"
-    UNLOADING = "UNLOADING"
-
-
-@dataclass(frozen=True, slots=True)
-class ServedVersion:
-    model: str
-    version: int
-    platform: str
-    config: ModelConfig
-    signature: Signature
-    max_batch_size: int
-    batcher: Batcher
-    prepare: Callable[[Tensors], Tensors]  # the runtime's per-request check, before queueing
-    drift: DriftWindow | None = None  # live counts against the version's profile.json, if it has one
-    routing: RoutingDocument | None = None  # model.toml's [routing], checked when the model was read
-
-    @property
-    def timeout(self) -> float:
-        return self.config.batching.timeout_ms / 1000.0
-
-
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
-    name: str
-    version: str  # "" when the problem is the model's, not a version's
-    state: State
-    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -84,10 +60,6 @@ class _Model:
     loading: asyncio.Future[None] | None = None  # an on-demand load under way, shared by its waiters
     first_load: asyncio.Event | None = None  # set when a load of a model with nothing live ends
     waiters: int = 0  # requests waiting for an on-demand load: not evicted meanwhile
-
-
-UNLOADED = "unloaded"
-LAZY = "not in memory: loads on the next request"
 
 
 class ModelRegistry:
@@ -243,7 +215,7 @@ class ModelRegistry:
                 loaded[version] = self._serve(source, version, result, routing)
                 kept_digests[version] = digests[version]
                 states[version] = (State.READY, "")
-                log.info("model %s version %d ready (%s)", name, version, _describe(result.signature))
+                log.info("model %s version %d ready (%s)", name, version, describe(result.signature))
             newly_failed = [v for v in wanted if v not in loaded]
             if newly_failed:  # what they were to replace keeps serving (if its directory is still there)
                 for version, served in model.live.items():
@@ -328,68 +300,40 @@ class ModelRegistry:
             self._pins.default_changed(name, before)
             log.info("model %s: version %d is now the default (was %d)", name, after, before)
 
-    # pinning and rollback
-    async def pin(self, name: str, version: int) -> None:
-        """Make ``version`` the default, loading it if the version policy left it out."""
-        model = self._known(name)
-        if version not in model.live:
-            source = await asyncio.to_thread(self._repository.read, name)
-            if version not in source.on_disk:
-                raise NotFound(f"model '{name}' has no version {version} on disk (it has {list(source.on_disk)})")
-        before = self._default(name, model)
-        earlier_pin = self._pins.pinned(name)
-        # Loaded first, pinned once live: pinned before, a version still loading left
-        # requests to the policy's default meanwhile, a third version.
+    @property
+    def pins(self) -> PinStore:
+        """Pins, the history of defaults and the signature contract, kept on disk."""
+        return self._pins
+
+    def require(self, name: str) -> None:
+        """``NotFound`` unless the registry knows ``name``."""
+        self._known(name)
+
+    async def on_disk(self, name: str) -> list[int]:
+        """The version directories on disk (ConfigError if the model cannot be read)."""
+        return list((await asyncio.to_thread(self._repository.read, name)).on_disk)
+
+    @contextlib.contextmanager
+    def pinning(self, name: str, version: int) -> Iterator[None]:
+        """While a pin is under way: loads keep ``version`` beside what serves."""
         self._pinning[name] = version
         try:
-            if version not in model.live:
-                try:
-                    await self.load(name)
-                except VersionsFailed as exc:
-                    if version in exc.reasons:  # the pin cannot serve: nothing changes
-                        raise
-            if version not in model.live:
-                raise Unavailable(f"model '{name}' version {version} could not be loaded; nothing was pinned")
-            self._pins.pin(name, version)
+            yield
         finally:
             self._pinning.pop(name, None)
-        self._note_default(name, model, before)
-        if earlier_pin not in (None, version) and earlier_pin not in set(self._policy_versions(name)):
-            await self.load(name)  # the earlier pin's version leaves with its pin
-
-    async def unpin(self, name: str) -> None:
-        model = self._known(name)
-        before = self._default(name, model)
-        pinned = self._pins.pinned(name)
-        self._pins.unpin(name)
-        if pinned is not None and pinned not in set(self._policy_versions(name)):
-            await self.load(name)  # the pinned version leaves with its pin
-        self._note_default(name, model, before)
-
-    async def rollback(self, name: str) -> int:
-        """Back to the default before the current one (pinned); returns its version."""
-        model = self._known(name)
-        current = self._default(name, model)
-        earlier = [v for v in self._pins.history(name) if v != current]
-        if not earlier:
-            raise InvalidRequest(f"model '{name}' has no earlier default version to roll back to")
-        target = earlier[-1]
-        history = self._pins.history(name)
-        await self.pin(name, target)
-        self._pins.set_history(name, history[: len(history) - 1 - history[::-1].index(target)])  # before target
-        return target
-
-    def pinned(self, name: str) -> int | None:
-        return self._pins.pinned(name)
 
     def default_version(self, name: str) -> int | None:
         model = self._models.get(name)
         return None if model is None else self._default(name, model)
 
-    def history(self, name: str) -> list[int]:
-        return self._pins.history(name)
+    def note_default(self, name: str, before: int | None) -> None:
+        """Log and remember a change of ``name``'s default from ``before`` (for rollback)."""
+        model = self._models.get(name)
+        if model is not None:
+            self._note_default(name, model, before)
 
-    def _policy_versions(self, name: str) -> list[int]:
+    def policy_versions(self, name: str) -> list[int]:
+        """The versions the version policy selects now ([] if the model cannot be read)."""
         try:
             return list(self._repository.read(name).versions)
         except ConfigError:
@@ -426,7 +370,7 @@ class ModelRegistry:
             loaded.max_batch_size,
             batcher,
             loaded.instances[0].prepare,
-            _drift_window(source, version),
+            drift_window(source, version),
             routing,
         )
 
@@ -516,8 +460,8 @@ class ModelRegistry:
                 raise NotFound(f"model '{name}' has no version '{version[:40]}'")
             state, reason = model.states[number]
             raise Unavailable(
-                f"model '{name}' version {number} is {state.value.lower()}{_because(self._shown(reason))}",
-                retry_after=_retry_after(state),
+                f"model '{name}' version {number} is {state.value.lower()}{because(self._shown(reason))}",
+                retry_after=retry_after(state),
             )
         default = self._default(name, model)
         if default is not None:
@@ -525,11 +469,11 @@ class ModelRegistry:
                 self._residency.used(name, self._clock())
             return model.live[default]
         reasons = "; ".join(dict.fromkeys(self._shown(r) for _, r in model.states.values() if r))
-        busy = next((s for s, _ in model.states.values() if _retry_after(s)), None)
+        busy = next((s for s, _ in model.states.values() if retry_after(s)), None)
         if busy and not reasons:
             reasons = busy.value.lower()
         raise Unavailable(
-            f"model '{name}' has no ready version{_because(reasons)}", retry_after=busy and _retry_after(busy)
+            f"model '{name}' has no ready version{because(reasons)}", retry_after=busy and retry_after(busy)
         )
 
     def versions(self, name: str) -> list[int]:
@@ -585,31 +529,6 @@ class ModelRegistry:
         await asyncio.gather(*(v.batcher.close(self._drain_seconds) for v in versions))
 
 
-class VersionsFailed(Exception):
-    """Some versions of a model failed to load; any others are live."""
-
-    def __init__(self, model: str, reasons: dict[int, str]) -> None:
-        self.model = model
-        self.reasons = reasons
-        listed = "; ".join(f"version {v}: {r}" for v, r in sorted(reasons.items()))
-        super().__init__(f"model '{model}' did not fully load: {listed}")
-
-
-def _retry_after(state: State) -> float | None:
-    """Loading and unloading end on their own: worth a retry in a second."""
-    return 1.0 if state in (State.LOADING, State.UNLOADING) else None
-
-
-def _because(reason: str) -> str:
-    return f": {reason}" if reason else ""
-
-
-def _describe(signature: Signature) -> str:
-    ins = ", ".join(s.describe() for s in signature.inputs)
-    outs = ", ".join(s.describe() for s in signature.outputs)
-    return f"{ins} -> {outs}"
-
-
 def _digests_and_size(source: ModelSource, versions: list[int]) -> tuple[dict[int, str], int]:
     """Each version's digest, and the memory the versions will take (estimated:
     their artifacts' size on disk times the instances)."""
@@ -617,15 +536,3 @@ def _digests_and_size(source: ModelSource, versions: list[int]) -> tuple[dict[in
     digests = {v: version_digest(source.version_dir(v), config) for v in versions}
     size = sum(source.size_on_disk(version) for version in versions)
     return digests, size * source.config.instances.count
-
-
-def _drift_window(source: ModelSource, version: int) -> DriftWindow | None:
-    path = source.version_dir(version) / PROFILE_FILE
-    if not path.is_file():
-        return None
-    try:
-        profile = Profile.load(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # a bad profile: no drift, the model still serves
-        log.error("model %s version %d: %s not used: %s", source.name, version, path.name, exc)
-        return None
-    return DriftWindow(profile, source.config.drift.window_rows)

@@ -19,6 +19,7 @@ from turnout.observability.tracing import Tracer
 from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits, clipped
 from turnout.security.guard import Caller, Guard
 from turnout.security.principal import ANONYMOUS, Action, Principal
+from turnout.serving.admin import ModelAdmin
 from turnout.serving.dataplane import DataPlane
 from turnout.transports.grpc import convert, wire
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
@@ -83,6 +84,7 @@ class InferenceService:
     def __init__(
         self,
         dataplane: DataPlane,
+        admin: ModelAdmin,
         max_message_bytes: int,
         guard: Guard,
         plane: Plane = Plane.INFERENCE,
@@ -93,6 +95,7 @@ class InferenceService:
         self._tracer = tracer  # None: tracing off
         self._limits = limits
         self._dataplane = dataplane
+        self._admin = admin
         self._limit = max_message_bytes
         self._guard = guard
         self._admin_elsewhere = admin_elsewhere
@@ -255,18 +258,18 @@ class InferenceService:
 
     async def repository_index(self, request: Any, context: CallContext) -> Any:
         response = pb.RepositoryIndexResponse()
-        for entry in self._dataplane.repository_index(request.ready):
+        for entry in self._admin.repository_index(request.ready):
             response.models.add(name=entry.name, version=entry.version, state=entry.state.value, reason=entry.reason)
         return response
 
     async def repository_model_load(self, request: Any, context: CallContext) -> Any:
         with self._guard.audited(context.principal, "load", request.model_name, context.caller):
-            await self._dataplane.load_model(request.model_name, dict(request.parameters))
+            await self._admin.load_model(request.model_name, dict(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     async def repository_model_unload(self, request: Any, context: CallContext) -> Any:
         with self._guard.audited(context.principal, "unload", request.model_name, context.caller):
-            await self._dataplane.unload_model(request.model_name)
+            await self._admin.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     async def admin_elsewhere(self, request: Any, context: CallContext) -> Any:

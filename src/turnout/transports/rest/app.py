@@ -19,6 +19,7 @@ from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits, clipped
 from turnout.protocol.rest_codec import decode_request, dumps, encode_response, parse_object
 from turnout.security.guard import Caller, Guard
 from turnout.security.principal import ANONYMOUS, Action
+from turnout.serving.admin import ModelAdmin
 from turnout.serving.dataplane import DataPlane
 from turnout.transports.planes import Plane, admin_elsewhere_message
 from turnout.transports.rest import openapi
@@ -71,6 +72,7 @@ class RestApi:
     def __init__(
         self,
         dataplane: DataPlane,
+        admin: ModelAdmin,
         metrics: Metrics,
         max_body_bytes: int,
         guard: Guard,
@@ -83,6 +85,7 @@ class RestApi:
         self._tracer = tracer  # None: tracing off, and the request path does nothing for it
         self._limits = limits
         self._dataplane = dataplane
+        self._admin = admin
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
         self._guard = guard
@@ -272,7 +275,7 @@ class RestApi:
     async def repository_index(self, request: Request) -> Response:
         body = await request.body(self._max_body_bytes)
         ready_only = bool(body.strip()) and parse_object(body).get("ready") is True
-        entries = self._dataplane.repository_index(ready_only)
+        entries = self._admin.repository_index(ready_only)
         return json_response(
             [{"name": e.name, "version": e.version, "state": e.state.value, "reason": e.reason} for e in entries]
         )
@@ -282,14 +285,14 @@ class RestApi:
         with self._guard.audited(request.principal, "load", model, Caller.from_http(request.headers, request.source)):
             body = await request.body(self._max_body_bytes)
             parameters = parse_object(body).get("parameters") if body.strip() else None
-            await self._dataplane.load_model(model, parameters)
+            await self._admin.load_model(model, parameters)
         return Response(b"")
 
     async def unload(self, request: Request) -> Response:
         model = request.params["model"]
         with self._guard.audited(request.principal, "unload", model, Caller.from_http(request.headers, request.source)):
             await request.body(self._max_body_bytes)
-            await self._dataplane.unload_model(model)
+            await self._admin.unload_model(model)
         return Response(b"")
 
     async def admin_elsewhere(self, request: Request) -> Response:

@@ -12,14 +12,14 @@ from turnout.errors import InvalidRequest
 from turnout.protocol.rest_codec import dumps, parse_object
 from turnout.security.guard import Caller, Guard
 from turnout.security.principal import Action
-from turnout.serving.dataplane import DataPlane
+from turnout.serving.admin import ModelAdmin
 from turnout.transports.rest.asgi import Request, Response
 from turnout.transports.rest.routing import RouteSpec
 
 
 @dataclass(frozen=True, slots=True)
 class LifecycleRoutes:
-    dataplane: DataPlane
+    models: ModelAdmin
     guard: Guard
     max_body_bytes: int
 
@@ -34,10 +34,10 @@ class LifecycleRoutes:
         ]
 
     async def versions(self, request: Request) -> Response:
-        return Response(dumps(self.dataplane.version_status(request.params["model"])))
+        return Response(dumps(self.models.version_status(request.params["model"])))
 
     async def drift(self, request: Request) -> Response:
-        return Response(dumps(self.dataplane.drift_status(request.params["model"])))
+        return Response(dumps(self.models.drift_status(request.params["model"])))
 
     async def pin(self, request: Request) -> Response:
         model = request.params["model"]
@@ -48,22 +48,22 @@ class LifecycleRoutes:
                 version = str(version)
             if not isinstance(version, str):
                 raise InvalidRequest('pin needs a version: {"version": "3"}')
-            await self.dataplane.pin_model(model, version)
-        return Response(dumps(self.dataplane.version_status(model)))
+            await self.models.pin_model(model, version)
+        return Response(dumps(self.models.version_status(model)))
 
     async def unpin(self, request: Request) -> Response:
         model = request.params["model"]
         with self._audited(request, "unpin"):
             await request.body(self.max_body_bytes)
-            await self.dataplane.unpin_model(model)
-        return Response(dumps(self.dataplane.version_status(model)))
+            await self.models.unpin_model(model)
+        return Response(dumps(self.models.version_status(model)))
 
     async def rollback(self, request: Request) -> Response:
         model = request.params["model"]
         with self._audited(request, "rollback"):
             await request.body(self.max_body_bytes)
-            await self.dataplane.rollback_model(model)
-        return Response(dumps(self.dataplane.version_status(model)))
+            await self.models.rollback_model(model)
+        return Response(dumps(self.models.version_status(model)))
 
     def _audited(self, request: Request, action: str) -> AbstractContextManager[None]:
         caller = Caller.from_http(request.headers, request.source)

@@ -8,7 +8,7 @@ from typing import Any
 
 from turnout.model.signature import TensorSpec
 from turnout.protocol.datatypes import BYTES
-from turnout.serving.registry import ServedVersion
+from turnout.serving.served import ServedVersion
 
 _BACKENDS = {"onnx": "onnxruntime"}  # Triton's backend names
 

@@ -17,7 +17,7 @@ from turnout.protocol.rest_codec import dumps
 from turnout.routing.document import describe
 from turnout.routing.traffic import TrafficControl
 from turnout.security.principal import Action
-from turnout.serving.dataplane import DataPlane
+from turnout.serving.admin import ModelAdmin
 from turnout.transports.rest.asgi import Request, Response
 from turnout.transports.rest.routing import RouteSpec
 
@@ -30,7 +30,7 @@ def _asset(name: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class UiRoutes:
-    dataplane: DataPlane
+    admin: ModelAdmin
     traffic: TrafficControl
     metrics: Metrics
 
@@ -58,8 +58,8 @@ class UiRoutes:
     def snapshot(self) -> dict[str, Any]:
         totals = self.metrics.per_model()
         models = []
-        for name in sorted({entry.name for entry in self.dataplane.repository_index()}):
-            status = self.dataplane.version_status(name)
+        for name in sorted({entry.name for entry in self.admin.repository_index()}):
+            status = self.admin.version_status(name)
             route = self.traffic.routes.get(name)
             models.append(
                 {
@@ -67,7 +67,7 @@ class UiRoutes:
                     "policy": None if route is None else describe(route.policy),
                     "routing": self.traffic.overview(name),
                     "requests": totals.get(name, {}),
-                    "drift": self.dataplane.drift_view(name),
+                    "drift": self.admin.drift_view(name),
                 }
             )
         return {"server": __version__, "time": time.time(), "models": models}

@@ -1,0 +1,93 @@
+"""What the registry serves: a live version (its batcher, signature and
+configuration), the states a version passes through, and the index entries
+the repository API reports."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from turnout.batcher.queue import Batcher
+from turnout.model.config import ModelConfig
+from turnout.model.repository import ModelSource
+from turnout.model.runtimes.base import Tensors
+from turnout.model.signature import Signature
+from turnout.observability.drift import PROFILE_FILE, DriftWindow, Profile
+from turnout.routing.document import RoutingDocument
+
+log = logging.getLogger("turnout.registry")
+
+UNLOADED = "unloaded"
+LAZY = "not in memory: loads on the next request"
+
+
+class State(enum.Enum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(frozen=True, slots=True)
+class ServedVersion:
+    model: str
+    version: int
+    platform: str
+    config: ModelConfig
+    signature: Signature
+    max_batch_size: int
+    batcher: Batcher
+    prepare: Callable[[Tensors], Tensors]  # the runtime's per-request check, before queueing
+    drift: DriftWindow | None = None  # live counts against the version's profile.json, if it has one
+    routing: RoutingDocument | None = None  # model.toml's [routing], checked when the model was read
+
+    @property
+    def timeout(self) -> float:
+        return self.config.batching.timeout_ms / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    name: str
+    version: str  # "" when the problem is the model's, not a version's
+    state: State
+    reason: str = ""
+
+
+class VersionsFailed(Exception):
+    """Some versions of a model failed to load; any others are live."""
+
+    def __init__(self, model: str, reasons: dict[int, str]) -> None:
+        self.model = model
+        self.reasons = reasons
+        listed = "; ".join(f"version {v}: {r}" for v, r in sorted(reasons.items()))
+        super().__init__(f"model '{model}' did not fully load: {listed}")
+
+
+def retry_after(state: State) -> float | None:
+    """Loading and unloading end on their own: worth a retry in a second."""
+    return 1.0 if state in (State.LOADING, State.UNLOADING) else None
+
+
+def because(reason: str) -> str:
+    return f": {reason}" if reason else ""
+
+
+def describe(signature: Signature) -> str:
+    ins = ", ".join(s.describe() for s in signature.inputs)
+    outs = ", ".join(s.describe() for s in signature.outputs)
+    return f"{ins} -> {outs}"
+
+
+def drift_window(source: ModelSource, version: int) -> DriftWindow | None:
+    path = source.version_dir(version) / PROFILE_FILE
+    if not path.is_file():
+        return None
+    try:
+        profile = Profile.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a bad profile: no drift, the model still serves
+        log.error("model %s version %d: %s not used: %s", source.name, version, path.name, exc)
+        return None
+    return DriftWindow(profile, source.config.drift.window_rows)
