@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
 
-.PHONY: serve test models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-guard bench-stream bench-batch bench-cold-start bench-observability bench-overload bench-attacks bench-door
+.PHONY: serve test test-fast models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-guard bench-stream bench-batch bench-cold-start bench-observability bench-overload bench-attacks bench-door
 
 # The virtual environment, with turnout installed editable plus the dev tools, at the
 # versions in constraints.txt (the lock: what the tests passed with).
@@ -50,6 +50,11 @@ system-deps:
 
 test: $(STAMP) system-deps lint typecheck
 	$(BIN)/python -m pytest
+
+# The quick loop: the tests that need no server process, Redis, Ray or browser (under 2 minutes),
+# after lint; no system packages needed.
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest -q -m "not integration and not redis and not ray and not browser"
 
 # Regenerate the gRPC stubs from the .proto (a test fails when they are stale).
 proto: $(STAMP)

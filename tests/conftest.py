@@ -20,6 +20,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import build_models  # noqa: E402 - the example builder lives in examples/, not in the package
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration starts real servers: marked so (`make test-fast` leaves it out)."""
+    for item in items:
+        if "integration" in item.path.relative_to(ROOT).parts:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def example_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh copy of the example repository, exactly as `make models` builds it."""

@@ -42,6 +42,18 @@ ALL_DATATYPES = {
 }
 
 
+def wait_until(condition: Callable[[], Any], what: str = "", timeout: float = 30.0, every: float = 0.05) -> Any:
+    """Poll ``condition`` until it returns something true, and return that; fail
+    the test after ``timeout`` seconds, naming ``what``. For state only another
+    process holds (a child server's metrics or files): there is no event to wait
+    on across the process boundary, so it polls."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what or condition}"
+        time.sleep(every)
+    return value
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

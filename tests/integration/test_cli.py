@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.integration.slow_client import post_slow
-from tests.support import ServerProcess, free_port, slow, write_model
+from tests.support import ServerProcess, free_port, slow, wait_until, write_model
 
 TURNOUT = [sys.executable, "-m", "turnout"]
 
@@ -113,12 +113,7 @@ def test_sigterm_finishes_requests_in_flight_then_exits_zero(tmp_path: Path) -> 
 
 
 def _wait_for_metric(url: str, line: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if line in httpx.get(f"{url}/metrics").text:
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"metric never showed {line!r}")
+    wait_until(lambda: line in httpx.get(f"{url}/metrics").text, f"the metric {line!r}", timeout, every=0.005)
 
 
 @pytest.mark.parametrize("port", ["70000", "0", "http"])

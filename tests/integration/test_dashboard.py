@@ -11,10 +11,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from playwright.sync_api import expect, sync_playwright
 from sklearn.datasets import load_diabetes, load_wine
 
 from tests.support import ServerProcess
+
+pytestmark = [pytest.mark.browser]
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

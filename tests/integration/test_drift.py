@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 from sklearn.datasets import load_diabetes
 
-from tests.support import ServerProcess, free_port, slower, write_model
+from tests.support import ServerProcess, free_port, slower, wait_until, write_model
 
 DATA = load_diabetes()
 ROWS = DATA.data.astype(np.float32)
@@ -34,11 +34,13 @@ def gauges(url: str) -> dict[tuple[str, str], float]:
 
 def settled(url: str, ready: Any, timeout: float = 10.0) -> dict[tuple[str, str], float]:
     """The drift gauges once ``ready`` says they show the window just sent."""
-    deadline = time.monotonic() + timeout
-    while not ready(found := gauges(url)):
-        assert time.monotonic() < deadline, f"the drift gauges did not update: {found}"
-        time.sleep(0.05)
-    return found
+
+    def shown() -> dict[tuple[str, str], float] | None:
+        found = gauges(url)
+        return found if ready(found) else None
+
+    settled_gauges: dict[tuple[str, str], float] = wait_until(shown, "the drift gauges to update", timeout)
+    return settled_gauges
 
 
 def send(client: httpx.Client, rows: np.ndarray) -> None:

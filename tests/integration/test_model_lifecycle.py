@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from tests.integration.reference import diabetes_rows
-from tests.support import ServerProcess, SteadyLoad, slower, write_model
+from tests.support import ServerProcess, SteadyLoad, slower, wait_until, write_model
 
 ROWS = diabetes_rows(50)
 
@@ -30,14 +30,6 @@ def diabetes_load(url: str) -> SteadyLoad:
         return {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": row}]}
 
     return SteadyLoad(url, "/v2/models/diabetes/infer", body, lambda response: response.json()["model_version"])
-
-
-def wait_for(condition: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def publish(repo: Path, version: int, source: Path, sha256: str | None = None) -> None:
@@ -66,21 +58,21 @@ def test_versions_come_and_go_under_load_with_no_failed_request(repo: Path, log_
 
         # a new version goes live by itself (latest = 1: version 1 is drained and unloaded)
         publish(repo, 2, good, hashlib.sha256(good.read_bytes()).hexdigest())
-        wait_for(lambda: status()["default"] == "2", "version 2 live")
+        wait_until(lambda: status()["default"] == "2", "version 2 live")
         assert set(load.after(time.monotonic())) == {"2"}
         # broken versions never replace the serving one
         (repo / "diabetes" / ".staging-3").mkdir()
         (repo / "diabetes" / ".staging-3" / "model.onnx").write_bytes(b"not an onnx model at all")
         (repo / "diabetes" / ".staging-3").rename(repo / "diabetes" / "3")
-        wait_for(lambda: state("3")[0] == "UNAVAILABLE", "version 3 refused")
+        wait_until(lambda: state("3")[0] == "UNAVAILABLE", "version 3 refused")
         assert status()["default"] == "2"
         shutil.rmtree(repo / "diabetes" / "3")
         publish(repo, 4, repo / "breast_cancer" / "1" / "model.onnx")  # another signature entirely
-        wait_for(lambda: state("4")[0] == "UNAVAILABLE", "version 4 refused")
+        wait_until(lambda: state("4")[0] == "UNAVAILABLE", "version 4 refused")
         assert "signature differs from version 2" in state("4")[1]
         shutil.rmtree(repo / "diabetes" / "4")
         publish(repo, 5, good, "0" * 64)  # a checksum that does not match
-        wait_for(lambda: state("5")[0] == "UNAVAILABLE", "version 5 refused")
+        wait_until(lambda: state("5")[0] == "UNAVAILABLE", "version 5 refused")
         assert "does not match the expected" in state("5")[1]
         assert status()["default"] == "2"
         assert set(load.after(time.monotonic())) == {"2"}
@@ -133,7 +125,7 @@ def test_a_removed_model_directory_is_unloaded(repo: Path, log_dir: Path) -> Non
     with server, httpx.Client(base_url=server.url) as client:
         assert client.get("/v2/models/diabetes/ready").status_code == 200
         shutil.rmtree(repo / "diabetes")
-        wait_for(lambda: client.get("/v2/models/diabetes/ready").status_code == 503, "diabetes unloaded")
+        wait_until(lambda: client.get("/v2/models/diabetes/ready").status_code == 503, "diabetes unloaded")
         assert client.get("/v2/models/breast_cancer/ready").status_code == 200
 
 
@@ -197,7 +189,7 @@ def test_lazy_load_and_idle_unload(repo: Path, log_dir: Path) -> None:
         assert client.post("/v2/models/diabetes/infer", json=infer_body("diabetes")).status_code == 200
         assert counter(client.get("/metrics").text, "turnout_cold_start_seconds_count", "diabetes") == 1
         assert client.get("/v2/models/diabetes").json()["name"] == "diabetes"  # metadata while loaded
-        wait_for(
+        wait_until(
             lambda: any(
                 e["name"] == "diabetes" and e["state"] == "UNAVAILABLE"
                 for e in admin.post("/v2/repository/index").json()
@@ -271,10 +263,10 @@ def test_a_pin_never_passes_through_a_third_version(repo: Path, log_dir: Path) -
     with ServerProcess(repo, log_dir=log_dir) as server, server.admin_client() as admin:
         assert admin.post("/v2/repository/models/diabetes/pin", json={"version": 2}).json()["default"] == "2"
         with diabetes_load(server.url) as load:
-            wait_for(lambda: len(load.answers) > 20, "answers from version 2")
+            wait_until(lambda: len(load.answers) > 20, "answers from version 2")
             answer = admin.post("/v2/repository/models/diabetes/pin", json={"version": 1}, timeout=60)
             assert answer.json()["default"] == "1"
-            wait_for(lambda: any(version == "1" for _, version, _ in load.answers[-5:]), "answers from version 1")
+            wait_until(lambda: any(version == "1" for _, version, _ in load.answers[-5:]), "answers from version 1")
         assert load.failures == []
         served = Counter(version for _, version, _ in load.answers)
         assert set(served) == {"1", "2"}, served

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.reference import cancer_rows, run, wine_rows
-from tests.support import ServerProcess, SteadyLoad, failing_when_above, slower, write_model
+from tests.support import ServerProcess, SteadyLoad, failing_when_above, slower, wait_until, write_model
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -43,16 +43,6 @@ def wine_load(url: str, headers: dict[str, str] | None = None) -> SteadyLoad:
         lambda response: response.headers.get("turnout-variant", ""),
         headers=headers,
     )
-
-
-def wait_until(condition: Any, timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -112,8 +102,8 @@ def test_canary_rollout_promotes_under_load_with_no_failed_request(wine_server: 
         assert started.status_code == 200, started.text
         status = wait_until(
             lambda: (s := admin.get("/v2/routing/wine").json())["rollout"]["state"] == "promoted" and s,
-            60,
             "the promotion",
+            60,
         )
         after_promotion = load.after(time.monotonic(), 100)
         events = admin.get("/v2/routing/wine/events").json()
@@ -140,8 +130,8 @@ def test_an_identical_candidate_is_promoted_by_the_default_guard_and_the_metrics
             assert started.status_code == 200, started.text
             status = wait_until(
                 lambda: (s := admin.get("/v2/routing/wine").json())["rollout"]["state"] != "running" and s,
-                90,
                 "the end of the rollout",
+                90,
             )
             assert status["rollout"]["state"] == "promoted", status["rollout"]["reason"]
             assert admin.delete("/v2/routing/wine").status_code == 200  # back to the default version
@@ -204,8 +194,8 @@ def test_a_bad_candidate_is_rolled_back_by_the_guard_within_its_step(repo: Path,
         begun = time.monotonic()
         status = wait_until(
             lambda: (s := admin.get("/v2/routing/wine").json())["rollout"]["state"] == "rolled_back" and s,
-            60,
             "the automatic rollback",
+            60,
         )
         assert time.monotonic() - begun < 120  # within the first step's hold
         events = admin.get("/v2/routing/wine/events").json()
@@ -234,8 +224,8 @@ def test_shadow_counts_disagreements_and_leaves_answers_alone(wine_server: Serve
             shadowed = [client.post("/v2/models/breast_cancer/infer", json=cancer(r)).json() for r in range(569)]
             report = wait_until(
                 lambda: (s := admin.get("/v2/routing/breast_cancer/shadow").json()) and s[0]["requests"] == 569 and s,
-                30,
                 "every shadow copy compared",
+                30,
             )[0]
         metrics = client.get("/metrics").text
     for before, after in zip(plain, shadowed, strict=True):
@@ -416,8 +406,8 @@ def test_a_candidate_whose_outputs_diverge_is_rolled_back(wine_server: ServerPro
         assert started.status_code == 200, started.text
         status = wait_until(
             lambda: (s := admin.get("/v2/routing/wine").json())["rollout"]["state"] == "rolled_back" and s,
-            60,
             "the rollback on divergence",
+            60,
         )
         last = admin.get("/v2/routing/wine/events").json()[-1]
     assert load.failures == []  # mirrored copies never reach clients
@@ -440,8 +430,8 @@ def test_a_slow_candidate_is_rolled_back_on_p99(repo: Path, log_dir: Path) -> No
         assert started.status_code == 200, started.text
         status = wait_until(
             lambda: (s := admin.get("/v2/routing/wine").json())["rollout"]["state"] == "rolled_back" and s,
-            60,
             "the automatic rollback",
+            60,
         )
         last = admin.get("/v2/routing/wine/events").json()[-1]
     assert load.failures == []  # slow, not failing

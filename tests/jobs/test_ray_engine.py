@@ -16,6 +16,8 @@ import pytest
 from tests.jobs.conftest import cancer_table
 from tests.jobs.test_local import batch
 
+pytestmark = [pytest.mark.ray]
+
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:

@@ -125,6 +125,7 @@ def test_tracing_is_off_by_default(example_repo: Path, tmp_path: Path) -> None:
     assert server.tracer is None
 
 
+@pytest.mark.redis
 def test_a_stream_entry_with_a_traceparent_continues_the_producers_trace(example_repo: Path, tmp_path: Path) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -15,8 +15,8 @@ from turnout.model.signature import Signature, TensorSpec, incompatibility
 from turnout.routing.document import RoutingDocument, describe, from_config, parse
 from turnout.routing.policy import ABTest, BlueGreen, Canary, PolicyError, Shadow, Single
 from turnout.routing.rollout import Step
+from turnout.routing.route import parse_steps
 from turnout.routing.state_store import RoutingStore
-from turnout.routing.traffic import parse_steps
 from turnout.routing.variants import Target, target
 
 

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 import redis
 from sklearn.datasets import load_breast_cancer
 
 from tests.streams.streams_support import REQUESTS, envelope, produce, read_results, rows_request, wait_acknowledged
 from tests.support import RedisServer, ServerProcess, slow, write_model
+
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
 
 ROWS = load_breast_cancer().data.astype(np.float32)
 

@@ -32,6 +32,8 @@ from tests.streams.streams_support import (
 )
 from tests.support import RedisServer, ServerProcess, failing_when_above, write_model
 
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+
 ROWS = load_breast_cancer().data.astype(np.float32)
 
 

@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 from turnout.model.config import CONFIG_FILE
+from turnout.model.repository import ModelSource
 
 
 def config_digest(model_dir: Path) -> str:
@@ -52,3 +53,12 @@ def scan(root: Path, previous: dict[str, str] | None = None) -> dict[str, str]:
                 if previous is not None and entry.name in previous:
                     found[entry.name] = previous[entry.name]
     return found
+
+
+def digests_and_size(source: ModelSource, versions: list[int]) -> tuple[dict[int, str], int]:
+    """Each version's digest, and the memory the versions will take (estimated:
+    their artifacts' size on disk times the instances)."""
+    config = config_digest(source.directory)
+    digests = {v: version_digest(source.version_dir(v), config) for v in versions}
+    size = sum(source.size_on_disk(version) for version in versions)
+    return digests, size * source.config.instances.count

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from turnout.routing import rollout as rollouts
 from turnout.routing.document import describe
-from turnout.routing.traffic import Route, weights
+from turnout.routing.route import Route, weights
 
 
 class Traffic(Protocol):

@@ -33,23 +33,22 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from turnout.routing.compare import Outputs, RequestComparison, ShadowStats, Tolerance, compare
+from turnout.routing.shadow_log import JsonLines
 
 log = logging.getLogger("turnout.shadow")
 
 LOGGED_ELEMENTS = 20  # of each output, in a logged disagreement: enough to see it, small enough to keep
 ERROR_WARNING_EVERY = 100  # one warning per key in this many failed shadow runs; the rest at debug
 DEFAULT_TOLERANCE = Tolerance()
-LOG_BACKLOG = 1000  # disagreement lines waiting for the disk; beyond, lines are lost (and counted)
 
 # why a copy was never compared (the reason label of turnout_shadow_dropped_total)
 BUSY = "busy"  # the server was busy: skipped, never made
@@ -152,7 +151,7 @@ class ShadowMirror:
         self._cancelled: dict[asyncio.Task[None], str] = {}  # running copies this mirror cancelled, and why
         self._tolerance = tolerance
         self._sample_every = sample_every
-        self._log = _JsonLines(log_path) if log_path is not None else None
+        self._log = JsonLines(log_path) if log_path is not None else None
         self._clock = clock
         self._busy = busy
         self._tallies: dict[tuple[str, str], _Tally] = {}
@@ -401,70 +400,3 @@ def _disagreement(job: ShadowJob, result: RequestComparison, shadow: Outputs, sh
 def _head(outputs: Outputs) -> dict[str, list[Any]]:
     # .flat[:n] copies n elements; ravel() could copy the whole array.
     return {name: np.asarray(value).flat[:LOGGED_ELEMENTS].tolist() for name, value in outputs.items()}
-
-
-def _json_default(value: object) -> str:
-    """orjson's fallback: text outputs arrive as bytes; anything else odd is written as its str."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
-@dataclass(slots=True)
-class _JsonLines:
-    """Appends JSON lines to a file from a thread, batching whatever queued up meanwhile.
-
-    Lines are serialised on the loop (cheap: sampled and truncated) and appended
-    by one writer task, so their order is kept. orjson writes nan and infinities
-    as null. A disk that cannot keep up loses lines past ``LOG_BACKLOG`` (counted
-    in ``lost``) rather than holding memory; a failing disk is logged, not raised.
-    """
-
-    path: Path
-    lost: int = 0
-    _pending: list[bytes] = field(default_factory=list)
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _closing: bool = False
-    _task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._drain(), name="shadow-log-writer")
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        if len(self._pending) >= LOG_BACKLOG:
-            self.lost += 1
-            return
-        self._pending.append(orjson.dumps(record, default=_json_default) + b"\n")
-        self._wake.set()
-
-    async def close(self, deadline: float) -> None:
-        """Write what is pending, until ``deadline`` (loop time)."""
-        if self._task is None:
-            return
-        self._closing = True
-        self._wake.set()
-        try:
-            async with asyncio.timeout_at(deadline):
-                await asyncio.shield(self._task)
-        except TimeoutError:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _drain(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._pending:
-                lines, self._pending = self._pending, []
-                try:
-                    await asyncio.to_thread(_append, self.path, b"".join(lines))
-                except OSError as exc:
-                    log.warning("cannot write the shadow disagreement log %s: %s", self.path, exc)
-            if self._closing and not self._pending:
-                return
-
-
-def _append(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as file:
-        file.write(data)

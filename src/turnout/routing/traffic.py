@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import random
 import sqlite3
@@ -35,8 +33,18 @@ from turnout.routing import rollout as rollouts
 from turnout.routing.choose import Decision, RandomSource, choose
 from turnout.routing.document import RoutingDocument, describe, parse
 from turnout.routing.guard import Divergence, GuardLimits, Window
-from turnout.routing.policy import ABTest, BlueGreen, Canary, Policy, PolicyError, Shadow, Single
+from turnout.routing.policy import BlueGreen, Canary, Policy, PolicyError, Shadow, Single
 from turnout.routing.rollout import Rollout, Step
+from turnout.routing.route import (
+    DEFAULT_GUARD,
+    Route,
+    mirrors,
+    route_from_state,
+    steps_text,
+    summary,
+    table_digest,
+    weights,
+)
 from turnout.routing.state_store import LoggedEvent, RoutingStore
 from turnout.routing.variants import target
 from turnout.routing.windows import VariantWindow
@@ -45,7 +53,6 @@ log = logging.getLogger("turnout.routing")
 
 CONFIG = "model.toml"  # the actor of changes read from a model's configuration
 GUARD = "rollout guard"  # the actor of automatic rollout decisions
-DEFAULT_GUARD = GuardLimits()
 
 
 class Registry(Protocol):
@@ -54,34 +61,6 @@ class Registry(Protocol):
     def get(self, name: str, version: str | None = None) -> Any: ...
 
     def known(self, name: str) -> bool: ...
-
-
-@dataclass(slots=True)
-class Route:
-    """One endpoint's routing in force. Replaced whole, never changed in place."""
-
-    policy: Policy
-    source: str  # "model.toml" or who set it through the admin API
-    config_digest: str | None  # of the [routing] table this state was made under
-    rollout: Rollout | None = None
-    guard: GuardLimits = DEFAULT_GUARD
-    # the baseline's last window before a 100% step, where it serves nothing: the guard compares with it
-    baseline_before: Window | None = None
-
-    @property
-    def key_name(self) -> str | None:
-        """The header / request parameter holding the assignment key (A/B only)."""
-        return self.policy.key if isinstance(self.policy, ABTest) else None
-
-    def as_state(self) -> dict[str, Any]:
-        return {
-            "policy": describe(self.policy),
-            "source": self.source,
-            "config_digest": self.config_digest,
-            "rollout": None if self.rollout is None else _rollout_state(self.rollout),
-            "guard": dataclasses.asdict(self.guard),
-            "baseline_before": None if self.baseline_before is None else dataclasses.asdict(self.baseline_before),
-        }
 
 
 @dataclass(slots=True)
@@ -144,7 +123,7 @@ class TrafficControl:
     def mirrors(self, endpoint: str, variant: str) -> bool:
         """The policy in force now still sends copies of ``endpoint``'s requests to ``variant``
         (a decision made before a request ran may have been overtaken by a change)."""
-        return variant in _mirrors(self.routes.get(endpoint))
+        return variant in mirrors(self.routes.get(endpoint))
 
     def observe(self, endpoint: str, variant: str, ok: bool, seconds: float) -> None:
         """A routed request's outcome: counted, and for the rollout guard (while one runs)."""
@@ -175,7 +154,7 @@ class TrafficControl:
         made here take effect even when they cannot be saved (retried later).
         ``PolicyError`` says why the file's policy was refused.
         """
-        digest = _digest(document)
+        digest = table_digest(document)
         current = self.routes.get(endpoint)
         stored = self._stored.pop(endpoint, None)
         if stored is not None and stored.get("config_digest") == digest:
@@ -183,7 +162,7 @@ class TrafficControl:
                 self._cleared[endpoint] = digest
                 return
             try:
-                route = _route_from_state(stored, self._clock())
+                route = route_from_state(stored, self._clock())
                 self._check(endpoint, route.policy)
             except (PolicyError, KeyError, TypeError, ValueError) as exc:
                 self._log(endpoint, "refused", f"the saved policy no longer applies: {exc}", CONFIG)
@@ -216,7 +195,7 @@ class TrafficControl:
             if current is None:
                 self._fall_back(endpoint, document, digest)
             raise
-        self._set(endpoint, route, ("policy", _summary(route), CONFIG), required=False)
+        self._set(endpoint, route, ("policy", summary(route), CONFIG), required=False)
 
     def model_changed(self, model: str) -> None:
         """``model`` (re)loaded or unloaded: policies of other endpoints that
@@ -271,7 +250,7 @@ class TrafficControl:
         except PolicyError as exc:
             self._log(endpoint, "refused", str(exc), actor)
             raise InvalidRequest(f"policy refused, the one in force stays: {exc}") from None
-        self._set(endpoint, route, ("policy", _summary(route), actor))
+        self._set(endpoint, route, ("policy", summary(route), actor))
         return route
 
     def clear(self, endpoint: str, actor: str) -> None:
@@ -322,7 +301,7 @@ class TrafficControl:
             self._log(endpoint, "refused", f"rollout of {candidate!r}: {exc}", actor)
             raise InvalidRequest(f"rollout refused, the policy in force stays: {exc}") from None
         route = Route(policy, actor, self._config_digest(endpoint), plan, guard)
-        self._set(endpoint, route, ("rollout", f"{baseline} -> {candidate}: {_steps(steps)}", actor))
+        self._set(endpoint, route, ("rollout", f"{baseline} -> {candidate}: {steps_text(steps)}", actor))
         return route
 
     def operate(self, endpoint: str, operation: str, actor: str) -> Route:
@@ -551,9 +530,9 @@ class TrafficControl:
     def _install(self, endpoint: str, route: Route | None, keep_windows: bool = False) -> None:
         """Swap in; a new or changed rollout judges its own requests only;
         copies still on their way to a shadow the new route leaves out are stopped."""
-        before = _mirrors(self.routes.get(endpoint))
-        if before and not before <= _mirrors(route):
-            self._stop_mirroring(endpoint, _mirrors(route))
+        before = mirrors(self.routes.get(endpoint))
+        if before and not before <= mirrors(route):
+            self._stop_mirroring(endpoint, mirrors(route))
         if route is None:
             self.routes.pop(endpoint, None)
             self._windows.pop(endpoint, None)
@@ -610,115 +589,8 @@ class TrafficControl:
         except TurnoutError:
             current = self.routes.get(endpoint)
             return current.config_digest if current else None
-        return _digest(served.routing)
-
-
-def _digest(document: RoutingDocument | None) -> str | None:
-    if document is None:
-        return None
-    text = json.dumps(document.model_dump(exclude_none=True), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def weights(policy: Policy) -> dict[str, float]:
-    """Percent of the endpoint's requests each variant answers under ``policy``
-    (a shadow's copies are not answers: its weight is 0)."""
-    if isinstance(policy, Single):
-        return {policy.variant: 100.0}
-    if isinstance(policy, Canary):
-        return {policy.baseline: 100.0 - policy.weight, policy.candidate: policy.weight}
-    if isinstance(policy, BlueGreen):
-        return {policy.blue: 100.0 if policy.live == policy.blue else 0.0,
-                policy.green: 100.0 if policy.live == policy.green else 0.0}  # fmt: skip
-    if isinstance(policy, Shadow):
-        return {policy.primary: 100.0, policy.shadow: 0.0}
-    assert isinstance(policy, ABTest)
-    return dict(policy.weights)
-
-
-def _mirrors(route: Route | None) -> frozenset[str]:
-    """The variants a route sends copies of requests to."""
-    if route is None:
-        return frozenset()
-    policy, plan = route.policy, route.rollout
-    mirrored = set()
-    if isinstance(policy, Shadow) and policy.percent > 0:
-        mirrored.add(policy.shadow)
-    if plan is not None and plan.state is rollouts.State.RUNNING and route.guard.mirror_percent > 0:
-        mirrored.add(plan.candidate)
-    return frozenset(mirrored)
+        return table_digest(served.routing)
 
 
 def _summary_of(window: VariantWindow | None, confidence: float) -> Window:
     return Window(0, 0, None) if window is None else window.summary(confidence)
-
-
-def _summary(route: Route) -> str:
-    text = json.dumps(describe(route.policy), sort_keys=True)
-    if route.rollout is not None:
-        text += f"; rollout {_steps(route.rollout.steps)}"
-    return text
-
-
-def _steps(steps: tuple[Step, ...]) -> str:
-    def one(step: Step) -> str:
-        held = [f"{step.hold_seconds:g}s"] if step.hold_seconds is not None else []
-        counted = [f"{step.min_requests}r"] if step.min_requests is not None else []
-        return ":".join([f"{step.weight:g}", *held, *counted])
-
-    return ",".join(one(s) for s in steps)
-
-
-def _rollout_state(plan: Rollout) -> dict[str, Any]:
-    return {
-        "baseline": plan.baseline,
-        "candidate": plan.candidate,
-        "steps": [dataclasses.asdict(s) for s in plan.steps],
-        "step": plan.step,
-        "weight": plan.weight,
-        "state": plan.state.value,
-        "reason": plan.reason,
-    }
-
-
-def _route_from_state(state: dict[str, Any], now: float) -> Route:
-    """A stored state back into a route; a running step's hold starts again."""
-    policy = parse(state["policy"]).to_policy()
-    plan = None
-    stored = state.get("rollout")
-    if stored is not None:
-        steps = tuple(Step(**s) for s in stored["steps"])
-        plan = Rollout(
-            stored["baseline"],
-            stored["candidate"],
-            steps,
-            stored["step"],
-            now,
-            rollouts.State(stored["state"]),
-            stored["reason"],
-        )
-    guard = GuardLimits(**state.get("guard", {}))
-    before = state.get("baseline_before")
-    baseline_before = None if before is None else Window(**before)
-    return Route(policy, state["source"], state.get("config_digest"), plan, guard, baseline_before)
-
-
-def parse_steps(text: str) -> tuple[Step, ...]:
-    """``5:30s,25:30s:200r,100:60s``: weight, then a hold time and/or a minimum of requests."""
-    steps = []
-    for part in text.split(","):
-        weight, *rest = part.strip().split(":")
-        hold, count = None, None
-        try:
-            for item in rest:
-                if item.endswith("s"):
-                    hold = float(item[:-1])
-                elif item.endswith("r"):
-                    count = int(item[:-1])
-                else:
-                    raise ValueError(item)
-            value = float(weight)
-        except ValueError:
-            raise PolicyError(f"step {part!r}: write WEIGHT:SECONDSs and/or WEIGHT:COUNTr, e.g. 25:60s:200r") from None
-        steps.append(Step(value, hold, count))  # which says what is wrong with the numbers
-    return tuple(steps)

@@ -22,8 +22,9 @@ from turnout.observability.payloads import PayloadLog
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.routing.choose import alternatives
 from turnout.routing.feedback import FeedbackStore
+from turnout.routing.route import Route
 from turnout.routing.shadow import ShadowJob, ShadowMirror
-from turnout.routing.traffic import Route, TrafficControl
+from turnout.routing.traffic import TrafficControl
 from turnout.routing.variants import target
 from turnout.serving.observers import RequestObserver
 from turnout.serving.registry import ModelRegistry

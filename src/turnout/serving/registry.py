@@ -20,12 +20,10 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from turnout.batcher.planner import BatchLimits
-from turnout.batcher.queue import Batcher
 from turnout.errors import ConfigError, NotFound, Unavailable
 from turnout.model.config import CONFIG_FILE
 from turnout.model.contract import Contract, keeps_the_contract
-from turnout.model.fingerprint import config_digest, version_digest
+from turnout.model.fingerprint import digests_and_size
 from turnout.model.loader import LoadedVersion, LoadFailed, load_version
 from turnout.model.repository import ModelRepository, ModelSource, is_model_name, parse_version
 from turnout.observability.metrics import Metrics, VersionObserver
@@ -41,8 +39,8 @@ from turnout.serving.served import (
     VersionsFailed,
     because,
     describe,
-    drift_window,
     retry_after,
+    serve,
 )
 
 log = logging.getLogger("turnout.registry")
@@ -182,7 +180,7 @@ class ModelRegistry:
             pinning = self._pinning.get(name)
             if pinning is not None and pinning in source.on_disk:
                 wanted.add(pinning)
-            digests, size = await asyncio.to_thread(_digests_and_size, source, sorted(wanted))
+            digests, size = await asyncio.to_thread(digests_and_size, source, sorted(wanted))
             unchanged = {v for v in wanted if v in model.live and model.digests.get(v) == digests[v]}
             # versions serving stay READY until the swap; only new or changed ones are LOADING
             model.states = {v: (State.READY, "") for v in model.live}
@@ -279,7 +277,7 @@ class ModelRegistry:
                 log.error("model %s: older version %d not loaded either: %s", name, version, exc)
                 continue
             loaded[version] = self._serve(source, version, result, from_config(source.config.routing, ""))
-            digests[version] = (await asyncio.to_thread(_digests_and_size, source, [version]))[0][version]
+            digests[version] = (await asyncio.to_thread(digests_and_size, source, [version]))[0][version]
             states[version] = (State.READY, f"serving instead: version(s) {failed} failed to load")
             log.warning("model %s: version %d serves instead of %s, which failed to load", name, version, failed)
             return
@@ -348,31 +346,7 @@ class ModelRegistry:
     def _serve(
         self, source: ModelSource, version: int, loaded: LoadedVersion, routing: RoutingDocument | None
     ) -> ServedVersion:
-        config = source.config
-        batcher = Batcher(
-            loaded.instances,
-            BatchLimits(
-                loaded.max_batch_size,
-                config.batching.max_queue_delay_ms / 1000.0,
-                tuple(config.batching.preferred_batch_sizes),
-            ),
-            config.batching.max_queue_size,
-            VersionObserver(self._metrics, source.name, str(version)),
-            niceness=config.instances.niceness,
-        )
-        batcher.start()
-        return ServedVersion(
-            source.name,
-            version,
-            source.runtime.platform,
-            config,
-            loaded.signature,
-            loaded.max_batch_size,
-            batcher,
-            loaded.instances[0].prepare,
-            drift_window(source, version),
-            routing,
-        )
+        return serve(source, version, loaded, routing, VersionObserver(self._metrics, source.name, str(version)))
 
     async def unload(self, name: str) -> None:
         """Stop serving ``name`` once its queued and running requests are answered."""
@@ -527,12 +501,3 @@ class ModelRegistry:
 
     async def _drain(self, versions: Iterable[ServedVersion]) -> None:
         await asyncio.gather(*(v.batcher.close(self._drain_seconds) for v in versions))
-
-
-def _digests_and_size(source: ModelSource, versions: list[int]) -> tuple[dict[int, str], int]:
-    """Each version's digest, and the memory the versions will take (estimated:
-    their artifacts' size on disk times the instances)."""
-    config = config_digest(source.directory)
-    digests = {v: version_digest(source.version_dir(v), config) for v in versions}
-    size = sum(source.size_on_disk(version) for version in versions)
-    return digests, size * source.config.instances.count

@@ -9,8 +9,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from turnout.batcher.queue import Batcher
+from turnout.batcher.planner import BatchLimits
+from turnout.batcher.queue import Batcher, BatchObserver
 from turnout.model.config import ModelConfig
+from turnout.model.loader import LoadedVersion
 from turnout.model.repository import ModelSource
 from turnout.model.runtimes.base import Tensors
 from turnout.model.signature import Signature
@@ -91,3 +93,33 @@ def drift_window(source: ModelSource, version: int) -> DriftWindow | None:
         log.error("model %s version %d: %s not used: %s", source.name, version, path.name, exc)
         return None
     return DriftWindow(profile, source.config.drift.window_rows)
+
+
+def serve(
+    source: ModelSource,
+    version: int,
+    loaded: LoadedVersion,
+    routing: RoutingDocument | None,
+    observer: BatchObserver,
+) -> ServedVersion:
+    """A loaded version made live: its batcher started, its drift window open."""
+    config = source.config
+    limits = BatchLimits(
+        loaded.max_batch_size, config.batching.max_queue_delay_ms / 1000.0, tuple(config.batching.preferred_batch_sizes)
+    )
+    batcher = Batcher(
+        loaded.instances, limits, config.batching.max_queue_size, observer, niceness=config.instances.niceness
+    )
+    batcher.start()
+    return ServedVersion(
+        source.name,
+        version,
+        source.runtime.platform,
+        config,
+        loaded.signature,
+        loaded.max_batch_size,
+        batcher,
+        loaded.instances[0].prepare,
+        drift_window(source, version),
+        routing,
+    )

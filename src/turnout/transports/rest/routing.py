@@ -16,8 +16,9 @@ from turnout.protocol.rest_codec import dumps, parse_object
 from turnout.routing.document import parse_guard
 from turnout.routing.feedback import DuplicateFeedback, FeedbackError, FeedbackStore, format_report
 from turnout.routing.policy import PolicyError
+from turnout.routing.route import parse_steps
 from turnout.routing.shadow import ShadowMirror
-from turnout.routing.traffic import TrafficControl, parse_steps
+from turnout.routing.traffic import TrafficControl
 from turnout.security.guard import Caller, Guard
 from turnout.security.principal import Action
 from turnout.transports.rest.asgi import Handler, Request, Response
