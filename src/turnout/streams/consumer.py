@@ -34,7 +34,6 @@ from turnout.errors import Code, PayloadTooLarge, TurnoutError
 from turnout.observability import tracing
 from turnout.observability.metrics import Metrics
 from turnout.observability.tracing import Tracer
-from turnout.protocol.limits import InputLimits
 from turnout.protocol.types import InferenceRequest, InferenceResponse
 from turnout.streams.envelope import (
     Entry,
@@ -49,6 +48,7 @@ from turnout.streams.envelope import (
     request_id_of,
     response_fields,
 )
+from turnout.streams.group import StreamOptions, busy, group_gone, report_group, text
 from turnout.streams.health import Backoff, RedisHealth
 
 log = logging.getLogger("turnout.streams")
@@ -62,21 +62,6 @@ REDELIVER = {Code.INTERNAL}
 WRITE_BATCH = 256  # results written (and acknowledged) per round trip at most
 REMEMBERED_FAILURES = 10_000
 LAG_REPORT_SECONDS = 1.0
-TRY_AGAIN_LATER = {"OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"}
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOptions:
-    stream: str
-    dead_letter: str
-    group: str
-    consumer: str
-    prefetch: int
-    max_deliveries: int
-    claim_idle_seconds: float
-    block_seconds: float
-    limits: InputLimits
-    max_request_bytes: int  # --max-body-bytes, as over HTTP
 
 
 @dataclass(slots=True)
@@ -211,7 +196,7 @@ class ModelStream:
                 )
             except ResponseError as exc:
                 self._slots.give(reserved)
-                if _group_gone(exc):
+                if group_gone(exc):
                     await self._ensure_group(backoff)
                 else:  # MISCONF, READONLY after a failover, NOPERM, OOM...: Redis says no, for now
                     log.error("reading %s failed: %s; retrying with back-off", options.stream, exc)
@@ -274,9 +259,9 @@ class ModelStream:
                 if time.monotonic() - refreshed_at >= claim_every:
                     refreshed_at = time.monotonic()
                     await self._refresh_in_hand()
-                await self._report_group()
+                await report_group(self._redis, self.model, self.options, self._metrics)
             except ResponseError as exc:
-                if not _group_gone(exc):  # a lost group: the reader creates it again
+                if not group_gone(exc):  # a lost group: the reader creates it again
                     log.error("claiming pending entries of %s failed: %s", self.options.stream, exc)
                 await backoff.wait()
                 continue
@@ -293,25 +278,6 @@ class ModelStream:
         if self._in_hand:
             await self._redis.xclaim(self.options.stream, self.options.group, self.options.consumer, 0,
                                      list(self._in_hand), justid=True)  # fmt: skip
-
-    async def _forget_gone_consumers(self, consumers: list[dict[str, Any]]) -> None:
-        """Remove from the group the consumers (of an XINFO CONSUMERS reply) that hold
-        nothing and have not been seen for ``forget_after``: a dead consumer's entries
-        are claimed first (they are idle past ``claim_idle`` long before), so nothing
-        is lost; a live one that is merely quiet is added again by Redis at its next read."""
-        options = self.options
-        forget_after_ms = int(_forget_after(options.claim_idle_seconds) * 1000)
-        for consumer in consumers:
-            name = _text(consumer["name"])
-            if name == options.consumer or int(consumer["pending"]) or int(consumer["idle"]) < forget_after_ms:
-                continue
-            # DELCONSUMER drops the consumer's pending entries: only if it still holds none
-            pending: Any = await self._redis.xpending_range(options.stream, options.group, "-", "+", 1,
-                                                            consumername=name)  # fmt: skip
-            if not pending:
-                await self._redis.xgroup_delconsumer(options.stream, options.group, name)
-                log.info("removed consumer %r from the group %r of %s: idle for %.0f s, holding nothing",
-                         name, options.group, options.stream, int(consumer["idle"]) / 1000)  # fmt: skip
 
     async def _claim(self) -> None:
         options = self.options
@@ -348,24 +314,7 @@ class ModelStream:
             for entry_id in entry_ids:
                 pipe.xpending_range(self.options.stream, self.options.group, entry_id, entry_id, 1)
             found: list[Any] = await pipe.execute()
-        return {_text(item["message_id"]): int(item["times_delivered"]) for items in found for item in items}
-
-    async def _report_group(self) -> None:
-        """The group's lag, pending entries and consumers as metrics; consumers long gone removed."""
-        options, metrics = self.options, self._metrics
-        summary = await self._redis.xpending(options.stream, options.group)
-        metrics.stream_pending(self.model, options.stream).set(int(summary["pending"]))
-        oldest: Any = summary.get("min")
-        age = 0.0
-        if summary["pending"] and oldest:
-            age = max(0.0, time.time() - int(_text(oldest).split("-")[0]) / 1000)
-        metrics.stream_oldest_pending(self.model, options.stream).set(age)
-        for group in await self._redis.xinfo_groups(options.stream):
-            if _text(group["name"]) == options.group and group.get("lag") is not None:
-                metrics.stream_lag(self.model, options.stream).set(int(group["lag"]))
-        consumers: Any = await self._redis.xinfo_consumers(options.stream, options.group)
-        metrics.stream_consumers(self.model, options.stream, {_text(c["name"]): int(c["pending"]) for c in consumers})
-        await self._forget_gone_consumers(consumers)
+        return {text(item["message_id"]): int(item["times_delivered"]) for items in found for item in items}
 
     # --- answering ---------------------------------------------------------------
 
@@ -506,7 +455,7 @@ class ModelStream:
                     await backoff.wait()
                     continue
                 except ResponseError as exc:
-                    if not _busy(exc):
+                    if not busy(exc):
                         raise
                     log.error("Redis refuses the results of %s for now (%s): retrying with back-off",
                               self.options.stream, exc)  # fmt: skip
@@ -538,7 +487,7 @@ class ModelStream:
             failure = next((r for r in outcomes if isinstance(r, Exception)), None)
             if failure is None:
                 done.append(write)
-            elif isinstance(failure, UNREACHABLE) or _busy(failure):
+            elif isinstance(failure, UNREACHABLE) or busy(failure):
                 raise failure  # the whole batch again, later: a result may be written twice, none lost
             elif write.outcome == "dead_letter" and not isinstance(outcomes[0], Exception):
                 log.error("entry %s of %s is in the dead-letter stream; telling its producer failed: %s",
@@ -565,28 +514,3 @@ async def _cancel(tasks: list[asyncio.Task[None]], patience: float = 2.0) -> Non
         task.cancel()
     if tasks:
         await asyncio.wait(tasks, timeout=patience)
-
-
-def _forget_after(claim_idle_seconds: float) -> float:
-    """How long a consumer holding nothing may stay silent before it is removed
-    from the group: ten claim periods (5 minutes by default), at least 5 s.
-    Removing one that holds nothing loses nothing, so this only needs to be
-    long enough not to churn a live one whose Redis counts idle time from its
-    last delivery (before 7.2) rather than its last read."""
-    return max(5.0, 10 * claim_idle_seconds)
-
-
-def _group_gone(error: ResponseError) -> bool:
-    """The group, or the stream itself, is gone (Redis restarted empty, FLUSHDB, DEL)."""
-    text = str(error)
-    return text.startswith("NOGROUP") or text.startswith("UNBLOCKED")
-
-
-def _busy(error: BaseException) -> bool:
-    """Redis refused a write for now (out of memory, a replica after failover,
-    a failed save, still loading): worth retrying, not a reason to give up an entry."""
-    return isinstance(error, ResponseError) and str(error).split(" ", 1)[0] in TRY_AGAIN_LATER
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
