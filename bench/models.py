@@ -192,7 +192,7 @@ def build(out: Path, models: Iterable[str] = ALL_MODELS) -> None:
 
 
 def _turnout_toml(name: str, batching: Batching | str) -> str:
-    lines = [f"# {name}: built by bench/models.py", 'runtime = "onnx"', "warmup = true"]
+    lines = [f"# {name}: built by bench/models.py", 'runtime.name = "onnx"', "warmup = true"]
     if batching == "default":
         lines.append("# no batching settings: turnout's defaults")
     elif batching == "off":

@@ -377,3 +377,11 @@ def test_runtime_options_are_checked_by_the_runtime_when_the_model_is_read(tmp_p
     with pytest.raises(ConfigError, match="unknown runtime 'tensorflow'; one of") as caught:
         read('runtime = "tensorflow"\n')
     assert caught.value.field == "runtime"
+
+
+def test_a_runtime_named_beside_its_options_table_gets_a_hint(tmp_path: Path) -> None:
+    error = config_error(tmp_path, 'runtime = "onnx"\n[runtime.options]\nintra_op_threads = 2\n')
+    assert 'name the runtime in its table: [runtime] name = "onnx"' in error.reason
+    assert load_config(write(tmp_path, 'runtime.name = "onnx"\n[runtime.options]\nintra_op_threads = 2\n')).runtime == (
+        RuntimeConfig(name="onnx", options={"intra_op_threads": 2})
+    )

@@ -6,6 +6,7 @@ valid model. Unknown fields are errors, so a typo never silently does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
 from pathlib import Path
@@ -214,7 +215,7 @@ def load_config(model_dir: Path) -> ModelConfig:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+        raise ConfigError(str(path), f"not valid TOML: {exc}{_hint(path)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"cannot be read: {exc}") from None
     for (section, key), instead in MOVED.items():
@@ -246,3 +247,12 @@ def reason(error: object) -> str:
     if error.get("type") == "extra_forbidden":
         return "unknown field"
     return message
+
+
+def _hint(path: Path) -> str:
+    """The one TOML mistake the runtime table invites: ``runtime = "onnx"`` beside ``[runtime.options]``."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"^\s*runtime\s*=", text, re.M) and re.search(r"^\s*\[runtime\.", text, re.M):
+            return '; with [runtime.options], name the runtime in its table: [runtime] name = "onnx" (or runtime.name)'
+    return ""
