@@ -60,6 +60,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class _PortTaken(Exception):
+    """A child server could not bind a port picked for it."""
+
+
 class ServerProcess:
     """``turnout serve`` in a child process, on free ports, stopped with SIGTERM.
 
@@ -137,13 +141,26 @@ class ServerProcess:
         return httpx.Client(base_url=self.admin_url, headers=self.admin_headers, timeout=timeout, verify=self.verify)
 
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> ServerProcess:
-        with self.log_path.open("wb") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        for attempt in range(3):
+            with self.log_path.open("wb") as log:  # the child keeps its own descriptor
+                self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            try:
+                return self._wait_started(wait_ready, timeout, last=attempt == 2)
+            except _PortTaken:
+                self._new_ports()
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def _wait_started(self, wait_ready: bool, timeout: float, last: bool) -> ServerProcess:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         path = "/v2/health/ready" if wait_ready else "/v2/health/live"
         with httpx.Client(base_url=self.url, timeout=2.0, verify=self.verify) as client:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
+                    # a port picked free was taken before the child bound it (by any process's
+                    # outgoing connection: those ports come from the same range): other ports
+                    if not last and "the port is already in use" in self.log():
+                        raise _PortTaken
                     raise RuntimeError(f"turnout exited with {self.process.returncode}:\n{self.log()}")
                 try:
                     if client.get(path).status_code == 200:
@@ -153,6 +170,14 @@ class ServerProcess:
                 time.sleep(0.05)  # polling a child process's port: there is no event to wait on
         self.stop()
         raise RuntimeError(f"turnout did not become ready within {timeout}s:\n{self.log()}")
+
+    def _new_ports(self) -> None:
+        """Other free ports, in the command line as in the attributes."""
+        for flag, attribute in (("--http-port", "http_port"), ("--grpc-port", "grpc_port"),
+                                ("--admin-port", "admin_port")):  # fmt: skip
+            port = free_port()
+            setattr(self, attribute, port)
+            self.command[self.command.index(flag) + 1] = str(port)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

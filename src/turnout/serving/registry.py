@@ -232,9 +232,7 @@ class ModelRegistry:
             self._remember_contract(name, model)
             if loaded and self._tracking:
                 self._residency.loaded(name, size, self._clock())
-                busy = frozenset(n for n, m in self._models.items() if m.waiters)
-                for victim in self._residency.to_evict(keep=name, busy=busy):  # each under its own lock, later
-                    self._in_background(self._evict(victim, "over the memory budget"))
+                self._keep_to_budget(keep=name)
             self._publish(name, old, loaded)
             kept = {id(v) for v in loaded.values()}
             await self._drain(v for v in old.values() if id(v) not in kept)
@@ -404,6 +402,16 @@ class ModelRegistry:
             await self._load_on_demand(name, model)
         finally:
             model.waiters -= 1
+            if not model.waiters and self._tracking:
+                # a model spared while requests waited for it: the budget is kept once they are in
+                self._keep_to_budget(keep=name)
+
+    def _keep_to_budget(self, keep: str) -> None:
+        """Evict the least recently used models past the budget, never ``keep``
+        nor a model requests are waiting to see loaded (each under its own lock, later)."""
+        busy = frozenset(n for n, m in self._models.items() if m.waiters)
+        for victim in self._residency.to_evict(keep=keep, busy=busy):
+            self._in_background(self._evict(victim, "over the memory budget"))
 
     async def _load_on_demand(self, name: str, model: _Model) -> None:
         if model.loading is None:
