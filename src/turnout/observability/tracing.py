@@ -23,11 +23,15 @@ imports it only when tracing is on.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+
+from turnout.errors import TurnoutError
 
 SPAN_NAMES = ("turnout.infer", "turnout.receive", "turnout.validate", "turnout.queue", "turnout.batch",
               "turnout.compute", "turnout.respond")  # fmt: skip
@@ -104,6 +108,31 @@ class Tracer:
     def begin(self, protocol: str, headers: Mapping[str, str]) -> RequestTrace:
         carrier = {k: v for k, v in headers.items() if k in ("traceparent", "tracestate")}
         return RequestTrace(protocol, carrier)
+
+    @contextlib.contextmanager
+    def request(
+        self, protocol: str, headers: Mapping[str, str], model: str, cancelled: str = "cancelled"
+    ) -> Iterator[RequestTrace]:
+        """One request's trace around its handling, the one wrapper every way
+        in uses: the trace is ``CURRENT`` while the request is handled; the
+        exception that ends it sets its status (an error's own code, anything
+        else ``internal``, a cancellation ``cancelled``); then its spans are
+        made, named for ``model`` unless the handling named it."""
+        trace = self.begin(protocol, headers)
+        token = CURRENT.set(trace)
+        try:
+            yield trace
+        except asyncio.CancelledError:
+            trace.status = cancelled
+            raise
+        except Exception as exc:  # a bug (a 500) is traced as internal
+            trace.status = exc.code.value if isinstance(exc, TurnoutError) else "internal"
+            raise
+        finally:
+            CURRENT.reset(token)
+            trace.model = trace.model or model
+            trace.encoded = RequestTrace.now()
+            self.finish(trace)
 
     def finish(self, trace: RequestTrace) -> None:
         from opentelemetry.trace import Status, StatusCode

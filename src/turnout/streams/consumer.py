@@ -355,20 +355,9 @@ class ModelStream:
         tracer = self._tracer
         if tracer is None:
             return await self._answered(entry_id, fields, envelope, deliveries)
-        trace = tracer.begin("stream", envelope.trace_context)
-        tracing.CURRENT.set(trace)  # this entry's own task: its context ends with it
-        try:
+        # stopped before it was answered: left pending for another consumer
+        with tracer.request("stream", envelope.trace_context, self.model, cancelled="unavailable"):
             return await self._answered(entry_id, fields, envelope, deliveries)
-        except asyncio.CancelledError:
-            trace.status = "unavailable"  # stopped before it was answered: left pending for another consumer
-            raise
-        except Exception:
-            trace.status = "internal"
-            raise
-        finally:
-            trace.model = trace.model or self.model
-            trace.encoded = tracing.RequestTrace.now()
-            tracer.finish(trace)
 
     async def _answered(self, entry_id: str, fields: Fields, envelope: Envelope, deliveries: int) -> _Write | None:
         options = self.options

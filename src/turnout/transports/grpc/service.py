@@ -225,20 +225,9 @@ class InferenceService:
         tracer = self._tracer
         if tracer is None:
             return await self._model_infer(request, context)
-        trace = tracer.begin("grpc", context.metadata)
-        trace.decoded = tracing.RequestTrace.now()  # the message was parsed before the call
-        token = tracing.CURRENT.set(trace)
-        try:
-            response = await self._model_infer(request, context)
-        except Exception as exc:  # a bug (a 500) is traced as internal
-            trace.status = exc.code.value if isinstance(exc, TurnoutError) else "internal"
-            raise
-        finally:
-            tracing.CURRENT.reset(token)
-            trace.model = trace.model or request.model_name
-            trace.encoded = tracing.RequestTrace.now()
-            tracer.finish(trace)
-        return response
+        with tracer.request("grpc", context.metadata, request.model_name) as trace:
+            trace.decoded = tracing.RequestTrace.now()  # the message was parsed before the call
+            return await self._model_infer(request, context)
 
     async def _model_infer(self, request: Any, context: CallContext) -> Any:
         served = await self._dataplane.arrive(request.model_name, request.model_version or None, "grpc")

@@ -225,19 +225,8 @@ class RestApi:
             return await self._infer(request)
         headers = request.headers
         carrier = {k.decode(): headers[k].decode("latin-1") for k in (b"traceparent", b"tracestate") if k in headers}
-        trace = tracer.begin("rest", carrier)
-        token = tracing.CURRENT.set(trace)
-        try:
-            response = await self._infer(request)
-        except Exception as exc:  # a bug (a 500) is traced as internal
-            trace.status = exc.code.value if isinstance(exc, TurnoutError) else "internal"
-            raise
-        finally:
-            tracing.CURRENT.reset(token)
-            trace.model = trace.model or request.params["model"]
-            trace.encoded = tracing.RequestTrace.now()
-            tracer.finish(trace)
-        return response
+        with tracer.request("rest", carrier, request.params["model"]):
+            return await self._infer(request)
 
     async def _infer(self, request: Request) -> Response:
         params = request.params
