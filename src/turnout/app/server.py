@@ -144,7 +144,6 @@ class Server:
             self.traffic, self.mirror, self.feedback, self.guard, settings.http.max_body_bytes
         )
         self._lifecycle_routes = LifecycleRoutes(self.admin, self.guard, settings.http.max_body_bytes)
-        self._tls = settings.security.tls
         self._stop = asyncio.Event()
         self.streams = None if settings.stream.url is None else self._stream_service()
 

@@ -107,6 +107,6 @@ def boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
-    if lowered in ("0", "false", "no", "off"):
+    if lowered in ("0", "false", "no", "off", ""):  # a variable set empty: off
         return False
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")

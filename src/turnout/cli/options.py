@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from turnout.cli.arguments import boolean
+
 ENV_PREFIX = "TURNOUT_"
 _UNSET: Any = object()  # a flag not given on the command line
 
@@ -144,7 +146,7 @@ def _flatten(document: Mapping[str, Any], file: Path | None, known: set[str], pr
 def _from_env(option: Option, text: str) -> Any:
     try:
         if option.kind == "switch":
-            return _boolean(text) != option.invert
+            return boolean(text) != option.invert
         if option.kind == "list":
             return [option.parse(item.strip()) for item in text.split(",") if item.strip()]
         return _checked(option, option.parse(text))
@@ -176,15 +178,6 @@ def _checked(option: Option, value: Any) -> Any:
     if option.choices is not None and value not in option.choices:
         raise ValueError(f"{value!r} is not one of {list(option.choices)}")
     return value
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"{text!r} is not true or false")
 
 
 def _shown(option: Option, value: Any) -> str:

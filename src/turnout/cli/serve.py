@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from turnout.cli.options import OptionError, Resolved, add_flags, render, resolve
+from turnout.cli.options import Resolved, add_flags, render, resolve
 from turnout.cli.server_options import ALL, FINE, LIMITS, REPOSITORY, SECURITY, SERVER
 from turnout.observability import logs
 from turnout.observability.tracing import TracingSettings
@@ -219,7 +219,7 @@ def _config(args: argparse.Namespace) -> int:
     try:
         found = resolved(args)
         settings_from(found.values)
-    except (OptionError, ValueError) as exc:
+    except ValueError as exc:  # OptionError included
         print(f"turnout config: {exc}", file=sys.stderr)
         return 2
     print(render([REPOSITORY, *ALL[1:]], found), end="")

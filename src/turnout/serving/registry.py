@@ -222,7 +222,7 @@ class ModelRegistry:
                         kept_digests[version] = model.digests[version]
                         states[version] = (State.READY, f"kept serving: version(s) {newly_failed} failed to load")
             if newly_failed and not loaded:  # nothing in memory to keep (a restart, an eviction): an older one
-                await self._load_older(name, model, source, wanted, newly_failed, loaded, states, kept_digests)
+                await self._load_older(name, model, source, routing, wanted, newly_failed, loaded, states, kept_digests)
             old = model.live
             before = self._default(name, model)
             model.live, model.states, model.unloaded = loaded, states, False
@@ -260,6 +260,7 @@ class ModelRegistry:
         name: str,
         model: _Model,
         source: ModelSource,
+        routing: RoutingDocument | None,
         wanted: set[int],
         failed: list[int],
         loaded: dict[int, ServedVersion],
@@ -274,7 +275,7 @@ class ModelRegistry:
             except LoadFailed as exc:
                 log.error("model %s: older version %d not loaded either: %s", name, version, exc)
                 continue
-            loaded[version] = self._serve(source, version, result, from_config(source.config.routing, ""))
+            loaded[version] = self._serve(source, version, result, routing)
             digests[version] = (await asyncio.to_thread(digests_and_size, source, [version]))[0][version]
             states[version] = (State.READY, f"serving instead: version(s) {failed} failed to load")
             log.warning("model %s: version %d serves instead of %s, which failed to load", name, version, failed)
