@@ -1,7 +1,8 @@
-"""Prometheus families for traffic control, read from it when scraped: the
-policy in force per endpoint, each variant's weight, a rollout's step and
-state, the guard's and operators' decisions with their cause, and routed
-requests and errors per variant.
+"""What traffic control shows: Prometheus families, read from it when
+scraped (the policy in force per endpoint, each variant's weight, a
+rollout's step and state, the guard's and operators' decisions with their
+cause, routed requests and errors per variant), and the dashboard's
+overview of one endpoint (:func:`overview`).
 
 Read at scrape time, like the shadow families: the request path only bumps
 two integers per routed request (``TrafficControl.observe``).
@@ -10,7 +11,7 @@ two integers per routed request (``TrafficControl.observe``).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -31,6 +32,33 @@ class Traffic(Protocol):
 
     @property
     def decisions(self) -> Mapping[tuple[str, str, str], int]: ...
+
+
+def overview(traffic: Traffic, endpoint: str) -> dict[str, Any] | None:
+    """What a dashboard shows of an endpoint's routing: the policy, each
+    variant's weight and routed requests and errors, the rollout's step,
+    state and last reason, and the decisions taken; None without a policy."""
+    route = traffic.routes.get(endpoint)
+    if route is None:
+        return None
+    plan = route.rollout
+    variants = {
+        variant: {"weight": weight, "requests": 0, "errors": 0} for variant, weight in weights(route.policy).items()
+    }
+    for (name, variant), (requests, errors) in traffic.served.items():
+        if name == endpoint:
+            variants.setdefault(variant, {"weight": 0.0})
+            variants[variant].update(requests=requests, errors=errors)
+    rollout = None
+    if plan is not None:
+        rollout = {"step": plan.step + 1, "steps": len(plan.steps), "state": plan.state.value, "reason": plan.reason}
+    decisions = [
+        {"decision": kind, "cause": cause, "count": count}
+        for (name, kind, cause), count in sorted(traffic.decisions.items())
+        if name == endpoint
+    ]
+    return {"policy": describe(route.policy), "source": route.source, "variants": variants,
+            "rollout": rollout, "decisions": decisions}  # fmt: skip
 
 
 class RoutingCollector(Collector):

@@ -18,6 +18,8 @@ from turnout.routing.policy import ABTest, BlueGreen, Canary, Policy, PolicyErro
 from turnout.routing.rollout import Rollout, Step
 
 DEFAULT_GUARD = GuardLimits()
+CONFIG = "model.toml"  # the actor of changes read from a model's configuration
+GUARD = "rollout guard"  # the actor of automatic rollout decisions
 
 
 @dataclass(slots=True)
@@ -36,6 +38,11 @@ class Route:
     def key_name(self) -> str | None:
         """The header / request parameter holding the assignment key (A/B only)."""
         return self.policy.key if isinstance(self.policy, ABTest) else None
+
+    def with_rollout(self, plan: Rollout, actor: str) -> Route:
+        """This route with the rollout moved on to ``plan`` (its weight becomes the canary's)."""
+        policy = Canary(plan.baseline, plan.candidate, plan.weight)
+        return dataclasses.replace(self, policy=policy, rollout=plan, source=actor)
 
     def as_state(self) -> dict[str, Any]:
         return {

@@ -2,10 +2,10 @@
 the changes to it, and the rollouts that change it on their own.
 
 The decisions are the pure core's (``choose``, ``rollout.advance``); this
-module holds their state, checks a policy against the loaded models before
-it takes effect, swaps it in at once (one dict assignment on the event
-loop, so a request sees the old policy or the new, never half of one),
-persists it with an event in the log, and ticks the rollouts.
+module checks a policy against the loaded models before it takes effect,
+hands it to the :class:`~turnout.routing.route_table.RouteTable` (saved with
+its event, swapped in at once), and ticks the rollouts, each judged on its
+:class:`~turnout.routing.windows.RolloutWindows`.
 
 Precedence between ``model.toml`` and the admin API: a change through the
 API lasts (across restarts) until the ``[routing]`` table of the model's
@@ -20,11 +20,9 @@ import contextlib
 import dataclasses
 import logging
 import random
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from turnout.errors import InvalidRequest, NotFound, TurnoutError, Unavailable
@@ -32,27 +30,29 @@ from turnout.model.signature import incompatibility
 from turnout.routing import rollout as rollouts
 from turnout.routing.choose import Decision, RandomSource, choose
 from turnout.routing.document import RoutingDocument, describe, parse
-from turnout.routing.guard import Divergence, GuardLimits, Window
+from turnout.routing.guard import GuardLimits
 from turnout.routing.policy import BlueGreen, Canary, Policy, PolicyError, Shadow, Single
-from turnout.routing.rollout import Rollout, Step
+from turnout.routing.rollout import Step
 from turnout.routing.route import (
+    CONFIG,
     DEFAULT_GUARD,
+    GUARD,
     Route,
     mirrors,
     route_from_state,
     steps_text,
     summary,
     table_digest,
-    weights,
 )
+from turnout.routing.route_table import RouteTable
 from turnout.routing.state_store import LoggedEvent, RoutingStore
 from turnout.routing.variants import target
-from turnout.routing.windows import VariantWindow
+from turnout.routing.windows import RolloutWindows
 
 log = logging.getLogger("turnout.routing")
 
-CONFIG = "model.toml"  # the actor of changes read from a model's configuration
-GUARD = "rollout guard"  # the actor of automatic rollout decisions
+
+NO_POLICY = ("cleared", "no policy applies: the default version serves", CONFIG)
 
 
 class Registry(Protocol):
@@ -61,14 +61,6 @@ class Registry(Protocol):
     def get(self, name: str, version: str | None = None) -> Any: ...
 
     def known(self, name: str) -> bool: ...
-
-
-@dataclass(slots=True)
-class _Windows:
-    """The current rollout step's windows, per variant."""
-
-    by_variant: dict[str, VariantWindow] = field(default_factory=dict)
-    mirrored_at_start: tuple[int, int] = (0, 0)  # the candidate's (compared, agreeing) copies then
 
 
 class TrafficControl:
@@ -82,21 +74,18 @@ class TrafficControl:
         mirrored: Callable[[str, str], tuple[int, int]] | None = None,
         stop_mirroring: Callable[[str, frozenset[str]], object] | None = None,
     ) -> None:
-        # an endpoint no longer mirrors to some shadows: (endpoint, those it still mirrors to)
-        self._stop_mirroring = stop_mirroring or (lambda endpoint, keep: None)
-        self._mirrored = mirrored or (lambda endpoint, shadow: (0, 0))  # (compared, agreeing) copies
+        self._windows = RolloutWindows(mirrored or (lambda endpoint, shadow: (0, 0)))
+        self._table = RouteTable(store, self._windows, stop_mirroring)
+        self.routes = self._table.routes  # the one dict, replaced entry by entry, never whole
         self._registry = registry
         self._store = store
         self._rng = rng or random.Random()
         self._clock = clock
         self._tick = tick_seconds
-        self.routes: dict[str, Route] = {}
-        self._windows: dict[str, _Windows] = {}
         self._stored = store.load()  # states from earlier runs, taken up as their endpoints load
         self._ticker: asyncio.Task[None] | None = None
         self._started = False  # changes wait until every model's saved routing is taken up
         self._cleared: dict[str, str | None] = {}  # policies removed through the API, by [routing] digest
-        self._unsaved: dict[str, tuple[str, str, str]] = {}  # changes in force but not yet saved: retried
         # for the metrics: routed requests per (endpoint, variant) as [requests, errors], and
         # rollout decisions per (endpoint, kind, cause); counted on the event loop, read at scrape
         self.served: dict[tuple[str, str], list[int]] = {}
@@ -133,12 +122,7 @@ class TrafficControl:
         counts[0] += 1
         if not ok:
             counts[1] += 1
-        windows = self._windows.get(endpoint)
-        if windows is not None:
-            window = windows.by_variant.get(variant)
-            if window is None:
-                window = windows.by_variant[variant] = VariantWindow()
-            window.observe(ok, seconds)
+        self._windows.observe(endpoint, variant, ok, seconds)
 
     # changes
     def configured(self, endpoint: str, document: RoutingDocument | None) -> None:
@@ -165,9 +149,9 @@ class TrafficControl:
                 route = route_from_state(stored, self._clock())
                 self._check(endpoint, route.policy)
             except (PolicyError, KeyError, TypeError, ValueError) as exc:
-                self._log(endpoint, "refused", f"the saved policy no longer applies: {exc}", CONFIG)
+                self._table.log(endpoint, "refused", f"the saved policy no longer applies: {exc}", CONFIG)
             else:
-                self._install(endpoint, route)
+                self._table.install(endpoint, route)
                 return
         elif stored is None and current is None and endpoint in self._cleared:
             if self._cleared[endpoint] == digest:
@@ -176,7 +160,7 @@ class TrafficControl:
             try:  # a reload with the same table: keep what is in force (a rollout, an API change)...
                 self._check(endpoint, current.policy)
             except PolicyError as exc:  # ...unless the reload took one of its variants away
-                self._log(endpoint, "refused", f"the policy in force no longer applies: {exc}", CONFIG)
+                self._table.log(endpoint, "refused", f"the policy in force no longer applies: {exc}", CONFIG)
                 current = None
             else:
                 return
@@ -185,17 +169,17 @@ class TrafficControl:
         self._cleared.pop(endpoint, None)
         if document is None:
             if current is not None or stored is not None or endpoint in self.routes:
-                self._set(endpoint, None, ("cleared", f"no [routing] in {CONFIG}: the default version serves", CONFIG),
-                          required=False)  # fmt: skip
+                cleared = ("cleared", f"no [routing] in {CONFIG}: the default version serves", CONFIG)
+                self._table.set(endpoint, None, cleared, required=False)
             return
         try:
             route = self._route_from_document(endpoint, document, CONFIG, digest)
         except PolicyError as exc:
-            self._log(endpoint, "refused", f"{CONFIG}: {exc}", CONFIG)
+            self._table.log(endpoint, "refused", f"{CONFIG}: {exc}", CONFIG)
             if current is None:
                 self._fall_back(endpoint, document, digest)
             raise
-        self._set(endpoint, route, ("policy", summary(route), CONFIG), required=False)
+        self._table.set(endpoint, route, ("policy", summary(route), CONFIG), required=False)
 
     def model_changed(self, model: str) -> None:
         """``model`` (re)loaded or unloaded: policies of other endpoints that
@@ -206,15 +190,15 @@ class TrafficControl:
                 continue
             if self._applies(endpoint, route):
                 continue
-            self._log(endpoint, "refused", f"the policy in force no longer applies once {model!r} changed", CONFIG)
-            self._install(endpoint, None)
+            reason = f"the policy in force no longer applies once {model!r} changed"
+            self._table.log(endpoint, "refused", reason, CONFIG)
+            self._table.install(endpoint, None)
             try:
                 document = self._registry.get(endpoint).routing
             except TurnoutError:
                 document = None
             if document is None:
-                self._set(endpoint, None, ("cleared", "no policy applies: the default version serves", CONFIG),
-                          required=False)  # fmt: skip
+                self._table.set(endpoint, None, NO_POLICY, required=False)
                 continue
             with contextlib.suppress(PolicyError):  # refused: logged, and a fallback is in force
                 self.configured(endpoint, document)
@@ -235,10 +219,9 @@ class TrafficControl:
             fallback = Route(Single(first), CONFIG, digest)
             self._check(endpoint, fallback.policy)
         except PolicyError:
-            self._set(endpoint, None, ("cleared", "no policy applies: the default version serves", CONFIG),
-                      required=False)  # fmt: skip
+            self._table.set(endpoint, None, NO_POLICY, required=False)
             return
-        self._set(endpoint, fallback, ("fallback", f"{first!r} alone, until the policy can apply", CONFIG),
+        self._table.set(endpoint, fallback, ("fallback", f"{first!r} alone, until the policy can apply", CONFIG),
                   required=False)  # fmt: skip
 
     def apply(self, endpoint: str, body: Any, actor: str) -> Route:
@@ -248,9 +231,9 @@ class TrafficControl:
             document = parse(body)
             route = self._route_from_document(endpoint, document, actor, self._config_digest(endpoint))
         except PolicyError as exc:
-            self._log(endpoint, "refused", str(exc), actor)
+            self._table.log(endpoint, "refused", str(exc), actor)
             raise InvalidRequest(f"policy refused, the one in force stays: {exc}") from None
-        self._set(endpoint, route, ("policy", summary(route), actor))
+        self._table.set(endpoint, route, ("policy", summary(route), actor))
         return route
 
     def clear(self, endpoint: str, actor: str) -> None:
@@ -260,8 +243,8 @@ class TrafficControl:
         if endpoint in self.routes:
             digest = self._config_digest(endpoint)
             removed = {"policy": None, "source": actor, "config_digest": digest}
-            self._save(endpoint, removed, ("cleared", "no policy: the default version serves", actor))
-            self._install(endpoint, None)
+            self._table.save(endpoint, removed, ("cleared", "no policy: the default version serves", actor))
+            self._table.install(endpoint, None)
             self._cleared[endpoint] = digest
 
     def switch(self, endpoint: str, actor: str, to: str | None = None) -> Route:
@@ -275,10 +258,10 @@ class TrafficControl:
             switched = BlueGreen(policy.blue, policy.green, live)
             self._check(endpoint, switched)  # the other colour may have been unloaded since
         except PolicyError as exc:
-            self._log(endpoint, "refused", f"switch to {live!r}: {exc}", actor)
+            self._table.log(endpoint, "refused", f"switch to {live!r}: {exc}", actor)
             raise InvalidRequest(f"switch refused, the policy in force stays: {exc}") from None
         new = dataclasses.replace(route, policy=switched, source=actor)
-        self._set(endpoint, new, ("switched", f"{policy.live} -> {live}", actor))
+        self._table.set(endpoint, new, ("switched", f"{policy.live} -> {live}", actor))
         return new
 
     def start_rollout(
@@ -298,10 +281,10 @@ class TrafficControl:
             policy: Policy = Canary(baseline, candidate, plan.weight)
             self._check(endpoint, policy)
         except PolicyError as exc:
-            self._log(endpoint, "refused", f"rollout of {candidate!r}: {exc}", actor)
+            self._table.log(endpoint, "refused", f"rollout of {candidate!r}: {exc}", actor)
             raise InvalidRequest(f"rollout refused, the policy in force stays: {exc}") from None
         route = Route(policy, actor, self._config_digest(endpoint), plan, guard)
-        self._set(endpoint, route, ("rollout", f"{baseline} -> {candidate}: {steps_text(steps)}", actor))
+        self._table.set(endpoint, route, ("rollout", f"{baseline} -> {candidate}: {steps_text(steps)}", actor))
         return route
 
     def operate(self, endpoint: str, operation: str, actor: str) -> Route:
@@ -322,7 +305,7 @@ class TrafficControl:
             raise InvalidRequest(f"unknown rollout operation {operation!r}: pause, resume, promote or rollback")
         if event is None:
             raise InvalidRequest(f"cannot {operation} the rollout of '{endpoint}': it is {plan.state.value}")
-        self._set(endpoint, self._with_rollout(route, changed, actor), (event.kind, event.detail, actor))
+        self._table.set(endpoint, route.with_rollout(changed, actor), (event.kind, event.detail, actor))
         self.decisions[(endpoint, event.kind, event.cause)] += 1  # once made: _set refuses what it cannot save
         return self.routes[endpoint]
 
@@ -333,7 +316,7 @@ class TrafficControl:
         weight = 100.0 if operation == "promote" else 0.0
         kind = "promoted" if operation == "promote" else "rolled_back"
         new = dataclasses.replace(route, policy=Canary(policy.baseline, policy.candidate, weight), source=actor)
-        self._set(endpoint, new, (kind, f"{policy.candidate} at {weight:g}%", actor))
+        self._table.set(endpoint, new, (kind, f"{policy.candidate} at {weight:g}%", actor))
         self.decisions[(endpoint, kind, "operator")] += 1
         return new
 
@@ -359,43 +342,17 @@ class TrafficControl:
     def tick(self) -> None:
         """Judge every running rollout on its step's window (and retry saves that failed)."""
         now = self._clock()
-        for endpoint, pending in list(self._unsaved.items()):
-            in_force = self.routes.get(endpoint)
-            try:
-                self._store.save(endpoint, None if in_force is None else in_force.as_state(), pending)
-            except sqlite3.Error:
-                continue
-            self._unsaved.pop(endpoint, None)
+        self._table.retry_unsaved()
         for endpoint, route in list(self.routes.items()):
-            plan = route.rollout
-            if plan is None or plan.state is not rollouts.State.RUNNING:
+            judged = self._windows.judge(endpoint, route, now)
+            if judged is None:
                 continue
-            windows = self._windows.get(endpoint) or self._windows.setdefault(
-                endpoint, self._new_windows(endpoint, plan.candidate)
-            )
-            confidence = route.guard.confidence
-            baseline = _summary_of(windows.by_variant.get(plan.baseline), confidence)
-            if plan.weight >= 100.0 and route.baseline_before is not None:
-                baseline = route.baseline_before
-            candidate = _summary_of(windows.by_variant.get(plan.candidate), confidence)
-            divergence = None
-            if route.guard.min_agreement is not None:
-                compared, agreeing = self._mirrored(endpoint, plan.candidate)
-                start = windows.mirrored_at_start
-                divergence = Divergence(compared - start[0], agreeing - start[1])
-            changed, event = rollouts.advance(plan, now, baseline, candidate, route.guard, divergence)
-            if event is None:
-                continue
+            new, event = judged
             self.decisions[(endpoint, event.kind, event.cause)] += 1
-            new = self._with_rollout(route, changed, GUARD)
-            if event.kind == "step":
-                kept = baseline if baseline.requests else route.baseline_before
-                new = dataclasses.replace(new, baseline_before=kept)
-                self._windows[endpoint] = self._new_windows(endpoint, plan.candidate)
             log.log(logging.WARNING if event.kind == "rolled_back" else logging.INFO, "rollout of %s: %s: %s",
                     endpoint, event.kind, event.detail)  # fmt: skip
             # the guard's decision takes effect even if it cannot be saved (a full disk): retried
-            self._set(endpoint, new, (event.kind, event.detail, GUARD), required=False, keep_windows=True)
+            self._table.set(endpoint, new, (event.kind, event.detail, GUARD), required=False, keep_windows=True)
 
     # reading
     def status(self, endpoint: str) -> dict[str, Any]:
@@ -405,49 +362,15 @@ class TrafficControl:
             return {"endpoint": endpoint, "policy": None, "rollout": None}
         answer = {"endpoint": endpoint, **route.as_state()}
         del answer["config_digest"]
-        windows = self._windows.get(endpoint)
+        windows = self._windows.summaries(endpoint, route.guard.confidence)
         if windows is not None and route.rollout is not None:
-            answer["window"] = {
-                name: dataclasses.asdict(window.summary(route.guard.confidence))
-                for name, window in sorted(windows.by_variant.items())
-            }
+            answer["window"] = windows
         return answer
-
-    def overview(self, endpoint: str) -> dict[str, Any] | None:
-        """What a dashboard shows of an endpoint's routing: the policy, each
-        variant's weight and routed requests and errors, the rollout's step,
-        state and last reason, and the decisions taken; None without a policy."""
-        route = self.routes.get(endpoint)
-        if route is None:
-            return None
-        plan = route.rollout
-        variants = {
-            variant: {"weight": weight, "requests": 0, "errors": 0} for variant, weight in weights(route.policy).items()
-        }
-        for (name, variant), (requests, errors) in self.served.items():
-            if name == endpoint:
-                variants.setdefault(variant, {"weight": 0.0})
-                variants[variant].update(requests=requests, errors=errors)
-        rollout = None
-        if plan is not None:
-            rollout = {
-                "step": plan.step + 1,
-                "steps": len(plan.steps),
-                "state": plan.state.value,
-                "reason": plan.reason,
-            }
-        decisions = [
-            {"decision": kind, "cause": cause, "count": count}
-            for (name, kind, cause), count in sorted(self.decisions.items())
-            if name == endpoint
-        ]
-        return {"policy": describe(route.policy), "source": route.source, "variants": variants,
-                "rollout": rollout, "decisions": decisions}  # fmt: skip
 
     def events(self, endpoint: str | None, limit: int = 100) -> list[LoggedEvent]:
         if endpoint is not None:
             self._endpoint(endpoint)
-        return self._store.events(endpoint, limit)
+        return self._table.events(endpoint, limit)
 
     # inside
     def _route_from_document(self, endpoint: str, document: RoutingDocument, actor: str, digest: str | None) -> Route:
@@ -487,71 +410,6 @@ class TrafficControl:
                     f"{problem}"
                 )
 
-    def _set(
-        self,
-        endpoint: str,
-        route: Route | None,
-        event: tuple[str, str, str],
-        required: bool = True,
-        keep_windows: bool = False,
-    ) -> None:
-        """Persist with its event and swap in. ``required`` (an operator's
-        change): one that cannot be saved is not made (503), so what is in force
-        is what a restart brings back. Otherwise (the file's policy, the guard's
-        decisions) it takes effect regardless, and the save is retried."""
-        state = None if route is None else route.as_state()
-        if required:
-            self._save(endpoint, state, event)
-            self._install(endpoint, route, keep_windows)
-            return
-        self._install(endpoint, route, keep_windows)
-        try:
-            self._store.save(endpoint, state, event)
-        except sqlite3.Error as exc:
-            log.error("routing of %s changed (%s) but not saved, retrying: %s", endpoint, event[0], exc)
-            self._unsaved[endpoint] = event
-        else:
-            self._unsaved.pop(endpoint, None)
-
-    def _save(self, endpoint: str, state: dict[str, Any] | None, event: tuple[str, str, str]) -> None:
-        try:
-            self._store.save(endpoint, state, event)
-        except sqlite3.Error as exc:
-            log.error("routing of %s not changed: the state store failed: %s", endpoint, exc)
-            raise Unavailable(f"the routing state could not be saved ({exc}); nothing was changed") from None
-        self._unsaved.pop(endpoint, None)
-
-    def _log(self, endpoint: str, kind: str, detail: str, actor: str) -> None:
-        try:
-            self._store.log(endpoint, kind, detail, actor)
-        except sqlite3.Error as exc:
-            log.error("routing event for %s not logged (%s): %s %s", endpoint, exc, kind, detail)
-
-    def _install(self, endpoint: str, route: Route | None, keep_windows: bool = False) -> None:
-        """Swap in; a new or changed rollout judges its own requests only;
-        copies still on their way to a shadow the new route leaves out are stopped."""
-        before = mirrors(self.routes.get(endpoint))
-        if before and not before <= mirrors(route):
-            self._stop_mirroring(endpoint, mirrors(route))
-        if route is None:
-            self.routes.pop(endpoint, None)
-            self._windows.pop(endpoint, None)
-            return
-        self.routes[endpoint] = route
-        running = route.rollout is not None and route.rollout.state is rollouts.State.RUNNING
-        if not running:
-            self._windows.pop(endpoint, None)
-        elif not keep_windows or endpoint not in self._windows:
-            assert route.rollout is not None
-            self._windows[endpoint] = self._new_windows(endpoint, route.rollout.candidate)
-
-    def _new_windows(self, endpoint: str, candidate: str) -> _Windows:
-        return _Windows(mirrored_at_start=self._mirrored(endpoint, candidate))
-
-    def _with_rollout(self, route: Route, plan: Rollout, actor: str) -> Route:
-        policy = Canary(plan.baseline, plan.candidate, plan.weight)
-        return dataclasses.replace(route, policy=policy, rollout=plan, source=actor)
-
     def _serving(self, endpoint: str, route: Route | None) -> str:
         """The variant that serves the endpoint now, as a rollout's default baseline."""
         if route is None:
@@ -590,7 +448,3 @@ class TrafficControl:
             current = self.routes.get(endpoint)
             return current.config_digest if current else None
         return table_digest(served.routing)
-
-
-def _summary_of(window: VariantWindow | None, confidence: float) -> Window:
-    return Window(0, 0, None) if window is None else window.summary(confidence)

@@ -15,6 +15,7 @@ from turnout.errors import NotFound
 from turnout.observability.metrics import Metrics
 from turnout.protocol.rest_codec import dumps
 from turnout.routing.document import describe
+from turnout.routing.metrics import overview
 from turnout.routing.traffic import TrafficControl
 from turnout.security.principal import Action
 from turnout.serving.admin import ModelAdmin
@@ -65,7 +66,7 @@ class UiRoutes:
                 {
                     **status,
                     "policy": None if route is None else describe(route.policy),
-                    "routing": self.traffic.overview(name),
+                    "routing": overview(self.traffic, name),
                     "requests": totals.get(name, {}),
                     "drift": self.admin.drift_view(name),
                 }
