@@ -31,7 +31,7 @@ class DefaultVersions:
                 raise NotFound(f"model '{name}' has no version {version} on disk (it has {on_disk})")
         before = registry.default_version(name)
         earlier_pin = self._pins.pinned(name)
-        with registry.pinning(name, version):
+        with self._pins.pinning(name, version):
             if version not in registry.versions(name):
                 try:
                     await registry.load(name)

@@ -10,9 +10,11 @@ a failed save is logged and the server goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,9 @@ class PinStore:
         self._pins: dict[str, int] = {}
         self._history: dict[str, list[int]] = {}
         self._contracts: dict[str, dict[str, Any]] = {}
+        # versions being pinned, not saved: loaded beside what serves, and pinned once live,
+        # so the default goes from the version serving straight to the pinned one (issue 16)
+        self._pinning: dict[str, int] = {}
         if path is not None and path.exists():
             document = json.loads(path.read_text(encoding="utf-8"))
             self._pins = {str(k): int(v) for k, v in document.get("pins", {}).items()}
@@ -40,6 +45,19 @@ class PinStore:
 
     def pinned(self, model: str) -> int | None:
         return self._pins.get(model)
+
+    def kept(self, model: str) -> set[int]:
+        """The versions pins keep loaded whatever the version policy: the pinned one, one being pinned."""
+        return {v for v in (self._pins.get(model), self._pinning.get(model)) if v is not None}
+
+    @contextlib.contextmanager
+    def pinning(self, model: str, version: int) -> Iterator[None]:
+        """While a pin is under way: loads keep ``version`` beside what serves."""
+        self._pinning[model] = version
+        try:
+            yield
+        finally:
+            self._pinning.pop(model, None)
 
     def pin(self, model: str, version: int) -> None:
         self.restore(model, version)

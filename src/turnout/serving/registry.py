@@ -1,7 +1,9 @@
 """The models being served: which versions are live, and the state of each.
 
 Sits above batching: it turns loaded versions into batchers and keeps the
-index the repository API reports.
+index the repository API reports. Which versions a (re)load puts live is
+decided in ``loading.py``; which models stay in memory, in ``residency.py``;
+pins and the default's history, in ``pins.py`` and ``defaults.py``.
 
 Concurrency: the registry lives on the event loop. Loading runs in a worker
 thread; a model's loads and unloads are serialised by a per-model lock, and a
@@ -13,21 +15,22 @@ versions still serving stay READY; only new ones show LOADING.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from turnout.errors import ConfigError, NotFound, Unavailable
+from turnout.errors import ConfigError, NotFound
 from turnout.model.config import CONFIG_FILE
 from turnout.model.contract import Contract, keeps_the_contract
 from turnout.model.fingerprint import digests_and_size
-from turnout.model.loader import LoadedVersion, LoadFailed, load_version
+from turnout.model.loader import load_version
 from turnout.model.repository import ModelRepository, ModelSource, is_model_name, parse_version
 from turnout.observability.metrics import Metrics, VersionObserver
 from turnout.routing.document import RoutingDocument, from_config
+from turnout.serving.loading import load_older, load_versions
 from turnout.serving.pins import PinStore
 from turnout.serving.residency import Budget, Residency
 from turnout.serving.served import (
@@ -37,10 +40,10 @@ from turnout.serving.served import (
     ServedVersion,
     State,
     VersionsFailed,
-    because,
     describe,
-    retry_after,
+    none_ready,
     serve,
+    version_unavailable,
 )
 
 log = logging.getLogger("turnout.registry")
@@ -72,9 +75,6 @@ class ModelRegistry:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pins = pins or PinStore()
-        # versions being pinned: loaded beside what serves, and pinned once live, so the
-        # default goes from the version serving straight to the pinned one (issue 16)
-        self._pinning: dict[str, int] = {}
         self._residency = Residency(budget or Budget())
         self._tracking = self._residency.budget.limited or self._residency.budget.idle_seconds is not None
         self._clock = clock
@@ -131,13 +131,10 @@ class ModelRegistry:
     async def _shielded(self, change: Coroutine[Any, Any, None]) -> None:
         """Run a state change to completion whatever happens to the caller:
         a half-done load or unload would leave states and batchers behind."""
-        task = asyncio.ensure_future(change)
-        self._changes.add(task)
-        task.add_done_callback(self._change_done)
-        await asyncio.shield(task)
+        await asyncio.shield(self._in_background(change))
 
     def _in_background(self, change: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Start a state change without waiting for it (it runs to its end, as a shielded one)."""
+        """Start a state change without waiting for it (it runs to its end)."""
         task = asyncio.ensure_future(change)
         self._changes.add(task)
         task.add_done_callback(self._change_done)
@@ -173,60 +170,27 @@ class ModelRegistry:
                 if not model.live:
                     model.states = {None: (State.UNAVAILABLE, str(exc))}
                 raise
-            wanted = set(source.versions)
-            pinned = self._pins.pinned(name)
-            if pinned is not None and pinned in source.on_disk:  # a pin keeps its version whatever the policy
-                wanted.add(pinned)
-            pinning = self._pinning.get(name)
-            if pinning is not None and pinning in source.on_disk:
-                wanted.add(pinning)
+            wanted = set(source.versions) | (self._pins.kept(name) & set(source.on_disk))
             digests, size = await asyncio.to_thread(digests_and_size, source, sorted(wanted))
             unchanged = {v for v in wanted if v in model.live and model.digests.get(v) == digests[v]}
             # versions serving stay READY until the swap; only new or changed ones are LOADING
             model.states = {v: (State.READY, "") for v in model.live}
             model.states |= {v: (State.LOADING, "") for v in wanted - unchanged}
-            loaded: dict[int, ServedVersion] = {}
-            states: dict[int | None, tuple[State, str]] = {}
-            kept_digests: dict[int, str] = {}
-            for version in sorted(wanted):
-                previous = model.live.get(version)
-                if version in unchanged:  # the same files and configuration: no second copy in memory
-                    assert previous is not None
-                    loaded[version], states[version] = previous, (State.READY, "")
-                    kept_digests[version] = digests[version]
-                    continue
-                began = time.monotonic()
-                try:
-                    result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
-                    keeps_the_contract(source, version, result, self._contract(name, model))
-                except LoadFailed as exc:
-                    log.error("model %s version %d not loaded: %s", name, version, exc)
-                    self._metrics.load_failures(name, str(version)).inc()
-                    if previous is not None:
-                        loaded[version] = previous
-                        kept_digests[version] = model.digests[version]
-                        states[version] = (State.READY, f"reload failed, still serving the earlier load: {exc}")
-                    else:
-                        states[version] = (State.UNAVAILABLE, str(exc))
-                    continue
-                self._metrics.load_time(name, str(version)).observe(time.monotonic() - began)
-                loaded[version] = self._serve(source, version, result, routing)
-                kept_digests[version] = digests[version]
-                states[version] = (State.READY, "")
-                log.info("model %s version %d ready (%s)", name, version, describe(result.signature))
-            newly_failed = [v for v in wanted if v not in loaded]
-            if newly_failed:  # what they were to replace keeps serving (if its directory is still there)
-                for version, served in model.live.items():
-                    if version not in loaded and version in source.on_disk:
-                        loaded[version] = served
-                        kept_digests[version] = model.digests[version]
-                        states[version] = (State.READY, f"kept serving: version(s) {newly_failed} failed to load")
-            if newly_failed and not loaded:  # nothing in memory to keep (a restart, an eviction): an older one
-                await self._load_older(name, model, source, routing, wanted, newly_failed, loaded, states, kept_digests)
+
+            async def make(version: int) -> ServedVersion:
+                return await self._make(source, version, routing, self._contract(name, model))
+
+            def failed_to_load(version: int) -> None:
+                self._metrics.load_failures(name, str(version)).inc()
+
+            outcome = await load_versions(source, wanted, digests, model.live, model.digests, make, failed_to_load)
+            if not outcome.live and wanted:  # nothing in memory to keep (a restart, an eviction): an older one
+                await load_older(source, wanted, outcome, make, partial(self._digests, source))
+            loaded = outcome.live
             old = model.live
             before = self._default(name, model)
-            model.live, model.states, model.unloaded = loaded, states, False
-            model.digests, model.default_version = kept_digests, source.config.default_version
+            model.live, model.states, model.unloaded = loaded, outcome.states, False
+            model.digests, model.default_version = outcome.digests, source.config.default_version
             model.lazy = False
             self._note_default(name, model, before)
             self._remember_contract(name, model)
@@ -236,7 +200,7 @@ class ModelRegistry:
             self._publish(name, old, loaded)
             kept = {id(v) for v in loaded.values()}
             await self._drain(v for v in old.values() if id(v) not in kept)
-            failed = {v: reason for v, (state, reason) in states.items() if reason and v in wanted}
+            failed = outcome.failures(wanted)
             if failed:
                 raise VersionsFailed(name, failed)
 
@@ -255,31 +219,21 @@ class ModelRegistry:
         if contract is not None and model.live:
             self._pins.remember_contract(name, contract)
 
-    async def _load_older(
-        self,
-        name: str,
-        model: _Model,
-        source: ModelSource,
-        routing: RoutingDocument | None,
-        wanted: set[int],
-        failed: list[int],
-        loaded: dict[int, ServedVersion],
-        states: dict[int | None, tuple[State, str]],
-        digests: dict[int, str],
-    ) -> None:
-        """Every wanted version failed and none serves: the newest older version that loads serves instead."""
-        for version in sorted((v for v in source.on_disk if v not in wanted), reverse=True)[:3]:
-            try:
-                result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
-                keeps_the_contract(source, version, result, self._contract(name, model))
-            except LoadFailed as exc:
-                log.error("model %s: older version %d not loaded either: %s", name, version, exc)
-                continue
-            loaded[version] = self._serve(source, version, result, routing)
-            digests[version] = (await asyncio.to_thread(digests_and_size, source, [version]))[0][version]
-            states[version] = (State.READY, f"serving instead: version(s) {failed} failed to load")
-            log.warning("model %s: version %d serves instead of %s, which failed to load", name, version, failed)
-            return
+    async def _make(
+        self, source: ModelSource, version: int, routing: RoutingDocument | None, contract: Contract | None
+    ) -> ServedVersion:
+        """Load one version and make it servable; ``LoadFailed`` saying why not."""
+        began = time.monotonic()
+        result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
+        keeps_the_contract(source, version, result, contract)
+        self._metrics.load_time(source.name, str(version)).observe(time.monotonic() - began)
+        log.info("model %s version %d ready (%s)", source.name, version, describe(result.signature))
+        observer = VersionObserver(self._metrics, source.name, str(version))
+        return serve(source, version, result, routing, observer)
+
+    @staticmethod
+    async def _digests(source: ModelSource, versions: list[int]) -> dict[int, str]:
+        return (await asyncio.to_thread(digests_and_size, source, versions))[0]
 
     def _default(self, name: str, model: _Model) -> int | None:
         """The version requests that name none get: the pinned one, else
@@ -310,15 +264,6 @@ class ModelRegistry:
         """The version directories on disk (ConfigError if the model cannot be read)."""
         return list((await asyncio.to_thread(self._repository.read, name)).on_disk)
 
-    @contextlib.contextmanager
-    def pinning(self, name: str, version: int) -> Iterator[None]:
-        """While a pin is under way: loads keep ``version`` beside what serves."""
-        self._pinning[name] = version
-        try:
-            yield
-        finally:
-            self._pinning.pop(name, None)
-
     def default_version(self, name: str) -> int | None:
         model = self._models.get(name)
         return None if model is None else self._default(name, model)
@@ -341,11 +286,6 @@ class ModelRegistry:
         if model is None:
             raise NotFound(f"unknown model '{name[:200]}'")
         return model
-
-    def _serve(
-        self, source: ModelSource, version: int, loaded: LoadedVersion, routing: RoutingDocument | None
-    ) -> ServedVersion:
-        return serve(source, version, loaded, routing, VersionObserver(self._metrics, source.name, str(version)))
 
     async def unload(self, name: str) -> None:
         """Stop serving ``name`` once its queued and running requests are answered."""
@@ -442,22 +382,13 @@ class ModelRegistry:
             if number is None or number not in model.states:
                 raise NotFound(f"model '{name}' has no version '{version[:40]}'")
             state, reason = model.states[number]
-            raise Unavailable(
-                f"model '{name}' version {number} is {state.value.lower()}{because(self._shown(reason))}",
-                retry_after=retry_after(state),
-            )
+            raise version_unavailable(name, number, state, self._shown(reason))
         default = self._default(name, model)
-        if default is not None:
-            if self._tracking:
-                self._residency.used(name, self._clock())
-            return model.live[default]
-        reasons = "; ".join(dict.fromkeys(self._shown(r) for _, r in model.states.values() if r))
-        busy = next((s for s, _ in model.states.values() if retry_after(s)), None)
-        if busy and not reasons:
-            reasons = busy.value.lower()
-        raise Unavailable(
-            f"model '{name}' has no ready version{because(reasons)}", retry_after=busy and retry_after(busy)
-        )
+        if default is None:
+            raise none_ready(name, [(state, self._shown(reason)) for state, reason in model.states.values()])
+        if self._tracking:
+            self._residency.used(name, self._clock())
+        return model.live[default]
 
     def versions(self, name: str) -> list[int]:
         model = self._models.get(name)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from turnout.batcher.planner import BatchLimits
 from turnout.batcher.queue import Batcher, BatchObserver
+from turnout.errors import Unavailable
 from turnout.model.config import ModelConfig
 from turnout.model.loader import LoadedVersion
 from turnout.model.repository import ModelSource
@@ -75,6 +76,23 @@ def retry_after(state: State) -> float | None:
 
 def because(reason: str) -> str:
     return f": {reason}" if reason else ""
+
+
+def version_unavailable(model: str, version: int, state: State, reason: str) -> Unavailable:
+    """A request named a version that is not live: its state and why."""
+    text = f"model '{model}' version {version} is {state.value.lower()}{because(reason)}"
+    return Unavailable(text, retry_after=retry_after(state))
+
+
+def none_ready(model: str, states: Iterable[tuple[State, str]]) -> Unavailable:
+    """No version of ``model`` serves: every reason given once, or what is under way (worth a retry)."""
+    states = list(states)
+    reasons = "; ".join(dict.fromkeys(reason for _, reason in states if reason))
+    busy = next((state for state, _ in states if retry_after(state)), None)
+    if busy and not reasons:
+        reasons = busy.value.lower()
+    wait = None if busy is None else retry_after(busy)
+    return Unavailable(f"model '{model}' has no ready version{because(reasons)}", retry_after=wait)
 
 
 def describe(signature: Signature) -> str:
