@@ -12,6 +12,9 @@ Back-pressure: at most ``prefetch`` entries are in this process's hands
 (read, being answered, or waiting to be written) at any time; the reader asks
 Redis only for as many as are free, so a saturated model stops the reading
 and nothing is buffered without bound.
+
+This module reads, claims and writes; what to write for each entry is
+decided in ``answers.py``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,48 +32,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from turnout.errors import Code, PayloadTooLarge, TurnoutError
-from turnout.observability import tracing
 from turnout.observability.metrics import Metrics
 from turnout.observability.tracing import Tracer
-from turnout.protocol.types import InferenceRequest, InferenceResponse
+from turnout.streams.answers import Answer, EntryAnswers, Write
 from turnout.streams.envelope import (
-    Entry,
-    Envelope,
     Fields,
-    UnreadableEnvelope,
     dead_letter_fields,
-    decode,
-    error_fields,
-    open_envelope,
-    reply_stream_of,
-    request_id_of,
-    response_fields,
 )
 from turnout.streams.group import StreamOptions, busy, group_gone, report_group, text
 from turnout.streams.health import Backoff, RedisHealth
 
 log = logging.getLogger("turnout.streams")
 
-Answer = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-# worth another try later, in this process: the model is busy, loading or late
-WAIT_AND_RETRY = {Code.OVERLOADED, Code.UNAVAILABLE, Code.TIMEOUT}
-# the model failed on this entry: redelivered (after claim_idle) up to max_deliveries
-REDELIVER = {Code.INTERNAL}
 WRITE_BATCH = 256  # results written (and acknowledged) per round trip at most
-REMEMBERED_FAILURES = 10_000
 LAG_REPORT_SECONDS = 1.0
-
-
-@dataclass(slots=True)
-class _Write:
-    """What to XADD for one entry before acknowledging it."""
-
-    entry_id: str
-    adds: list[tuple[str, Entry]]
-    outcome: str
-    original: Fields  # the request entry's fields, for a dead letter if the result cannot be written
 
 
 @dataclass(slots=True)
@@ -110,16 +85,14 @@ class ModelStream:
         tracer: Tracer | None = None,
     ) -> None:
         self.model = model
-        self._tracer = tracer  # None: tracing off, and nothing is done for it
         self.options = options
         self._redis = redis
-        self._answer = answer
+        self._answers = EntryAnswers(model, options, answer, metrics, tracer)
         self._metrics = metrics
         self._health = health
         self._slots = _Slots(options.prefetch)
         self._in_hand: dict[str, asyncio.Task[None]] = {}
-        self._writes: asyncio.Queue[_Write] = asyncio.Queue()
-        self._failures: OrderedDict[str, str] = OrderedDict()  # entry id -> the last failure here
+        self._writes: asyncio.Queue[Write] = asyncio.Queue()
         self._loops: list[asyncio.Task[None]] = []
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
@@ -330,99 +303,16 @@ class ModelStream:
     async def _handle(self, entry_id: str, fields: Fields, deliveries: int) -> None:
         written = False
         try:
-            write = await self._outcome(entry_id, fields, deliveries)
+            write = await self._answers.outcome(entry_id, fields, deliveries)
             if write is not None:
                 self._writes.put_nowait(write)
                 written = True
         except Exception:  # a bug: the entry stays pending and is redelivered
             log.exception("answering entry %s of %s failed", entry_id, self.options.stream)
-            self._remember_failure(entry_id, "internal error in the stream consumer")
+            self._answers.remember_failure(entry_id, "internal error in the stream consumer")
         finally:
             if not written:  # left pending: the slot is free again now; a written one frees it once written
                 self._release(entry_id)
-
-    async def _outcome(self, entry_id: str, fields: Fields, deliveries: int) -> _Write | None:
-        """What to write for this entry, or None to leave it pending (redelivered later)."""
-        options = self.options
-        try:
-            envelope = open_envelope(entry_id, fields)
-        except UnreadableEnvelope as exc:
-            return self._dead_letter(entry_id, fields, None, f"unreadable envelope: {exc}", deliveries)
-        if deliveries > options.max_deliveries:
-            reason = self._failures.get(entry_id, "not acknowledged (its consumer died or gave up on it)")
-            return self._dead_letter(entry_id, fields, envelope, f"failed {deliveries - 1} deliveries: {reason}",
-                                     deliveries - 1)  # fmt: skip
-        tracer = self._tracer
-        if tracer is None:
-            return await self._answered(entry_id, fields, envelope, deliveries)
-        # stopped before it was answered: left pending for another consumer
-        with tracer.request("stream", envelope.trace_context, self.model, cancelled="unavailable"):
-            return await self._answered(entry_id, fields, envelope, deliveries)
-
-    async def _answered(self, entry_id: str, fields: Fields, envelope: Envelope, deliveries: int) -> _Write | None:
-        options = self.options
-        request_id: str | None = None
-        try:
-            if len(envelope.body) > options.max_request_bytes:
-                raise PayloadTooLarge(
-                    f"the request is {len(envelope.body)} bytes, more than the limit of {options.max_request_bytes}"
-                )
-            request = decode(envelope, self.model, options.limits)
-            request_id = request.id
-            trace = tracing.CURRENT.get()
-            if trace is not None:
-                trace.decoded = tracing.RequestTrace.now()
-            response = await self._infer(request)
-        except TurnoutError as exc:
-            trace = tracing.CURRENT.get()
-            if trace is not None:
-                trace.status = exc.code.value
-            if exc.code in REDELIVER or exc.code in WAIT_AND_RETRY:
-                self._remember_failure(entry_id, f"{exc.code.value}: {exc.message}")
-                self._metrics.stream_entries(self.model, "retry").inc()
-                if deliveries >= options.max_deliveries:
-                    return self._dead_letter(entry_id, fields, envelope,
-                                             f"failed {deliveries} deliveries: {exc.code.value}: {exc.message}",
-                                             deliveries)  # fmt: skip
-                return None
-            request_id = request_id or request_id_of(envelope)
-            reply = error_fields(entry_id, request_id, self.model, exc.code.value, exc.message)
-            return _Write(entry_id, [(envelope.reply_to, reply)], "error", fields)
-        answer = response_fields(envelope, request, response)
-        return _Write(entry_id, [(envelope.reply_to, answer)], "answered", fields)
-
-    async def _infer(self, request: InferenceRequest) -> InferenceResponse:
-        """The answer, waiting out a busy or loading model for up to half the
-        claim time (past that, another consumer may take the entry over)."""
-        patience = time.monotonic() + self.options.claim_idle_seconds / 2
-        backoff = Backoff(first=0.02, most=1.0)
-        while True:
-            try:
-                return await self._answer(request)
-            except TurnoutError as exc:
-                if exc.code not in WAIT_AND_RETRY or time.monotonic() >= patience:
-                    raise
-            await backoff.wait()
-
-    def _dead_letter(
-        self, entry_id: str, fields: Fields, envelope: Envelope | None, reason: str, deliveries: int
-    ) -> _Write:
-        log.warning("entry %s of %s goes to the dead-letter stream %s: %s", entry_id, self.options.stream,
-                    self.options.dead_letter, reason)  # fmt: skip
-        adds: list[tuple[str, Entry]] = [
-            (self.options.dead_letter, dead_letter_fields(entry_id, fields, self.options.stream, reason, deliveries))
-        ]
-        reply_to = envelope.reply_to if envelope is not None else reply_stream_of(fields)
-        if reply_to:  # the producer hears of it too
-            request_id = request_id_of(envelope) if envelope is not None else None
-            adds.append((reply_to, error_fields(entry_id, request_id, self.model, "dead_letter", reason)))
-        return _Write(entry_id, adds, "dead_letter", fields)
-
-    def _remember_failure(self, entry_id: str, reason: str) -> None:
-        self._failures[entry_id] = reason
-        self._failures.move_to_end(entry_id)
-        while len(self._failures) > REMEMBERED_FAILURES:
-            self._failures.popitem(last=False)
 
     def _release(self, entry_id: str) -> None:
         if self._in_hand.pop(entry_id, None) is not None:
@@ -459,7 +349,7 @@ class ModelStream:
             self._health.answered()
             backoff.reset()
 
-    async def _write(self, batch: list[_Write]) -> None:
+    async def _write(self, batch: list[Write]) -> None:
         """XADD every result, then XACK the entries whose results were all written.
         Two round trips for the whole batch; a repeat after a lost connection
         may write a result twice, never acknowledge one unwritten."""
@@ -489,12 +379,12 @@ class ModelStream:
             letter = dead_letter_fields(write.entry_id, write.original, options.stream, reason, 0)
             log.error("entry %s of %s: %s", write.entry_id, options.stream, reason)
             await self._redis.xadd(options.dead_letter, letter)  # type: ignore[arg-type]
-            done.append(_Write(write.entry_id, [], "dead_letter", write.original))
+            done.append(Write(write.entry_id, [], "dead_letter", write.original))
         if done:
             await self._redis.xack(options.stream, options.group, *(w.entry_id for w in done))
         for write in done:
             self._metrics.stream_entries(self.model, write.outcome).inc()
-            self._failures.pop(write.entry_id, None)
+            self._answers.forget(write.entry_id)
             self._release(write.entry_id)
 
 

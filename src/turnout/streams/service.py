@@ -17,7 +17,8 @@ from turnout.model.config import ModelConfig
 from turnout.observability.metrics import Metrics
 from turnout.observability.tracing import Tracer
 from turnout.protocol.limits import InputLimits
-from turnout.streams.consumer import Answer, ModelStream
+from turnout.streams.answers import Answer
+from turnout.streams.consumer import ModelStream
 from turnout.streams.group import StreamOptions
 from turnout.streams.health import RedisHealth
 
