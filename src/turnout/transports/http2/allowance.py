@@ -10,10 +10,16 @@ of nghttp2's stream-reset and glitch limiters (token buckets of 1,000
 refilled at 33 per second), with the refund for progress added after
 h2o's reset budget.
 
-Pure: the clock is passed in. Event-loop only: no lock.
+``Allowance`` is pure (the clock is passed in); ``Conduct``, the two buckets
+a connection keeps, reads the clock. Event-loop only: no lock.
 """
 
 from __future__ import annotations
+
+import time
+
+from turnout.transports.http2.frames import ENHANCE_YOUR_CALM, ProtocolViolation
+from turnout.transports.http2.limits import Http2Limits
 
 
 class Allowance:
@@ -44,3 +50,28 @@ class Allowance:
     def tokens(self) -> float:
         """Tokens left as of the last ``spend``."""
         return self._tokens
+
+
+class Conduct:
+    """One connection's two allowances: frames that make the server work
+    without moving a request forward (glitches), and streams the client
+    reset before their answer or opened past the limit. Both are refilled
+    by answers (``answered``, counted by whoever answers)."""
+
+    __slots__ = ("_glitches", "_per_answer", "_resets", "answered")
+
+    def __init__(self, limits: Http2Limits, now: float) -> None:
+        self._resets = Allowance(limits.reset_burst, limits.resets_per_second, now)
+        self._glitches = Allowance(limits.glitch_burst, limits.glitches_per_second, now)
+        self._per_answer = limits.glitches_per_answer
+        self.answered = 0  # streams whose handler answered: the buckets' progress
+
+    def glitch(self, what: str) -> None:
+        """A frame that makes the server work without moving a request forward."""
+        if not self._glitches.spend(time.monotonic(), self.answered * self._per_answer):
+            raise ProtocolViolation(ENHANCE_YOUR_CALM, f"too many frames without progress (last: {what})")
+
+    def reset(self) -> None:
+        """A stream the client reset before its answer, or opened past the limit."""
+        if not self._resets.spend(time.monotonic(), self.answered):
+            raise ProtocolViolation(ENHANCE_YOUR_CALM, "too many streams reset or refused")

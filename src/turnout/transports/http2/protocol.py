@@ -27,9 +27,11 @@ every client:
 - time: preface, idle, read and write timeouts; the shared ``Connections``
   limit closes the longest-idle connection when full.
 
-One stream is one exchange: once screened (``Screen``) and admitted
-(``Gate``), the request's headers and whole body go to ``handle``, and its
-``Reply`` goes back as HEADERS, DATA and trailing HEADERS.
+One stream is one exchange (``exchanges``): once screened (``Screen``) and
+admitted (``Gate``), the request's headers and whole body go to ``handle``,
+and its ``Reply`` goes back as HEADERS, DATA and trailing HEADERS. This
+module is the connection: the preface, reading and checking frames,
+SETTINGS, PING, GOAWAY, the connection's windows and its timeouts.
 
 Event-loop only: no lock.
 """
@@ -44,12 +46,9 @@ from typing import cast
 
 from turnout.transports.addresses import peer_address
 from turnout.transports.http2 import frames as f
-from turnout.transports.http2.allowance import Allowance
-from turnout.transports.http2.fields import Malformed
-from turnout.transports.http2.headers import HeaderDecoder
-from turnout.transports.http2.outbox import Outbox
-from turnout.transports.http2.shared import Request, Shared
-from turnout.transports.http2.stream import Stream
+from turnout.transports.http2.allowance import Conduct
+from turnout.transports.http2.exchanges import Exchanges
+from turnout.transports.http2.shared import Shared
 
 log = logging.getLogger("turnout.http2")
 
@@ -60,9 +59,6 @@ class Http2Protocol(asyncio.Protocol):
     def __init__(self, shared: Shared) -> None:
         self._shared = shared
         self._limits = limits = shared.limits
-        self._handle = shared.handle
-        self._budget = shared.budget
-        self._limit = shared.max_body_bytes
         self._transport: asyncio.Transport | None = None
         self._out: asyncio.Transport | None = None  # the transport, until the server closes the connection
         # frames are not read: closed, or replies wait for the client to read (the write buffer is full)
@@ -70,35 +66,18 @@ class Http2Protocol(asyncio.Protocol):
         self._stage = _PREFACE
         self._settled = False  # the client's first SETTINGS arrived
         self._buffer = bytearray()
-        self._decoder = HeaderDecoder(limits.max_header_bytes)
-        self._streams: dict[int, Stream] = {}
-        # streams opened by the frames of this read, their read timeout not yet armed: most
-        # requests end in the read that opens them, so their timer is never made
-        self._arriving: list[tuple[int, Stream]] = []
-        self._last_stream_id = 0
         # (stream id, HEADERS flags, block so far, CONTINUATION frames so far)
         self._continuation: tuple[int, int, bytearray, int] | None = None
-        self._outbox = Outbox(self._write, self._finish, self._write_timed_out, limits.write_timeout)
-        # what we let the peer send
-        self._conn_unacked = 0
-        self._conn_outstanding = limits.connection_window  # credit the peer holds
-        self._buffered = 0  # request body bytes held for streams not yet answered
-        self._buffer_cap = max(shared.max_body_bytes, limits.connection_window)  # one largest body at a time
-        # credit back once half a window is spent: fewer WINDOW_UPDATE frames, never a stall
-        self._credit_at = limits.connection_window // 2
-        self._stream_credit_at = limits.stream_window // 2
-        self._max_streams = limits.max_concurrent_streams
-        self._going_away = False
-        self._peer = ""
         now = time.monotonic()
-        self._resets = Allowance(limits.reset_burst, limits.resets_per_second, now)
-        self._glitches = Allowance(limits.glitch_burst, limits.glitches_per_second, now)
-        self._answered = 0  # streams whose handler answered: the buckets' progress
+        self._conduct = Conduct(limits, now)
+        self._glitch = self._conduct.glitch
+        self._exchanges = Exchanges(shared, self._write, self._conduct, self._busy, self._idle)
+        self._outbox = self._exchanges.outbox
+        self._going_away = False
         self._idle_since = now
         self._timer: asyncio.TimerHandle | None = None  # the preface timeout, then the idle timeout
         self._stall: asyncio.TimerHandle | None = None  # the write timeout, while the client reads nothing
-        self.idle = asyncio.Event()  # set while no stream is open (shutdown waits for it)
-        self.idle.set()
+        self.idle = self._exchanges.idle  # set while no stream is open (shutdown waits for it)
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,7 +88,7 @@ class Http2Protocol(asyncio.Protocol):
             return
         self._out = self._transport
         self._halted = False
-        self._peer = peer_address(transport)
+        self._exchanges.peer = peer_address(transport)
         shared.protocols.add(self)
         limits = self._limits
         self._out.write(
@@ -129,7 +108,7 @@ class Http2Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._out = None
         self._halted = True
-        self._teardown()
+        self._exchanges.teardown()
         for timer in (self._timer, self._stall):
             if timer is not None:
                 timer.cancel()
@@ -201,21 +180,11 @@ class Http2Protocol(asyncio.Protocol):
                 position = end
                 self._frame(kind, flags, stream_id & 0x7FFFFFFF, payload)
         except f.ProtocolViolation as exc:
-            self._arriving.clear()
+            self._exchanges.stop_arriving()
             self._abort(exc.code, exc.reason)
             return
         del buffer[:position]
-        if self._arriving:
-            self._arm_read_timeouts()
-
-    def _arm_read_timeouts(self) -> None:
-        """The streams this read opened and did not complete get their read timeout."""
-        loop = asyncio.get_running_loop()
-        timeout = self._limits.read_timeout
-        for stream_id, stream in self._arriving:
-            if stream.task is None and stream.timer is None and self._streams.get(stream_id) is stream:
-                stream.timer = loop.call_later(timeout, self._read_timed_out, stream_id)
-        self._arriving.clear()
+        self._exchanges.arm_read_timeouts()
 
     def _yield_turn(self) -> None:
         """One read brought many frames: the rest wait while other connections
@@ -250,7 +219,7 @@ class Http2Protocol(asyncio.Protocol):
         if self._continuation is not None and kind != f.CONTINUATION:
             raise f.ProtocolViolation(f.PROTOCOL_ERROR, "expected CONTINUATION")
         if kind == f.DATA:
-            self._on_data(flags, stream_id, payload)
+            self._exchanges.on_data(flags, stream_id, payload)
         elif kind == f.HEADERS:
             self._on_headers(flags, stream_id, payload)
         elif kind == f.CONTINUATION:
@@ -266,10 +235,14 @@ class Http2Protocol(asyncio.Protocol):
             if not flags & f.ACK:
                 self._write(f.frame(f.PING, f.ACK, 0, payload))
         elif kind == f.RST_STREAM:
-            self._on_rst_stream(stream_id, payload)
+            if len(payload) != 4:
+                raise f.ProtocolViolation(f.FRAME_SIZE_ERROR, "RST_STREAM must carry 4 bytes")
+            if stream_id == 0:
+                raise f.ProtocolViolation(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
+            self._exchanges.on_rst_stream(stream_id)
         elif kind == f.GOAWAY:
             self._glitch("GOAWAY")
-            self._going_away = True  # the client opens no more streams; ours finish
+            self._going_away = self._exchanges.refusing = True  # the client opens no more streams; ours finish
             self._close_if_done()
         elif kind == f.PUSH_PROMISE:
             raise f.ProtocolViolation(f.PROTOCOL_ERROR, "clients cannot push")
@@ -277,20 +250,10 @@ class Http2Protocol(asyncio.Protocol):
             if stream_id == 0:
                 raise f.ProtocolViolation(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
             self._glitch("PRIORITY")
-            if len(payload) != 5 and stream_id in self._streams:
-                self._reset(stream_id, f.FRAME_SIZE_ERROR)
+            if len(payload) != 5 and stream_id in self._exchanges.streams:
+                self._exchanges.reset(stream_id, f.FRAME_SIZE_ERROR)
         else:
             self._glitch("an unknown frame type")  # otherwise ignored (RFC 9113 section 4.1)
-
-    def _glitch(self, what: str) -> None:
-        """A frame that makes the server work without moving a request forward."""
-        if not self._glitches.spend(time.monotonic(), self._answered * self._limits.glitches_per_answer):
-            raise f.ProtocolViolation(f.ENHANCE_YOUR_CALM, f"too many frames without progress (last: {what})")
-
-    def _count_reset(self) -> None:
-        """A stream the client reset before its answer, or opened past the limit."""
-        if not self._resets.spend(time.monotonic(), self._answered):
-            raise f.ProtocolViolation(f.ENHANCE_YOUR_CALM, "too many streams reset or refused")
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id == 0:
@@ -304,7 +267,7 @@ class Http2Protocol(asyncio.Protocol):
         if len(payload) > self._limits.max_header_bytes:
             raise f.ProtocolViolation(f.COMPRESSION_ERROR, "header block too large")
         if flags & f.END_HEADERS:
-            self._on_header_block(stream_id, flags, payload)
+            self._exchanges.on_header_block(stream_id, flags, payload)
         else:
             self._continuation = (stream_id, flags, bytearray(payload), 0)
 
@@ -320,145 +283,11 @@ class Http2Protocol(asyncio.Protocol):
             raise f.ProtocolViolation(f.COMPRESSION_ERROR, "header block too large")
         if flags & f.END_HEADERS:
             self._continuation = None
-            self._on_header_block(stream_id, first_flags, bytes(block))
+            self._exchanges.on_header_block(stream_id, first_flags, bytes(block))
         else:
             if not payload:
                 self._glitch("an empty CONTINUATION")
             self._continuation = (stream_id, first_flags, block, count)
-
-    def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
-        # Every block is decoded, whatever becomes of its stream: the HPACK table must see them all.
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            self._on_trailers(stream_id, stream, flags, block)
-            return
-        if stream_id % 2 == 0:
-            raise f.ProtocolViolation(f.PROTOCOL_ERROR, f"stream {stream_id} cannot be opened by a client")
-        if stream_id <= self._last_stream_id:  # a stream closed here (refused or answered early, reset)
-            self._decoder.trailers(block)
-            self._glitch("HEADERS on a closed stream")
-            return
-        headers = self._decoder.request(block)
-        self._last_stream_id = stream_id
-        if isinstance(headers, Malformed):  # a stream error: the handler never sees it
-            log.debug("stream %d: a malformed request: %s", stream_id, headers.reason)
-            self._write(f.rst_stream(stream_id, f.PROTOCOL_ERROR))
-            self._glitch("a malformed request")
-            return
-        if self._going_away:
-            self._write(f.rst_stream(stream_id, f.REFUSED_STREAM))
-            return
-        if len(self._streams) >= self._max_streams:
-            self._write(f.rst_stream(stream_id, f.REFUSED_STREAM))
-            self._count_reset()
-            return
-        stream = Stream(headers, self._outbox.initial_window)
-        shared = self._shared
-        if not self._streams:  # busy now: not idle for the idle timeout, nor closed to make room
-            self.idle.clear()
-            if shared.connections is not None:
-                shared.connections.busy(self)
-        self._streams[stream_id] = stream
-        stream.ended = bool(flags & f.END_STREAM)
-        refusal = shared.screen(headers, self._peer)
-        if refusal is not None:
-            self._outbox.reply(stream_id, stream, refusal)  # and RST_STREAM(NO_ERROR) if the client is still sending
-            return
-        ticket = shared.gate.enter(headers[":path"])
-        if ticket is None:
-            self._shed(stream_id, stream)
-            return
-        stream.ticket = ticket
-        if stream.ended:
-            self._dispatch(stream_id, stream)
-        else:
-            self._arriving.append((stream_id, stream))  # its read timeout, once this read's frames are done
-
-    def _on_trailers(self, stream_id: int, stream: Stream, flags: int, block: bytes) -> None:
-        trailers = self._decoder.trailers(block)
-        if not flags & f.END_STREAM or stream.ended:
-            raise f.ProtocolViolation(f.PROTOCOL_ERROR, "HEADERS after the request's headers must end it")
-        if isinstance(trailers, Malformed):
-            log.debug("stream %d: malformed trailers: %s", stream_id, trailers.reason)
-            self._reset(stream_id, f.PROTOCOL_ERROR)
-            self._glitch("malformed trailers")
-            return
-        stream.ended = True
-        if stream.task is None:
-            self._dispatch(stream_id, stream)
-
-    def _read_timed_out(self, stream_id: int) -> None:
-        """A request still arriving after the read timeout (a client trickling
-        it): the stream is reset (CANCEL), its buffered body dropped."""
-        stream = self._streams.get(stream_id)
-        if stream is not None and stream.task is None:
-            stream.timer = None
-            log.debug("stream %d: the request did not arrive within %g s", stream_id, self._limits.read_timeout)
-            self._reset(stream_id, f.CANCEL)
-
-    def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if stream_id == 0:
-            raise f.ProtocolViolation(f.PROTOCOL_ERROR, "DATA on stream 0")
-        self._conn_outstanding -= len(payload)  # padding included, as flow control counts it
-        if self._conn_outstanding < 0:
-            raise f.ProtocolViolation(f.FLOW_CONTROL_ERROR, "the client sent more than its window")
-        self._conn_unacked += len(payload)
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            if stream_id > self._last_stream_id:
-                raise f.ProtocolViolation(f.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
-            self._credit_connection()  # a stream closed here: the bytes still count, and are credited back
-            if len(payload) == 0:
-                self._glitch("an empty DATA frame")
-            return
-        if stream.ended:
-            self._reset(stream_id, f.STREAM_CLOSED)
-            self._credit_connection()
-            return
-        data = f.strip_padding(flags, payload, "DATA") if flags & f.PADDED else payload
-        if not data and not flags & f.END_STREAM:
-            self._glitch("an empty DATA frame")
-        stream.unacked += len(payload)
-        if flags & f.END_STREAM:
-            stream.ended = True
-        if stream.task is None:  # still collecting the request
-            stream.size += len(data)
-            if stream.size > self._limit:
-                stream.too_large = True
-                self._drop_body(stream)
-                self._dispatch(stream_id, stream)  # refused now; what follows is read and dropped
-            elif data:
-                if self._budget is not None and not self._budget.take(len(data)):
-                    self._shed(stream_id, stream)  # the server holds all the bodies it may
-                    self._credit_connection()
-                    return
-                stream.body.append(data)
-                stream.held += len(data)
-                self._buffered += len(data)
-            if stream.ended and stream.task is None:
-                self._dispatch(stream_id, stream)
-        if not stream.ended and stream.unacked >= self._stream_credit_at:
-            self._write(f.window_update(stream_id, stream.unacked))
-            stream.unacked = 0
-        if self._conn_unacked >= self._credit_at:
-            self._credit_connection()
-
-    def _drop_body(self, stream: Stream) -> None:
-        held = stream.held
-        if held:
-            stream.held = 0
-            self._buffered -= held
-            if self._budget is not None:
-                self._budget.give(held)
-        if stream.body:
-            stream.body = []
-
-    def _credit_connection(self) -> None:
-        """Give the peer back what it spent, unless request bodies held here are already at the cap."""
-        if self._conn_unacked >= self._credit_at and self._buffered <= self._buffer_cap:
-            self._write(f.window_update(0, self._conn_unacked))
-            self._conn_outstanding += self._conn_unacked
-            self._conn_unacked = 0
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
@@ -470,24 +299,7 @@ class Http2Protocol(asyncio.Protocol):
             if not self._outbox.grow(increment):
                 self._glitch("a WINDOW_UPDATE nothing waits for")
             return
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            if stream_id > self._last_stream_id:
-                raise f.ProtocolViolation(f.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
-            self._glitch("a WINDOW_UPDATE on a closed stream")
-            return
-        if increment == 0:
-            self._reset(stream_id, f.PROTOCOL_ERROR)
-            self._glitch("a WINDOW_UPDATE of 0")
-            return
-        stream.send_window += increment
-        if stream.send_window > f.MAX_WINDOW:
-            self._reset(stream_id, f.FLOW_CONTROL_ERROR)
-            return
-        if stream.pending is not None:
-            self._outbox.send(stream_id, stream)
-        else:
-            self._glitch("a WINDOW_UPDATE nothing waits for")
+        self._exchanges.on_window_update(stream_id, increment)
 
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
@@ -503,7 +315,7 @@ class Http2Protocol(asyncio.Protocol):
             if key == f.INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
                     raise f.ProtocolViolation(f.FLOW_CONTROL_ERROR, "initial window too large")
-                self._outbox.shift(self._streams, value)
+                self._outbox.shift(self._exchanges.streams, value)
             elif key == f.MAX_FRAME_SIZE:
                 if not f.DEFAULT_MAX_FRAME <= value <= f.MAX_FRAME_LIMIT:
                     raise f.ProtocolViolation(f.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range")
@@ -517,108 +329,18 @@ class Http2Protocol(asyncio.Protocol):
             self._timer = asyncio.get_running_loop().call_later(self._limits.idle_timeout, self._idle_check)
         self._outbox.flush()
 
-    def _on_rst_stream(self, stream_id: int, payload: bytes) -> None:
-        if len(payload) != 4:
-            raise f.ProtocolViolation(f.FRAME_SIZE_ERROR, "RST_STREAM must carry 4 bytes")
-        if stream_id == 0:
-            raise f.ProtocolViolation(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            if stream_id > self._last_stream_id:
-                raise f.ProtocolViolation(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
-            self._glitch("RST_STREAM on a closed stream")
-            return
-        if stream.task is not None:
-            stream.task.cancel()  # the client gave up: stop working for it
-        self._release(stream_id, stream)
-        self._count_reset()
-
-    # exchanges
-    def _dispatch(self, stream_id: int, stream: Stream) -> None:
-        stream.stop_timer()
-        body = None if stream.too_large else b"".join(stream.body)
-        stream.body = []
-        request = Request(stream_id, stream.headers, body, self._peer)
-        stream.task = asyncio.get_running_loop().create_task(self._answer(stream_id, stream, request))
-
-    async def _answer(self, stream_id: int, stream: Stream, request: Request) -> None:
-        # A task cancelled before its first step never enters this body: the
-        # stream's release gives its body and its gate pass back, not this.
-        try:
-            reply = await self._handle(request)
-        except asyncio.CancelledError:
-            return
-        except Exception:  # the handler maps every expected error; this is a bug
-            log.exception("unexpected error answering stream %d", stream_id)
-            self._reset(stream_id, f.INTERNAL_ERROR)
-            return
-        finally:
-            request.body = None
-            self._drop_body(stream)
-        if self._streams.get(stream_id) is not stream:
-            return  # reset or disconnected meanwhile
-        self._answered += 1  # progress: it buys back a reset and some glitches
-        self._outbox.reply(stream_id, stream, reply)
-
-    def _shed(self, stream_id: int, stream: Stream) -> None:
-        """Refuse a stream that the gate or the body budget cannot take, at once."""
-        self._drop_body(stream)
-        shed = self._shared.shed
-        if shed is None:
-            self._reset(stream_id, f.REFUSED_STREAM)
-        else:
-            self._outbox.reply(stream_id, stream, shed)
-
-    def _write_timed_out(self, stream_id: int) -> None:
-        """A reply that has not moved for the write timeout (the client gives
-        no window): the stream is reset (CANCEL), so it stops counting as busy."""
-        stream = self._streams.get(stream_id)
-        if stream is None or stream.pending is None:
-            return
-        stream.timer = None
-        left = stream.stamp + self._limits.write_timeout - time.monotonic()
-        if left > 0:
-            stream.timer = asyncio.get_running_loop().call_later(left, self._write_timed_out, stream_id)
-            return
-        log.debug("stream %d: the reply did not move for %g s", stream_id, self._limits.write_timeout)
-        self._reset(stream_id, f.CANCEL)
-
-    def _finish(self, stream_id: int, stream: Stream) -> None:
-        """The reply is out. A client still sending (its body was refused early) is told to stop."""
-        if not stream.ended:
-            self._write(f.rst_stream(stream_id, f.NO_ERROR))
-        self._release(stream_id, stream)
-
-    def _release(self, stream_id: int, stream: Stream) -> None:
-        """The stream ends, however it ends: everything it held goes back."""
-        if self._streams.pop(stream_id, None) is None:
-            return
-        stream.stop_timer()
-        if stream.pending is not None:  # a reply cut short
-            self._outbox.forget(stream_id)
-        self._drop_body(stream)
-        ticket = stream.ticket
-        if ticket is not None:
-            stream.ticket = None
-            ticket.leave()
-        if self._conn_unacked >= self._credit_at:
-            self._credit_connection()
-        if not self._streams:  # idle from now
-            self.idle.set()
-            self._idle_since = time.monotonic()
-            if self._shared.connections is not None:
-                self._shared.connections.idle_again(self)
-            self._close_if_done()
-
-    def _reset(self, stream_id: int, code: int) -> None:
-        stream = self._streams.get(stream_id)
-        self._write(f.rst_stream(stream_id, code))
-        if stream is not None:
-            if stream.task is not None and stream.task is not asyncio.current_task():
-                stream.task.cancel()
-            self._release(stream_id, stream)
-
     # connection
+    def _busy(self) -> None:
+        """Its first stream opened: not idle for the idle timeout, nor closed to make room."""
+        if self._shared.connections is not None:
+            self._shared.connections.busy(self)
+
+    def _idle(self) -> None:
+        self._idle_since = time.monotonic()
+        if self._shared.connections is not None:
+            self._shared.connections.idle_again(self)
+        self._close_if_done()
+
     def _preface_late(self) -> None:
         self._timer = None
         log.debug("closing an HTTP/2 connection: no preface and SETTINGS within %g s", self._limits.preface_timeout)
@@ -630,7 +352,7 @@ class Http2Protocol(asyncio.Protocol):
         if self._out is None:
             return
         wait = self._limits.idle_timeout
-        if not self._streams:
+        if not self._exchanges.streams:
             wait += self._idle_since - time.monotonic()
             if wait <= 0:
                 log.debug("closing an HTTP/2 connection idle for %g s", self._limits.idle_timeout)
@@ -644,26 +366,9 @@ class Http2Protocol(asyncio.Protocol):
         log.debug("aborting an HTTP/2 connection: replies unread for %g s", self._limits.write_timeout)
         self._out = None
         self._halted = True
-        self._teardown()
+        self._exchanges.teardown()
         if self._transport is not None:
             self._transport.abort()
-
-    def _teardown(self) -> None:
-        """Every open stream ends unanswered: handlers cancelled, bodies and gate passes given back."""
-        streams = self._streams
-        if not streams:
-            return
-        self._streams = {}
-        self._outbox.clear()
-        for stream in streams.values():
-            stream.stop_timer()
-            if stream.task is not None:
-                stream.task.cancel()
-            self._drop_body(stream)
-            if stream.ticket is not None:
-                stream.ticket.leave()
-                stream.ticket = None
-        self.idle.set()
 
     def _write(self, data: bytes) -> None:
         out = self._out
@@ -672,7 +377,7 @@ class Http2Protocol(asyncio.Protocol):
 
     def _abort(self, code: int, reason: str) -> None:
         log.debug("closing an HTTP/2 connection: %s", reason)
-        self._write(f.goaway(self._last_stream_id, code, reason))
+        self._write(f.goaway(self._exchanges.last_stream_id, code, reason))
         self._close()
 
     def _close(self) -> None:
@@ -684,7 +389,7 @@ class Http2Protocol(asyncio.Protocol):
             return
         self._out = None
         self._halted = True
-        self._teardown()
+        self._exchanges.teardown()
         if self._timer is not None:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
@@ -704,15 +409,15 @@ class Http2Protocol(asyncio.Protocol):
             self._stall = loop.call_later(self._limits.write_timeout, self._stalled)
 
     def _close_if_done(self) -> None:
-        if self._going_away and not self._streams:
+        if self._going_away and not self._exchanges.streams:
             self._close()
 
     def go_away(self) -> None:
         """Refuse new streams, let open ones finish, then close (graceful shutdown)."""
         if self._out is None:
             return
-        self._going_away = True
-        self._write(f.goaway(self._last_stream_id, f.NO_ERROR))
+        self._going_away = self._exchanges.refusing = True
+        self._write(f.goaway(self._exchanges.last_stream_id, f.NO_ERROR))
         self._close_if_done()
 
     def close(self) -> None:
@@ -723,6 +428,6 @@ class Http2Protocol(asyncio.Protocol):
                 self._transport.close()  # lingering after GOAWAY: no longer
             return
         if not self._going_away:
-            self._going_away = True
-            self._write(f.goaway(self._last_stream_id, f.NO_ERROR))
+            self._going_away = self._exchanges.refusing = True
+            self._write(f.goaway(self._exchanges.last_stream_id, f.NO_ERROR))
         self._close()
