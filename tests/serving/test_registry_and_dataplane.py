@@ -107,3 +107,30 @@ def test_a_budget_of_one_model_evicts_and_reloads_under_concurrent_requests(repo
         await registry.close()
 
     asyncio.run(scenario())
+
+
+def test_a_request_resolved_before_a_reload_is_answered_by_the_version_that_replaced_it(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The transports resolve a request once, before its body is read; a
+    reload that swaps versions meanwhile is noticed (the old version drains)
+    and the new one answers, instead of a refusal from the drained one."""
+
+    async def scenario() -> None:
+        registry, dataplane = plane(repo, tmp_path)
+        await registry.load_all()
+        arrival = await dataplane.arrive("diabetes", None, "test")  # the body is still being read
+        assert arrival.served is not None and arrival.served.version == 1 and not arrival.draining
+        shutil.copytree(repo / "diabetes" / "1", repo / "diabetes" / "2")
+        await registry.load("diabetes")  # swapped, and version 1 drained
+        assert arrival.draining
+        response = await dataplane.infer(request("diabetes"), "test", arrival=arrival)
+        assert response.model_version == "2"
+        # an arrival still live is used as it is: no second lookup
+        fresh = await dataplane.arrive("diabetes", None, "test")
+        registry.get = None  # type: ignore[assignment,method-assign]  # any lookup now fails loudly
+        assert (await dataplane.infer(request("diabetes"), "test", arrival=fresh)).model_version == "2"
+        del registry.get
+        await registry.close()
+
+    asyncio.run(scenario())

@@ -155,6 +155,11 @@ class Batcher:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def closing(self) -> bool:
+        """Draining or closed: what is queued runs, nothing new is taken."""
+        return self._closing
+
     async def submit(
         self,
         inputs: Tensors,

@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,21 @@ _SERVER_SIDE = frozenset({Code.INTERNAL, Code.TIMEOUT, Code.UNAVAILABLE, Code.OV
 _target = functools.lru_cache(maxsize=4096)(target)
 MAX_AB_ID = 128
 EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """What a request was resolved to before its body was read: the
+    endpoint's ``route`` (its variant chosen once the request is read), or
+    the live version that answers it (``served``)."""
+
+    model: str
+    served: ServedVersion | None
+    route: Route | None
+
+    @property
+    def draining(self) -> bool:
+        return self.served is not None and self.served.batcher.closing
 
 
 class DataPlane:
@@ -109,47 +125,49 @@ class DataPlane:
             "outputs": [spec.as_metadata() for spec in served.signature.outputs],
         }
 
-    def resolve(self, name: str, version: str | None, protocol: str, follow_route: bool = True) -> ServedVersion:
-        """The live version that will answer; transports call this before
-        decoding a body, so an unknown model is a 404 whatever the body holds.
-        An endpoint whose own model is not live may still route elsewhere."""
-        try:
-            return self._registry.get(name, version)
-        except TurnoutError as exc:
-            route = None if self._traffic is None else self._traffic.routes.get(name)
-            if follow_route and route is not None and not version and isinstance(exc, Unavailable):
-                return self._pick(name, route.policy.variants[0], route, protocol)[1]
-            known = self._registry.known(name)
-            # Unknown names are not used as labels: clients could grow the series without bound.
-            self._metrics.request_outcome(name if known else "", "", "", protocol, exc.code.value).inc()
-            raise
-
-    def record_rejected(self, served: ServedVersion, protocol: str, error: TurnoutError) -> None:
-        """Count (and log) a request the transport could not decode."""
-        self._metrics.request_outcome(served.model, str(served.version), "", protocol, error.code.value).inc()
-        if self._access_log:
-            logs.access(None, served.model, str(served.version), "", protocol, error.code.value, None)
-
     async def served_version(self, name: str, version: str | None) -> ServedVersion:
-        """What answers for ``name`` (and ``version``): its configuration and signature."""
-        if self._registry.is_lazy(name):
+        """The one way a model's name (and version) becomes the live version
+        that answers: a model out of memory is loaded first (scale to zero),
+        one still on its first load is waited for, each up to the load
+        timeout; NotFound or Unavailable say why there is none."""
+        registry = self._registry
+        if registry.is_lazy(name):
             await self._cold_start(name)
-        return self._registry.get(name, version)
-
-    async def arrive(self, name: str, version: str | None, protocol: str) -> ServedVersion:
-        """``resolve``, after loading a model that is out of memory (scale to
-        zero): the request waits for the load, up to the load timeout."""
-        if self._registry.is_lazy(name):
-            await self._cold_start(name)
-        elif (loading := self._registry.load_in_progress(name)) is not None:  # at start, say: wait, not 503
+        elif (loading := registry.load_in_progress(name)) is not None:  # at start, say: wait, not 503
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(loading.wait(), self._load_timeout)
-        return self.resolve(name, version, protocol)
+        return registry.get(name, version)
 
-    async def _warm(self, name: str) -> None:
-        """A routed request's variant model out of memory: load it (a cold start)."""
-        if self._registry.is_lazy(name):
-            await self._cold_start(name)
+    async def arrive(self, name: str, version: str | None, protocol: str) -> Arrival:
+        """What a request will be answered by, found before its body is read,
+        so an unknown model is a 404 whatever the body holds: the endpoint's
+        route, or its live version. ``infer`` takes it from there and looks
+        again only if that version began to drain meanwhile (a reload)."""
+        traffic = self._traffic
+        route = None if version or traffic is None else traffic.routes.get(name)
+        if route is not None:  # the variant is chosen once the request is read (its A/B key may be in the body)
+            return Arrival(name, None, route)
+        try:
+            served = await self.served_version(name, version)
+        except TurnoutError as exc:
+            self._refused(name, protocol, exc)
+            raise
+        if not self._started and traffic is not None and not version:
+            self._routing_pending(traffic, served)
+        return Arrival(name, served, None)
+
+    def _refused(self, name: str, protocol: str, exc: TurnoutError) -> None:
+        # Unknown names are not used as labels: clients could grow the series without bound.
+        known = self._registry.known(name)
+        self._metrics.request_outcome(name if known else "", "", "", protocol, exc.code.value).inc()
+
+    def record_rejected(self, arrival: Arrival, protocol: str, error: TurnoutError) -> None:
+        """Count (and log) a request the transport could not decode."""
+        served = arrival.served
+        version = "" if served is None else str(served.version)
+        self._metrics.request_outcome(arrival.model, version, "", protocol, error.code.value).inc()
+        if self._access_log:
+            logs.access(None, arrival.model, version, "", protocol, error.code.value, None)
 
     async def _cold_start(self, name: str) -> None:
         """Wait for the model to load (again, should another load evict it
@@ -173,12 +191,14 @@ class DataPlane:
         protocol: str,
         deadline: float | None = None,
         key_of: Callable[[str], str | None] | None = None,
+        arrival: Arrival | None = None,
     ) -> InferenceResponse:
         """Validate, queue and answer one request.
 
         ``deadline`` is the seconds the transport can still wait (a gRPC
         deadline); it shortens the model's queue timeout. ``key_of`` reads a
         header (or gRPC metadata) by name: an A/B test's assignment key.
+        ``arrival``: what ``arrive`` found for it (else found now).
         A request naming a version is served by it, whatever the routing.
         """
         started = time.monotonic()
@@ -187,7 +207,7 @@ class DataPlane:
         in_flight.inc()
         self._active += 1
         try:
-            response = await self._infer(request, protocol, deadline, key_of, started)
+            response = await self._infer(request, protocol, deadline, key_of, started, arrival)
         except Exception as exc:  # a refusal, or a bug the transport answers with a 500: logged either way
             if self._access_log:
                 code = exc.code.value if isinstance(exc, TurnoutError) else "internal"
@@ -212,19 +232,18 @@ class DataPlane:
         deadline: float | None,
         key_of: Callable[[str], str | None] | None,
         started: float,
+        arrival: Arrival | None,
     ) -> InferenceResponse:
-        traffic = self._traffic
-        route = None if request.model_version or traffic is None else traffic.routes.get(request.model_name)
-        if route is None:
-            served = await self.arrive(request.model_name, request.model_version, protocol)
-            if not self._started and traffic is not None and not request.model_version:
-                self._routing_pending(traffic, served)
-            return await self._answer(served, request, protocol, deadline, "", started)
-        return await self._routed(traffic, route, request, protocol, deadline, key_of, started)
+        if arrival is None or arrival.draining:  # a reload finished while the body was read: what replaced it
+            arrival = await self.arrive(request.model_name, request.model_version, protocol)
+        if arrival.served is not None:
+            return await self._answer(arrival.served, request, protocol, deadline, "", started)
+        assert self._traffic is not None and arrival.route is not None  # a route comes from it
+        return await self._routed(self._traffic, arrival.route, request, protocol, deadline, key_of, started)
 
     async def _routed(
         self,
-        traffic: TrafficControl | None,
+        traffic: TrafficControl,
         route: Route,
         request: InferenceRequest,
         protocol: str,
@@ -232,7 +251,6 @@ class DataPlane:
         key_of: Callable[[str], str | None] | None,
         started: float,
     ) -> InferenceResponse:
-        assert traffic is not None  # a route comes from it
         endpoint = request.model_name
         key_name = route.key_name
         key = None
@@ -241,8 +259,7 @@ class DataPlane:
                 raise InvalidRequest(f"an A/B-routed request's id must be at most {MAX_AB_ID} characters")
             key = (key_of(key_name) if key_of is not None else None) or _text(request.parameters.get(key_name))
         decision = traffic.decide(route, key)
-        await self._warm(_target(endpoint, decision.serve).model)
-        variant, served = self._pick(endpoint, decision.serve, route, protocol)
+        variant, served = await self._pick(endpoint, decision.serve, route, protocol)
         try:
             response = await self._answer(served, request, protocol, deadline, variant, started)
         except TurnoutError as exc:
@@ -272,20 +289,20 @@ class DataPlane:
         if served.routing is not None or traffic.has_saved(served.model):
             raise Unavailable(f"model '{served.model}' is restoring its routing; retry", retry_after=1.0)
 
-    def _pick(self, endpoint: str, variant: str, route: Route, protocol: str) -> tuple[str, ServedVersion]:
-        """The chosen variant's live version or, if it has none now (unloaded,
-        failed to reload), the first of the policy's other variants that has one."""
+    async def _pick(self, endpoint: str, variant: str, route: Route, protocol: str) -> tuple[str, ServedVersion]:
+        """The chosen variant's live version (loaded first if out of memory)
+        or, if it has none now (unloaded, failed to reload), the first of the
+        policy's other variants that has one."""
         where = _target(endpoint, variant)
         try:
-            return variant, self._registry.get(where.model, where.version)
-        except (Unavailable, NotFound):
+            return variant, await self.served_version(where.model, where.version)
+        except (Unavailable, NotFound) as exc:
             for other in alternatives(route.policy, variant):
                 instead = _target(endpoint, other)
-                try:
+                with contextlib.suppress(Unavailable, NotFound):
                     return other, self._registry.get(instead.model, instead.version)
-                except (Unavailable, NotFound):
-                    continue
-        return variant, self.resolve(where.model, where.version, protocol, follow_route=False)  # raises, counted
+            self._refused(where.model, protocol, exc)
+            raise
 
     def _shadow_job(
         self, endpoint: str, shadow: str, request: InferenceRequest, response: InferenceResponse, seconds: float

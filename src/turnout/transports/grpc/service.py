@@ -230,15 +230,15 @@ class InferenceService:
             return await self._model_infer(request, context)
 
     async def _model_infer(self, request: Any, context: CallContext) -> Any:
-        served = await self._dataplane.arrive(request.model_name, request.model_version or None, "grpc")
+        arrival = await self._dataplane.arrive(request.model_name, request.model_version or None, "grpc")
         try:
             decoded, as_raw = convert.decode_request(request, self._limits)
         except TurnoutError as exc:
-            self._dataplane.record_rejected(served, "grpc", exc)
+            self._dataplane.record_rejected(arrival, "grpc", exc)
             raise
         metadata = context.metadata
         response = await self._dataplane.infer(
-            decoded, "grpc", context.deadline, lambda name: metadata.get(name.lower())
+            decoded, "grpc", context.deadline, lambda name: metadata.get(name.lower()), arrival
         )
         variant = response.parameters.get("variant")
         if variant is not None:

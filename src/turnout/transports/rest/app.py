@@ -231,14 +231,13 @@ class RestApi:
     async def _infer(self, request: Request) -> Response:
         params = request.params
         model, version = params["model"], params.get("version")
-        # An unknown model is a 404 before its body is read; the version that
-        # answers is chosen again after, since a reload may finish meanwhile.
-        served = await self._dataplane.arrive(model, version, "rest")
+        # An unknown model is a 404 before its body is read.
+        arrival = await self._dataplane.arrive(model, version, "rest")
         try:
             body = await request.body(self._max_body_bytes)
             inference = decode_request(body, _header_length(request), model, version, self._limits)
         except TurnoutError as exc:
-            self._dataplane.record_rejected(served, "rest", exc)
+            self._dataplane.record_rejected(arrival, "rest", exc)
             raise
         trace = tracing.CURRENT.get()
         if trace is not None:
@@ -249,7 +248,7 @@ class RestApi:
             value = headers.get(name.lower().encode("latin-1"))
             return None if value is None else value.decode("latin-1")
 
-        response = await self._dataplane.infer(inference, "rest", None, key_of)
+        response = await self._dataplane.infer(inference, "rest", None, key_of, arrival)
         encoded = encode_response(response, inference)
         variant = response.parameters.get("variant")
         routed = () if variant is None else ((VARIANT_HEADER, str(variant).encode()),)
