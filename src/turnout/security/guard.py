@@ -110,6 +110,25 @@ class Guard:
     def can_authenticate(self) -> bool:
         return self._keys is not None or self._jwt is not None
 
+    def principal(
+        self,
+        action: Action | None,
+        caller: Callable[[], Caller],
+        model: str | None = None,
+        target: str = "",
+        *,
+        counted: bool = True,
+    ) -> Principal | None:
+        """Who a request acts as, for both transports: None for a route no
+        action guards, ``ANONYMOUS`` where anyone may (``caller``, which reads
+        the credentials, is then never called), else the checked caller
+        (``check``: 401, 403 or 429)."""
+        if action is None:
+            return None
+        if self.open_to_anyone(action):
+            return ANONYMOUS
+        return self.check(caller(), action, model, target, counted=counted)
+
     def check(
         self, caller: Caller, action: Action, model: str | None = None, target: str = "", *, counted: bool = True
     ) -> Principal:

@@ -18,7 +18,7 @@ from turnout.observability import tracing
 from turnout.observability.tracing import Tracer
 from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits, clipped
 from turnout.security.guard import Caller, Guard
-from turnout.security.principal import ANONYMOUS, Action, Principal
+from turnout.security.principal import Action, Principal
 from turnout.serving.admin import ModelAdmin
 from turnout.serving.dataplane import DataPlane
 from turnout.transports.grpc import convert, wire
@@ -184,13 +184,9 @@ class InferenceService:
         remaining = None if timeout is None else timeout - (time.monotonic() - started)
         caller = Caller.from_headers(headers, request.peer)
         try:
-            principal = None
-            action = method.action
-            if action is not None:
-                if self._guard.open_to_anyone(action):
-                    principal = ANONYMOUS
-                else:  # admitted at the door (``screen``): counted against its rate there
-                    principal = self._guard.check(caller, action, method.model_of(message), path, counted=False)
+            # admitted at the door (``screen``): counted against its rate there
+            model = method.model_of(message)
+            principal = self._guard.principal(method.action, lambda: caller, model, path, counted=False)
             context = CallContext(remaining, caller, principal, headers)
             response = await method.call(message, context)
         except TurnoutError as exc:

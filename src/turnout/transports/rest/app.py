@@ -18,7 +18,7 @@ from turnout.observability.tracing import Tracer
 from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits, clipped
 from turnout.protocol.rest_codec import decode_request, dumps, encode_response, parse_object
 from turnout.security.guard import Caller, Guard
-from turnout.security.principal import ANONYMOUS, Action
+from turnout.security.principal import Action
 from turnout.serving.admin import ModelAdmin
 from turnout.serving.dataplane import DataPlane
 from turnout.transports.planes import Plane, admin_elsewhere_message
@@ -175,15 +175,9 @@ class RestApi:
             return _no_route(method, path, known)
         request = Request(method, path, headers, params, receive, source, preread=preread)
         try:
-            action = route.action
-            if action is not None:
-                guard = self._guard
-                if guard.open_to_anyone(action):
-                    request.principal = ANONYMOUS
-                else:
-                    caller = Caller.from_http(headers, source)
-                    model = params.get("model")
-                    request.principal = guard.check(caller, action, model, path, counted=not screened)
+            request.principal = self._guard.principal(
+                route.action, lambda: Caller.from_http(headers, source), params.get("model"), path, counted=not screened
+            )
             return await route.handler(request)
         except TurnoutError as exc:
             return error_response(exc)
