@@ -3,6 +3,7 @@ and the extra ONNX models the tests need beyond the examples."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -51,6 +52,17 @@ def wait_until(condition: Callable[[], Any], what: str = "", timeout: float = 30
     while not (value := condition()):
         assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what or condition}"
         time.sleep(every)
+    return value
+
+
+async def eventually(condition: Callable[[], Any], what: str = "", timeout: float = 5.0) -> Any:
+    """``wait_until`` for state on this test's own event loop (an in-process
+    server's): the loop runs the server between polls, so no fixed sleep
+    guesses how long it needs."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what or condition}"
+        await asyncio.sleep(0.005)
     return value
 
 

@@ -14,7 +14,7 @@ import jwt
 import numpy as np
 
 from tests.integration.reference import diabetes_rows
-from tests.support import ServerProcess
+from tests.support import ServerProcess, wait_until
 from turnout.security.keys import FileKeys, new_key
 from turnout.security.principal import Role
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
@@ -32,7 +32,8 @@ def test_json_logs_and_the_access_log(example_repo: Path, log_dir: Path) -> None
         assert client.post("/v2/models/wine/infer", json={**body, "inputs": []}).status_code == 400
         assert client.post("/v2/models/wine/infer", json={"inputs": [{"name": "input", "datatype": "FP32",
                            "shape": [1, 13], "data": [0.5] * 13}]}).status_code == 200  # fmt: skip
-        time.sleep(0.2)  # the child writes its log unbuffered; give it a moment
+        # the access records are written after the answers: the child's log is the only signal
+        wait_until(lambda: server.log().count('"turnout.access"') >= 3, "three access records")
     lines = [line for line in server.log().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)

@@ -138,9 +138,7 @@ def test_an_identical_candidate_is_promoted_by_the_default_guard_and_the_metrics
         admin.post(
             "/v2/routing/wine/rollout/start", json={"candidate": "3", "baseline": "1", "steps": "50:600s"}
         ).raise_for_status()
-        wait_until(lambda: "turnout_routing_requests_total" in (m := httpx.get(f"{server.url}/metrics").text) and m)
-        time.sleep(0.5)
-        metrics = httpx.get(f"{server.url}/metrics").text
+        metrics = httpx.get(f"{server.url}/metrics").text  # the rollout started before its answer came
     assert load.failures == []
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -251,11 +249,20 @@ def test_clearing_a_shadow_policy_stops_its_copies_at_once(repo: Path, log_dir: 
         policy = {"policy": "shadow", "primary": "1", "shadow": "3", "percent": 100}
         assert admin.put("/v2/routing/wine", json=policy).status_code == 200
         with wine_load(server.url) as load:
-            time.sleep(3.0)
+            # copies run, and the busy server drops most of them
+            def made_and_dropped() -> bool:
+                shadows = admin.get("/v2/routing/wine/shadow").json()  # none before the first copy
+                if not shadows:
+                    return False
+                (shadow,) = shadows
+                made = shadow["requests"] + shadow["in_flight"] + shadow["queued"]
+                return bool(made and shadow["dropped_by"].get("busy", 0))
+
+            wait_until(made_and_dropped, "shadow copies made, and dropped while busy", 60)
             (shadowed,) = admin.get("/v2/routing/wine/shadow").json()
             assert admin.delete("/v2/routing/wine").status_code == 200  # while the clients go on
             (cleared,) = admin.get("/v2/routing/wine/shadow").json()
-            time.sleep(1.5)
+            time.sleep(1.5)  # a window in which nothing may run on: an absence has no event to wait for
             (later,) = admin.get("/v2/routing/wine/shadow").json()
         metrics = httpx.get(f"{server.url}/metrics").text
     assert load.failures == [] and len(load.answers) > 100

@@ -287,7 +287,8 @@ def test_copies_are_stopped_when_a_policy_stops_mirroring(models: Path, tmp_path
     async def scenario(registry: ModelRegistry, control: Callable[[], TrafficControl]) -> None:
         traffic = control()
         stopped: list[tuple[str, frozenset[str]]] = []
-        traffic._table.stop_mirroring = lambda endpoint, keep: stopped.append((endpoint, keep))  # the server's mirror.stop
+        # the server's mirror.stop
+        traffic._table.stop_mirroring = lambda endpoint, keep: stopped.append((endpoint, keep))
         traffic.apply("wine", {"policy": "shadow", "primary": "1", "shadow": "2", "percent": 100}, "ops")
         traffic.apply("wine", {"policy": "shadow", "primary": "1", "shadow": "2", "percent": 50}, "ops")
         assert stopped == []  # still mirroring to 2

@@ -18,6 +18,7 @@ import grpc
 import hpack
 import pytest
 
+from tests.support import eventually
 from turnout.transports.grpc import wire
 from turnout.transports.http2 import frames as f
 from turnout.transports.http2.limits import Http2Limits
@@ -305,7 +306,7 @@ def test_a_reset_cancels_the_handler() -> None:
         async with serving() as (port, service, _):
             client = await RawClient.connect(port)
             client.call(1, b"x", SLOW)
-            await asyncio.sleep(0.1)
+            await eventually(lambda: service.running == 1, "the handler running")
             client.send(f.rst_stream(1, f.CANCEL))
             await asyncio.wait_for(service.cancelled.wait(), 5)
             client.call(3, b"next")  # the connection carries on
@@ -321,7 +322,7 @@ def test_shutdown_finishes_open_calls_and_refuses_new_ones() -> None:
         async with serving() as (port, service, server):
             client = await RawClient.connect(port)
             client.call(1, b"in flight", SLOW)
-            await asyncio.sleep(0.1)
+            await eventually(lambda: service.running == 1, "the call in flight")
             stopping = asyncio.create_task(server.shutdown(5.0))
             _, payload = await client.until(f.GOAWAY)
             assert struct.unpack(">II", payload[:8]) == (1, f.NO_ERROR)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
+from tests.support import eventually
 from turnout.overload.budget import BodyBudget
 from turnout.overload.connections import Connections
 from turnout.overload.gate import FREE, Gate, OpenGate, Pass
@@ -439,9 +440,9 @@ def test_the_gate_sheds_with_503_and_every_pass_is_left_once() -> None:
             # a request cut off by the connection's loss leaves too
             writer.write(b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf")
             await writer.drain()
-            await asyncio.sleep(0.1)
+            await eventually(lambda: gate.entered == 3, "the third request let in")
             writer.close()
-            await asyncio.sleep(0.1)
+            await eventually(lambda: gate.left == 3, "its pass given back")
         assert [p for _, p, _ in handled] == ["/a", "/b"]
         assert gate.entered == gate.left == 3
 
@@ -468,10 +469,9 @@ def test_the_body_budget_refuses_with_503_and_gets_every_byte_back() -> None:
             _reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"POST /cut HTTP/1.1\r\nHost: x\r\nContent-Length: 90\r\n\r\nxx")
             await writer.drain()
-            await asyncio.sleep(0.1)
-            assert budget.held == 90
+            await eventually(lambda: budget.held == 90, "the declared body held")
             writer.close()
-            await asyncio.sleep(0.1)
+            await eventually(lambda: budget.held == 0, "every byte given back")
         assert [p for _, p, _ in handled] == ["/fits"]
         assert budget.held == 0
 
@@ -563,10 +563,9 @@ def test_the_connection_limit_closes_the_longest_idle_connection() -> None:
         arrived = asyncio.Event()
         async with serving(connections=connections, delay=0.5, arrived=arrived) as (port, _handled, _):
             first_reader, first = await asyncio.open_connection("127.0.0.1", port)
-            await asyncio.sleep(0.05)
+            await eventually(lambda: len(connections) == 1, "the first connection counted")
             others = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-            await asyncio.sleep(0.05)
-            assert len(connections) == 3
+            await eventually(lambda: len(connections) == 3, "three connections counted")
             # one more: the silent one that came first makes room
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             assert await closed(first_reader, 2) == b""
@@ -575,7 +574,7 @@ def test_the_connection_limit_closes_the_longest_idle_connection() -> None:
             # the rest busy too: a newcomer evicts the idle ones, never a busy one
             for _, other in others:
                 other.write(b"GET /busy HTTP/1.1\r\nHost: x\r\n\r\n")
-            await asyncio.sleep(0.05)
+            await eventually(lambda: len(_handled) == 3, "every connection busy")
             late_reader, late = await asyncio.open_connection("127.0.0.1", port)
             assert await closed(late_reader, 2) == b""  # refused: every connection is busy
             assert (await read_response(reader))[1] == b'{"echo":"/served"}'
@@ -583,8 +582,7 @@ def test_the_connection_limit_closes_the_longest_idle_connection() -> None:
                 assert (await read_response(other_reader))[0].startswith(b"HTTP/1.1 200")
             for w in (first, writer, late, *(o for _, o in others)):
                 w.close()
-            await asyncio.sleep(0.05)
-        assert len(connections) == 0
+            await eventually(lambda: len(connections) == 0, "every connection gone")
 
     run(scenario)
 
