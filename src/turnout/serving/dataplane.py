@@ -42,11 +42,11 @@ MAX_AB_ID = 128
 EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per request, and a frozen one costs four times as much
 class Arrival:
     """What a request was resolved to before its body was read: the
     endpoint's ``route`` (its variant chosen once the request is read), or
-    the live version that answers it (``served``)."""
+    the live version that answers it (``served``). Never changed once made."""
 
     model: str
     served: ServedVersion | None

@@ -53,7 +53,7 @@ class Exchanges:
         self.last_stream_id = 0
         # streams opened by the frames of this read, their read timeout not yet armed: most
         # requests end in the read that opens them, so their timer is never made
-        self._arriving: list[tuple[int, Stream]] = []
+        self.arriving: list[tuple[int, Stream]] = []
         self._decoder = HeaderDecoder(limits.max_header_bytes)
         self.outbox = Outbox(write, self._finish, self._write_timed_out, limits.write_timeout)
         # what we let the peer send
@@ -114,7 +114,7 @@ class Exchanges:
         if stream.ended:
             self._dispatch(stream_id, stream)
         else:
-            self._arriving.append((stream_id, stream))  # its read timeout, once this read's frames are done
+            self.arriving.append((stream_id, stream))  # its read timeout, once this read's frames are done
 
     def _on_trailers(self, stream_id: int, stream: Stream, flags: int, block: bytes) -> None:
         trailers = self._decoder.trailers(block)
@@ -131,14 +131,12 @@ class Exchanges:
 
     def arm_read_timeouts(self) -> None:
         """The streams this read opened and did not complete get their read timeout."""
-        if not self._arriving:
-            return
         loop = asyncio.get_running_loop()
         timeout = self._limits.read_timeout
-        for stream_id, stream in self._arriving:
+        for stream_id, stream in self.arriving:
             if stream.task is None and stream.timer is None and self.streams.get(stream_id) is stream:
                 stream.timer = loop.call_later(timeout, self._read_timed_out, stream_id)
-        self._arriving.clear()
+        self.arriving.clear()
 
     def _read_timed_out(self, stream_id: int) -> None:
         """A request still arriving after the read timeout (a client trickling
@@ -328,10 +326,6 @@ class Exchanges:
             if stream.task is not None and stream.task is not asyncio.current_task():
                 stream.task.cancel()
             self._release(stream_id, stream)
-
-    def stop_arriving(self) -> None:
-        """The frames of this read were cut short (the connection is closing)."""
-        self._arriving.clear()
 
     def teardown(self) -> None:
         """Every open stream ends unanswered: handlers cancelled, bodies and gate passes given back."""

@@ -180,11 +180,12 @@ class Http2Protocol(asyncio.Protocol):
                 position = end
                 self._frame(kind, flags, stream_id & 0x7FFFFFFF, payload)
         except f.ProtocolViolation as exc:
-            self._exchanges.stop_arriving()
+            self._exchanges.arriving.clear()
             self._abort(exc.code, exc.reason)
             return
         del buffer[:position]
-        self._exchanges.arm_read_timeouts()
+        if self._exchanges.arriving:  # most requests end in the read that opens them: no call
+            self._exchanges.arm_read_timeouts()
 
     def _yield_turn(self) -> None:
         """One read brought many frames: the rest wait while other connections
