@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ServerProcess, fixed_shape, identity_all_types, slow, write_model
+from tests.onnx_models import fixed_shape, identity_all_types, slow, write_model
+from tests.support import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))

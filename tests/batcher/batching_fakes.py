@@ -1,4 +1,5 @@
-"""A small row-wise model and a recording observer for the batcher's tests.
+"""A small row-wise model, a recording observer, and the steps that run a
+scenario against a batcher, for the batcher's tests.
 
 Each request's rows carry its id (first element of every row) and a poison
 flag (second element), so the fake can tell which requests shared a batch and
@@ -10,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from turnout.batcher.planner import BatchLimits
-from turnout.batcher.queue import Batcher
+from turnout.batcher.queue import Batcher, BatchResult
 from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Tensors
 from turnout.model.signature import Signature, TensorSpec
 
@@ -191,3 +192,24 @@ def check_own_rows(
         assert outputs[name].shape == want[name].shape, name
         assert outputs[name].dtype == want[name].dtype, name
         np.testing.assert_array_equal(outputs[name], want[name], err_msg=name)
+
+
+BOTH = ("y", "s")
+
+
+def run(scenario: Coroutine[Any, Any, None]) -> None:
+    """Run one test's scenario; a hang fails the test instead of stalling the suite."""
+    asyncio.run(asyncio.wait_for(scenario, 2 * HOLD_LIMIT))
+
+
+def submit_all(batcher: Batcher, inputs: list[dict[str, np.ndarray]]) -> list[asyncio.Task[BatchResult]]:
+    return [asyncio.create_task(batcher.submit(x, BOTH)) for x in inputs]
+
+
+async def _release(model: RowModel) -> None:
+    """Let the held predict go once the requests submitted alongside are queued.
+
+    ``gather`` starts its coroutines in order, so by the time this runs, every
+    submit before it has put its request in the queue.
+    """
+    model.gate.set()

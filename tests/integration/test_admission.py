@@ -24,7 +24,8 @@ import orjson
 import pytest
 
 from tests.integration.attack_support import ROWS, report, rss_bytes
-from tests.support import ServerProcess, slower, write_model
+from tests.onnx_models import slower, write_model
+from tests.support import ServerProcess
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2 as pb
 from turnout.transports.grpc.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 

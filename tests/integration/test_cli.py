@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from tests.integration.slow_client import post_slow
-from tests.support import ServerProcess, free_port, slow, wait_until, write_model
+from tests.onnx_models import slow, write_model
+from tests.support import ServerProcess, free_port, wait_until
 
 TURNOUT = [sys.executable, "-m", "turnout"]
 

@@ -17,7 +17,8 @@ import httpx
 import numpy as np
 from sklearn.datasets import load_diabetes
 
-from tests.support import ServerProcess, free_port, slower, wait_until, write_model
+from tests.onnx_models import slower, write_model
+from tests.support import ServerProcess, free_port, wait_until
 
 DATA = load_diabetes()
 ROWS = DATA.data.astype(np.float32)

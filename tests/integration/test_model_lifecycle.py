@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 
 from tests.integration.reference import diabetes_rows
-from tests.support import ServerProcess, SteadyLoad, slower, wait_until, write_model
+from tests.onnx_models import slower, write_model
+from tests.support import ServerProcess, SteadyLoad, wait_until
 
 ROWS = diabetes_rows(50)
 

@@ -14,8 +14,9 @@ import pytest
 import redis
 from sklearn.datasets import load_breast_cancer
 
+from tests.onnx_models import slow, write_model
 from tests.streams.streams_support import REQUESTS, envelope, produce, read_results, rows_request, wait_acknowledged
-from tests.support import RedisServer, ServerProcess, slow, write_model
+from tests.support import RedisServer, ServerProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
 

@@ -21,6 +21,7 @@ import pytest
 import redis
 from sklearn.datasets import load_breast_cancer
 
+from tests.onnx_models import failing_when_above, write_model
 from tests.streams.streams_support import (
     REQUESTS,
     envelope,
@@ -30,7 +31,7 @@ from tests.streams.streams_support import (
     rows_request,
     wait_acknowledged,
 )
-from tests.support import RedisServer, ServerProcess, failing_when_above, write_model
+from tests.support import RedisServer, ServerProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
 
