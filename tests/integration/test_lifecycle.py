@@ -21,6 +21,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.test_cli import turnout
+from tests.onnx_models import slow, write_model
 from tests.support import ServerProcess
 
 DIABETES_ROW = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 10], "data": [0.01] * 10}]}
@@ -160,8 +161,6 @@ def test_grpc_unknown_rpc_is_unimplemented(strict_server: ServerProcess) -> None
 
 def test_a_load_or_unload_whose_caller_gives_up_still_completes(repo: Path, tmp_path: Path) -> None:
     """A gRPC deadline shorter than the load must not leave the model half loaded."""
-    from tests.support import slow, write_model
-
     for version in range(1, 7):
         write_model(repo / "many" / str(version) / "model.onnx", slow())
     (repo / "many" / "model.toml").write_text("[version_policy]\nall = true\n")
