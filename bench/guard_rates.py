@@ -40,8 +40,9 @@ sys.path.insert(0, str(ROOT))
 import sections  # noqa: E402  (bench/sections.py)
 
 from tests.integration.reference import wine_rows  # noqa: E402
+from tests.onnx_models import failing_when_above, slower, write_model  # noqa: E402
 from tests.routing.test_guard import SERVER_LIKE, STEPS, Variant, simulate  # noqa: E402
-from tests.support import ServerProcess, SteadyLoad, failing_when_above, slower, write_model  # noqa: E402
+from tests.support import ServerProcess, SteadyLoad  # noqa: E402
 from turnout.routing.rollout import State  # noqa: E402
 
 REAL_STEPS = "10:1s:400r,50:1s:600r,100:1s:300r"
