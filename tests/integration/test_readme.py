@@ -191,3 +191,18 @@ def test_batch_jobs_walkthrough(example_repo: Path, tmp_path: Path) -> None:
     refused = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and not (tmp_path / "scored.csv").exists()
     assert refused.stderr == block_after("Bad rows are reported with their 1-based row", "text")
+
+
+def test_python_model_example(tmp_path: Path) -> None:
+    """ "Serve your own model: Python": the code and configuration shown are
+    the example's files, and the request shown gets the answer shown."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "python_models"
+    assert block_after("### Serve your own model: Python", "python") == (example / "text_stats/1/model.py").read_text()
+    assert block_after("and its `model.toml`", "toml") == (example / "text_stats/model.toml").read_text()
+    serve = block_after("Serve it (the server consents too)", "bash")
+    assert serve.split() == [".venv/bin/turnout", "serve", "examples/python_models", "--allow-trusted-models"]
+    with ServerProcess(example, "--allow-trusted-models", log_dir=tmp_path) as server:
+        command = on_test_ports(block_after("Serve it (the server consents too)", "sh"), server)
+        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True)
+    documented = json.loads(block_after("Serve it (the server consents too)", "json"))
+    assert json.loads(result.stdout) == documented

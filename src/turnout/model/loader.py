@@ -93,6 +93,8 @@ def load_version(source: ModelSource, version: int, allow_trusted: bool = False)
             instances.append(source.runtime.load(LoadContext(version_dir, config, source.options, index)))
         signature = _signature(source, instances[0])
         max_batch_size = _max_batch_size(config.max_batch_size, signature, shown.name)
+        for instance in instances:
+            instance.serving(signature, max_batch_size)
         too_big = [s for s in config.batching.preferred_batch_sizes if s > max_batch_size]
         if too_big:
             raise LoadFailed(f"preferred_batch_sizes {too_big} exceed the max_batch_size {max_batch_size}")

@@ -64,6 +64,10 @@ class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the mode
         ``[[inputs]]`` and ``[[outputs]]`` say it."""
         return None
 
+    def serving(self, signature: Signature, max_batch_size: int) -> None:  # noqa: B027 - optional hook
+        """Told once loaded: the signature it serves under (``model.toml``'s
+        reconciled with its own) and the batch size; to check its answers by."""
+
     def prepare(self, inputs: Tensors) -> Tensors:
         """Check and convert one request's inputs before it is queued.
 

@@ -1,10 +1,11 @@
 """Finding a model's runtime by the name ``model.toml`` gives it.
 
-Three places, in order: the runtimes turnout ships (``onnx``); the
+Three places, in order: the runtimes turnout ships (``onnx``, ``python``); the
 ``turnout.runtimes`` entry point group, so an installed package adds a runtime
 without touching turnout (``[project.entry-points."turnout.runtimes"]
 myruntime = "mypkg.runtime:MyRuntime"``); and ``package.module:Class``
-written in ``model.toml`` itself. The last imports and runs that module, so
+written in ``model.toml`` itself (a runtime, or a ``PythonModel`` subclass,
+which the Python runtime serves). The last imports and runs that module, so
 it is allowed only for a model marked ``trusted = true`` on a server started
 with ``--allow-trusted-models``, as a pickle is. An entry point is code the
 operator installed, so it needs neither.
@@ -37,7 +38,13 @@ def _onnx() -> ModelRuntime:
     return OnnxRuntime()
 
 
-BUILT_IN: Mapping[str, Callable[[], ModelRuntime]] = {"onnx": _onnx}
+def _python() -> ModelRuntime:
+    from turnout.model.runtimes.python import PythonRuntime
+
+    return PythonRuntime()
+
+
+BUILT_IN: Mapping[str, Callable[[], ModelRuntime]] = {"onnx": _onnx, "python": _python}
 
 
 class RuntimeCatalog:
@@ -108,5 +115,10 @@ def _imported(path: str) -> Callable[[], ModelRuntime]:
     found = getattr(module, attribute, None)
     if not callable(found):
         raise RuntimeNotFound(f"runtime {path!r}: {module_name} has no class {attribute!r}")
+    from turnout.model.runtimes.python import NamedClassRuntime, PythonModel
+
+    if isinstance(found, type) and issubclass(found, PythonModel):  # a model, served by the Python runtime
+        model_class = found
+        return lambda: NamedClassRuntime(model_class)
     factory: Callable[[], ModelRuntime] = found
     return factory

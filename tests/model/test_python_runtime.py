@@ -1,0 +1,148 @@
+"""The Python runtime in-process: ``model.py`` found and loaded as the
+repository reads it, the signature from the class or from ``model.toml``,
+answers checked (datatype, shape, rows, a missing output) with the output
+named, and a model that cannot load refused with its reason. The server
+path (REST, binary, gRPC) is tests/integration/test_python_models.py."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from turnout.model.loader import LoadFailed, load_version
+from turnout.model.repository import ModelRepository
+from turnout.model.runtimes.catalog import RuntimeCatalog
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "python_models" / "text_stats"
+
+ROWS = """\
+from turnout import PythonModel, Tensor
+import numpy as np
+
+class Rows(PythonModel):
+    inputs = (Tensor("x", "FP32", [-1, 2]),)
+    outputs = (Tensor("y", "FP32", [-1, 1]),)
+
+    def predict(self, inputs, parameters):
+        x = inputs["x"]
+        how = parameters.get("how", "right")
+        if how == "float64":
+            return {"y": x.sum(axis=1, keepdims=True).astype(np.float64)}
+        if how == "text":
+            return {"y": np.array([["a"]] * len(x))}
+        if how == "missing":
+            return {"z": x}
+        if how == "rows":
+            return {"y": x.sum(axis=1, keepdims=True)[:1]}
+        if how == "shape":
+            return {"y": x}
+        if how == "list":
+            return [x]
+        return {"y": x.sum(axis=1, keepdims=True)}
+
+    parameters = ("how",)
+"""
+
+
+def repository(root: Path, name: str, source: str, toml: str = 'runtime = "python"\ntrusted = true\n') -> Path:
+    (root / name / "1").mkdir(parents=True)
+    (root / name / "1" / "model.py").write_text(source)
+    (root / name / "model.toml").write_text(toml)
+    return root
+
+
+def loaded(root: Path, name: str, allow_trusted: bool = True):  # type: ignore[no-untyped-def]
+    repo = ModelRepository(root, RuntimeCatalog(allow_trusted_models=allow_trusted))
+    return load_version(repo.read(name), 1, allow_trusted)
+
+
+def test_the_example_serves_text_with_its_own_option(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLE, tmp_path / "text_stats")
+    version = loaded(tmp_path, "text_stats")
+    assert [s.describe() for s in version.signature.inputs] == ["text BYTES [-1]"]
+    texts = np.array(["zoë".encode(), b"hi"], dtype=object)
+    out = version.instances[0].predict({"text": texts}, ["shouted", "characters"])
+    assert out["shouted"].tolist() == ["ZOË!".encode(), b"HI!"]
+    assert out["characters"].dtype == np.int64 and out["characters"].tolist() == [3, 2]
+
+
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ("text", "output 'y' is <U1, which cannot be cast to FP32"),
+        ("missing", "output 'y' is missing"),
+        ("rows", "output 'y' has 1 rows for 3 input rows"),
+        ("shape", "output 'y' has shape [3, 2] where the signature says [-1, 1]"),
+        ("list", "predict returned a list, not a mapping"),
+    ],
+)
+def test_a_wrong_answer_is_an_error_that_names_the_output(tmp_path: Path, how: str, says: str) -> None:
+    instance = loaded(repository(tmp_path, "rows", ROWS), "rows").instances[0]
+    x = np.ones((3, 2), dtype=np.float32)
+    with pytest.raises((ValueError, TypeError)) as raised:
+        instance.predict({"x": x}, ["y"], {"how": how})
+    assert says in str(raised.value)
+
+
+def test_numbers_are_cast_to_the_declared_datatype(tmp_path: Path) -> None:
+    instance = loaded(repository(tmp_path, "rows", ROWS), "rows").instances[0]
+    out = instance.predict({"x": np.ones((3, 2), dtype=np.float32)}, ["y"], {"how": "float64"})
+    assert out["y"].dtype == np.float32 and out["y"].tolist() == [[2.0]] * 3
+    assert instance.parameters == frozenset({"how"})
+
+
+def test_model_toml_declares_the_signature_when_the_class_does_not(tmp_path: Path) -> None:
+    source = (
+        "from turnout import PythonModel\n\nclass Echo(PythonModel):\n"
+        "    def predict(self, inputs, parameters):\n        return {'out': inputs['in']}\n"
+    )
+    toml = (
+        'runtime = "python"\ntrusted = true\n'
+        '[[inputs]]\nname = "in"\ndatatype = "INT32"\nshape = [-1, 3]\n'
+        '[[outputs]]\nname = "out"\ndatatype = "INT32"\nshape = [-1, 3]\n'
+    )
+    version = loaded(repository(tmp_path, "echo", source, toml), "echo")
+    assert [s.describe() for s in version.signature.outputs] == ["out INT32 [-1, 3]"]
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("raise RuntimeError('no weights here')\n", "model.py failed to import: RuntimeError: no weights here"),
+        ("x = 1\n", "model.py defines 0 PythonModel subclasses"),
+        (
+            "from turnout import PythonModel\nclass A(PythonModel): pass\nclass B(PythonModel): pass\n",
+            "defines 2 PythonModel subclasses ['A', 'B']",
+        ),
+        (
+            "from turnout import PythonModel\nclass A(PythonModel):\n"
+            "    def load(self, context):\n        raise OSError('gone')\n",
+            "gone",
+        ),
+        ("from turnout import PythonModel\nclass A(PythonModel): pass\n", "declare its [[inputs]] and [[outputs]]"),
+    ],
+)
+def test_a_model_that_cannot_load_says_why(tmp_path: Path, source: str, says: str) -> None:
+    with pytest.raises(LoadFailed) as raised:
+        loaded(repository(tmp_path, "broken", source), "broken")
+    assert says in str(raised.value)
+
+
+def test_class_picks_one_of_several(tmp_path: Path) -> None:
+    source = ROWS + "\nclass Other(Rows):\n    pass\n"
+    toml = 'runtime.name = "python"\ntrusted = true\n[runtime.options]\nclass = "Other"\n'
+    version = loaded(repository(tmp_path, "two", source, toml), "two")
+    assert version.instances[0].predict({"x": np.ones((1, 2), dtype=np.float32)}, ["y"])["y"].tolist() == [[2.0]]
+
+
+def test_python_models_run_code_so_they_need_both_consents(tmp_path: Path) -> None:
+    root = repository(tmp_path, "rows", ROWS, 'runtime = "python"\n')
+    with pytest.raises(LoadFailed) as raised:
+        loaded(root, "rows", allow_trusted=True)
+    assert "`trusted = true` in its model.toml" in str(raised.value)
+    with pytest.raises(LoadFailed) as raised:
+        loaded(repository(tmp_path / "b", "rows", ROWS), "rows", allow_trusted=False)
+    assert "a server run with --allow-trusted-models" in str(raised.value)
