@@ -7,12 +7,14 @@ path (REST, binary, gRPC) is tests/integration/test_python_models.py."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from turnout.model.loader import LoadFailed, load_version
+from turnout.model.loader import LoadedVersion, LoadFailed, load_version
 from turnout.model.repository import ModelRepository
 from turnout.model.runtimes.catalog import RuntimeCatalog
 
@@ -54,14 +56,31 @@ def repository(root: Path, name: str, source: str, toml: str = 'runtime = "pytho
     return root
 
 
-def loaded(root: Path, name: str, allow_trusted: bool = True):  # type: ignore[no-untyped-def]
+@contextmanager
+def loaded(root: Path, name: str, allow_trusted: bool = True) -> Iterator[LoadedVersion]:
     repo = ModelRepository(root, RuntimeCatalog(allow_trusted_models=allow_trusted))
-    return load_version(repo.read(name), 1, allow_trusted)
+    version = load_version(repo.read(name), 1, allow_trusted)
+    try:
+        yield version
+    finally:
+        for instance in version.instances:
+            instance.close()
+
+
+ISOLATIONS = pytest.mark.parametrize("isolation", ["process", "none"])
+
+
+def isolated(isolation: str, extra: str = "") -> str:
+    return f'runtime.name = "python"\ntrusted = true\n[runtime.options]\nisolation = "{isolation}"\n{extra}'
 
 
 def test_the_example_serves_text_with_its_own_option(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLE, tmp_path / "text_stats")
-    version = loaded(tmp_path, "text_stats")
+    with loaded(tmp_path, "text_stats") as version:
+        answer(version)
+
+
+def answer(version: LoadedVersion) -> None:
     assert [s.describe() for s in version.signature.inputs] == ["text BYTES [-1]"]
     texts = np.array(["zoë".encode(), b"hi"], dtype=object)
     out = version.instances[0].predict({"text": texts}, ["shouted", "characters"])
@@ -79,19 +98,22 @@ def test_the_example_serves_text_with_its_own_option(tmp_path: Path) -> None:
         ("list", "predict returned a list, not a mapping"),
     ],
 )
-def test_a_wrong_answer_is_an_error_that_names_the_output(tmp_path: Path, how: str, says: str) -> None:
-    instance = loaded(repository(tmp_path, "rows", ROWS), "rows").instances[0]
-    x = np.ones((3, 2), dtype=np.float32)
-    with pytest.raises((ValueError, TypeError)) as raised:
-        instance.predict({"x": x}, ["y"], {"how": how})
+@ISOLATIONS
+def test_a_wrong_answer_is_an_error_that_names_the_output(tmp_path: Path, how: str, says: str, isolation: str) -> None:
+    with loaded(repository(tmp_path, "rows", ROWS, isolated(isolation)), "rows") as version:
+        x = np.ones((3, 2), dtype=np.float32)
+        with pytest.raises(Exception) as raised:
+            version.instances[0].predict({"x": x}, ["y"], {"how": how})
     assert says in str(raised.value)
 
 
-def test_numbers_are_cast_to_the_declared_datatype(tmp_path: Path) -> None:
-    instance = loaded(repository(tmp_path, "rows", ROWS), "rows").instances[0]
-    out = instance.predict({"x": np.ones((3, 2), dtype=np.float32)}, ["y"], {"how": "float64"})
-    assert out["y"].dtype == np.float32 and out["y"].tolist() == [[2.0]] * 3
-    assert instance.parameters == frozenset({"how"})
+@ISOLATIONS
+def test_numbers_are_cast_to_the_declared_datatype(tmp_path: Path, isolation: str) -> None:
+    with loaded(repository(tmp_path, "rows", ROWS, isolated(isolation)), "rows") as version:
+        instance = version.instances[0]
+        out = instance.predict({"x": np.ones((3, 2), dtype=np.float32)}, ["y"], {"how": "float64"})
+        assert out["y"].dtype == np.float32 and out["y"].tolist() == [[2.0]] * 3
+        assert instance.parameters == frozenset({"how"})
 
 
 def test_model_toml_declares_the_signature_when_the_class_does_not(tmp_path: Path) -> None:
@@ -104,8 +126,8 @@ def test_model_toml_declares_the_signature_when_the_class_does_not(tmp_path: Pat
         '[[inputs]]\nname = "in"\ndatatype = "INT32"\nshape = [-1, 3]\n'
         '[[outputs]]\nname = "out"\ndatatype = "INT32"\nshape = [-1, 3]\n'
     )
-    version = loaded(repository(tmp_path, "echo", source, toml), "echo")
-    assert [s.describe() for s in version.signature.outputs] == ["out INT32 [-1, 3]"]
+    with loaded(repository(tmp_path, "echo", source, toml), "echo") as version:
+        assert [s.describe() for s in version.signature.outputs] == ["out INT32 [-1, 3]"]
 
 
 @pytest.mark.parametrize(
@@ -125,24 +147,32 @@ def test_model_toml_declares_the_signature_when_the_class_does_not(tmp_path: Pat
         ("from turnout import PythonModel\nclass A(PythonModel): pass\n", "declare its [[inputs]] and [[outputs]]"),
     ],
 )
-def test_a_model_that_cannot_load_says_why(tmp_path: Path, source: str, says: str) -> None:
-    with pytest.raises(LoadFailed) as raised:
-        loaded(repository(tmp_path, "broken", source), "broken")
+@ISOLATIONS
+def test_a_model_that_cannot_load_says_why(tmp_path: Path, source: str, says: str, isolation: str) -> None:
+    with (
+        pytest.raises(LoadFailed) as raised,
+        loaded(repository(tmp_path, "broken", source, isolated(isolation)), "broken"),
+    ):
+        pass
     assert says in str(raised.value)
 
 
 def test_class_picks_one_of_several(tmp_path: Path) -> None:
     source = ROWS + "\nclass Other(Rows):\n    pass\n"
     toml = 'runtime.name = "python"\ntrusted = true\n[runtime.options]\nclass = "Other"\n'
-    version = loaded(repository(tmp_path, "two", source, toml), "two")
-    assert version.instances[0].predict({"x": np.ones((1, 2), dtype=np.float32)}, ["y"])["y"].tolist() == [[2.0]]
+    with loaded(repository(tmp_path, "two", source, toml), "two") as version:
+        out = version.instances[0].predict({"x": np.ones((1, 2), dtype=np.float32)}, ["y"])
+    assert out["y"].tolist() == [[2.0]]
 
 
 def test_python_models_run_code_so_they_need_both_consents(tmp_path: Path) -> None:
     root = repository(tmp_path, "rows", ROWS, 'runtime = "python"\n')
-    with pytest.raises(LoadFailed) as raised:
-        loaded(root, "rows", allow_trusted=True)
+    with pytest.raises(LoadFailed) as raised, loaded(root, "rows", allow_trusted=True):
+        pass
     assert "`trusted = true` in its model.toml" in str(raised.value)
-    with pytest.raises(LoadFailed) as raised:
-        loaded(repository(tmp_path / "b", "rows", ROWS), "rows", allow_trusted=False)
+    with (
+        pytest.raises(LoadFailed) as raised,
+        loaded(repository(tmp_path / "b", "rows", ROWS), "rows", allow_trusted=False),
+    ):
+        pass
     assert "a server run with --allow-trusted-models" in str(raised.value)

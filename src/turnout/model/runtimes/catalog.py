@@ -39,7 +39,7 @@ def _onnx() -> ModelRuntime:
 
 
 def _python() -> ModelRuntime:
-    from turnout.model.runtimes.python import PythonRuntime
+    from turnout.model.runtimes.python_runtime import PythonRuntime
 
     return PythonRuntime()
 
@@ -115,7 +115,8 @@ def _imported(path: str) -> Callable[[], ModelRuntime]:
     found = getattr(module, attribute, None)
     if not callable(found):
         raise RuntimeNotFound(f"runtime {path!r}: {module_name} has no class {attribute!r}")
-    from turnout.model.runtimes.python import NamedClassRuntime, PythonModel
+    from turnout.model.runtimes.python import PythonModel
+    from turnout.model.runtimes.python_runtime import NamedClassRuntime
 
     if isinstance(found, type) and issubclass(found, PythonModel):  # a model, served by the Python runtime
         model_class = found

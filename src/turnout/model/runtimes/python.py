@@ -33,6 +33,9 @@ block).
 
 The signature comes from ``model.toml``'s ``[[inputs]]``/``[[outputs]]``
 when declared there, else from the class's ``inputs``/``outputs``.
+
+This module is what a model sees and what checks its answers; the runtime
+that serves it, in a worker process by default, is ``python_runtime.py``.
 """
 
 from __future__ import annotations
@@ -47,9 +50,8 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from turnout.model.runtimes.base import NO_PARAMETERS, LoadContext, LoadedModel, ModelRuntime, Outputs, Tensors
+from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Outputs, Tensors
 from turnout.model.signature import Signature, TensorSpec
 from turnout.protocol.datatypes import BYTES, to_numpy
 
@@ -94,46 +96,6 @@ class PythonModel:
 
     def unload(self) -> None:
         """When the version stops serving."""
-
-
-class PythonOptions(BaseModel):
-    """``[runtime.options]`` of a Python model: ``class`` picks the class in
-    ``model.py`` (needed only when it defines several); every other key is the
-    model's own, handed to ``load`` as ``context.options``."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
-
-    model_class: str | None = Field(default=None, alias="class", min_length=1)
-
-    def model_options(self) -> dict[str, Any]:
-        return dict(self.__pydantic_extra__ or {})
-
-
-class PythonRuntime(ModelRuntime):
-    platform = "python"
-    artifacts: ClassVar[tuple[str, ...]] = (MODEL_FILE,)
-    executes_code_on_load = True
-    options = PythonOptions
-
-    def __init__(self, model_class: type[PythonModel] | None = None) -> None:
-        self._class = model_class  # a class named in model.toml (then see NamedClassRuntime)
-
-    def load(self, context: LoadContext) -> LoadedModel:
-        options: PythonOptions = context.options or PythonOptions()
-        cls = self._class or _model_class(context.version_dir / MODEL_FILE, options.model_class, context.instance)
-        model = cls()
-        name = context.version_dir.parent.name
-        model.load(ModelContext(context.version_dir, options.model_options(), context.instance, name))
-        return PythonLoaded(model)
-
-
-class NamedClassRuntime(PythonRuntime):
-    """``runtime = "package.module:Class"`` naming a :class:`PythonModel`: no ``model.py``."""
-
-    artifacts = ()
-
-    def __init__(self, model_class: type[PythonModel]) -> None:
-        super().__init__(model_class)
 
 
 class PythonLoaded(LoadedModel):
@@ -227,7 +189,7 @@ def _as_array(name: str, value: Any, spec: TensorSpec | None, rows: int | None) 
     return array
 
 
-def _model_class(path: Path, named: str | None, instance: int) -> type[PythonModel]:
+def model_class_in(path: Path, named: str | None, instance: int) -> type[PythonModel]:
     module = _import(path, instance)
     if named is not None:
         found = getattr(module, named, None)

@@ -1,0 +1,157 @@
+"""A Python model instance in a worker process of its own (``isolation =
+"process"``, the default): the GIL of one instance never holds up another,
+or the server.
+
+Each :class:`ProcessInstance` is one worker (``worker.py``), driven from the
+instance's thread, one batch at a time. What goes wrong stays with its batch:
+
+- the worker dies during a batch (a crash, the OOM killer): that batch fails
+  with a 500 naming the model and how the worker ended; the next batch starts
+  a new worker, loaded again, first;
+- a batch runs past the model's ``timeout_ms`` (or 60 s without one): the
+  worker is killed, the batch fails the same way, the next starts a new one;
+- what the model logs reaches the server's log, with the model and version.
+
+``close`` stops the worker (asked, then killed); a worker whose server dies
+without closing ends itself (``worker.py``'s watchdog).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Outputs, Tensors
+from turnout.model.runtimes.worker import LoadSpec
+from turnout.model.signature import Signature
+
+log = logging.getLogger("turnout.worker")
+
+NO_TIMEOUT_SECONDS = 60.0  # a batch of a model without timeout_ms may take this long before its worker is killed
+LOAD_SECONDS = 300.0  # loading a model in a worker
+
+
+class WorkerFailed(RuntimeError):
+    """The worker died or was stopped during a batch; the message says how."""
+
+
+class ProcessInstance(LoadedModel):
+    def __init__(self, spec: LoadSpec, version: str, timeout: float | None) -> None:
+        self._spec = spec
+        self._where = f"model '{spec.model}' version {version} instance {spec.instance}"
+        self._timeout = timeout or NO_TIMEOUT_SECONDS
+        self._process: subprocess.Popen[bytes] | None = None
+        self._connection: Connection | None = None
+        self._serving: tuple[Signature, int] | None = None
+        self._signature: Signature | None = None
+        self._lock = threading.Lock()  # a restart and close never overlap
+        self._start()
+
+    @property
+    def signature(self) -> Signature | None:
+        return self._signature
+
+    def serving(self, signature: Signature, max_batch_size: int) -> None:
+        self._serving = (signature, max_batch_size)
+        self._call(("serving", signature, max_batch_size), LOAD_SECONDS)
+
+    def predict(
+        self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS
+    ) -> Outputs:
+        with self._lock:
+            if self._connection is None:  # the last batch ended its worker: a new one first
+                self._start()
+                if self._serving is not None:
+                    self._call(("serving", *self._serving), LOAD_SECONDS)
+        result: Outputs = self._call(("predict", dict(inputs), list(outputs), dict(parameters)), self._timeout)
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            connection, process = self._connection, self._process
+            self._connection = self._process = None
+        if connection is not None:
+            try:
+                connection.send(("stop",))
+                if connection.poll(5.0):
+                    connection.recv()
+            except (OSError, EOFError):
+                pass
+            connection.close()
+        if process is not None:
+            _end(process, 2.0)
+
+    # inside
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair()
+        command = [sys.executable, "-m", "turnout.model.runtimes.worker", str(theirs.fileno())]
+        process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        theirs.close()
+        self._process, self._connection = process, Connection(ours.detach())
+        try:
+            self._signature, parameters = self._call(("load", self._spec), LOAD_SECONDS)
+        except Exception:
+            self.close()
+            raise
+        self.parameters = frozenset(parameters)  # type: ignore[misc]  # the model class's
+        log.info("%s: worker %d ready", self._where, process.pid)
+
+    def _call(self, message: tuple[Any, ...], timeout: float) -> Any:
+        connection = self._connection
+        assert connection is not None
+        try:
+            connection.send(message)
+            while True:
+                if not connection.poll(timeout):
+                    raise self._lost(f"ran past its {timeout:g} s: the worker was stopped", kill=True)
+                reply = connection.recv()
+                if reply[0] == "log":
+                    _, level, logger, text = reply
+                    log.log(level, "%s: %s: %s", self._where, logger, text)
+                    continue
+                break
+        except (EOFError, OSError):
+            raise self._lost("the worker ended during this batch") from None
+        if reply[0] == "error":
+            raise RuntimeError(reply[1])
+        return reply[1]
+
+    def _lost(self, what: str, kill: bool = False) -> WorkerFailed:
+        """The worker is gone (or made to go): the next batch starts another."""
+        connection, process = self._connection, self._process
+        self._connection = self._process = None
+        if connection is not None:
+            connection.close()
+        ended = ""
+        if process is not None:
+            if kill:
+                process.kill()
+            code = process.wait()
+            ended = f" ({_how(code)})" if not kill else ""
+        message = f"{self._where}: {what}{ended}; a new worker takes the next batch"
+        log.error("%s", message)
+        return WorkerFailed(message)
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _end(process: subprocess.Popen[bytes], patience: float) -> None:
+    try:
+        process.wait(patience)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

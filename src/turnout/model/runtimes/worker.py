@@ -1,0 +1,138 @@
+"""A Python model's worker process: ``python -m turnout.model.runtimes.worker FD``.
+
+The server (``process.py``) starts one per instance and talks to it over a
+socket pair (``FD`` is the worker's end), one message at a time, pickled:
+numeric arrays travel as one buffer each (pickle copies the array's memory
+whole, never element by element); BYTES arrays element by element, as they
+are Python objects on both sides.
+
+Messages in: ``("load", LoadSpec)``, then ``("serving", signature,
+max_batch_size)``, ``("predict", inputs, outputs, parameters)``,
+``("stop",)``. Out: ``("ok", value)``, ``("error", text)`` and, at any time
+before either, ``("log", level, logger, text)`` for each record the model
+logs, which the server logs with the model and version.
+
+The worker exits when the server closes its end, or when the server itself
+is gone (a watchdog checks its parent), so none is left behind.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from turnout.model.runtimes.python import ModelContext, PythonLoaded, PythonModel, model_class_in
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """What a worker loads: ``model.py`` in ``version_dir``, or an installed ``class_path``."""
+
+    version_dir: Path
+    model: str  # the model's name, for the context and the logs
+    options: dict[str, Any]
+    instance: int
+    class_name: str | None = None  # which class of model.py
+    class_path: str | None = None  # "package.module:Class" instead of model.py
+
+
+class _ToServer(logging.Handler):
+    def __init__(self, connection: Connection, lock: threading.Lock) -> None:
+        super().__init__()
+        self._connection = connection
+        self._lock = lock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            with self._lock:
+                self._connection.send(("log", record.levelno, record.name, self.format(record)))
+        except Exception:
+            pass
+
+
+def load(spec: LoadSpec) -> PythonLoaded:
+    if spec.class_path is not None:
+        module_name, _, attribute = spec.class_path.partition(":")
+        cls = getattr(importlib.import_module(module_name), attribute)
+        if not (isinstance(cls, type) and issubclass(cls, PythonModel)):
+            raise TypeError(f"{spec.class_path} is not a PythonModel subclass")
+    else:
+        cls = model_class_in(spec.version_dir / "model.py", spec.class_name, spec.instance)
+    model = cls()
+    model.load(ModelContext(spec.version_dir, spec.options, spec.instance, spec.model))
+    return PythonLoaded(model)
+
+
+def serve(connection: Connection) -> None:
+    lock = threading.Lock()  # the model may log from its own threads
+    handler = _ToServer(connection, lock)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    loaded: PythonLoaded | None = None
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return  # the server closed its end
+        kind = message[0]
+        try:
+            if kind == "stop":
+                if loaded is not None:
+                    loaded.close()
+                with lock:
+                    connection.send(("ok", None))
+                return
+            if kind == "load":
+                loaded = load(message[1])
+                value: Any = (loaded.signature, sorted(loaded.parameters))
+            elif kind == "serving":
+                assert loaded is not None
+                loaded.serving(message[1], message[2])
+                value = None
+            elif kind == "predict":
+                assert loaded is not None
+                _, inputs, outputs, parameters = message
+                if loaded.asynchronous:
+                    import asyncio
+
+                    value = asyncio.run(loaded.predict_async(inputs, outputs, parameters))
+                else:
+                    value = loaded.predict(inputs, outputs, parameters)
+            else:
+                raise ValueError(f"unknown message {kind!r}")
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if kind == "load":
+                text += "\n" + "".join(traceback.format_exception(exc)[-3:])
+            with lock:
+                connection.send(("error", text))
+            continue
+        with lock:
+            connection.send(("ok", value))
+
+
+def _watch_parent(parent: int) -> None:
+    """The server died without closing (SIGKILL): this worker goes too."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def main() -> None:
+    connection = Connection(int(sys.argv[1]))
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="watchdog").start()
+    serve(connection)
+
+
+if __name__ == "__main__":
+    main()

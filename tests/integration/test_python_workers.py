@@ -1,0 +1,147 @@
+"""Python models in worker processes on a real server: a worker that
+crashes or hangs fails only its batch and is replaced, the model's logs
+reach the server's log with the model and version, two instances run at
+once despite the GIL, and no worker outlives its server, even a SIGKILLed
+one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import ServerProcess, wait_until
+
+MODEL = """\
+import logging
+import os
+import time
+
+from turnout import PythonModel, Tensor
+
+log = logging.getLogger("fragile")
+
+
+class Fragile(PythonModel):
+    inputs = (Tensor("x", "FP32", [-1, 1]),)
+    outputs = (Tensor("y", "FP32", [-1, 1]), Tensor("pid", "INT64", [-1, 1]))
+
+    def predict(self, inputs, parameters):
+        x = inputs["x"]
+        if (x < 0).any():
+            os._exit(3)  # a crash: the process is gone mid-batch
+        if (x > 1000).any():
+            time.sleep(60)  # a hang, past timeout_ms
+        if (x == 7).any():
+            log.warning("seven rows? %d", len(x))
+        if (x == 5).any():
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:  # pure Python: holds its GIL for a second
+                pass
+        return {"y": x * 2, "pid": [[os.getpid()]] * len(x)}
+"""
+TOML = """\
+runtime.name = "python"
+trusted = true
+max_batch_size = 0
+[instances]
+count = 2
+[batching]
+timeout_ms = 1500
+"""
+
+
+def infer(server: ServerProcess, value: float, timeout: float = 30) -> httpx.Response:
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [value]}]}
+    return httpx.post(f"{server.url}/v2/models/fragile/infer", json=body, timeout=timeout)
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    (tmp_path / "models" / "fragile" / "1").mkdir(parents=True)
+    (tmp_path / "models" / "fragile" / "1" / "model.py").write_text(MODEL)
+    (tmp_path / "models" / "fragile" / "model.toml").write_text(TOML)
+    return tmp_path / "models"
+
+
+def test_a_crashing_or_hanging_worker_fails_its_batch_and_is_replaced(repo: Path, tmp_path: Path) -> None:
+    with ServerProcess(repo, "--allow-trusted-models", log_dir=tmp_path) as server:
+        assert infer(server, 1.0).status_code == 200
+        crashed = infer(server, -1.0)
+        assert crashed.status_code == 500, crashed.text
+        assert "model 'fragile' version 1" in crashed.text and "exit code 3" in crashed.text
+        for _ in range(4):  # both instances serve again (one restarted)
+            answer = infer(server, 2.0)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"][0]["data"] == [4.0]
+        started = time.monotonic()
+        hung = infer(server, 5000.0)
+        assert hung.status_code in (500, 504), hung.text
+        assert time.monotonic() - started < 10
+        wait_until(lambda: infer(server, 3.0).status_code == 200, "serving after the hang", 30)
+        log = server.log()
+    assert "ran past its 1.5 s: the worker was stopped" in log
+    assert "the worker ended during this batch (exit code 3)" in log
+
+
+def test_the_models_logs_reach_the_server_log_with_model_and_version(repo: Path, tmp_path: Path) -> None:
+    with ServerProcess(repo, "--allow-trusted-models", log_dir=tmp_path) as server:
+        assert infer(server, 7.0).status_code == 200
+        wait_until(lambda: "seven rows? 1" in server.log(), "the model's log line")
+        line = next(line for line in server.log().splitlines() if "seven rows? 1" in line)
+    assert "model 'fragile' version 1 instance" in line and "fragile" in line
+
+
+def test_two_instances_run_at_once_despite_the_gil(repo: Path, tmp_path: Path) -> None:
+    """Each busy request holds its worker's GIL for a second: in one process
+    two would take two seconds; in two workers about one."""
+    import concurrent.futures
+
+    with ServerProcess(repo, "--allow-trusted-models", log_dir=tmp_path) as server:
+        infer(server, 1.0)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            started = time.monotonic()
+            answers = list(pool.map(lambda _: infer(server, 5.0), range(2)))
+            took = time.monotonic() - started
+    assert all(a.status_code == 200 for a in answers)
+    pids = {a.json()["outputs"][1]["data"][0] for a in answers}
+    assert len(pids) == 2, pids  # one worker each
+    assert took < 1.8, f"two one-second batches took {took:.2f} s: they did not overlap"
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_no_worker_outlives_its_server(repo: Path, tmp_path: Path, how: signal.Signals) -> None:
+    server = ServerProcess(repo, "--allow-trusted-models", log_dir=tmp_path)
+    with server:
+        assert infer(server, 1.0).status_code == 200
+        assert server.process is not None
+        workers = children(server.process.pid)
+        assert len(workers) == 2, workers
+        server.process.send_signal(how)
+        server.process.wait(30)
+    wait_until(lambda: not any(alive(pid) for pid in workers), "every worker gone", 10)
