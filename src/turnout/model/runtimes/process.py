@@ -14,16 +14,26 @@ instance's thread, one batch at a time. What goes wrong stays with its batch:
 
 ``close`` stops the worker (asked, then killed); a worker whose server dies
 without closing ends itself (``worker.py``'s watchdog).
+
+Latency: a process asleep in ``poll`` takes tens of microseconds to wake (more
+on a VM), which was most of what a worker added to a small batch. So each
+side waits awake for a moment first, where that pays: the server for a
+reply (``SPIN_SECONDS``, only while replies have been that quick), the
+worker for the next batch (only while batches have followed closely). A
+batch of one row then costs about 70 µs more than in-process (measured with
+the example model, 65-75 µs against 250 µs asleep).
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -36,6 +46,7 @@ log = logging.getLogger("turnout.worker")
 
 NO_TIMEOUT_SECONDS = 60.0  # a batch of a model without timeout_ms may take this long before its worker is killed
 LOAD_SECONDS = 300.0  # loading a model in a worker
+SPIN_SECONDS = 0.0002  # awake after sending a batch, for a quick reply
 
 
 class WorkerFailed(RuntimeError):
@@ -52,6 +63,7 @@ class ProcessInstance(LoadedModel):
         self._serving: tuple[Signature, int] | None = None
         self._signature: Signature | None = None
         self._lock = threading.Lock()  # a restart and close never overlap
+        self._quick = True  # the last reply came within the spin: wait for the next awake
         self._start()
 
     @property
@@ -107,7 +119,10 @@ class ProcessInstance(LoadedModel):
         connection = self._connection
         assert connection is not None
         try:
+            sent = time.perf_counter()
             connection.send(message)
+            if self._quick:
+                _reply_soon(connection.fileno())
             while True:
                 if not connection.poll(timeout):
                     raise self._lost(f"ran past its {timeout:g} s: the worker was stopped", kill=True)
@@ -119,6 +134,8 @@ class ProcessInstance(LoadedModel):
                 break
         except (EOFError, OSError):
             raise self._lost("the worker ended during this batch") from None
+        # spin next time only if this reply was quick: a slow model's batches would waste the wait
+        self._quick = time.perf_counter() - sent < 2 * SPIN_SECONDS
         if reply[0] == "error":
             raise RuntimeError(reply[1])
         return reply[1]
@@ -138,6 +155,15 @@ class ProcessInstance(LoadedModel):
         message = f"{self._where}: {what}{ended}; a new worker takes the next batch"
         log.error("%s", message)
         return WorkerFailed(message)
+
+
+def _reply_soon(fd: int) -> None:
+    """A small batch's reply comes within microseconds: wait for it awake for
+    a moment before sleeping in ``poll`` (waking takes tens of microseconds)."""
+    deadline = time.perf_counter() + SPIN_SECONDS
+    while time.perf_counter() < deadline:
+        if select.select([fd], [], [], 0)[0]:
+            return
 
 
 def _how(code: int) -> str:
