@@ -11,7 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import redis
+import skops.io as sio
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from sklearn.datasets import load_breast_cancer
 
 from tests.support import ServerProcess, free_port
 
@@ -206,3 +211,33 @@ def test_python_model_example(tmp_path: Path) -> None:
         result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True)
     documented = json.loads(block_after("Serve it (the server consents too)", "json"))
     assert json.loads(result.stdout) == documented
+
+
+def test_sklearn_example_serves_over_rest_binary_and_grpc(tmp_path: Path) -> None:
+    """ "Serve your own model: scikit-learn": the snippet run as printed makes a
+    repository whose forest answers its own labels and probabilities
+    through REST, tritonclient's binary extension and gRPC."""
+    marker = "### Serve your own model: scikit-learn"
+    subprocess.run([sys.executable, "-c", block_after(marker, "python")], cwd=tmp_path, check=True, timeout=120)
+    assert block_after(marker, "bash").split() == [".venv/bin/turnout", "serve", "sklearn_models"]
+    models = tmp_path / "sklearn_models"
+    forest = sio.load(models / "cancer_forest/1/model.skops", trusted=["sklearn.tree._tree.Tree"])
+    rows = load_breast_cancer().data[:8].astype(np.float32)
+    with ServerProcess(models, log_dir=tmp_path) as server:
+        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [8, 30], "data": rows.ravel().tolist()}]}
+        reply = subprocess.run(
+            ["curl", "-s", f"{server.url}/v2/models/cancer_forest/infer", "-d", json.dumps(body)],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        outputs = {o["name"]: o for o in json.loads(reply.stdout)["outputs"]}
+        assert outputs["label"]["data"] == forest.predict(rows).tolist()
+        over_http = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+        given = httpclient.InferInput("input", [8, 30], "FP32")
+        given.set_data_from_numpy(rows, binary_data=True)
+        result = over_http.infer("cancer_forest", [given])
+        np.testing.assert_allclose(result.as_numpy("probabilities"), forest.predict_proba(rows), rtol=1e-6)
+        over_grpc = grpcclient.InferenceServerClient(server.grpc_address)
+        given = grpcclient.InferInput("input", [8, 30], "FP32")
+        given.set_data_from_numpy(rows)
+        result = over_grpc.infer("cancer_forest", [given])
+        assert result.as_numpy("label").tolist() == forest.predict(rows).tolist()

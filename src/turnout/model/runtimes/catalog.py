@@ -1,6 +1,6 @@
 """Finding a model's runtime by the name ``model.toml`` gives it.
 
-Three places, in order: the runtimes turnout ships (``onnx``, ``python``); the
+Three places, in order: the runtimes turnout ships (``onnx``, ``python``, ``sklearn``); the
 ``turnout.runtimes`` entry point group, so an installed package adds a runtime
 without touching turnout (``[project.entry-points."turnout.runtimes"]
 myruntime = "mypkg.runtime:MyRuntime"``); and ``package.module:Class``
@@ -44,7 +44,13 @@ def _python() -> ModelRuntime:
     return PythonRuntime()
 
 
-BUILT_IN: Mapping[str, Callable[[], ModelRuntime]] = {"onnx": _onnx, "python": _python}
+def _sklearn() -> ModelRuntime:
+    from turnout.model.runtimes.sklearn import SklearnRuntime
+
+    return SklearnRuntime()
+
+
+BUILT_IN: Mapping[str, Callable[[], ModelRuntime]] = {"onnx": _onnx, "python": _python, "sklearn": _sklearn}
 
 
 class RuntimeCatalog:
