@@ -6,7 +6,9 @@ session knobs; see :class:`OnnxOptions`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import numpy as np
@@ -16,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from turnout.errors import InvalidRequest
 from turnout.model.runtimes.base import NO_PARAMETERS, LoadContext, LoadedModel, ModelRuntime, Outputs, Tensors
 from turnout.model.signature import Signature, TensorSpec
+
+log = logging.getLogger("turnout.registry")
 
 _DATATYPES: Final = {
     "tensor(bool)": "BOOL",
@@ -59,15 +63,15 @@ class OnnxOptions(BaseModel):
     execution_mode: Literal["sequential", "parallel"] = "sequential"
     inter_op_threads: Annotated[int, Field(ge=0)] = 1
     graph_level: Literal["disabled", "basic", "extended", "all"] = "all"
+    # execution providers, most wanted first; those this machine's onnxruntime
+    # lacks are skipped (logged), and the CPU is always the last resort
+    providers: list[str] = ["CPUExecutionProvider"]
 
 
 class OnnxRuntime(ModelRuntime):
     platform = "onnxruntime_onnx"
     artifacts = ("model.onnx",)
     options = OnnxOptions
-
-    def __init__(self, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
-        self._providers = list(providers)
 
     def load(self, context: LoadContext) -> LoadedModel:
         path = context.version_dir / self.artifacts[0]
@@ -80,11 +84,25 @@ class OnnxRuntime(ModelRuntime):
         # Spinning worker threads burn the cores the event loop and other models need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        providers = _available(knobs.providers, context.version_dir)
         try:
-            session = ort.InferenceSession(str(path), sess_options=options, providers=self._providers)
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises several unrelated types for a bad file
             raise ValueError(f"{path}: ONNX Runtime cannot load it: {_first_line(exc)}") from None
         return _OnnxModel(session)
+
+
+def _available(wanted: Sequence[str], where: Path) -> list[str]:
+    """The wanted providers this onnxruntime has, in order, with the CPU last."""
+    present = set(ort.get_available_providers())
+    missing = [p for p in wanted if p not in present]
+    if missing:
+        log.warning("%s: execution provider(s) %s not available here (this onnxruntime has %s); using the rest",
+                    where, missing, sorted(present))  # fmt: skip
+    chosen = [p for p in wanted if p in present]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
 
 
 class _OnnxModel(LoadedModel):
