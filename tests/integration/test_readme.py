@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import lightgbm
 import numpy as np
 import redis
 import skops.io as sio
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+import xgboost
 from sklearn.datasets import load_breast_cancer
 
 from tests.support import ServerProcess, free_port
@@ -241,3 +243,35 @@ def test_sklearn_example_serves_over_rest_binary_and_grpc(tmp_path: Path) -> Non
         given.set_data_from_numpy(rows)
         result = over_grpc.infer("cancer_forest", [given])
         assert result.as_numpy("label").tolist() == forest.predict(rows).tolist()
+
+
+def test_booster_example_serves_over_rest_binary_and_grpc(tmp_path: Path) -> None:
+    """ "Serve your own model: XGBoost and LightGBM": the snippet run as printed
+    makes a repository whose two boosters answer their frameworks' own
+    probabilities through REST, tritonclient's binary extension and gRPC."""
+    marker = "### Serve your own model: XGBoost and LightGBM"
+    subprocess.run([sys.executable, "-c", block_after(marker, "python")], cwd=tmp_path, check=True, timeout=120)
+    assert block_after(marker, "bash").split() == [".venv/bin/turnout", "serve", "booster_models"]
+    models = tmp_path / "booster_models"
+    rows = load_breast_cancer().data[:8].astype(np.float32)
+    xgb = xgboost.Booster(model_file=str(models / "cancer_xgb/1/model.json")).inplace_predict(rows)
+    lgb = lightgbm.Booster(model_file=str(models / "cancer_lgb/1/model.txt")).predict(rows)
+    with ServerProcess(models, log_dir=tmp_path) as server:
+        for name, expected in (("cancer_xgb", xgb), ("cancer_lgb", lgb)):
+            body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [8, 30], "data": rows.ravel().tolist()}]}
+            reply = subprocess.run(
+                ["curl", "-s", f"{server.url}/v2/models/{name}/infer", "-d", json.dumps(body)],
+                capture_output=True, text=True, check=True, timeout=60,
+            )  # fmt: skip
+            outputs = {o["name"]: o for o in json.loads(reply.stdout)["outputs"]}
+            assert outputs["label"]["data"] == (expected > 0.5).astype(int).tolist()
+            over_http = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+            given = httpclient.InferInput("input", [8, 30], "FP32")
+            given.set_data_from_numpy(rows, binary_data=True)
+            result = over_http.infer(name, [given])
+            np.testing.assert_allclose(result.as_numpy("probabilities")[:, 1], expected, rtol=1e-5)
+            over_grpc = grpcclient.InferenceServerClient(server.grpc_address)
+            given = grpcclient.InferInput("input", [8, 30], "FP32")
+            given.set_data_from_numpy(rows)
+            result = over_grpc.infer(name, [given])
+            np.testing.assert_allclose(result.as_numpy("probabilities")[:, 1], expected, rtol=1e-5)

@@ -1,6 +1,7 @@
 """Finding a model's runtime by the name ``model.toml`` gives it.
 
-Three places, in order: the runtimes turnout ships (``onnx``, ``python``, ``sklearn``); the
+Three places, in order: the runtimes turnout ships (``onnx``, ``python``, ``sklearn``,
+``xgboost``, ``lightgbm``); the
 ``turnout.runtimes`` entry point group, so an installed package adds a runtime
 without touching turnout (``[project.entry-points."turnout.runtimes"]
 myruntime = "mypkg.runtime:MyRuntime"``); and ``package.module:Class``
@@ -50,7 +51,25 @@ def _sklearn() -> ModelRuntime:
     return SklearnRuntime()
 
 
-BUILT_IN: Mapping[str, Callable[[], ModelRuntime]] = {"onnx": _onnx, "python": _python, "sklearn": _sklearn}
+def _xgboost() -> ModelRuntime:
+    from turnout.model.runtimes.boosters import XGBoostRuntime
+
+    return XGBoostRuntime()
+
+
+def _lightgbm() -> ModelRuntime:
+    from turnout.model.runtimes.boosters import LightGBMRuntime
+
+    return LightGBMRuntime()
+
+
+BUILT_IN: Mapping[str, Callable[[], ModelRuntime]] = {
+    "onnx": _onnx,
+    "python": _python,
+    "sklearn": _sklearn,
+    "xgboost": _xgboost,
+    "lightgbm": _lightgbm,
+}
 
 
 class RuntimeCatalog:
