@@ -2,7 +2,8 @@
 artifact folder, mlflow-skinny): the server follows an alias as it moves,
 without a failed request; an alias moved to a broken model leaves the
 serving version in place; a scikit-learn model saved with skops is converted
-to ONNX on the way in."""
+to ONNX on the way in, or served as it is when model.toml names the sklearn
+runtime (a RandomForest), and XGBoost and LightGBM boosters natively."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
 
-from tests.support import ServerProcess
+from tests.support import ServerProcess, wait_until
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # mlflow's SQL store uses SQLAlchemy options deprecated in 2.1: theirs to change, not a failure here
@@ -141,3 +142,58 @@ def test_the_server_follows_an_alias_without_a_failed_request(tmp_path: Path, lo
     assert failures == []
     assert str(broken) not in versions
     assert {str(first), str(second)} <= set(versions)
+
+
+def test_forests_and_boosters_are_served_as_their_frameworks_saved_them(tmp_path: Path, log_dir: Path) -> None:
+    """The RandomForest a data scientist logs with skops (a type skops does not
+    trust by default) is served as it is once the operator's model.toml names
+    the sklearn runtime and trusts that type; XGBoost and LightGBM boosters
+    need nothing written: their flavour picks their runtime."""
+    import lightgbm
+    import xgboost
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+
+    registry = Registry(tmp_path)
+    x, y = load_breast_cancer(return_X_y=True)
+    rows = x[:6].astype(np.float32)
+    forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(x, y)
+    xgb = xgboost.train({"objective": "binary:logistic"}, xgboost.DMatrix(x, label=y), 5)
+    lgb = lightgbm.train({"objective": "binary", "verbose": -1}, lightgbm.Dataset(x, label=y), 5)
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(
+            forest, name="f", registered_model_name="forest", serialization_format="skops",
+            skops_trusted_types=["sklearn.tree._tree.Tree"],  # mlflow checks that it can load what it saved
+        )  # fmt: skip
+        mlflow.xgboost.log_model(xgb, name="x", registered_model_name="xgb")
+        mlflow.lightgbm.log_model(lgb, name="l", registered_model_name="lgb")
+    for name in ("forest", "xgb", "lgb"):
+        registry.move(name, "champion", 1)
+    repository = tmp_path / "models"
+    (repository / "forest").mkdir(parents=True)
+    (repository / "forest" / "model.toml").write_text(
+        'runtime.name = "sklearn"\n[version_policy]\nall = true\n'
+        '[runtime.options]\ntrusted_types = ["sklearn.tree._tree.Tree"]\n'
+    )
+    references = [arg for name in ("forest", "xgb", "lgb") for arg in ("--mlflow-model", f"models:/{name}@champion")]
+    server = ServerProcess(
+        repository, "--registry", "mlflow", "--mlflow-uri", registry.uri, *references, log_dir=log_dir
+    )
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [6, 30], "data": rows.ravel().tolist()}]}
+    with server:
+        answers = {}
+        for name in ("forest", "xgb", "lgb"):
+            reply = wait_until(
+                lambda n=name: (
+                    (r := httpx.post(f"{server.url}/v2/models/{n}/infer", json=body, timeout=30)).status_code == 200
+                    and r
+                ),
+                f"{name} served",
+                60,
+            )
+            answers[name] = {o["name"]: o["data"] for o in reply.json()["outputs"]}
+        platforms = {n: httpx.get(f"{server.url}/v2/models/{n}").json()["platform"] for n in answers}
+    assert platforms == {"forest": "sklearn", "xgb": "xgboost", "lgb": "lightgbm"}
+    assert answers["forest"]["label"] == forest.predict(rows).tolist()
+    np.testing.assert_allclose(np.array(answers["xgb"]["probabilities"])[1::2], xgb.inplace_predict(rows), rtol=1e-5)
+    np.testing.assert_allclose(np.array(answers["lgb"]["probabilities"])[1::2], lgb.predict(rows), rtol=1e-5)

@@ -1,11 +1,17 @@
 """The MLflow Model Registry as a source of models: each registered model is
 served by one of its aliases (``models:/fraud@champion``). When the alias
 moves to another version, that version's artifact is pulled into the model
-repository as a version directory (the ONNX flavour as it is; a scikit-learn
-model saved with skops converted to ONNX on the way) and deployed through the
+repository as a version directory and deployed through the
 registry's ordinary path: load, verify, warm up, then made the default (a
 pin). A version that fails anywhere on that path leaves the serving one in
 place.
+
+The model's ``model.toml`` (written on the first pull, from that version's
+flavour, unless the operator wrote one first) names the runtime, and each
+version is pulled as that runtime reads it: the ONNX flavour as it is; a
+scikit-learn model saved with skops converted to ONNX (``onnx``) or copied
+as it is (``sklearn``, its types trusted in ``model.toml``); an XGBoost
+booster (json, ubj) and a LightGBM booster in their own formats.
 
 mlflow is an optional extra (``pip install 'turnout[mlflow]'``); it is
 imported only here, and only when the server is started with
@@ -31,6 +37,10 @@ log = logging.getLogger("turnout.mlflow")
 MODEL_TOML = """\
 # Pulled from the MLflow Model Registry by turnout (--registry mlflow): each
 # version directory is a registered model version; the alias picks the default.
+# The runtime was chosen from the first version's flavour; write this file
+# before the first pull to choose another (sklearn, with its trusted_types).
+runtime = "{runtime}"
+
 [version_policy]
 all = true
 """
@@ -88,14 +98,12 @@ class MlflowPuller:
         return int(self._client.get_model_version_by_alias(reference.model, reference.alias).version)
 
     def pull(self, reference: AliasReference, version: int) -> Path:
-        """The version's directory in the repository, pulled (and converted) if not there yet."""
+        """The version's directory in the repository, pulled (and converted if need be) if not there yet."""
         model_dir = self._repository / reference.model
         target = model_dir / str(version)
-        if (target / "model.onnx").is_file():
+        if target.is_dir():  # moved into place whole, once complete
             return target
         model_dir.mkdir(parents=True, exist_ok=True)
-        if not (model_dir / "model.toml").exists():
-            (model_dir / "model.toml").write_text(MODEL_TOML)
         staging = model_dir / f".pull-{version}"  # hidden: never read as a version while incomplete
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -104,7 +112,12 @@ class MlflowPuller:
                     artifact_uri=f"models:/{reference.model}/{version}", dst_path=str(staging / "download")
                 )
             )
-            _to_onnx(downloaded, staging / "model")
+            flavors = _flavors(downloaded)
+            runtime = _configured_runtime(model_dir)
+            if runtime is None:  # the first version pulled: its flavour picks the runtime, the operator may change it
+                runtime = _default_runtime(flavors)
+                (model_dir / "model.toml").write_text(MODEL_TOML.format(runtime=runtime))
+            _as_version(downloaded, flavors, runtime, staging / "model", model_dir)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(staging / "model", target)
         finally:
@@ -120,38 +133,113 @@ class MlflowPuller:
                 shutil.rmtree(model_dir / str(version), ignore_errors=True)
 
 
-def _to_onnx(downloaded: Path, out: Path) -> None:
-    """The artifact as a turnout version directory: model.onnx (and any external data beside it)."""
+# lightgbm's own classes: what MLflow's lightgbm flavour (saved with skops) is made of
+LIGHTGBM_TYPES = [
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
+    "collections.OrderedDict",
+]
+IGNORED = ("MLmodel", "conda.yaml", "python_env.yaml", "requirements.txt")
+
+
+def _flavors(downloaded: Path) -> dict[str, Any]:
     import yaml  # mlflow's own dependency
 
-    flavors = yaml.safe_load((downloaded / "MLmodel").read_text())["flavors"]
+    flavors: dict[str, Any] = yaml.safe_load((downloaded / "MLmodel").read_text())["flavors"]
+    return flavors
+
+
+def _configured_runtime(model_dir: Path) -> str | None:
+    """The runtime the model's model.toml names (None: no model.toml yet)."""
+    if not (model_dir / "model.toml").exists():
+        return None
+    from turnout.model.config import load_config
+
+    return load_config(model_dir).runtime.name
+
+
+def _default_runtime(flavors: dict[str, Any]) -> str:
+    """ONNX where there is an ONNX flavour, or a scikit-learn model to convert
+    (the fastest; a model whose types skops does not trust is served as it is
+    once model.toml names the sklearn runtime and trusts them); the booster's
+    own runtime for XGBoost and LightGBM."""
+    for flavor in ("onnx", "xgboost", "lightgbm"):
+        if flavor in flavors:
+            return flavor
+    return "onnx"
+
+
+def _as_version(downloaded: Path, flavors: dict[str, Any], runtime: str, out: Path, model_dir: Path) -> None:
+    """The artifact as a version directory of ``runtime``: the file it reads, converted where it must be."""
     out.mkdir(parents=True)
-    if "onnx" in flavors:
+    if runtime == "onnx" and "onnx" in flavors:
         source = downloaded / flavors["onnx"].get("data", "model.onnx")
         for item in downloaded.iterdir():  # weights stored as external data sit beside model.onnx
-            if item.is_file() and item.name not in ("MLmodel", "conda.yaml", "python_env.yaml", "requirements.txt"):
+            if item.is_file() and item.name not in IGNORED:
                 shutil.copy(item, out / ("model.onnx" if item == source else item.name))
         return
-    if "sklearn" in flavors:
+    if runtime in ("onnx", "sklearn") and "sklearn" in flavors:
         sklearn = flavors["sklearn"]
         if sklearn.get("serialization_format") != "skops":
             raise MlflowUnavailable(
                 "the scikit-learn model is a pickle, which runs code when loaded: log it with "
                 "serialization_format='skops' (or as ONNX) and register that version"
             )
-        (out / "model.onnx").write_bytes(_skops_to_onnx(downloaded / sklearn["pickled_model"]))
+        source = downloaded / sklearn["pickled_model"]
+        if runtime == "sklearn":  # served as it is: the sklearn runtime checks its types against model.toml's
+            shutil.copy(source, out / "model.skops")
+        else:
+            (out / "model.onnx").write_bytes(_skops_to_onnx(source, model_dir))
         return
-    raise MlflowUnavailable(f"no flavour turnout serves in {sorted(flavors)}: log the model as ONNX or sklearn (skops)")
+    if runtime == "xgboost" and "xgboost" in flavors:
+        xgb = flavors["xgboost"]
+        if xgb.get("model_format") not in ("json", "ubj"):
+            raise MlflowUnavailable(
+                f"the XGBoost model is in the {xgb.get('model_format')!r} format: log it with "
+                "model_format='ubj' or 'json' and register that version"
+            )
+        shutil.copy(downloaded / xgb["data"], out / f"model.{xgb['model_format']}")
+        return
+    if runtime == "lightgbm" and "lightgbm" in flavors:
+        (out / "model.txt").write_text(_lightgbm_text(downloaded / flavors["lightgbm"]["data"], flavors["lightgbm"]))
+        return
+    raise MlflowUnavailable(
+        f"the {runtime!r} runtime (model.toml) cannot serve this version's flavours {sorted(flavors)}; the "
+        "registry serves onnx, sklearn (skops), xgboost (json, ubj) and lightgbm"
+    )
 
 
-def _skops_to_onnx(path: Path) -> bytes:
+def _lightgbm_text(path: Path, flavor: dict[str, Any]) -> str:
+    """LightGBM's own text format, from what MLflow saved: a Booster is saved in
+    it already; a scikit-learn-style model (LGBMClassifier) with skops, whose
+    booster is taken out of it."""
+    if flavor.get("model_class") == "lightgbm.basic.Booster":
+        return path.read_text()
+    if flavor.get("serialization_format") != "skops":
+        raise MlflowUnavailable(f"{path.name} is a pickle, which runs code when loaded: log it with skops")
+    import skops.io as sio
+
+    untrusted = [t for t in sio.get_untrusted_types(file=str(path)) if t not in LIGHTGBM_TYPES]
+    if untrusted:
+        raise MlflowUnavailable(f"{path.name} holds types that are not LightGBM's own: {untrusted}; refused")
+    text: str = sio.load(str(path), trusted=LIGHTGBM_TYPES).booster_.model_to_string()
+    return text
+
+
+def _skops_to_onnx(path: Path, model_dir: Path) -> bytes:
     import numpy as np
     import skops.io as sio
     from skl2onnx import to_onnx
 
     untrusted = sio.get_untrusted_types(file=str(path))
     if untrusted:
-        raise MlflowUnavailable(f"{path.name} holds types skops does not trust: {untrusted}; refused")
+        listed = ", ".join(f'"{t}"' for t in untrusted)
+        raise MlflowUnavailable(
+            f"{path.name} holds types skops does not trust by default: {untrusted}. To serve it as it is, "
+            f'write {model_dir / "model.toml"} with runtime.name = "sklearn" and [runtime.options] '
+            f"trusted_types = [{listed}] (that is trusting them)"
+        )
     estimator = sio.load(str(path), trusted=[])
     sample = np.zeros((1, int(estimator.n_features_in_)), dtype=np.float32)
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
