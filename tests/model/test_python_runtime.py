@@ -6,6 +6,7 @@ path (REST, binary, gRPC) is tests/integration/test_python_models.py."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -176,3 +177,30 @@ def test_python_models_run_code_so_they_need_both_consents(tmp_path: Path) -> No
     ):
         pass
     assert "a server run with --allow-trusted-models" in str(raised.value)
+
+
+ASYNC = """\
+import asyncio
+from turnout import PythonModel, Tensor
+
+class Waits(PythonModel):
+    inputs = (Tensor("x", "FP32", [-1, 1]),)
+    outputs = (Tensor("y", "FP32", [-1, 1]),)
+
+    async def predict_async(self, inputs, parameters):
+        await asyncio.sleep(0)  # it may await I/O
+        return {"y": inputs["x"] + 1}
+"""
+
+
+@ISOLATIONS
+def test_an_async_predict_is_used_when_a_model_defines_one(tmp_path: Path, isolation: str) -> None:
+    with loaded(repository(tmp_path, "waits", ASYNC, isolated(isolation)), "waits") as version:
+        instance = version.instances[0]
+        x = {"x": np.zeros((2, 1), dtype=np.float32)}
+        if instance.asynchronous:  # in-process: on the event loop
+            out = asyncio.run(instance.predict_async(x, ["y"]))
+        else:  # in a worker: its own loop, kept for the worker's life
+            out = [instance.predict(x, ["y"]) for _ in range(3)][-1]
+    assert out["y"].tolist() == [[1.0], [1.0]]
+    assert instance.asynchronous == (isolation == "none")

@@ -46,6 +46,7 @@ log = logging.getLogger("turnout.worker")
 
 NO_TIMEOUT_SECONDS = 60.0  # a batch of a model without timeout_ms may take this long before its worker is killed
 LOAD_SECONDS = 300.0  # loading a model in a worker
+STDERR = 2  # the server's standard error, as a file descriptor
 SPIN_SECONDS = 0.0002  # awake after sending a batch, for a quick reply
 
 
@@ -104,7 +105,8 @@ class ProcessInstance(LoadedModel):
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
         command = [sys.executable, "-m", "turnout.model.runtimes.worker", str(theirs.fileno())]
-        process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        # the model's print() goes where the server's log does (standard error), not to its standard output
+        process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=STDERR)
         theirs.close()
         self._process, self._connection = process, Connection(ours.detach())
         try:

@@ -18,6 +18,7 @@ is gone (a watchdog checks its parent), so none is left behind.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
@@ -81,6 +82,7 @@ def serve(connection: Connection) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     loaded: PythonLoaded | None = None
+    loop: asyncio.AbstractEventLoop | None = None
     fd = connection.fileno()
     soon = True  # the last message came soon after the reply before it: wait for the next awake
     while True:
@@ -110,10 +112,9 @@ def serve(connection: Connection) -> None:
             elif kind == "predict":
                 assert loaded is not None
                 _, inputs, outputs, parameters = message
-                if loaded.asynchronous:
-                    import asyncio
-
-                    value = asyncio.run(loaded.predict_async(inputs, outputs, parameters))
+                if loaded.asynchronous:  # one loop for the worker's life: a new one per batch costs more
+                    loop = loop or asyncio.new_event_loop()
+                    value = loop.run_until_complete(loaded.predict_async(inputs, outputs, parameters))
                 else:
                     value = loaded.predict(inputs, outputs, parameters)
             else:
