@@ -6,8 +6,6 @@ to save."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import lightgbm
@@ -16,18 +14,8 @@ import pytest
 import xgboost
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
-from turnout.model.loader import LoadedVersion, LoadFailed, load_version
-from turnout.model.repository import ModelRepository
-
-
-@contextmanager
-def loaded(root: Path, name: str) -> Iterator[LoadedVersion]:
-    version = load_version(ModelRepository(root).read(name), 1)
-    try:
-        yield version
-    finally:
-        for instance in version.instances:
-            instance.close()
+from tests.model.loading_support import loaded
+from turnout.model.loader import LoadFailed
 
 
 def repository(root: Path, name: str, runtime: str, options: str = "") -> Path:

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from turnout.model.loader import LoadedVersion, LoadFailed, load_version
-from turnout.model.repository import ModelRepository
-from turnout.model.runtimes.catalog import RuntimeCatalog
+from tests.model.loading_support import loaded as loaded_version
+from turnout.model.loader import LoadedVersion, LoadFailed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "python_models" / "text_stats"
 
@@ -57,15 +55,9 @@ def repository(root: Path, name: str, source: str, toml: str = 'runtime = "pytho
     return root
 
 
-@contextmanager
-def loaded(root: Path, name: str, allow_trusted: bool = True) -> Iterator[LoadedVersion]:
-    repo = ModelRepository(root, RuntimeCatalog(allow_trusted_models=allow_trusted))
-    version = load_version(repo.read(name), 1, allow_trusted)
-    try:
-        yield version
-    finally:
-        for instance in version.instances:
-            instance.close()
+def loaded(root: Path, name: str, allow_trusted: bool = True) -> AbstractContextManager[LoadedVersion]:
+    """Python models run code: these tests' server allows trusted models, unless told otherwise."""
+    return loaded_version(root, name, allow_trusted)
 
 
 ISOLATIONS = pytest.mark.parametrize("isolation", ["process", "none"])

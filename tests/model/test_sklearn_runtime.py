@@ -7,8 +7,6 @@ pickle) say what to do."""
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +17,8 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from turnout.model.loader import LoadedVersion, LoadFailed, load_version
-from turnout.model.repository import ModelRepository
+from tests.model.loading_support import loaded
+from turnout.model.loader import LoadFailed
 
 TREE = "sklearn.tree._tree.Tree"
 
@@ -31,16 +29,6 @@ def saved(root: Path, name: str, estimator: Any, options: str = "") -> Path:
     sio.dump(estimator, version / "model.skops")
     (root / name / "model.toml").write_text(f'runtime.name = "sklearn"\n[runtime.options]\n{options}')
     return root
-
-
-@contextmanager
-def loaded(root: Path, name: str) -> Iterator[LoadedVersion]:
-    version = load_version(ModelRepository(root).read(name), 1)
-    try:
-        yield version
-    finally:
-        for instance in version.instances:
-            instance.close()
 
 
 def test_a_forest_answers_its_own_labels_and_probabilities(tmp_path: Path) -> None:
