@@ -20,15 +20,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from turnout.model.runtimes.base import NO_PARAMETERS, LoadContext, LoadedModel, ModelRuntime, Outputs, Tensors
+from turnout.model.runtimes.estimator_outputs import Kind, classifier, regressor
 from turnout.model.signature import Signature, TensorSpec
-
-Kind = Literal["label", "probabilities", "prediction"]
 
 
 class BoosterOptions(BaseModel):
@@ -83,25 +82,16 @@ class BoosterModel(LoadedModel):
     """A booster's predict, shaped into labels and probabilities, or predictions."""
 
     def __init__(self, predict: Any, features: int, classes: int, objective: str, options: Any) -> None:
-        names = {
-            kind: (options.names if options else {}).get(kind, kind)
-            for kind in ("label", "probabilities", "prediction")
-        }
+        renamed = options.names if options else {}
         self._predict = predict
         self._classes = classes
         self._softmax_labels = objective == "multi:softmax"  # XGBoost answers labels, not probabilities
-        self._kinds: dict[str, str] = {}
-        outputs: list[TensorSpec] = []
+        inputs = TensorSpec("input", "FP32", (-1, features))
         if classes:
-            outputs.append(TensorSpec(names["label"], "INT64", (-1,)))
-            self._kinds[names["label"]] = "label"
-            if not self._softmax_labels:
-                outputs.append(TensorSpec(names["probabilities"], "FP32", (-1, classes)))
-                self._kinds[names["probabilities"]] = "probabilities"
+            shaped = classifier(inputs, renamed, classes, "INT64", probabilities=not self._softmax_labels)
         else:
-            outputs.append(TensorSpec(names["prediction"], "FP32", (-1,)))
-            self._kinds[names["prediction"]] = "prediction"
-        self._signature = Signature((TensorSpec("input", "FP32", (-1, features)),), tuple(outputs))
+            shaped = regressor(inputs, renamed)
+        self._signature, self._kinds = shaped.signature, shaped.kinds
 
     @property
     def signature(self) -> Signature:

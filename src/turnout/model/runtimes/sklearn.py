@@ -25,12 +25,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from turnout.model.runtimes.base import NO_PARAMETERS, LoadContext, LoadedModel, ModelRuntime, Outputs, Tensors
+from turnout.model.runtimes.estimator_outputs import Kind, classifier, regressor
 from turnout.model.signature import Signature, TensorSpec
 from turnout.protocol.datatypes import BYTES
 
 ARTIFACT = "model.skops"
-Kind = Literal["label", "probabilities", "prediction"]
-KINDS: tuple[Kind, ...] = ("label", "probabilities", "prediction")
 
 
 class SklearnOptions(BaseModel):
@@ -72,27 +71,16 @@ class SklearnModel(LoadedModel):
         if not hasattr(estimator, "predict") or not hasattr(estimator, "n_features_in_"):
             raise ValueError(f"{ARTIFACT} holds a {type(estimator).__name__}, not a fitted estimator with predict")
         self._estimator = estimator
-        self._dtype = np.float64 if options.input_datatype == "FP64" else np.float32
-        names = {kind: options.names.get(kind, kind) for kind in KINDS}
-        features = int(estimator.n_features_in_)
+        inputs = TensorSpec("input", options.input_datatype, (-1, int(estimator.n_features_in_)))
         classes = getattr(estimator, "classes_", None)
-        outputs: list[TensorSpec] = []
-        self._kinds: dict[str, str] = {}  # output name -> kind
         if classes is not None:
-            classes = np.asarray(classes)
-            self._classes = classes
-            label_type = "INT64" if classes.dtype.kind in "iub" else BYTES
-            outputs.append(TensorSpec(names["label"], label_type, (-1,)))
-            self._kinds[names["label"]] = "label"
-            if hasattr(estimator, "predict_proba"):
-                outputs.append(TensorSpec(names["probabilities"], "FP32", (-1, len(classes))))
-                self._kinds[names["probabilities"]] = "probabilities"
+            labels = np.asarray(classes)
+            label_datatype = "INT64" if labels.dtype.kind in "iub" else BYTES
+            has_probabilities = hasattr(estimator, "predict_proba")
+            shaped = classifier(inputs, options.names, len(labels), label_datatype, has_probabilities)
         else:
-            targets = getattr(estimator, "n_outputs_", 1)
-            shape = (-1,) if targets == 1 else (-1, int(targets))
-            outputs.append(TensorSpec(names["prediction"], "FP32", shape))
-            self._kinds[names["prediction"]] = "prediction"
-        self._signature = Signature((TensorSpec("input", options.input_datatype, (-1, features)),), tuple(outputs))
+            shaped = regressor(inputs, options.names, int(getattr(estimator, "n_outputs_", 1)))
+        self._signature, self._kinds = shaped.signature, shaped.kinds
 
     @property
     def signature(self) -> Signature:
