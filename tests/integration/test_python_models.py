@@ -94,3 +94,12 @@ def test_a_failing_or_wrong_predict_is_a_500_naming_it_and_the_server_serves_on(
     assert wrong.status_code == 500 and "output 'y' has 1 rows for 2 input rows" in wrong.json()["error"]
     fine = call(3.0)
     assert fine.status_code == 200 and fine.json()["outputs"][0]["data"] == [6.0, 2.0]
+
+
+def test_bytes_that_are_not_text_are_answered_and_the_server_serves_on(python_server: ServerProcess) -> None:
+    over_grpc = grpcclient.InferenceServerClient(python_server.grpc_address)
+    text = grpcclient.InferInput("text", [2], "BYTES")
+    text.set_data_from_numpy(np.array([b"\xff\xfeab", b"ok"], dtype=object))
+    result = over_grpc.infer("text_stats", [text])
+    assert result.as_numpy("shouted").tolist() == ["\ufffd\ufffdAB!".encode(), b"OK!"]
+    assert result.as_numpy("characters").tolist() == [4, 2]

@@ -11,7 +11,7 @@ class TextStats(PythonModel):
         self.suffix = context.options.get("suffix", "")
 
     def predict(self, inputs, parameters):
-        texts = [raw.decode("utf-8") for raw in inputs["text"]]  # BYTES arrive as bytes
+        texts = [raw.decode("utf-8", "replace") for raw in inputs["text"]]  # BYTES arrive as bytes, any bytes
         return {
             "shouted": [text.upper() + self.suffix for text in texts],  # str is sent as UTF-8
             "characters": [len(text) for text in texts],
