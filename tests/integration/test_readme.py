@@ -18,7 +18,7 @@ import skops.io as sio
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import xgboost
-from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_breast_cancer, load_iris
 
 from tests.support import ServerProcess, free_port
 
@@ -275,3 +275,42 @@ def test_booster_example_serves_over_rest_binary_and_grpc(tmp_path: Path) -> Non
             given.set_data_from_numpy(rows)
             result = over_grpc.infer(name, [given])
             np.testing.assert_allclose(result.as_numpy("probabilities")[:, 1], expected, rtol=1e-5)
+
+
+def test_pytorch_example_serves_over_rest_binary_and_grpc(tmp_path: Path) -> None:
+    """ "Serve your own model: PyTorch": the snippet run as printed exports a
+    network whose served answers are the program's own, through REST,
+    tritonclient's binary extension and gRPC."""
+    import torch
+
+    marker = "### Serve your own model: PyTorch"
+    subprocess.run([sys.executable, "-c", block_after(marker, "python")], cwd=tmp_path, check=True, timeout=120)
+    assert block_after(marker, "bash").split() == [".venv/bin/turnout", "serve", "torch_models"]
+    models = tmp_path / "torch_models"
+    rows = load_iris().data[::7].astype(np.float32)
+    program = torch.export.load(str(models / "iris_net/1/model.pt2")).module()
+    with torch.no_grad():
+        expected = program(torch.from_numpy(rows)).numpy()
+    assert (expected.argmax(axis=1) == load_iris().target[::7]).mean() > 0.9
+    with ServerProcess(models, log_dir=tmp_path) as server:
+        body = {
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}]
+        }
+        reply = subprocess.run(
+            ["curl", "-s", f"{server.url}/v2/models/iris_net/infer", "-d", json.dumps(body)],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        (output,) = json.loads(reply.stdout)["outputs"]
+        assert output["name"] == "probabilities" and output["shape"] == [len(rows), 3]
+        np.testing.assert_allclose(np.array(output["data"]).reshape(-1, 3), expected, rtol=1e-6)
+        over_http = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+        given = httpclient.InferInput("input", list(rows.shape), "FP32")
+        given.set_data_from_numpy(rows, binary_data=True)
+        result = over_http.infer("iris_net", [given])
+        np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-6)
+        over_grpc = grpcclient.InferenceServerClient(server.grpc_address)
+        given = grpcclient.InferInput("input", list(rows.shape), "FP32")
+        given.set_data_from_numpy(rows)
+        result = over_grpc.infer("iris_net", [given])
+        np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-6)
+        assert over_grpc.get_model_metadata("iris_net").platform == "pytorch"

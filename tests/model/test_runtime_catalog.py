@@ -41,14 +41,14 @@ def test_onnx_is_built_in_and_built_once() -> None:
 
 
 def test_an_unknown_name_lists_what_there_is() -> None:
-    listed = r"unknown runtime 'tf'; one of \['lightgbm', 'onnx', 'python', 'sklearn', 'xgboost'\]"
+    listed = r"unknown runtime 'tf'; one of \['lightgbm', 'onnx', 'python', 'pytorch', 'sklearn', 'xgboost'\]"
     with pytest.raises(RuntimeNotFound, match=listed):
         RuntimeCatalog().find("tf")
 
 
 def test_entry_points_add_runtimes_without_consent(pack_on_path: Path) -> None:
     catalog = RuntimeCatalog()
-    assert catalog.names() == ["broken", "lightgbm", "onnx", "python", "scaling", "sklearn", "xgboost"]
+    assert catalog.names() == ["broken", "lightgbm", "onnx", "python", "pytorch", "scaling", "sklearn", "xgboost"]
     assert type(catalog.find("scaling")).__name__ == "ScalingRuntime"
     with pytest.raises(RuntimeNotFound, match=r"runtime 'broken' \(scaling_runtime:Missing\) cannot be imported"):
         catalog.find("broken")

@@ -54,7 +54,7 @@ def test_a_pickle_is_refused_by_default_with_a_way_out(tmp_path: Path) -> None:
     message = str(refused.value)
     assert "model.pkl is a pickle, which runs code when loaded" in message
     assert "`trusted = true` in its model.toml and a server run with --allow-trusted-models" in message
-    assert "ONNX" in message and "skops" in message and "safetensors" in message
+    assert "ONNX" in message and "skops" in message and "torch.export" in message
     assert runtime.loaded == []
 
 

@@ -37,7 +37,7 @@ CODE_ON_LOAD = {
 }  # fmt: skip
 SAFER = (
     "convert it to a format that holds data only: ONNX (skl2onnx for scikit-learn, torch.onnx.export for "
-    "PyTorch), skops for scikit-learn, or safetensors for PyTorch weights"
+    "PyTorch), skops for scikit-learn, a torch.export program (torch.export.save) for PyTorch"
 )
 
 
@@ -51,17 +51,21 @@ def check_safe_to_load(source: ModelSource, version: int, allow_trusted: bool) -
         [p for p in sorted(version_dir.iterdir()) if p.suffix.lower() in CODE_ON_LOAD] if version_dir.is_dir() else []
     )
     pickled = [a for a in artifacts if a.suffix.lower() in CODE_ON_LOAD]
-    runs_code = source.runtime.executes_code_on_load or bool(pickled)
-    if runs_code and not (source.config.trusted and allow_trusted):
-        named = (pickled or artifacts or [version_dir])[0]
-        what = CODE_ON_LOAD.get(named.suffix.lower(), "a format that runs code when loaded")
+    if source.config.trusted and allow_trusted:
+        runs_code = None
+    elif pickled:
+        runs_code = f"{pickled[0].name} is {CODE_ON_LOAD[pickled[0].suffix.lower()]}"
+    else:
+        try:
+            runs_code = source.runtime.code_on_load(version_dir)
+        except (OSError, ValueError) as exc:
+            raise LoadFailed(str(exc)) from None
+    if runs_code:
         needs = [] if source.config.trusted else ["`trusted = true` in its model.toml"]
         if not allow_trusted:
             needs.append("a server run with --allow-trusted-models")
-        raise LoadFailed(
-            f"{named.name} is {what}, which runs code when loaded: refused without {' and '.join(needs)}; "
-            f"safer: {SAFER}"
-        )
+        raise LoadFailed(f"{runs_code}, which runs code when loaded: refused without {' and '.join(needs)}; "
+                         f"safer: {SAFER}")  # fmt: skip
     missing = [a for a in artifacts if not a.exists()]
     if missing and unsafe:
         found = unsafe[0]

@@ -109,10 +109,19 @@ class ModelRuntime(abc.ABC):
     #: size is the memory estimate of residency limits
     artifacts: ClassVar[tuple[str, ...]] = ()
     #: whether loading runs code from the version's files (pickle, joblib, torch.load
-    #: of whole objects): such models load only when trusted (``loader.check_safe_to_load``)
+    #: of whole objects): such models load only when trusted (``loader.check_safe_to_load``);
+    #: a runtime whose formats differ file by file overrides ``code_on_load`` instead
     executes_code_on_load: ClassVar[bool] = False
     #: the schema of ``[runtime.options]`` (a pydantic model; forbid unknown fields)
     options: ClassVar[type[BaseModel]] = NoOptions
+
+    def code_on_load(self, version_dir: Path) -> str | None:
+        """What in ``version_dir`` would run code when loaded, said as the start
+        of the refusal (``"model.py is Python code"``); None when loading it
+        reads data only. Default: ``executes_code_on_load``."""
+        if not self.executes_code_on_load:
+            return None
+        return f"{self.artifacts[0] if self.artifacts else version_dir.name} is loaded by running code from it"
 
     def parse_options(self, table: Mapping[str, Any]) -> BaseModel:
         """``[runtime.options]`` checked by this runtime's schema (pydantic's ``ValidationError`` if wrong)."""

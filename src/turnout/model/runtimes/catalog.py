@@ -1,7 +1,7 @@
 """Finding a model's runtime by the name ``model.toml`` gives it.
 
 Three places, in order: the runtimes turnout ships (``onnx``, ``python``, ``sklearn``,
-``xgboost``, ``lightgbm``); the
+``xgboost``, ``lightgbm``, ``pytorch``); the
 ``turnout.runtimes`` entry point group, so an installed package adds a runtime
 without touching turnout (``[project.entry-points."turnout.runtimes"]
 myruntime = "mypkg.runtime:MyRuntime"``); and ``package.module:Class``
@@ -63,12 +63,19 @@ def _lightgbm() -> ModelRuntime:
     return LightGBMRuntime()
 
 
+def _pytorch() -> ModelRuntime:
+    from turnout.model.runtimes.pytorch import TorchRuntime
+
+    return TorchRuntime()
+
+
 BUILT_IN: Mapping[str, Callable[[], ModelRuntime]] = {
     "onnx": _onnx,
     "python": _python,
     "sklearn": _sklearn,
     "xgboost": _xgboost,
     "lightgbm": _lightgbm,
+    "pytorch": _pytorch,
 }
 
 

@@ -5,6 +5,7 @@ the server's own process (``isolation = "none"``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +39,9 @@ class PythonRuntime(ModelRuntime):
 
     def __init__(self, model_class: type[PythonModel] | None = None) -> None:
         self._class = model_class  # a class named in model.toml (then see NamedClassRuntime)
+
+    def code_on_load(self, version_dir: Path) -> str | None:
+        return f"{MODEL_FILE} is Python code" if self._class is None else f"{self._class.__module__} is Python code"
 
     def load(self, context: LoadContext) -> LoadedModel:
         options: PythonOptions = context.options or PythonOptions()
