@@ -72,6 +72,7 @@ class ServerConfig:
     key: str  # file-safe: "turnout_default"
     protocols: tuple[str, ...]
     command: Launch = field(compare=False)
+    ready_path: str = "/v2/health/ready"  # answers 200 once the server is ready (LitServe: /health)
 
 
 def _turnout(layout: str) -> Launch:
@@ -147,15 +148,15 @@ def running(server: ServerConfig, repos: Path, log: Path) -> Iterator[Ports]:
             start_new_session=True,  # its own process group, so stopping it reaches any children
         )
         try:
-            _wait_ready(process, ports, "grpc" in server.protocols, log)
+            _wait_ready(process, ports, "grpc" in server.protocols, log, server.ready_path)
             yield ports
         finally:
             _stop(process)
 
 
-def _wait_ready(process: subprocess.Popen[bytes], ports: Ports, grpc: bool, log: Path) -> None:
+def _wait_ready(process: subprocess.Popen[bytes], ports: Ports, grpc: bool, log: Path, path: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    url = f"http://127.0.0.1:{ports.http}/v2/health/ready"
+    url = f"http://127.0.0.1:{ports.http}{path}"
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before it was ready; see {log}")

@@ -197,3 +197,67 @@ def test_forests_and_boosters_are_served_as_their_frameworks_saved_them(tmp_path
     assert answers["forest"]["label"] == forest.predict(rows).tolist()
     np.testing.assert_allclose(np.array(answers["xgb"]["probabilities"])[1::2], xgb.inplace_predict(rows), rtol=1e-5)
     np.testing.assert_allclose(np.array(answers["lgb"]["probabilities"])[1::2], lgb.predict(rows), rtol=1e-5)
+
+
+SHOUTER = """
+import mlflow.pyfunc
+import pandas as pd
+
+
+class Shouter(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return pd.DataFrame({"shouted": model_input["text"].str.upper()})
+
+
+mlflow.models.set_model(Shouter())
+"""
+
+
+def test_a_pyfunc_model_is_served_by_the_python_runtime_only_when_trusted(tmp_path: Path, log_dir: Path) -> None:
+    """A model logged only as a pyfunc is pulled as a Python model: the one
+    whose model.toml the operator wrote trusted answers through the server;
+    the one left to the flavour's defaults is refused with the reason, and
+    the server keeps serving."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    registry = Registry(tmp_path)
+    (tmp_path / "shouter.py").write_text(SHOUTER)
+    signature = infer_signature(pd.DataFrame({"text": ["a"]}), pd.DataFrame({"shouted": ["A"]}))
+    for name in ("trusted_shout", "default_shout"):
+        with mlflow.start_run():
+            mlflow.pyfunc.log_model(
+                name="m", python_model=str(tmp_path / "shouter.py"), signature=signature, registered_model_name=name
+            )
+        registry.move(name, "champion", 1)
+    repository = tmp_path / "models"
+    (repository / "trusted_shout").mkdir(parents=True)
+    (repository / "trusted_shout" / "model.toml").write_text('runtime = "python"\ntrusted = true\n')
+    references = [a for n in ("trusted_shout", "default_shout") for a in ("--mlflow-model", f"models:/{n}@champion")]
+    server = ServerProcess(
+        repository, "--registry", "mlflow", "--mlflow-uri", registry.uri, "--allow-trusted-models", *references,
+        log_dir=log_dir,
+    )  # fmt: skip
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["merlot", "rosé"]}]}
+    with server.start(wait_ready=False):  # one model stays UNAVAILABLE: the server is live, never ready
+        reply = wait_until(
+            lambda: (
+                (r := httpx.post(f"{server.url}/v2/models/trusted_shout/infer", json=body, timeout=30)).status_code
+                == 200
+                and r
+            ),
+            "the trusted pyfunc served",
+            90,
+        )
+        assert reply.json()["outputs"][0]["data"] == ["MERLOT", "ROSÉ"]
+        refused = wait_until(
+            lambda: next(
+                (e for e in httpx.post(f"{server.url}/v2/repository/index").json()
+                 if e["name"] == "default_shout" and e.get("reason")), None,
+            ),
+            "the untrusted pyfunc refused",
+            90,
+        )  # fmt: skip
+    assert refused["state"] == "UNAVAILABLE"
+    assert "model.py is Python code, which runs code when loaded: refused without `trusted = true`" in refused["reason"]
+    assert 'runtime = "python"' in (repository / "default_shout" / "model.toml").read_text()

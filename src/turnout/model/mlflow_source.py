@@ -11,11 +11,15 @@ flavour, unless the operator wrote one first) names the runtime, and each
 version is pulled as that runtime reads it: the ONNX flavour as it is; a
 scikit-learn model saved with skops converted to ONNX (``onnx``) or copied
 as it is (``sklearn``, its types trusted in ``model.toml``); an XGBoost
-booster (json, ubj) and a LightGBM booster in their own formats.
+booster (json, ubj) and a LightGBM booster in their own formats; a model
+that is only a pyfunc as a Python model (``python``: ``mlflow_model/`` and a
+``model.py`` serving it, ``mlflow_pyfunc.py``), which loads only once
+``model.toml`` says ``trusted = true``, as any Python model.
 
 mlflow is an optional extra (``pip install 'turnout[mlflow]'``); it is
 imported only here, and only when the server is started with
-``--registry mlflow``. Pickled models are refused, as everywhere in turnout.
+``--registry mlflow``. Pickled models are refused, as everywhere in turnout,
+unless trusted.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from turnout.files import write_json_atomically
+from turnout.model.runtimes.mlflow_pyfunc import MLFLOW_MODEL
 
 log = logging.getLogger("turnout.mlflow")
 
@@ -44,6 +49,16 @@ runtime = "{runtime}"
 [version_policy]
 all = true
 """
+# A pyfunc version's model.py: the MLflow model beside it, served by turnout's adapter.
+PYFUNC_MODEL_PY = '''"""Written by turnout when it pulled this version from the MLflow registry:
+the pyfunc model in mlflow_model/, loaded with mlflow.pyfunc.load_model."""
+
+from turnout.model.runtimes.mlflow_pyfunc import MlflowPyfunc
+
+
+class Model(MlflowPyfunc):
+    pass
+'''
 KEEP_VERSIONS = 3  # pulled versions kept on disk per model (the serving one and the last before it, at least)
 
 
@@ -167,6 +182,8 @@ def _default_runtime(flavors: dict[str, Any]) -> str:
     for flavor in ("onnx", "xgboost", "lightgbm"):
         if flavor in flavors:
             return flavor
+    if "sklearn" not in flavors and "python_function" in flavors:
+        return "python"  # a pyfunc model is code: served only once model.toml says trusted = true
     return "onnx"
 
 
@@ -204,9 +221,13 @@ def _as_version(downloaded: Path, flavors: dict[str, Any], runtime: str, out: Pa
     if runtime == "lightgbm" and "lightgbm" in flavors:
         (out / "model.txt").write_text(_lightgbm_text(downloaded / flavors["lightgbm"]["data"], flavors["lightgbm"]))
         return
+    if runtime == "python" and "python_function" in flavors:
+        shutil.copytree(downloaded, out / MLFLOW_MODEL)
+        (out / "model.py").write_text(PYFUNC_MODEL_PY)
+        return
     raise MlflowUnavailable(
         f"the {runtime!r} runtime (model.toml) cannot serve this version's flavours {sorted(flavors)}; the "
-        "registry serves onnx, sklearn (skops), xgboost (json, ubj) and lightgbm"
+        "registry serves onnx, sklearn (skops), xgboost (json, ubj), lightgbm, and pyfunc (python, trusted)"
     )
 
 

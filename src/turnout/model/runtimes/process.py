@@ -19,7 +19,8 @@ Latency: a process asleep in ``poll`` takes tens of microseconds to wake (more
 on a VM), which was most of what a worker added to a small batch. So each
 side waits awake for a moment first, where that pays: the server for a
 reply (``SPIN_SECONDS``, only while replies have been that quick), the
-worker for the next batch (only while batches have followed closely). A
+worker for the next batch (only while batches have followed closely); and
+neither where the two share a single core (``worker.spinning_pays``). A
 batch of one row then costs about 70 µs more than in-process (measured with
 the example model, 65-75 µs against 250 µs asleep).
 """
@@ -39,7 +40,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Outputs, Tensors
-from turnout.model.runtimes.worker import LoadSpec
+from turnout.model.runtimes.worker import LoadSpec, spinning_pays
 from turnout.model.signature import Signature
 
 log = logging.getLogger("turnout.worker")
@@ -64,7 +65,8 @@ class ProcessInstance(LoadedModel):
         self._serving: tuple[Signature, int] | None = None
         self._signature: Signature | None = None
         self._lock = threading.Lock()  # a restart and close never overlap
-        self._quick = True  # the last reply came within the spin: wait for the next awake
+        self._spins = spinning_pays()
+        self._quick = self._spins  # the last reply came within the spin: wait for the next awake
         self._start()
 
     @property
@@ -137,7 +139,7 @@ class ProcessInstance(LoadedModel):
         except (EOFError, OSError):
             raise self._lost("the worker ended during this batch") from None
         # spin next time only if this reply was quick: a slow model's batches would waste the wait
-        self._quick = time.perf_counter() - sent < 2 * SPIN_SECONDS
+        self._quick = self._spins and time.perf_counter() - sent < 2 * SPIN_SECONDS
         if reply[0] == "error":
             raise RuntimeError(reply[1])
         return reply[1]

@@ -76,7 +76,7 @@ class ModelContext:
 class PythonModel:
     """The base class of a Python model (see the module's documentation)."""
 
-    #: the signature, unless ``model.toml`` declares it
+    #: the signature, unless ``model.toml`` declares it (``load`` may set them on the instance)
     inputs: ClassVar[Sequence[TensorSpec]] = ()
     outputs: ClassVar[Sequence[TensorSpec]] = ()
     #: the request parameters ``predict`` reads (requests batch together only when these agree)
@@ -110,10 +110,10 @@ class PythonLoaded(LoadedModel):
 
     @property
     def signature(self) -> Signature | None:
-        cls = type(self._model)
-        if not cls.inputs or not cls.outputs:
+        model = self._model  # the class's, or set by load on the instance (read from the artifact, say)
+        if not model.inputs or not model.outputs:
             return None
-        return Signature(tuple(cls.inputs), tuple(cls.outputs))
+        return Signature(tuple(model.inputs), tuple(model.outputs))
 
     def serving(self, signature: Signature, max_batch_size: int) -> None:
         self._specs = {spec.name: spec for spec in signature.outputs}
