@@ -29,6 +29,7 @@ def infer_signature(given: object, answer: object) -> object:
 
     return infer_signature(given, answer)
 
+
 SCORER = """
 import mlflow.pyfunc
 import numpy as np
