@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from turnout.model.runtimes.arena import Arena
 from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Outputs, Tensors
 from turnout.model.runtimes.worker import LoadSpec, spinning_pays
 from turnout.model.signature import Signature
@@ -67,6 +68,9 @@ class ProcessInstance(LoadedModel):
         self._lock = threading.Lock()  # a restart and close never overlap
         self._spins = spinning_pays()
         self._quick = self._spins  # the last reply came within the spin: wait for the next awake
+        # tensors to the worker and back through shared memory (arena.py), kept across worker restarts
+        self._given = Arena.create(f"turnout-{spec.model}-in")
+        self._answered = Arena.create(f"turnout-{spec.model}-out") if self._given is not None else None
         self._start()
 
     @property
@@ -85,7 +89,9 @@ class ProcessInstance(LoadedModel):
                 self._start()
                 if self._serving is not None:
                     self._call(("serving", *self._serving), LOAD_SECONDS)
-        result: Outputs = self._call(("predict", dict(inputs), list(outputs), dict(parameters)), self._timeout)
+        given = self._given.put(inputs) if self._given is not None else dict(inputs)
+        answer = self._call(("predict", given, list(outputs), dict(parameters)), self._timeout)
+        result: Outputs = self._answered.take(answer, copy=True) if self._answered is not None else answer
         return result
 
     def close(self) -> None:
@@ -102,13 +108,21 @@ class ProcessInstance(LoadedModel):
             connection.close()
         if process is not None:
             _end(process, 2.0)
+        for arena in (self._given, self._answered):
+            if arena is not None:
+                arena.close()
+        self._given = self._answered = None
 
     # inside
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
         command = [sys.executable, "-m", "turnout.model.runtimes.worker", str(theirs.fileno())]
+        passed = [theirs.fileno()]
+        if self._given is not None and self._answered is not None:
+            command += [str(self._given.fd), str(self._answered.fd), str(self._given.size)]
+            passed += [self._given.fd, self._answered.fd]
         # the model's print() goes where the server's log does (standard error), not to its standard output
-        process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=STDERR)
+        process = subprocess.Popen(command, pass_fds=passed, stdin=subprocess.DEVNULL, stdout=STDERR)
         theirs.close()
         self._process, self._connection = process, Connection(ours.detach())
         try:

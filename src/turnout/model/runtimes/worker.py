@@ -1,10 +1,14 @@
-"""A Python model's worker process: ``python -m turnout.model.runtimes.worker FD``.
+"""A Python model's worker process: ``python -m turnout.model.runtimes.worker
+FD [IN_FD OUT_FD SIZE]``.
 
 The server (``process.py``) starts one per instance and talks to it over a
-socket pair (``FD`` is the worker's end), one message at a time, pickled:
-numeric arrays travel as one buffer each (pickle copies the array's memory
-whole, never element by element); BYTES arrays element by element, as they
-are Python objects on both sides.
+socket pair (``FD`` is the worker's end), one message at a time, pickled.
+Numeric arrays go through two shared blocks (``arena.py``: ``IN_FD`` holds
+the batch, ``OUT_FD`` the answer), and the messages only say where they
+lie; without them (no ``memfd_create`` here), or past a block's end, they
+travel pickled as one buffer each (never element by element). BYTES arrays
+are always pickled, element by element, as they are Python objects on both
+sides.
 
 Messages in: ``("load", LoadSpec)``, then ``("serving", signature,
 max_batch_size)``, ``("predict", inputs, outputs, parameters)``,
@@ -32,6 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from turnout.model.runtimes.arena import Arena
 from turnout.model.runtimes.python import ModelContext, PythonLoaded, PythonModel, model_class_in
 
 SPIN_SECONDS = 0.0005  # awake after each reply for this long, waiting for the next batch
@@ -76,7 +81,7 @@ def load(spec: LoadSpec) -> PythonLoaded:
     return PythonLoaded(model)
 
 
-def serve(connection: Connection) -> None:
+def serve(connection: Connection, given: Arena | None = None, answered: Arena | None = None) -> None:
     lock = threading.Lock()  # the model may log from its own threads
     handler = _ToServer(connection, lock)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -113,11 +118,15 @@ def serve(connection: Connection) -> None:
             elif kind == "predict":
                 assert loaded is not None
                 _, inputs, outputs, parameters = message
+                if given is not None:  # views of the server's block: valid for this batch
+                    inputs = given.take(inputs, copy=False)
                 if loaded.asynchronous:  # one loop for the worker's life: a new one per batch costs more
                     loop = loop or asyncio.new_event_loop()
                     value = loop.run_until_complete(loaded.predict_async(inputs, outputs, parameters))
                 else:
                     value = loaded.predict(inputs, outputs, parameters)
+                if answered is not None:
+                    value = answered.put(value)
             else:
                 raise ValueError(f"unknown message {kind!r}")
         except Exception as exc:
@@ -162,7 +171,11 @@ def _watch_parent(parent: int) -> None:
 def main() -> None:
     connection = Connection(int(sys.argv[1]))
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="watchdog").start()
-    serve(connection)
+    if len(sys.argv) == 5:  # the server's shared blocks (arena.py): inputs, outputs, their size
+        size = int(sys.argv[4])
+        serve(connection, Arena(int(sys.argv[2]), size), Arena(int(sys.argv[3]), size))
+    else:
+        serve(connection)
 
 
 if __name__ == "__main__":
