@@ -82,6 +82,10 @@ def _turnout(layout: str) -> Launch:
         # as the peers run: no authentication, no admin listener (MLServer and the
         # FastAPI server have neither)
         argv += ["--no-inference-auth", "--no-admin"]
+        if layout == "turnout_tuned":
+            # a closed loop at capacity waits one batch: for the large MLP (20-70 ms a batch) that is not
+            # overload, so the door's target is set above a batch instead of its 20 ms default
+            argv += ["--admission-target", "0.2"]
         return argv, {}
 
     return command
