@@ -29,12 +29,9 @@ import argparse
 import json
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +39,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import sections  # noqa: E402  (bench/sections.py)
+import report  # noqa: E402  (bench/report.py)
+import sections  # noqa: E402
 import side_by_side as sbs  # noqa: E402
 
 SERVERS_DIR = HERE / "servers"
@@ -175,32 +173,9 @@ def measure(plan: sbs.Plan) -> list[dict[str, Any]]:
     return records
 
 
-@dataclass(frozen=True)
-class Point:
-    throughput: float
-    p50: float
-    p99: float
-    errors: int
-
-
-def medians(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, int], Point]:
-    grouped: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        grouped[(r["model"], r["server"], r["protocol"], r["concurrency"])].append(r)
-    return {
-        key: Point(
-            statistics.median(r["throughput"] for r in rs),
-            statistics.median(r["latency_ms"]["p50"] for r in rs),
-            statistics.median(r["latency_ms"]["p99"] for r in rs),
-            sum(sum(r.get("errors", {}).values()) for r in rs),
-        )
-        for key, rs in grouped.items()
-    }
-
-
-def targets(points: dict[tuple[str, str, str, int], Point]) -> list[str]:
-    def get(model: str, server: str, protocol: str = "rest", c: int = 64) -> Point | None:
-        return points.get((model, server, protocol, c))
+def targets(results: report.Results) -> list[str]:
+    def get(model: str, server: str, protocol: str = "rest", c: int = 64) -> report.Point | None:
+        return results.get(model, server, protocol, c)
 
     rows = ["| target | result | detail |", "|---|---|---|"]
     for model in ("logreg", "xgb"):
@@ -241,7 +216,7 @@ def targets(points: dict[tuple[str, str, str, int], Point]) -> list[str]:
 
 
 def render(records: list[dict[str, Any]], invocation: str) -> str:
-    points = medians(records)
+    results = report.Results(records)
     names = {s.key: s.name for servers in SERVERS.values() for s in servers}
     lines = [
         "## Your own models: custom Python and XGBoost against MLServer and LitServe",
@@ -249,13 +224,13 @@ def render(records: list[dict[str, Any]], invocation: str) -> str:
         f"`{invocation}` (see its docstring for the set-up). Each server on core 0 with one worker for the model, "
         "the load generator on core 1; one-row requests; medians over rounds.",
         "",
-        *targets(points),
+        *targets(results),
     ]
     for model in ("logreg", "xgb"):
         lines += ["", f"### {model}", "", "| server | protocol | concurrency | req/s | p50 ms | p99 ms | errors |"]
         lines.append("|---|---|---:|---:|---:|---:|---:|")
         for (m, server, protocol, c), p in sorted(
-            points.items(), key=lambda kv: (list(names).index(kv[0][1]), kv[0][2], kv[0][3])
+            results.points.items(), key=lambda kv: (list(names).index(kv[0][1]), kv[0][2], kv[0][3])
         ):
             if m == model:
                 numbers = f"{p.throughput:,.0f} | {p.p50:.3f} | {p.p99:.3f} | {p.errors}"
