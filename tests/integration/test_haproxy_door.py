@@ -5,6 +5,7 @@ installed by scripts/system-deps.sh)."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -119,10 +120,17 @@ def test_inference_past_the_door_is_refused_at_once_in_turnouts_shape(server: Se
 
 
 def test_a_request_that_outwaits_the_queue_gets_turnouts_answer(server: ServerProcess, tmp_path: Path) -> None:
-    # one at turnout, a long queue: 40 requests of ~50 ms each are 2 s of
-    # work, so the last ones wait past HAProxy's `timeout queue` (1 s)
-    with door(server, in_flight=1, queue=1000, log=tmp_path / "haproxy.log") as url, ThreadPoolExecutor(40) as pool:
-        responses = list(pool.map(lambda _: post_slow(url), range(40)))
+    # one at turnout, a long queue: enough requests for 2.5 s of work (timed here:
+    # ~50 ms each on one machine, ~25 on a faster one), so the last ones wait
+    # past HAProxy's `timeout queue` (1 s)
+    took = []
+    for _ in range(5):
+        started = time.monotonic()
+        assert post_slow(server.url).status_code == 200
+        took.append(time.monotonic() - started)
+    count = max(40, math.ceil(2.5 / min(took)))
+    with door(server, in_flight=1, queue=1000, log=tmp_path / "haproxy.log") as url, ThreadPoolExecutor(count) as pool:
+        responses = list(pool.map(lambda _: post_slow(url), range(count)))
     timed_out = [r for r in responses if r.status_code == 503]
     assert timed_out, [r.status_code for r in responses]
     assert all(r.status_code in (200, 503) for r in responses)

@@ -10,9 +10,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import lightgbm
 import numpy as np
+import pytest
 import redis
 import skops.io as sio
 import tritonclient.grpc as grpcclient
@@ -43,7 +45,17 @@ def test_curl_example(server: ServerProcess) -> None:
     command = on_test_ports(block_after("### Try it with curl", "sh"), server)
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True)
     documented = json.loads(block_after("answers", "json"))
-    assert json.loads(result.stdout) == documented
+    assert approximately(json.loads(result.stdout)) == documented
+
+
+def approximately(answer: dict[str, Any]) -> dict[str, Any]:
+    """A V2 answer whose floats compare within float32's last digits: the
+    README's were printed on one CPU, and another's ONNX Runtime kernels
+    (AVX-512 or not) may round the last one differently."""
+    for output in answer.get("outputs", []):
+        if output["datatype"].startswith("FP"):
+            output["data"] = pytest.approx(output["data"], rel=1e-6)
+    return answer
 
 
 def test_tritonclient_example(server: ServerProcess) -> None:
