@@ -58,7 +58,7 @@ def check_safe_to_load(source: ModelSource, version: int, allow_trusted: bool) -
     else:
         try:
             runs_code = source.runtime.code_on_load(version_dir)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:  # an unreadable file, a framework not installed
             raise LoadFailed(str(exc)) from None
     if runs_code:
         needs = [] if source.config.trusted else ["`trusted = true` in its model.toml"]
