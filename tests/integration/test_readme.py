@@ -227,6 +227,25 @@ def test_python_model_example(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == documented
 
 
+def three_ways(server: ServerProcess, model: str, rows: np.ndarray) -> tuple[dict[str, Any], Any, Any]:
+    """``rows`` (one FP32 input, ``input``) sent to ``model`` as a user would:
+    curl with V2 JSON (its outputs by name), tritonclient's binary extension
+    and tritonclient over gRPC (their results)."""
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}]}
+    reply = subprocess.run(
+        ["curl", "-s", f"{server.url}/v2/models/{model}/infer", "-d", json.dumps(body)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    over_json = {o["name"]: o for o in json.loads(reply.stdout)["outputs"]}
+    given = httpclient.InferInput("input", list(rows.shape), "FP32")
+    given.set_data_from_numpy(rows, binary_data=True)
+    over_binary = httpclient.InferenceServerClient(server.url.removeprefix("http://")).infer(model, [given])
+    given = grpcclient.InferInput("input", list(rows.shape), "FP32")
+    given.set_data_from_numpy(rows)
+    over_grpc = grpcclient.InferenceServerClient(server.grpc_address).infer(model, [given])
+    return over_json, over_binary, over_grpc
+
+
 def test_sklearn_example_serves_over_rest_binary_and_grpc(tmp_path: Path) -> None:
     """ "Serve your own model: scikit-learn": the snippet run as printed makes a
     repository whose forest answers its own labels and probabilities
@@ -238,23 +257,10 @@ def test_sklearn_example_serves_over_rest_binary_and_grpc(tmp_path: Path) -> Non
     forest = sio.load(models / "cancer_forest/1/model.skops", trusted=["sklearn.tree._tree.Tree"])
     rows = load_breast_cancer().data[:8].astype(np.float32)
     with ServerProcess(models, log_dir=tmp_path) as server:
-        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [8, 30], "data": rows.ravel().tolist()}]}
-        reply = subprocess.run(
-            ["curl", "-s", f"{server.url}/v2/models/cancer_forest/infer", "-d", json.dumps(body)],
-            capture_output=True, text=True, check=True, timeout=60,
-        )  # fmt: skip
-        outputs = {o["name"]: o for o in json.loads(reply.stdout)["outputs"]}
-        assert outputs["label"]["data"] == forest.predict(rows).tolist()
-        over_http = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
-        given = httpclient.InferInput("input", [8, 30], "FP32")
-        given.set_data_from_numpy(rows, binary_data=True)
-        result = over_http.infer("cancer_forest", [given])
-        np.testing.assert_allclose(result.as_numpy("probabilities"), forest.predict_proba(rows), rtol=1e-6)
-        over_grpc = grpcclient.InferenceServerClient(server.grpc_address)
-        given = grpcclient.InferInput("input", [8, 30], "FP32")
-        given.set_data_from_numpy(rows)
-        result = over_grpc.infer("cancer_forest", [given])
-        assert result.as_numpy("label").tolist() == forest.predict(rows).tolist()
+        outputs, over_binary, over_grpc = three_ways(server, "cancer_forest", rows)
+    assert outputs["label"]["data"] == forest.predict(rows).tolist()
+    np.testing.assert_allclose(over_binary.as_numpy("probabilities"), forest.predict_proba(rows), rtol=1e-6)
+    assert over_grpc.as_numpy("label").tolist() == forest.predict(rows).tolist()
 
 
 def test_booster_example_serves_over_rest_binary_and_grpc(tmp_path: Path) -> None:
@@ -270,23 +276,10 @@ def test_booster_example_serves_over_rest_binary_and_grpc(tmp_path: Path) -> Non
     lgb = lightgbm.Booster(model_file=str(models / "cancer_lgb/1/model.txt")).predict(rows)
     with ServerProcess(models, log_dir=tmp_path) as server:
         for name, expected in (("cancer_xgb", xgb), ("cancer_lgb", lgb)):
-            body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [8, 30], "data": rows.ravel().tolist()}]}
-            reply = subprocess.run(
-                ["curl", "-s", f"{server.url}/v2/models/{name}/infer", "-d", json.dumps(body)],
-                capture_output=True, text=True, check=True, timeout=60,
-            )  # fmt: skip
-            outputs = {o["name"]: o for o in json.loads(reply.stdout)["outputs"]}
+            outputs, over_binary, over_grpc = three_ways(server, name, rows)
             assert outputs["label"]["data"] == (expected > 0.5).astype(int).tolist()
-            over_http = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
-            given = httpclient.InferInput("input", [8, 30], "FP32")
-            given.set_data_from_numpy(rows, binary_data=True)
-            result = over_http.infer(name, [given])
-            np.testing.assert_allclose(result.as_numpy("probabilities")[:, 1], expected, rtol=1e-5)
-            over_grpc = grpcclient.InferenceServerClient(server.grpc_address)
-            given = grpcclient.InferInput("input", [8, 30], "FP32")
-            given.set_data_from_numpy(rows)
-            result = over_grpc.infer(name, [given])
-            np.testing.assert_allclose(result.as_numpy("probabilities")[:, 1], expected, rtol=1e-5)
+            np.testing.assert_allclose(over_binary.as_numpy("probabilities")[:, 1], expected, rtol=1e-5)
+            np.testing.assert_allclose(over_grpc.as_numpy("probabilities")[:, 1], expected, rtol=1e-5)
 
 
 def test_pytorch_example_serves_over_rest_binary_and_grpc(tmp_path: Path) -> None:
@@ -305,24 +298,11 @@ def test_pytorch_example_serves_over_rest_binary_and_grpc(tmp_path: Path) -> Non
         expected = program(torch.from_numpy(rows)).numpy()
     assert (expected.argmax(axis=1) == load_iris().target[::7]).mean() > 0.9
     with ServerProcess(models, log_dir=tmp_path) as server:
-        body = {
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}]
-        }
-        reply = subprocess.run(
-            ["curl", "-s", f"{server.url}/v2/models/iris_net/infer", "-d", json.dumps(body)],
-            capture_output=True, text=True, check=True, timeout=60,
-        )  # fmt: skip
-        (output,) = json.loads(reply.stdout)["outputs"]
-        assert output["name"] == "probabilities" and output["shape"] == [len(rows), 3]
-        np.testing.assert_allclose(np.array(output["data"]).reshape(-1, 3), expected, rtol=1e-6)
-        over_http = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
-        given = httpclient.InferInput("input", list(rows.shape), "FP32")
-        given.set_data_from_numpy(rows, binary_data=True)
-        result = over_http.infer("iris_net", [given])
-        np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-6)
-        over_grpc = grpcclient.InferenceServerClient(server.grpc_address)
-        given = grpcclient.InferInput("input", list(rows.shape), "FP32")
-        given.set_data_from_numpy(rows)
-        result = over_grpc.infer("iris_net", [given])
-        np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-6)
-        assert over_grpc.get_model_metadata("iris_net").platform == "pytorch"
+        outputs, over_binary, over_grpc = three_ways(server, "iris_net", rows)
+        platform = grpcclient.InferenceServerClient(server.grpc_address).get_model_metadata("iris_net").platform
+    (output,) = outputs.values()
+    assert output["name"] == "probabilities" and output["shape"] == [len(rows), 3]
+    np.testing.assert_allclose(np.array(output["data"]).reshape(-1, 3), expected, rtol=1e-6)
+    np.testing.assert_allclose(over_binary.as_numpy("probabilities"), expected, rtol=1e-6)
+    np.testing.assert_allclose(over_grpc.as_numpy("probabilities"), expected, rtol=1e-6)
+    assert platform == "pytorch"
