@@ -117,20 +117,26 @@ def test_the_models_logs_reach_the_server_log_with_model_and_version(repo: Path,
     assert "model 'fragile' version 1 instance" in line and "fragile" in line
 
 
-def busy_pair(server: ServerProcess) -> tuple[float, float, set[int]]:
-    """(one busy request alone, two at once) in seconds, and the processes that answered the two."""
+def busy_pair(server: ServerProcess, tries: int = 3) -> tuple[float, float, set[int]]:
+    """(one busy request alone, two at once) in seconds, each the fastest of
+    `tries` runs (noise on a shared machine only ever adds time), and the
+    processes that answered the two."""
     import concurrent.futures
 
     infer(server, 1.0)
-    started = time.monotonic()
-    assert infer(server, 5.0).status_code == 200
-    alone = time.monotonic() - started
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    alone, both = float("inf"), float("inf")
+    pids: set[int] = set()
+    for _ in range(tries):
         started = time.monotonic()
-        answers = list(pool.map(lambda _: infer(server, 5.0), range(2)))
-        both = time.monotonic() - started
-    assert all(a.status_code == 200 for a in answers)
-    return alone, both, {a.json()["outputs"][1]["data"][0] for a in answers}
+        assert infer(server, 5.0).status_code == 200
+        alone = min(alone, time.monotonic() - started)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            started = time.monotonic()
+            answers = list(pool.map(lambda _: infer(server, 5.0), range(2)))
+            both = min(both, time.monotonic() - started)
+        assert all(a.status_code == 200 for a in answers)
+        pids |= {a.json()["outputs"][1]["data"][0] for a in answers}
+    return alone, both, pids
 
 
 def test_two_instances_run_at_once_despite_the_gil(repo: Path, tmp_path: Path) -> None:
