@@ -275,3 +275,30 @@ def test_only_requests_agreeing_on_the_parameters_the_model_reads_share_a_batch(
         assert all(set(given) <= {"tag"} for _, given in batched)  # "user" never reaches the model
 
     run(scenario())
+
+
+def test_a_lone_client_keeps_the_fast_path_when_a_batching_delay_is_set() -> None:
+    """One client, one request at a time, with a long batching delay: the
+    first request waits it out (no companion is known yet); after that the
+    batcher knows one row is all that comes back, and each request runs at
+    once on the loop itself, not queued for the instance's thread, also after
+    the wait controller's next probe (which once left the fast path shut for
+    good: a probe that the planner answers at once never ends a wait)."""
+    delay = 0.2
+
+    async def scenario() -> None:
+        model = RowModel()
+        async with running([model], BatchLimits(8, max_queue_delay=delay), inline_below=1.0) as batcher:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for rid in range(80):  # ~0.16 s of lone requests: past the controller's 0.05 s first probe
+                check_own_rows(x := request(rid), (await batcher.submit(x, BOTH)).outputs)
+                await asyncio.sleep(0.002)
+            took = loop.time() - started
+        calls = model.seen()
+        assert [c.rows for c in calls] == [1] * 80
+        assert took < 2 * delay, f"lone requests waited for companions: {took:.2f} s"
+        on_loop = [c.thread == threading.main_thread().name for c in calls]
+        assert all(on_loop[-20:]), on_loop
+
+    run(scenario())

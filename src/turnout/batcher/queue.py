@@ -146,6 +146,8 @@ class Batcher:
         self._no_wait = dataclasses.replace(limits, max_queue_delay=0.0)
         self._waiting_since: int | None = None  # queued requests when a batching wait began
         self._last_arrival = -math.inf
+        # the planner's `expected` after the batch that ended last, whichever instance ran it
+        self._expected = 0
 
     def start(self) -> None:
         """Start one worker per instance on the running loop."""
@@ -345,6 +347,7 @@ class Batcher:
             self._deliver(batch, parts, started)
             free_since = self._clock()
             expected = min(sum(item.rows for item in batch) + self._queued_rows(), self._limits.max_batch_size)
+            self._expected = expected
 
     def _fail_batch(self, batch: list[_Item], exc: Exception) -> None:
         error = InferenceFailed(f"inference failed: {exc}")
@@ -372,7 +375,12 @@ class Batcher:
             and not self._closing
             and self._cost.cheap()
             and not self._instances[0].asynchronous
-            and (self._limits.max_queue_delay == 0 or not self._waits.should_wait(item.arrived))
+            and (
+                self._limits.max_queue_delay == 0
+                or not self._waits.should_wait(item.arrived)
+                # the planner would take it at once: the clients heard from lately are all here
+                or 0 < self._expected <= item.rows
+            )
         ):
             return False
         try:
@@ -382,6 +390,9 @@ class Batcher:
             return True
         self._cost.observe(took)
         self._deliver([item], [outputs], item.arrived)
+        # `_expected` stays the last queued batch's: were a run here to set it to
+        # one row, one lone-looking arrival under load would keep the next ones
+        # out of the queue, and batches at one row
         return True
 
 

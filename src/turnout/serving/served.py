@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from turnout.batcher.planner import BatchLimits
 from turnout.batcher.queue import Batcher, BatchObserver
 from turnout.errors import Unavailable
-from turnout.model.config import ModelConfig
+from turnout.model.config import BatchingConfig, ModelConfig
 from turnout.model.loader import LoadedVersion
 from turnout.model.repository import ModelSource
-from turnout.model.runtimes.base import Tensors
+from turnout.model.runtimes.base import LoadedModel, Tensors
 from turnout.model.signature import Signature
 from turnout.observability.drift import PROFILE_FILE, DriftWindow, Profile
 from turnout.routing.document import RoutingDocument
@@ -113,6 +113,13 @@ def drift_window(source: ModelSource, version: int) -> DriftWindow | None:
     return DriftWindow(profile, source.config.drift.window_rows)
 
 
+def queue_delay(batching: BatchingConfig, instance: LoadedModel) -> float:
+    """Seconds a batch may wait: ``model.toml``'s, 0 included, else the runtime's default."""
+    if "max_queue_delay_ms" in batching.model_fields_set:
+        return batching.max_queue_delay_ms / 1000.0
+    return instance.batch_delay
+
+
 def serve(
     source: ModelSource,
     version: int,
@@ -122,9 +129,8 @@ def serve(
 ) -> ServedVersion:
     """A loaded version made live: its batcher started, its drift window open."""
     config = source.config
-    limits = BatchLimits(
-        loaded.max_batch_size, config.batching.max_queue_delay_ms / 1000.0, tuple(config.batching.preferred_batch_sizes)
-    )
+    delay = queue_delay(config.batching, loaded.instances[0])
+    limits = BatchLimits(loaded.max_batch_size, delay, tuple(config.batching.preferred_batch_sizes))
     batcher = Batcher(
         loaded.instances, limits, config.batching.max_queue_size, observer, niceness=config.instances.niceness
     )

@@ -57,6 +57,10 @@ class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the mode
     inline: ClassVar[bool] = False
     #: use ``predict_async`` (on the event loop) instead of ``predict``
     asynchronous: ClassVar[bool] = False
+    #: seconds a batch may wait for more requests where ``model.toml`` sets no
+    #: ``max_queue_delay_ms``: for models whose every batch has a fixed cost
+    #: worth sharing (the batcher waits only while waiting gathers requests)
+    batch_delay: ClassVar[float] = 0.0
 
     @property
     def signature(self) -> Signature | None:
