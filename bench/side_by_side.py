@@ -46,7 +46,7 @@ VENVS = HERE / ".venvs"
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 CONCURRENCIES = (1, 8, 64)
-RAW_BATCHES = (1, 8, 32, 128)
+RAW_BATCHES = (1, 8, 32, 64, 128)  # 64: the largest batch 64 one-row clients can make
 READY_TIMEOUT_S = 180.0
 # A closed loop at c=64 on MiniLM (~40 ms a row) needs seconds before its first
 # answer: measure it long enough for every point to see a steady state.
@@ -136,8 +136,9 @@ def free_ports() -> Ports:
 
 
 @contextmanager
-def running(server: ServerConfig, repos: Path, log: Path) -> Iterator[Ports]:
-    """The server started pinned to the server core, ready; stopped (its whole process group) on exit."""
+def running(server: ServerConfig, repos: Path, log: Path) -> Iterator[tuple[Ports, int]]:
+    """The server started pinned to the server core, ready, with its process
+    group's id; stopped (the whole group) on exit."""
     ports = free_ports()
     argv, extra_env = server.command(repos, ports)
     env = {**os.environ, **THREAD_ENV, **extra_env}
@@ -153,7 +154,7 @@ def running(server: ServerConfig, repos: Path, log: Path) -> Iterator[Ports]:
         )
         try:
             _wait_ready(process, ports, "grpc" in server.protocols, log, server.ready_path)
-            yield ports
+            yield ports, process.pid
         finally:
             _stop(process)
 
@@ -220,12 +221,20 @@ class Plan:
         return self.out / "results"
 
 
-def bench_command(plan: Plan, model: str, protocol: str, ports: Ports, json_out: Path, input_file: Path) -> list[str]:
+def bench_command(
+    plan: Plan,
+    model: str,
+    protocol: str,
+    ports: Ports,
+    json_out: Path,
+    input_file: Path,
+    concurrencies: Sequence[int] = CONCURRENCIES,
+) -> list[str]:
     argv = ["taskset", "-c", CLIENT_CORE, str(PROJECT_BIN / "turnout"), "bench"]
     argv += ["--url", f"http://127.0.0.1:{ports.http}", "--model", model, "--protocol", protocol]
     if protocol == "grpc":
         argv += ["--grpc-url", f"127.0.0.1:{ports.grpc}"]
-    argv += ["--concurrency", ",".join(map(str, CONCURRENCIES))]
+    argv += ["--concurrency", ",".join(map(str, concurrencies))]
     duration, warmup = plan.durations(model)
     argv += ["--duration", f"{duration:g}", "--warmup", f"{warmup:g}"]
     argv += ["--input-file", str(input_file), "--json", str(json_out), "--quiet"]
@@ -260,29 +269,56 @@ def measure(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _measure_server(plan: Plan, round_: int, model: str, server: ServerConfig) -> list[dict[str, Any]]:
+    """One server's points, each concurrency its own ``turnout bench`` run, so
+    that the server's CPU per request (its whole process group, workers
+    included, read from /proc) is known point by point."""
     records = []
     log = plan.results / "logs" / f"r{round_}_{model}_{server.key}.log"
     input_file = plan.repos / "inputs" / f"{model}.json"
-    with running(server, plan.repos, log) as ports:
+    duration, warmup = plan.durations(model)
+    with running(server, plan.repos, log) as (ports, group):
         for protocol in server.protocols:
             _log(f"round {round_ + 1}/{plan.rounds} {model}: {server.name} over {protocol}")
-            out = plan.results / f"r{round_}_{model}_{server.key}_{protocol}.json"
-            out.unlink(missing_ok=True)
-            argv = bench_command(plan, model, protocol, ports, out, input_file)
-            limit = len(CONCURRENCIES) * sum(plan.durations(model)) + 120
-            try:
-                completed = subprocess.run(
-                    argv, env={**os.environ, **THREAD_ENV}, capture_output=True, text=True, timeout=limit
-                )
-            except subprocess.TimeoutExpired:
-                _log(f"  turnout bench did not finish in {limit:.0f} s; skipped")
-                continue
-            if completed.returncode != 0 or not out.exists():
-                _log(f"  turnout bench failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}")
-                continue
-            for point in json.loads(out.read_text())["results"]:
-                records.append({"round": round_, "model": model, "server": server.key, "protocol": protocol, **point})
+            for concurrency in CONCURRENCIES:
+                out = plan.results / f"r{round_}_{model}_{server.key}_{protocol}_c{concurrency}.json"
+                out.unlink(missing_ok=True)
+                argv = bench_command(plan, model, protocol, ports, out, input_file, (concurrency,))
+                limit = duration + warmup + 120
+                before = group_cpu_seconds(group)
+                try:
+                    completed = subprocess.run(
+                        argv, env={**os.environ, **THREAD_ENV}, capture_output=True, text=True, timeout=limit
+                    )
+                except subprocess.TimeoutExpired:
+                    _log(f"  turnout bench did not finish in {limit:.0f} s; skipped")
+                    continue
+                used = group_cpu_seconds(group) - before
+                if completed.returncode != 0 or not out.exists():
+                    _log(f"  turnout bench failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}")
+                    continue
+                for point in json.loads(out.read_text())["results"]:
+                    # the warm-up's requests are not counted: take them at the measured rate
+                    served = point["throughput"] * (duration + warmup)
+                    cpu = {"server_cpu_us": used * 1e6 / served} if served else {}
+                    records.append(
+                        {"round": round_, "model": model, "server": server.key, "protocol": protocol, **point, **cpu}
+                    )
     return records
+
+
+def group_cpu_seconds(group: int) -> float:
+    """CPU seconds used so far by the live processes of a process group."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == group:  # pgrp; then utime and stime
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- the run
