@@ -293,9 +293,10 @@ def _measure_server(plan: Plan, round_: int, model: str, server: ServerConfig) -
                     _log(f"  turnout bench did not finish in {limit:.0f} s; skipped")
                     continue
                 used = group_cpu_seconds(group) - before
-                if completed.returncode != 0 or not out.exists():
+                if not out.exists():
                     _log(f"  turnout bench failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}")
                     continue
+                # exit status 1 with results: some requests failed (a server shedding load); the table counts them
                 for point in json.loads(out.read_text())["results"]:
                     # the warm-up's requests are not counted: take them at the measured rate
                     served = point["throughput"] * (duration + warmup)
