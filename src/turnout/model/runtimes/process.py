@@ -62,9 +62,9 @@ class ProcessInstance(LoadedModel):
     # Each batch is a round trip to the worker, tens of microseconds of the
     # server's CPU whatever its rows. Without a wait, a server busy reading
     # requests finds one queued each time the worker answers: one-row batches,
-    # measured 5,472 req/s at REST c=64 (logreg, one core) against 15,500 with
-    # this wait, 13,900 in-process; c=1 is unchanged, as no wait is made for a
-    # lone client.
+    # measured 5,472 req/s at REST c=64 (logreg, one core) against 10,378 with
+    # this wait in the side-by-side run (8,500-15,500 in single runs; 14,271
+    # in-process); c=1 is unchanged, as no wait is made for a lone client.
     batch_delay = 0.0005
 
     def __init__(self, spec: LoadSpec, version: str, timeout: float | None) -> None:
