@@ -215,6 +215,23 @@ def test_without_a_batch_axis_each_request_runs_alone() -> None:
     run(scenario())
 
 
+def test_without_a_batch_axis_a_lone_request_runs_at_once_whatever_the_batching_delay() -> None:
+    """A model without a batch axis never waits for companions (the planner
+    takes each request alone), so a delay set for it must not keep a lone
+    request off the fast path: run on the loop, not queued."""
+
+    async def scenario() -> None:
+        model = RowModel()
+        async with running([model], BatchLimits(0, max_queue_delay=0.2), inline_below=1.0) as batcher:
+            for rid in range(10):
+                check_own_rows(x := request(rid), (await batcher.submit(x, BOTH)).outputs)
+                await asyncio.sleep(0.002)
+        on_loop = [c.thread == threading.main_thread().name for c in model.seen()]
+        assert all(on_loop[1:]), on_loop  # the first ran before its cost was known
+
+    run(scenario())
+
+
 def test_a_batcher_needs_an_instance() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Batcher([], BatchLimits(8), 16)
@@ -300,5 +317,51 @@ def test_a_lone_client_keeps_the_fast_path_when_a_batching_delay_is_set() -> Non
         assert took < 2 * delay, f"lone requests waited for companions: {took:.2f} s"
         on_loop = [c.thread == threading.main_thread().name for c in calls]
         assert all(on_loop[-20:]), on_loop
+
+    run(scenario())
+
+
+class AwaitingRowModel(RowModel):
+    """A ``RowModel`` awaited on the loop, as a worker process's round trip is;
+    it counts the calls running on it at once."""
+
+    asynchronous = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.in_flight = self.most_in_flight = 0
+
+    async def predict_async(self, inputs: Any, outputs: Any, parameters: Any = None) -> Any:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            while not self.gate.is_set():
+                await asyncio.sleep(0.001)
+            return self.predict(inputs, outputs)
+        finally:
+            self.in_flight -= 1
+
+
+def test_a_lone_request_to_an_awaited_model_skips_the_queue_and_never_overlaps_a_batch() -> None:
+    """A lone request to an asynchronous instance is awaited straight away,
+    never queued; requests arriving while it runs queue (or wait) for the
+    instance, so no two calls ever run on it at once."""
+
+    async def scenario() -> None:
+        model = AwaitingRowModel().hold()
+        observer = RecordingObserver()
+        async with running([model], BatchLimits(8), observer=observer) as batcher:
+            lone = asyncio.create_task(batcher.submit(request(0), BOTH))
+            while not model.in_flight:
+                await asyncio.sleep(0.001)
+            assert observer.depths == [], "the lone request was queued"
+            later = submit_all(batcher, [request(rid) for rid in range(1, 6)])
+            await asyncio.sleep(0.05)
+            assert model.most_in_flight == 1, "a call started while the lone one ran"
+            model.gate.set()
+            results = await asyncio.gather(lone, *later)
+        for rid, result in enumerate(results):
+            check_own_rows(request(rid), result.outputs)
+        assert model.most_in_flight == 1
 
     run(scenario())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -107,6 +108,24 @@ def test_a_crashing_or_hanging_worker_fails_its_batch_and_is_replaced(repo: Path
         log = server.log()
     assert "ran past its 1.5 s: the worker was stopped" in log
     assert "the worker ended during this batch (exit code 3)" in log
+
+
+def test_a_lone_request_that_hangs_never_holds_the_server(repo: Path, tmp_path: Path) -> None:
+    """A lone request to a quick model waits for its reply blocking the event
+    loop (cheaper at c=1); if that model hangs, the loop is held a moment,
+    never for the batch's timeout: the server answers others meanwhile."""
+    with ServerProcess(repo, "--allow-trusted-models", log_dir=tmp_path) as server:
+        for _ in range(30):  # quick round trips, one at a time
+            assert infer(server, 1.0).status_code == 200
+        with ThreadPoolExecutor(1) as pool:
+            hung = pool.submit(infer, server, 5000.0)
+            time.sleep(0.3)  # it is running, past any blocked wait
+            started = time.monotonic()
+            live = httpx.get(f"{server.url}/v2/health/live", timeout=10)
+            took = time.monotonic() - started
+            assert live.status_code == 200
+            assert took < 0.5, f"the server was held for {took:.2f} s by a hanging request"
+            assert hung.result().status_code in (500, 504)
 
 
 def test_the_models_logs_reach_the_server_log_with_model_and_version(repo: Path, tmp_path: Path) -> None:

@@ -190,9 +190,56 @@ def test_an_async_predict_is_used_when_a_model_defines_one(tmp_path: Path, isola
     with loaded(repository(tmp_path, "waits", ASYNC, isolated(isolation)), "waits") as version:
         instance = version.instances[0]
         x = {"x": np.zeros((2, 1), dtype=np.float32)}
-        if instance.asynchronous:  # in-process: on the event loop
-            out = asyncio.run(instance.predict_async(x, ["y"]))
-        else:  # in a worker: its own loop, kept for the worker's life
+        # in-process: the model's predict_async on the event loop; in a worker, the
+        # round trip is awaited there, and the worker runs it on a loop of its own
+        assert instance.asynchronous
+        out = asyncio.run(instance.predict_async(x, ["y"]))
+        if isolation == "process":  # the worker's loop is kept for its life; the blocking round trip too
             out = [instance.predict(x, ["y"]) for _ in range(3)][-1]
     assert out["y"].tolist() == [[1.0], [1.0]]
-    assert instance.asynchronous == (isolation == "none")
+
+
+SLOW_ECHO = """\
+import time
+from turnout import PythonModel, Tensor
+
+class SlowEcho(PythonModel):
+    inputs = (Tensor("x", "FP32", [-1, 1]),)
+    outputs = (Tensor("y", "FP32", [-1, 1]),)
+
+    def predict(self, inputs, parameters):
+        x = inputs["x"].copy()  # read at once: the batch it came in must not be overwritten meanwhile
+        time.sleep(0.3)
+        return {"y": x * 10}
+"""
+
+
+def test_a_call_abandoned_on_the_loop_never_answers_the_next_one(tmp_path: Path) -> None:
+    """A request cancelled while its worker computes (its client gone) leaves
+    that batch's reply in the socket: the next call must read past it, to its
+    own answer, with the same worker."""
+    with loaded(repository(tmp_path, "slow", SLOW_ECHO, isolated("process")), "slow") as version:
+        instance = version.instances[0]
+        worker = instance._process.pid  # type: ignore[attr-defined]
+
+        async def abandon_then_ask() -> list[list[float]]:
+            first = asyncio.ensure_future(instance.predict_async({"x": np.full((1, 1), 1, np.float32)}, ["y"]))
+            await asyncio.sleep(0.1)
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            out = await instance.predict_async({"x": np.full((1, 1), 2, np.float32)}, ["y"])
+            return out["y"].tolist()
+
+        assert asyncio.run(abandon_then_ask()) == [[20.0]]
+
+        # and the blocking round trip after another abandoned call
+        async def abandon() -> None:
+            call = asyncio.ensure_future(instance.predict_async({"x": np.full((1, 1), 3, np.float32)}, ["y"]))
+            await asyncio.sleep(0.1)
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+
+        asyncio.run(abandon())
+        assert instance.predict({"x": np.full((1, 1), 4, np.float32)}, ["y"])["y"].tolist() == [[40.0]]
+        assert instance._process.pid == worker  # type: ignore[attr-defined]

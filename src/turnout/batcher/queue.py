@@ -138,6 +138,8 @@ class Batcher:
         self._dispatch_now = False  # one plan ignores the batching delay (a request's timeout came due)
         self._idle_workers = 0  # workers waiting for arrivals or for a batching delay to pass
         self._workers: list[asyncio.Task[None]] = []
+        # an asynchronous instance's batch and a lone request run straight on it never overlap
+        self._running = [asyncio.Lock() for _ in instances]
         self._executor = ThreadPoolExecutor(
             len(instances), thread_name_prefix="turnout-infer", initializer=_lower_priority, initargs=(niceness,)
         )
@@ -151,7 +153,10 @@ class Batcher:
 
     def start(self) -> None:
         """Start one worker per instance on the running loop."""
-        self._workers = [asyncio.create_task(self._work(instance)) for instance in self._instances]
+        self._workers = [
+            asyncio.create_task(self._work(instance, running))
+            for instance, running in zip(self._instances, self._running, strict=True)
+        ]
 
     @property
     def queue_depth(self) -> int:
@@ -193,6 +198,8 @@ class Batcher:
         self._last_arrival = item.arrived
         if lone and self._run_at_once(item):
             return await item.future
+        if lone and self._may_run_now(item) and self._instances[0].asynchronous:
+            return await self._run_now_async(item)
         if timeout is not None:
             item.timer = loop.call_later(timeout, self._expire, item, timeout)
         self._queue.append(item)
@@ -306,7 +313,7 @@ class Batcher:
         self._observer.queue_depth(len(self._queue))
         return batch
 
-    async def _work(self, instance: LoadedModel) -> None:
+    async def _work(self, instance: LoadedModel, running: asyncio.Lock) -> None:
         loop = asyncio.get_running_loop()
         free_since = -math.inf  # when this instance finished its last batch
         expected = 0  # rows of its last batch plus those queued when it finished (see planner)
@@ -327,7 +334,8 @@ class Batcher:
                 inputs = instance.collate([item.inputs for item in batch])
                 parameters = batch[0].parameters
                 if instance.asynchronous:
-                    outputs, took = await _predict_async(instance, inputs, names, parameters)
+                    async with running:
+                        outputs, took = await _predict_async(instance, inputs, names, parameters)
                 elif instance.inline:
                     outputs, took = _predict(instance, inputs, names, parameters)
                 else:
@@ -363,25 +371,29 @@ class Batcher:
                 mine = {name: part[name] for name in item.outputs}
                 item.future.set_result(BatchResult(mine, started - item.arrived, finished - started, rows))
 
-    def _run_at_once(self, item: _Item) -> bool:
-        """The fast path for a lone request: when every instance is idle, the
-        queue is empty, the model is cheap and no batching wait would be made,
-        run it here, without queueing it and waking a worker (two turns of
-        the loop saved). No await happens in between, so no worker can take
-        the instance meanwhile."""
-        if not (
+    def _may_run_now(self, item: _Item) -> bool:
+        """Whether a lone request may skip the queue: every instance idle, the
+        queue empty and no batching wait to be made for it."""
+        return (
             self._idle_workers == len(self._workers) > 0
+            and not self._running[0].locked()  # a lone request awaited on it (_run_now_async)
             and not self._queue
             and not self._closing
-            and self._cost.cheap()
-            and not self._instances[0].asynchronous
             and (
                 self._limits.max_queue_delay == 0
+                or self._limits.max_batch_size == 0  # no batch axis: never a wait (planner.py)
                 or not self._waits.should_wait(item.arrived)
                 # the planner would take it at once: the clients heard from lately are all here
                 or 0 < self._expected <= item.rows
             )
-        ):
+        )
+
+    def _run_at_once(self, item: _Item) -> bool:
+        """The fast path for a lone request to a cheap model: run it here, on
+        the loop, without queueing it and waking a worker (two turns of the
+        loop saved). No await happens in between, so no worker can take the
+        instance meanwhile."""
+        if not (self._cost.cheap() and not self._instances[0].asynchronous and self._may_run_now(item)):
             return False
         try:
             outputs, took = _predict(self._instances[0], item.inputs, item.outputs, item.parameters)
@@ -395,6 +407,22 @@ class Batcher:
         # out of the queue, and batches at one row
         return True
 
+    async def _run_now_async(self, item: _Item) -> BatchResult:
+        """The fast path for a lone request to an asynchronous model (a worker
+        process's round trip): awaited here, without queueing it and waking a
+        worker; the loop serves others meanwhile. A batch taken meanwhile
+        waits for the instance (``_running``)."""
+        instance, running = self._instances[0], self._running[0]
+        async with running:
+            try:
+                outputs, took = await _predict_async(instance, item.inputs, item.outputs, item.parameters, lone=True)
+            except Exception as exc:
+                self._fail_batch([item], exc)
+            else:
+                self._cost.observe(took)
+                self._deliver([item], [outputs], item.arrived)
+        return await item.future
+
 
 def _predict(
     instance: LoadedModel, inputs: Tensors, names: tuple[str, ...], parameters: Mapping[str, Any]
@@ -406,10 +434,17 @@ def _predict(
 
 
 async def _predict_async(
-    instance: LoadedModel, inputs: Tensors, names: tuple[str, ...], parameters: Mapping[str, Any]
+    instance: LoadedModel,
+    inputs: Tensors,
+    names: tuple[str, ...],
+    parameters: Mapping[str, Any],
+    lone: bool = False,
 ) -> tuple[Outputs, float]:
     started = time.perf_counter()
-    outputs = await instance.predict_async(inputs, names, parameters)
+    if lone:
+        outputs = await instance.predict_lone(inputs, names, parameters)
+    else:
+        outputs = await instance.predict_async(inputs, names, parameters)
     return _checked(outputs, names), time.perf_counter() - started
 
 

@@ -101,6 +101,14 @@ class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the mode
         """``predict`` on the event loop, for models that wait on I/O (``asynchronous = True``)."""
         return self.predict(inputs, outputs, parameters)
 
+    async def predict_lone(
+        self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS
+    ) -> Outputs:
+        """``predict_async`` for a lone request, run at once with nothing else
+        queued: the event loop is idle, so a model may wait for a quick answer
+        blocking it (``process.py`` does)."""
+        return await self.predict_async(inputs, outputs, parameters)
+
     def close(self) -> None:  # noqa: B027 - optional hook; most runtimes free on GC
         """Release resources held by this instance."""
 
