@@ -322,33 +322,61 @@ def test_a_lone_client_keeps_the_fast_path_when_a_batching_delay_is_set() -> Non
 
 
 class AwaitingRowModel(RowModel):
-    """A ``RowModel`` awaited on the loop, as a worker process's round trip is;
-    it counts the calls running on it at once."""
+    """A ``RowModel`` whose lone requests are awaited on the loop, as a worker
+    process's round trip is; it counts the calls running on it at once."""
 
-    asynchronous = True
+    lone_awaits = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.in_flight = self.most_in_flight = 0
+        self._counting = threading.Lock()
 
-    async def predict_async(self, inputs: Any, outputs: Any, parameters: Any = None) -> Any:
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+    def _enter(self) -> None:
+        with self._counting:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._counting:
+            self.in_flight -= 1
+
+    def predict(self, inputs: Any, outputs: Any, parameters: Any = None) -> Any:  # a batch, in a thread
+        self._enter()
+        try:
+            return super().predict(inputs, outputs)
+        finally:
+            self._leave()
+
+    async def predict_lone(self, inputs: Any, outputs: Any, parameters: Any = None) -> Any:
+        self._enter()
         try:
             while not self.gate.is_set():
                 await asyncio.sleep(0.001)
-            return self.predict(inputs, outputs)
+            return super().predict(inputs, outputs)
         finally:
-            self.in_flight -= 1
+            self._leave()
 
 
-def test_a_lone_request_to_an_awaited_model_skips_the_queue_and_never_overlaps_a_batch() -> None:
-    """A lone request to an asynchronous instance is awaited straight away,
+class AsyncRowModel(AwaitingRowModel):
+    """The same, ``asynchronous``: its batches are awaited on the loop too."""
+
+    asynchronous = True
+
+    async def predict_async(self, inputs: Any, outputs: Any, parameters: Any = None) -> Any:
+        return await self.predict_lone(inputs, outputs)
+
+
+@pytest.mark.parametrize("kind", [AwaitingRowModel, AsyncRowModel])
+def test_a_lone_request_awaited_on_the_loop_skips_the_queue_and_never_overlaps_a_batch(
+    kind: type[AwaitingRowModel],
+) -> None:
+    """A lone request to an instance that awaits it is run straight away,
     never queued; requests arriving while it runs queue (or wait) for the
     instance, so no two calls ever run on it at once."""
 
     async def scenario() -> None:
-        model = AwaitingRowModel().hold()
+        model = kind().hold()
         observer = RecordingObserver()
         async with running([model], BatchLimits(8), observer=observer) as batcher:
             lone = asyncio.create_task(batcher.submit(request(0), BOTH))
@@ -363,5 +391,35 @@ def test_a_lone_request_to_an_awaited_model_skips_the_queue_and_never_overlaps_a
         for rid, result in enumerate(results):
             check_own_rows(request(rid), result.outputs)
         assert model.most_in_flight == 1
+        assert len(model.seen()) < 6, "the requests that came meanwhile were not batched"
+
+    run(scenario())
+
+
+def test_after_a_batch_of_many_a_lone_looking_request_queues_until_batches_are_single_again() -> None:
+    """Under load a lull between batches makes one arrival look lone; run
+    straight, it would hold the next batch back behind a round trip of its
+    own. So a request skips the queue only while the last batch was a single
+    request too."""
+
+    async def scenario() -> None:
+        model = AwaitingRowModel().hold()
+        observer = RecordingObserver()
+        async with running([model], BatchLimits(8), observer=observer) as batcher:
+            lone = asyncio.create_task(batcher.submit(request(0), BOTH))
+            while not model.in_flight:
+                await asyncio.sleep(0.001)
+            later = submit_all(batcher, [request(rid) for rid in range(1, 6)])
+            await asyncio.sleep(0.01)
+            model.gate.set()
+            await asyncio.gather(lone, *later)  # a batch of five ran: many clients lately
+            queued_before = len(observer.depths)
+            await asyncio.sleep(0.01)
+            await batcher.submit(request(6), BOTH)
+            assert len(observer.depths) > queued_before, "a lone-looking request skipped the queue under load"
+            queued_before = len(observer.depths)
+            await asyncio.sleep(0.01)
+            await batcher.submit(request(7), BOTH)  # the last batch was one request: straight again
+            assert len(observer.depths) == queued_before, "a lone request was queued"
 
     run(scenario())

@@ -190,13 +190,13 @@ def test_an_async_predict_is_used_when_a_model_defines_one(tmp_path: Path, isola
     with loaded(repository(tmp_path, "waits", ASYNC, isolated(isolation)), "waits") as version:
         instance = version.instances[0]
         x = {"x": np.zeros((2, 1), dtype=np.float32)}
-        # in-process: the model's predict_async on the event loop; in a worker, the
-        # round trip is awaited there, and the worker runs it on a loop of its own
-        assert instance.asynchronous
-        out = asyncio.run(instance.predict_async(x, ["y"]))
-        if isolation == "process":  # the worker's loop is kept for its life; the blocking round trip too
+        if instance.asynchronous:  # in-process: on the event loop
+            out = asyncio.run(instance.predict_async(x, ["y"]))
+        else:  # in a worker: its own loop, kept for the worker's life; the round trip awaited or not
             out = [instance.predict(x, ["y"]) for _ in range(3)][-1]
+            assert asyncio.run(instance.predict_lone(x, ["y"]))["y"].tolist() == out["y"].tolist()
     assert out["y"].tolist() == [[1.0], [1.0]]
+    assert instance.asynchronous == (isolation == "none")
 
 
 SLOW_ECHO = """\

@@ -57,6 +57,10 @@ class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the mode
     inline: ClassVar[bool] = False
     #: use ``predict_async`` (on the event loop) instead of ``predict``
     asynchronous: ClassVar[bool] = False
+    #: ``predict_lone`` awaits its answer without holding the event loop (a
+    #: worker process's round trip): a lone request may run straight through
+    #: it whatever the model's cost, while batches still use ``predict``
+    lone_awaits: ClassVar[bool] = False
     #: seconds a batch may wait for more requests where ``model.toml`` sets no
     #: ``max_queue_delay_ms``: for models whose every batch has a fixed cost
     #: worth sharing (the batcher waits only while waiting gathers requests)
@@ -104,9 +108,10 @@ class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the mode
     async def predict_lone(
         self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS
     ) -> Outputs:
-        """``predict_async`` for a lone request, run at once with nothing else
-        queued: the event loop is idle, so a model may wait for a quick answer
-        blocking it (``process.py`` does)."""
+        """A lone request, run at once with nothing else queued (for models that
+        are ``asynchronous`` or say ``lone_awaits``): the event loop is idle,
+        so a model may wait for a quick answer blocking it (``process.py``
+        does)."""
         return await self.predict_async(inputs, outputs, parameters)
 
     def close(self) -> None:  # noqa: B027 - optional hook; most runtimes free on GC

@@ -3,9 +3,9 @@
 or the server.
 
 Each :class:`ProcessInstance` is one worker (``worker.py``), one batch at a
-time, its round trips awaited on the server's event loop (``predict_async``;
-``predict`` blocks a thread, for batch jobs). What goes wrong stays with its
-batch:
+time: a batch's round trip blocks the instance's thread (``predict``), a
+lone request's is awaited on the server's event loop (``predict_lone``).
+What goes wrong stays with its batch:
 
 - the worker dies during a batch (a crash, the OOM killer): that batch fails
   with a 500 naming the model and how the worker ended; the next batch starts
@@ -82,10 +82,13 @@ class ProcessInstance(LoadedModel):
     # this wait in the side-by-side run (8,500-15,500 in single runs; 14,271
     # in-process); c=1 is unchanged, as no wait is made for a lone client.
     batch_delay = 0.0005
-    # The batcher awaits each batch's round trip on its loop rather than in
-    # the instance's thread: a thread hand-off each way cost c=1 about 0.1 ms
-    # (xgb). See _call_async for when the loop blocks instead.
-    asynchronous = True
+    # A lone request's round trip is awaited on the event loop (predict_lone),
+    # not handed to the instance's thread: the hand-off each way cost c=1
+    # about 0.1 ms (xgb). Batches still go through the thread: awaited on the
+    # loop, a reply waits for the loop to finish its turn of reading requests,
+    # the worker idles meanwhile (xgb, REST c=64: 7% fewer answered, and
+    # requests shed). See _call_async for when the loop blocks instead.
+    lone_awaits = True
 
     def __init__(self, spec: LoadSpec, version: str, timeout: float | None) -> None:
         self._spec = spec
@@ -214,8 +217,9 @@ class ProcessInstance(LoadedModel):
             reply = self._reply(connection, timeout)
         except (EOFError, OSError):
             raise self._lost("the worker ended during this batch") from None
+        self._replied = time.perf_counter()
         # spin next time only if this reply was quick: a slow model's batches would waste the wait
-        self._quick = self._spins and time.perf_counter() - sent < 2 * SPIN_SECONDS
+        self._quick = self._spins and self._replied - sent < 2 * SPIN_SECONDS
         return _value(reply)
 
     async def _call_async(self, message: Message, timeout: float, lone: bool = False) -> Any:
