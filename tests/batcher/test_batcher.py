@@ -367,6 +367,14 @@ class AsyncRowModel(AwaitingRowModel):
         return await self.predict_lone(inputs, outputs)
 
 
+async def lone_running(batcher: Batcher, model: AwaitingRowModel) -> asyncio.Task[BatchResult]:
+    """Request 0, alone, once the (held) model has taken it."""
+    lone = asyncio.create_task(batcher.submit(request(0), BOTH))
+    while not model.in_flight:
+        await asyncio.sleep(0.001)
+    return lone
+
+
 @pytest.mark.parametrize("kind", [AwaitingRowModel, AsyncRowModel])
 def test_a_lone_request_awaited_on_the_loop_skips_the_queue_and_never_overlaps_a_batch(
     kind: type[AwaitingRowModel],
@@ -379,9 +387,7 @@ def test_a_lone_request_awaited_on_the_loop_skips_the_queue_and_never_overlaps_a
         model = kind().hold()
         observer = RecordingObserver()
         async with running([model], BatchLimits(8), observer=observer) as batcher:
-            lone = asyncio.create_task(batcher.submit(request(0), BOTH))
-            while not model.in_flight:
-                await asyncio.sleep(0.001)
+            lone = await lone_running(batcher, model)
             assert observer.depths == [], "the lone request was queued"
             later = submit_all(batcher, [request(rid) for rid in range(1, 6)])
             await asyncio.sleep(0.05)
@@ -406,9 +412,7 @@ def test_after_a_batch_of_many_a_lone_looking_request_queues_until_batches_are_s
         model = AwaitingRowModel().hold()
         observer = RecordingObserver()
         async with running([model], BatchLimits(8), observer=observer) as batcher:
-            lone = asyncio.create_task(batcher.submit(request(0), BOTH))
-            while not model.in_flight:
-                await asyncio.sleep(0.001)
+            lone = await lone_running(batcher, model)
             later = submit_all(batcher, [request(rid) for rid in range(1, 6)])
             await asyncio.sleep(0.01)
             model.gate.set()
