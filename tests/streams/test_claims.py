@@ -35,6 +35,11 @@ def slow_repo(repo: Path) -> Path:
     return repo
 
 
+def taken_all(client: redis.Redis, stream: str) -> bool:
+    groups = client.xinfo_groups(stream)
+    return bool(groups) and groups[0]["lag"] == 0
+
+
 def test_an_idle_consumer_takes_over_what_a_dead_one_held(slow_repo: Path, tmp_path: Path, log_dir: Path) -> None:
     """Every entry is delivered to the first consumer, which is killed holding
     most of them; the second has nothing new to read: only claims can answer them."""
@@ -54,7 +59,8 @@ def test_an_idle_consumer_takes_over_what_a_dead_one_held(slow_repo: Path, tmp_p
         first = ServerProcess(slow_repo, *common, "--stream-consumer", "first", log_dir=log_dir).start()
         try:
             deadline = time.monotonic() + 60
-            while client.xinfo_groups(stream)[0]["lag"] != 0 or client.xlen("results") == 0:
+            # The group may not exist yet: readiness does not wait for the stream consumers.
+            while not taken_all(client, stream) or client.xlen("results") == 0:
                 assert time.monotonic() < deadline, "the first consumer never took every entry"
                 time.sleep(0.02)
         finally:
