@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 from turnout.model.integrity import IntegrityError, verify
 from turnout.model.repository import ModelSource
 from turnout.model.runtimes.base import LoadContext, LoadedModel
+from turnout.model.runtimes.catalog import RUNTIME_OF_FILE
 from turnout.model.signature import Signature, reconcile
 from turnout.model.warmup import sample_inputs
 
@@ -81,7 +83,7 @@ def load_version(source: ModelSource, version: int, allow_trusted: bool = False)
     artifacts = [version_dir / name for name in source.runtime.artifacts]
     missing = [a for a in artifacts if not a.exists()]
     if missing:
-        raise LoadFailed(f"{missing[0]}: missing")
+        raise LoadFailed(f"{missing[0]}: missing{_other_runtime_hint(version_dir, source.config.runtime.name)}")
     if not version_dir.is_dir():
         raise LoadFailed(f"{version_dir}: missing")
     shown = artifacts[0] if artifacts else version_dir
@@ -152,3 +154,15 @@ def _max_batch_size(configured: int | None, signature: Signature, artifact: str)
             "first dimension to batch along; set max_batch_size = 0"
         )
     return configured
+
+
+def _other_runtime_hint(version_dir: Path, runtime: str) -> str:
+    """Where the version holds the file another built-in runtime reads (a
+    ``model.skops`` under the default ``onnx``), the ``model.toml`` line to write."""
+    if not version_dir.is_dir():
+        return ""
+    for path in sorted(version_dir.iterdir()):
+        other = RUNTIME_OF_FILE.get(path.name)
+        if other is not None and other != runtime:
+            return f'; {path.name} is read by the {other!r} runtime: write runtime = "{other}" in model.toml'
+    return ""

@@ -69,6 +69,19 @@ def _pytorch() -> ModelRuntime:
     return TorchRuntime()
 
 
+#: the file each built-in runtime reads, so a version whose runtime's file is
+#: missing can name the runtime that reads the file it has instead
+RUNTIME_OF_FILE: Mapping[str, str] = {
+    "model.onnx": "onnx",
+    "model.py": "python",
+    "model.skops": "sklearn",
+    "model.json": "xgboost",
+    "model.ubj": "xgboost",
+    "model.txt": "lightgbm",
+    "model.pt2": "pytorch",
+    "model.pt": "pytorch",
+}
+
 BUILT_IN: Mapping[str, Callable[[], ModelRuntime]] = {
     "onnx": _onnx,
     "python": _python,

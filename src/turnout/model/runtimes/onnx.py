@@ -153,7 +153,14 @@ def _as_text(name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def _spec(node: Any) -> TensorSpec:
     datatype = _DATATYPES.get(node.type)
     if datatype is None:
-        raise ValueError(f"tensor '{node.name}' has type {node.type}, which the V2 protocol cannot carry")
+        problem = f"tensor '{node.name}' has type {node.type}, which the V2 protocol cannot carry"
+        if node.type.startswith("seq(map("):
+            # skl2onnx's default for a classifier: its ZipMap turns probabilities into one dict per row
+            problem += (
+                "; a scikit-learn classifier exported with skl2onnx's default ZipMap: export it again with "
+                "to_onnx(model, X, options={'zipmap': False}), so probabilities are a [rows, classes] tensor"
+            )
+        raise ValueError(problem)
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (node.shape or []))
     return TensorSpec(node.name, datatype, shape)
 
