@@ -385,3 +385,13 @@ def test_a_runtime_named_beside_its_options_table_gets_a_hint(tmp_path: Path) ->
     assert load_config(write(tmp_path, 'runtime.name = "onnx"\n[runtime.options]\nintra_op_threads = 2\n')).runtime == (
         RuntimeConfig(name="onnx", options={"intra_op_threads": 2})
     )
+
+
+def test_a_top_level_key_written_under_a_table_says_where_it_belongs(tmp_path: Path) -> None:
+    """Appended to the end of the example's model.toml, max_batch_size lands in [version_policy]."""
+    error = config_error(tmp_path, 'runtime = "onnx"\n\n[version_policy]\nlatest = 1\nmax_batch_size = 8\n')
+    assert error.field == "version_policy.max_batch_size"
+    assert error.reason == (
+        "unknown field; max_batch_size is a top-level key: write it above the first [table] "
+        "(a key belongs to the table above it)"
+    )

@@ -228,7 +228,7 @@ def load_config(model_dir: Path) -> ModelConfig:
         return ModelConfig.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigError(str(path), reason(first), field_path(first["loc"])) from None
+        raise ConfigError(str(path), reason(first) + _misplaced(first), field_path(first["loc"])) from None
 
 
 def field_path(location: tuple[int | str, ...]) -> str | None:
@@ -247,6 +247,15 @@ def reason(error: object) -> str:
     if error.get("type") == "extra_forbidden":
         return "unknown field"
     return message
+
+
+def _misplaced(error: Any) -> str:
+    """A top-level key written at the end of the file lands in the table above it."""
+    location = error.get("loc", ())
+    if error.get("type") == "extra_forbidden" and len(location) > 1 and location[-1] in ModelConfig.model_fields:
+        where = "write it above the first [table] (a key belongs to the table above it)"
+        return f"; {location[-1]} is a top-level key: {where}"
+    return ""
 
 
 def _hint(path: Path) -> str:

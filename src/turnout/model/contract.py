@@ -26,11 +26,14 @@ def keeps_the_contract(source: ModelSource, version: int, loaded: LoadedVersion,
     serving default accepts and answer in the same shapes."""
     if serving is None or source.config.declared_signature() is not None:
         return
-    problem = incompatibility(serving.signature, loaded.signature, serving.max_batch_size, loaded.max_batch_size)
+    # max_batch_size written in model.toml is a change made on purpose, as a declared signature is
+    reference_batch = loaded.max_batch_size if source.config.max_batch_size is not None else serving.max_batch_size
+    problem = incompatibility(serving.signature, loaded.signature, reference_batch, loaded.max_batch_size)
     if problem:
         for instance in loaded.instances:
             instance.close()
         raise LoadFailed(
-            f"its signature differs from version {serving.version}'s, which clients call ({problem}); to change the "
-            "signature on purpose, declare [[inputs]] and [[outputs]] in model.toml"
+            f"its signature differs from version {serving.version}'s, which clients call ({problem}); to change "
+            "the signature on purpose, declare [[inputs]] and [[outputs]] in model.toml (for max_batch_size "
+            "alone, set it there)"
         )

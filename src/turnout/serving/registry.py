@@ -167,7 +167,10 @@ class ModelRegistry:
                 source = await asyncio.to_thread(self._repository.read, name)
                 routing = from_config(source.config.routing, str(source.directory / CONFIG_FILE))
             except ConfigError as exc:
-                if not model.live:
+                if model.live:  # what serves keeps serving; the index says why the edit did not apply
+                    why = f"{exc}; still serving as loaded before this model.toml"
+                    model.states = {v: (State.READY, why) for v in model.live}
+                else:
                     model.states = {None: (State.UNAVAILABLE, str(exc))}
                 raise
             wanted = set(source.versions) | (self._pins.kept(name) & set(source.on_disk))
