@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.serving
 MODELS := examples/models
 HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
@@ -10,12 +11,19 @@ GRPC_PORT ?= 8081
 
 .PHONY: serve test test-fast models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-guard bench-stream bench-batch bench-cold-start bench-observability bench-overload bench-attacks bench-door
 
-# The virtual environment, with turnout installed editable plus the dev tools, at the
-# versions in constraints.txt (the lock: what the tests passed with).
-$(STAMP): pyproject.toml constraints.txt
+# The virtual environment at the versions in constraints.txt (the lock: what the
+# tests passed with). Serving needs turnout and what builds the example models, a
+# few hundred MB; the tests add the dev tools (Ray, MLflow, torch, browsers' driver,
+# 1.6 GB), so `make serve` on a fresh clone never waits for them.
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+$(SERVE_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PIP) -e '.[examples]'
+	touch $@
+
+$(STAMP): $(SERVE_STAMP)
+	$(PIP) -e '.[dev]'
 	touch $@
 
 # Pin what the virtual environment holds now (after changing a dependency in pyproject.toml).
@@ -26,7 +34,7 @@ lock: $(STAMP)
 venv: $(STAMP)
 
 # The example model repository, built from scikit-learn's bundled data sets.
-$(MODELS)/.built: examples/build_models.py $(STAMP)
+$(MODELS)/.built: examples/build_models.py $(SERVE_STAMP)
 	$(BIN)/python examples/build_models.py $(MODELS)
 	touch $@
 
@@ -34,7 +42,7 @@ models: $(MODELS)/.built
 
 # The local demo: inference without credentials (the server's log says so); the
 # admin plane on 127.0.0.1:8082 still needs an admin key (README, Security).
-serve: $(STAMP) models
+serve: $(SERVE_STAMP) models
 	$(BIN)/turnout serve $(MODELS) --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --no-inference-auth
 
 lint: $(STAMP)
@@ -45,10 +53,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-system-deps:
-	scripts/system-deps.sh
+# The programs the tests run beyond Python (redis-server, promtool, HAProxy, chromium,
+# curl), never as system services. Without root it names what is missing; the tests
+# that need it are left out and the run fails, after running everything else.
+system-deps: $(SERVE_STAMP)
+	scripts/system-deps.sh $(BIN)
 
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) lint typecheck system-deps
 	$(BIN)/python -m pytest
 
 # The quick loop: the tests that need no server process, Redis, Ray or browser (under 2 minutes),

@@ -20,12 +20,45 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import build_models  # noqa: E402 - the example builder lives in examples/, not in the package
 
+# Programs the suite runs beyond Python: scripts/system-deps.sh installs them, some
+# into the virtual environment's bin (never as system services), so it goes first on PATH.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+PROGRAMS_OF_MARK = {"redis": ("redis-server",), "browser": ("chromium",)}
+MISSING = pytest.StashKey[dict[str, int]]()
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/integration starts real servers: marked so (`make test-fast` leaves it out)."""
+
+def needed_programs(item: pytest.Item) -> set[str]:
+    names = {name for mark, programs in PROGRAMS_OF_MARK.items() if item.get_closest_marker(mark) for name in programs}
+    for mark in item.iter_markers("programs"):
+        names.update(mark.args)
+    return names
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/integration starts real servers: marked so (`make test-fast` leaves it out).
+    A test whose program is missing here is left out, never skipped, and the run fails
+    at its end naming the program: everything else still runs."""
+    kept, left_out = [], []
+    missing: dict[str, int] = {}
     for item in items:
-        if "integration" in item.path.relative_to(ROOT).parts:
+        if item.path.is_relative_to(ROOT) and "integration" in item.path.relative_to(ROOT).parts:
             item.add_marker(pytest.mark.integration)
+        absent = sorted(name for name in needed_programs(item) if shutil.which(name) is None)
+        for name in absent:
+            missing[name] = missing.get(name, 0) + 1
+        (left_out if absent else kept).append(item)
+    config.stash[MISSING] = missing
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    missing = session.config.stash.get(MISSING, {})
+    if missing:
+        names = ", ".join(f"{name} ({count} tests)" for name, count in sorted(missing.items()))
+        sys.stderr.write(f"\nNOT RUN, programs missing: {names}; install them with scripts/system-deps.sh as root\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

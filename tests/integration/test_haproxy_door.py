@@ -19,12 +19,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.integration.reference import run
 from tests.integration.slow_client import SLOW_INPUT, post_slow, slow_output
 from tests.integration.test_readme import block_after
 from tests.support import ServerProcess, free_port
 
+pytestmark = [pytest.mark.programs("haproxy")]
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy" / "turnout.cfg"
 AT_CAPACITY = "the server is at capacity; retry later"
 

@@ -24,6 +24,7 @@ from sklearn.datasets import load_breast_cancer, load_iris
 
 from tests.support import ServerProcess, free_port
 
+pytestmark = [pytest.mark.programs("curl")]
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 

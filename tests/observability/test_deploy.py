@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import ServerProcess
 
@@ -19,6 +20,7 @@ RULES = DEPLOY / "prometheus" / "turnout-rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "turnout-dashboard.json"
 
 
+@pytest.mark.programs("promtool")
 def test_promtool_accepts_the_rules_and_their_tests_pass() -> None:
     checked = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0 and "SUCCESS: 8 rules found" in checked.stdout, checked.stdout + checked.stderr
