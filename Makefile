@@ -8,6 +8,8 @@ MODELS := examples/models
 HOST ?= 127.0.0.1
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 8081
+ADMIN_PORT ?= 8082
+SERVE_ARGS ?=
 
 .PHONY: serve test test-fast models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-guard bench-stream bench-batch bench-cold-start bench-observability bench-overload bench-attacks bench-door
 
@@ -41,9 +43,11 @@ $(MODELS)/.built: examples/build_models.py $(SERVE_STAMP)
 models: $(MODELS)/.built
 
 # The local demo: inference without credentials (the server's log says so); the
-# admin plane on 127.0.0.1:8082 still needs an admin key (README, Security).
+# admin plane needs an admin key from keys.db, which starts empty and is read
+# again when it changes (README, Quick start). SERVE_ARGS: more `turnout serve` flags.
 serve: $(SERVE_STAMP) models
-	$(BIN)/turnout serve $(MODELS) --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --no-inference-auth
+	$(BIN)/turnout serve $(MODELS) --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
+	  --admin-port $(ADMIN_PORT) --api-keys keys.db --no-inference-auth $(SERVE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples scripts

@@ -1,5 +1,6 @@
-"""The README's examples, run as printed (ports aside) against a real server,
-must give the answers the README documents."""
+"""The README's examples outside the walkthrough (tests/integration/test_walkthrough.py),
+run as printed (ports aside) against a real server, must give the answers the
+README documents."""
 
 from __future__ import annotations
 
@@ -8,21 +9,19 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import lightgbm
 import numpy as np
 import pytest
-import redis
 import skops.io as sio
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import xgboost
 from sklearn.datasets import load_breast_cancer, load_iris
 
-from tests.support import ServerProcess, free_port
+from tests.support import ServerProcess
 
 pytestmark = [pytest.mark.programs("curl")]
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -42,13 +41,6 @@ def on_test_ports(text: str, server: ServerProcess) -> str:
     )
 
 
-def test_curl_example(server: ServerProcess) -> None:
-    command = on_test_ports(block_after("### Try it with curl", "sh"), server)
-    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True)
-    documented = json.loads(block_after("answers", "json"))
-    assert approximately(json.loads(result.stdout)) == documented
-
-
 def approximately(answer: dict[str, Any]) -> dict[str, Any]:
     """A V2 answer whose floats compare within float32's last digits: the
     README's were printed on one CPU, and another's ONNX Runtime kernels
@@ -57,129 +49,6 @@ def approximately(answer: dict[str, Any]) -> dict[str, Any]:
         if output["datatype"].startswith("FP"):
             output["data"] = pytest.approx(output["data"], rel=1e-6)
     return answer
-
-
-def test_tritonclient_example(server: ServerProcess) -> None:
-    script = on_test_ports(block_after("### Try it with Triton's Python client", "python"), server)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == block_after("prints", "text")
-
-
-def test_security_walkthrough(example_repo: Path, tmp_path: Path) -> None:
-    """The Security section as a new user follows it: keys made with the CLI,
-    a server that needs them, and the status codes the section documents."""
-    setup = block_after("**API keys.**", "sh")
-    commands = [line for line in setup.splitlines() if line.strip() and " serve " not in line]
-    script = "\n".join(commands).replace(".venv/bin/turnout", f"{sys.executable} -m turnout")
-    subprocess.run(["bash", "-c", script], cwd=tmp_path, check=True, capture_output=True, timeout=120)
-    assert " serve examples/models --api-keys keys.db" in setup
-    server = ServerProcess(example_repo, "--api-keys", str(tmp_path / "keys.db"), log_dir=tmp_path, inference_auth=True)
-    with server:
-        calls = block_after("Clients send `Authorization: Bearer <key>`", "sh")
-        command = on_test_ports(calls, server).replace("127.0.0.1:8082", server.admin_address)
-        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    documented = re.findall(r"# (\d{3})$", calls, re.M)
-    assert documented == ["401", "200", "403", "200"]
-    assert result.stdout.split() == documented, result.stderr
-
-
-def test_traffic_control_walkthrough(repo: Path, tmp_path: Path) -> None:
-    """The Traffic control section's commands, as printed, against a server of
-    the example repository: the wine canary promoted, rolled back and rolled
-    out; blue/green switches; a shadow; an A/B test with feedback."""
-    blocks = {
-        marker: block_after(marker, "sh")
-        for marker in ("drive the canary:", "**Blue/green.**", "**Shadow.**", "**A/B test.**")
-    }
-    first = blocks["drive the canary:"]
-    assert "turnout keys create --store keys.db --name ops --role admin > ops.key" in first
-    assert "turnout serve examples/models --no-inference-auth --api-keys keys.db &" in first
-    server = ServerProcess(repo, log_dir=tmp_path)
-    env = {**os.environ, "TURNOUT_ADMIN_URL": server.admin_url, "TURNOUT_ADMIN_KEY": server.admin_key}
-    outputs = []
-    with server:
-        for block in blocks.values():
-            lines = [
-                line
-                for line in block.splitlines()
-                if line.strip() and "keys create" not in line and " serve " not in line and "export " not in line
-            ]
-            script = on_test_ports("\n".join(lines), server).replace(
-                ".venv/bin/turnout", f"{sys.executable} -m turnout"
-            )
-            result = subprocess.run(["bash", "-ec", script], env=env, capture_output=True, text=True, timeout=120)
-            assert result.returncode == 0, result.stderr
-            outputs.append(result.stdout)
-    canary, blue_green, shadow, ab = outputs
-    assert "policy: canary (baseline=1, candidate=2, weight=10.0), set by model.toml" in canary
-    assert "weight=100.0" in canary and "weight=0.0" in canary
-    assert "rollout: 1 -> 2, running, candidate at 10% (step 1 of 3: 10% -> 50% -> 100%)" in canary
-    events = [line.split()[1] for line in canary.splitlines() if line[:4].isdigit()]
-    assert events == ["policy", "promoted", "rolled_back", "rollout"]
-    assert "live=2" in blue_green and blue_green.rstrip().endswith("live=1), set by test-admin")
-    assert "policy: shadow (primary=1, shadow=2, percent=100.0)" in shadow
-    assert '"recorded":true' in ab and "A/B report for 'wine'" in ab
-    assert "nothing to compare yet" in ab  # one user, one variant
-
-
-def test_model_lifecycle_walkthrough(repo: Path, tmp_path: Path) -> None:
-    """The Model lifecycle section as printed: a version dropped in goes live,
-    then rollback, pin and unpin with the CLI."""
-    server = ServerProcess(repo, "--poll-interval", "0.2", log_dir=tmp_path)
-    env = {**os.environ, "TURNOUT_ADMIN_URL": server.admin_url, "TURNOUT_ADMIN_KEY": server.admin_key}
-    drop = block_after("**Dropping in a new version.**", "sh").replace("examples/models", str(repo))
-    steps = [line for line in block_after("**Rollback and pinning**", "sh").splitlines() if "export " not in line]
-    turnout = f"{sys.executable} -m turnout"
-    with server:
-        subprocess.run(["bash", "-ec", drop], check=True, capture_output=True, timeout=60)
-        deadline = time.monotonic() + 30
-        while True:
-            status = subprocess.run(
-                [*turnout.split(), "models", "versions", "diabetes"], env=env, capture_output=True, text=True
-            )
-            if "default version 2" in status.stdout:
-                break
-            assert time.monotonic() < deadline, status.stdout + status.stderr
-            time.sleep(0.1)
-        outputs = []
-        for line in steps:
-            command = line.split("#")[0].replace(".venv/bin/turnout", turnout)
-            result = subprocess.run(["bash", "-ec", command], env=env, capture_output=True, text=True, timeout=60)
-            assert result.returncode == 0, result.stderr
-            outputs.append(result.stdout)
-    versions, rolled_back, pinned, unpinned = outputs
-    assert "diabetes: default version 2" in versions and "earlier defaults: 1" in versions
-    assert "default version 1 (pinned to 1)" in rolled_back
-    assert "default version 2 (pinned to 2)" in pinned
-    assert unpinned.startswith("diabetes: default version 2\n")
-
-
-def test_streams_producer_example(example_repo: Path, tmp_path: Path) -> None:
-    """The Streams section: Redis started as printed (on a free port), the
-    server with --stream, and the producer script, whose output is documented."""
-    setup = block_after("Try it with the example models and a local Redis", "sh")
-    redis_line, serve_line = setup.strip().splitlines()
-    assert serve_line == ".venv/bin/turnout serve examples/models --no-inference-auth --stream redis://127.0.0.1:6379/0"
-    port = free_port()
-    subprocess.run(redis_line.replace("6379", str(port)).split(), cwd=tmp_path, check=True, timeout=30)
-    client = redis.Redis(port=port)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.02)  # the daemonized server is starting: nothing to wait on but its port
-        with ServerProcess(example_repo, "--stream", f"redis://127.0.0.1:{port}/0", log_dir=tmp_path):
-            script = block_after("A producer puts a V2 inference request", "python").replace("6379", str(port))
-            result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout == block_after("the producer prints:", "text")
-    finally:
-        client.shutdown(nosave=True)
 
 
 def test_batch_jobs_walkthrough(example_repo: Path, tmp_path: Path) -> None:

@@ -210,7 +210,21 @@ def _format_status(status: dict[str, Any]) -> str:
             f"{'-' if rate is None else f'{rate:.1%}'}, {shadow['errors']} errors, {shadow['dropped']} dropped"
             + (f" ({reasons})" if reasons else "")
         )
+        lines.extend(_output_lines(shadow))
     return "\n".join(lines)
+
+
+def _output_lines(shadow: dict[str, Any]) -> list[str]:
+    """Each output's own agreement: two classifiers whose labels always agree
+    still disagree as a pair wherever their probabilities differ by over 1e-3."""
+    lines = []
+    for name, rate in sorted((shadow.get("output_agreement") or {}).items()):
+        line = f"    {name}: agreement {'-' if rate is None else f'{rate:.1%}'}"
+        largest, mean = (shadow.get(kind, {}).get(name) for kind in ("max_abs", "mean_abs"))
+        if largest is not None and mean is not None:
+            line += f", |difference| up to {largest:.3g}, {mean:.3g} a request on average"
+        lines.append(line)
+    return lines
 
 
 def _format_event(event: dict[str, Any]) -> str:

@@ -1,0 +1,218 @@
+"""The README's walkthrough, top to bottom, in one session as a newcomer runs
+it (issue 19): the server started by `make serve` (the command make runs for
+it), every command block of the sections that talk to it run as printed in a
+checkout-like directory, in the README's order, each against that server or
+against the restart the README itself prints; each documented answer checked.
+
+What differs from a newcomer's terminal, and only that: the ports (free
+ones, substituted for 8080, 8081, 8082 and Redis's 6379, and
+``TURNOUT_ADMIN_URL`` pointing the CLI at the admin port), and each block
+runs in a shell of its own (so a block never leans on a variable an earlier
+one set, which the README would not show)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.integration.test_readme import README, approximately, block_after
+from tests.support import free_port, wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.programs("curl")]
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = Path(sys.executable).parent.parent
+
+
+class Session:
+    """A checkout-like working directory (``examples/models``, ``.venv``), its
+    server, and the blocks run in it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.ports = {"8080": free_port(), "8081": free_port(), "8082": free_port(), "6379": free_port()}
+        self.env = {**os.environ, "TURNOUT_ADMIN_URL": f"http://127.0.0.1:{self.ports['8082']}"}
+        self.server: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "server.log"
+
+    def on_test_ports(self, text: str) -> str:
+        for printed, port in self.ports.items():
+            for spelling in ("127.0.0.1:{}", "--port {}", "port={}"):
+                text = text.replace(spelling.format(printed), spelling.format(port))
+        return text
+
+    def sh(self, block: str) -> str:
+        result = subprocess.run(
+            ["bash", "-ec", self.on_test_ports(block)],
+            cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, f"{block}\n{result.stdout}\n{result.stderr}\n{self.server_log()}"
+        return result.stdout
+
+    def python(self, block: str) -> str:
+        """A Python block, run with .venv/bin/python as the README says."""
+        return self.sh(f".venv/bin/python - <<'PYTHON'\n{block}PYTHON\n")
+
+    def serve(self, printed: str) -> None:
+        """Start the server a block prints: ``make serve ...`` is what make runs
+        for it (asked of make itself, in the checkout), a ``turnout serve`` line as it is."""
+        if printed.startswith("make serve"):
+            ports = " ".join(f"{name}_PORT={self.ports[printed]}" for name, printed in
+                             (("HTTP", "8080"), ("GRPC", "8081"), ("ADMIN", "8082")))  # fmt: skip
+            asked = subprocess.run(
+                ["bash", "-c", f"make -n {printed.removeprefix('make ')} {ports}"],
+                cwd=ROOT, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            command = asked[asked.index(".venv/bin/turnout serve") :].replace("\\\n", " ")
+        else:
+            command = printed + "".join(f" --{flag}-port {self.ports[p]}" for flag, p in
+                                        (("http", "8080"), ("grpc", "8081"), ("admin", "8082")))  # fmt: skip
+        command = self.on_test_ports(command.strip())
+        assert "\n" not in command, command
+        with self.log.open("ab") as log:
+            self.server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=self.workdir, env=self.env,
+                                           stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        url = f"http://127.0.0.1:{self.ports['8080']}/v2/health/ready"
+
+        def ready() -> bool:
+            assert self.server is not None and self.server.poll() is None, self.server_log()
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, f"the server started by {printed!r}", timeout=60)
+
+    def stop(self) -> None:
+        """Ctrl-C in the server's terminal."""
+        if self.server is not None and self.server.poll() is None:
+            self.server.send_signal(signal.SIGINT)
+            assert self.server.wait(60) == 0, self.server_log()
+
+    def server_log(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+def blocks_between(start: str, end: str, language: str) -> list[str]:
+    """Every fenced block of ``language`` from ``start`` to ``end``, in order."""
+    section = README[README.index(start) : README.index(end, README.index(start))]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(example_repo: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "checkout"
+    (workdir / "examples").mkdir(parents=True)
+    subprocess.run(["cp", "-r", str(example_repo), str(workdir / "examples" / "models")], check=True)
+    (workdir / ".venv").symlink_to(VENV)
+    session = Session(workdir)
+    redis_port = session.ports["6379"]
+    try:
+        # Quick start: `make serve`, then the admin key in the second terminal
+        assert "make serve   #" in block_after("## Quick start", "sh")
+        session.serve("make serve")
+        session.sh(block_after("First the admin key the later sections use", "sh"))
+        session.env["TURNOUT_ADMIN_KEY"] = (workdir / "ops.key").read_text().strip()
+        quick_start(session)
+        model_lifecycle(session)
+        traffic_control(session)
+        drift(session)
+        streams(session)
+        security(session)
+    finally:
+        session.stop()
+        with contextlib.suppress(redis.ConnectionError):  # never started, or already gone
+            redis.Redis(port=redis_port).shutdown(nosave=True)
+
+
+def quick_start(session: Session) -> None:
+    answer = session.sh(block_after("### Try it with curl", "sh"))
+    assert approximately(json.loads(answer)) == json.loads(block_after("answers", "json"))
+    metadata = session.sh(block_after("Metadata, health and the repository:", "sh"))
+    assert '{"ready":true}' in metadata and '"name":"diabetes","versions":["1"]' in metadata
+    printed = session.python(block_after("### Try it with Triton's Python client", "python"))
+    assert printed == block_after("prints", "text")
+
+
+def model_lifecycle(session: Session) -> None:
+    session.sh(block_after("**Dropping in a new version.**", "sh"))
+    wait_until(
+        lambda: "default version 2" in session.sh(".venv/bin/turnout models versions diabetes"),
+        "version 2 live, as the README says it goes",
+        timeout=60,
+    )
+    steps = [line.split("#")[0] for line in block_after("**Rollback and pinning**", "sh").splitlines() if line]
+    versions, rolled_back, pinned, unpinned = (session.sh(step) for step in steps)
+    assert "diabetes: default version 2" in versions and "earlier defaults: 1" in versions
+    assert "default version 1 (pinned to 1)" in rolled_back
+    assert "default version 2 (pinned to 2)" in pinned
+    assert unpinned.startswith("diabetes: default version 2\n")
+
+
+def traffic_control(session: Session) -> None:
+    canary = session.sh(block_after("drive the canary:", "sh"))
+    assert "policy: canary (baseline=1, candidate=2, weight=10.0), set by model.toml" in canary
+    assert "rollout: 1 -> 2, running, candidate at 10% (step 1 of 3: 10% -> 50% -> 100%)" in canary
+    assert [line.split()[1] for line in canary.splitlines() if line[:4].isdigit()] == [
+        "policy", "promoted", "rolled_back", "rollout"
+    ]  # fmt: skip
+    blue_green = session.sh(block_after("**Blue/green.**", "sh"))
+    assert "live=2" in blue_green and blue_green.rstrip().endswith("live=1), set by ops")
+    shown = session.sh(block_after("**Shadow.**", "sh")).splitlines()
+    documented = block_after("no pair agrees whole.", "text").splitlines()
+    assert shown[-5:-3] == documented[:2]
+    assert re.fullmatch(r"  shadow 2: \d+ compared, agreement 0\.0%, 0 errors, \d+ dropped.*", shown[-3]), shown
+    assert shown[-2] == documented[3] == "    label: agreement 100.0%"
+    assert shown[-1].startswith("    probabilities: agreement 0.0%, |difference| up to ")
+    ab = session.sh(block_after("**A/B test.**", "sh"))
+    assert '"recorded":true' in ab and "A/B report for 'wine'" in ab
+    assert "nothing to compare yet" in ab  # one user, one variant
+
+
+def drift(session: Session) -> None:
+    printed = session.sh(block_after("Here, the diabetes model's own", "sh"))
+    assert printed == block_after("--version 1 --repo examples/models --data train.csv", "text")
+
+
+def streams(session: Session) -> None:
+    session.sh(block_after("Try it with the example models and a local Redis", "sh"))
+    client = redis.Redis(port=session.ports["6379"])
+    wait_until(lambda: _pings(client), "redis-server, daemonized, answering")
+    restart = block_after("start it again with the", "sh").strip()
+    session.stop()
+    session.serve(restart)
+    produced = session.python(block_after("A producer puts a V2 inference request", "python"))
+    assert produced == block_after("the producer prints:", "text")
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def security(session: Session) -> None:
+    session.sh(block_after("create a client key that may", "sh"))
+    restart = block_after("serve with a credential required for inference too:", "sh").strip()
+    session.stop()
+    session.serve(restart)
+    calls = block_after("Clients send `Authorization: Bearer <key>`", "sh")
+    documented = re.findall(r"# (\d{3})$", calls, re.M)
+    assert documented == ["401", "200", "403", "200"]
+    assert session.sh(calls).split() == documented
+    printed = session.python(block_after("With tritonclient, over REST and gRPC", "python"))
+    assert printed == block_after("With tritonclient, over REST and gRPC", "text")
+    revoke = block_after("Revoke a key by its id or by its name", "sh")
+    revoked, status = session.sh(revoke).splitlines()
+    assert revoked.startswith("revoked key ") and "fraud-app" in revoked
+    assert [status] == re.findall(r"# (\d{3})$", revoke, re.M) == ["401"]
