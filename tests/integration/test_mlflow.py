@@ -8,6 +8,7 @@ runtime (a RandomForest), and XGBoost and LightGBM boosters natively."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -261,3 +262,8 @@ def test_a_pyfunc_model_is_served_by_the_python_runtime_only_when_trusted(tmp_pa
     assert refused["state"] == "UNAVAILABLE"
     assert "model.py is Python code, which runs code when loaded: refused without `trusted = true`" in refused["reason"]
     assert 'runtime = "python"' in (repository / "default_shout" / "model.toml").read_text()
+    # MLflow's download progress bars and mlflow's warnings (from the pyfunc's worker
+    # process) never come through as bare lines between the server's log records
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    assert not [line for line in lines if "Downloading artifacts" in line]
+    assert not [line for line in lines if not re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ", line)]

@@ -85,6 +85,8 @@ class AliasReference:
 
 def import_mlflow() -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # a progress bar per download, written to the server's stderr between its log records
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         import mlflow
     except ImportError:

@@ -12,8 +12,10 @@ import atexit
 import logging
 import logging.handlers
 import queue
+import re
 import sys
 import time
+import warnings
 from typing import Any
 
 import orjson
@@ -64,6 +66,23 @@ class _Enqueue(logging.handlers.QueueHandler):
 _listener: logging.handlers.QueueListener | None = None
 
 
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _one_line(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    return _COLOURS.sub("", f"{filename}:{lineno}: {category.__name__}: {message}")
+
+
+def capture_warnings() -> None:
+    """A library's warnings (mlflow's, say) as one log record each, on the
+    ``py.warnings`` logger: never bare stderr lines, nor the source line and
+    terminal colours Python's own format adds."""
+    warnings.formatwarning = _one_line
+    logging.captureWarnings(True)
+
+
 def configure(level: str, fmt: str) -> None:
     """The root logger to stderr, as text or JSON, written by a thread of its own."""
     global _listener
@@ -83,6 +102,7 @@ def configure(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     for name in HEADER_DUMPING_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    capture_warnings()
 
 
 def access(

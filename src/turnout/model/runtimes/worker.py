@@ -38,6 +38,7 @@ from typing import Any
 
 from turnout.model.runtimes.arena import Arena
 from turnout.model.runtimes.python import ModelContext, PythonLoaded, PythonModel, model_class_in
+from turnout.observability.logs import capture_warnings
 
 SPIN_SECONDS = 0.0005  # awake after each reply for this long, waiting for the next batch
 
@@ -86,6 +87,7 @@ def serve(connection: Connection, given: Arena | None = None, answered: Arena | 
     handler = _ToServer(connection, lock)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    capture_warnings()  # the model's libraries' warnings reach the server's log as records
     loaded: PythonLoaded | None = None
     loop: asyncio.AbstractEventLoop | None = None
     fd = connection.fileno()
