@@ -6,6 +6,7 @@ drift is shown reference against live. A screenshot is kept as an artifact
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def test_the_dashboard_shows_models_charts_and_drift(repo: Path, log_dir: Path) 
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(f"{server.url}/ui")
+            # no traffic yet: the scale's top reads 0, not a 1.00e-9 floor
+            expect(page.locator("#throughput text.top")).to_have_text("0")
             for name in ("breast_cancer", "diabetes", "wine"):
                 expect(page.locator(f'#models tr[data-model="{name}"]')).to_be_visible()
             expect(page.locator('#models tr[data-model="wine"] .policy')).to_contain_text("canary")
@@ -71,6 +74,13 @@ def test_the_dashboard_shows_models_charts_and_drift(repo: Path, log_dir: Path) 
                 "() => Number(document.getElementById('throughput').getAttribute('data-points')) > 15", timeout=30_000
             )
             expect(page.locator('#drift [data-feature="bmi"]')).to_be_visible(timeout=20_000)  # a window of 1000 rows
+            expect(page.locator("#throughput text.top")).to_have_text(re.compile(r"^[1-9][\d,]*(\.\d+)?$"))
+            for name in ("breast_cancer", "diabetes", "wine"):  # whole names, in a legend that wraps
+                key = page.locator(f'#throughput-legend [data-model="{name}"]')
+                expect(key).to_have_text(name)
+                box, legend = key.bounding_box(), page.locator("#throughput-legend").bounding_box()
+                assert box and legend and box["x"] + box["width"] <= legend["x"] + legend["width"] + 0.5
+                assert key.evaluate("e => e.scrollWidth <= e.clientWidth || getComputedStyle(e).display === 'inline'")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
             answered = int(page.locator('#models tr[data-model="diabetes"] td').nth(4).inner_text())
             assert answered > 0

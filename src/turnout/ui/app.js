@@ -30,23 +30,35 @@ function rates(field, per) {
   return series;
 }
 
+function axisLabel(top) {
+  // the scale's top in plain digits: "0" with no traffic yet, never an exponent
+  if (top <= 0) return "0";
+  if (top >= 100) return Math.round(top).toLocaleString("en");
+  return String(Number(top.toPrecision(3)));
+}
+
 function chart(id, series, scale) {
   const svg = document.getElementById(id);
   svg.replaceChildren();
+  const legend = document.getElementById(id + "-legend");
+  legend.replaceChildren();
   const values = Object.values(series).flat().map((v) => v * scale);
-  const top = Math.max(1e-9, ...values);
+  const top = Math.max(0, ...values);
   let points = 0, i = 0;
   for (const [name, data] of Object.entries(series)) {
     const recent = data.slice(-60);
     const step = 600 / Math.max(1, recent.length - 1);  // the last minute, across the whole width
-    const coords = recent.map((v, j) => `${(j * step).toFixed(1)},${(155 - (v * scale / top) * 140).toFixed(1)}`);
+    const height = (v) => (top > 0 ? (v * scale / top) * 140 : 0);
+    const coords = recent.map((v, j) => `${(j * step).toFixed(1)},${(155 - height(v)).toFixed(1)}`);
     points += coords.length;
-    svg.append(el("polyline", { points: coords.join(" "), fill: "none", stroke: COLORS[i % COLORS.length],
+    const color = COLORS[i % COLORS.length];
+    svg.append(el("polyline", { points: coords.join(" "), fill: "none", stroke: color,
       "stroke-width": 2, "data-model": name }));
-    svg.append(el("text", { x: 520, y: 30 + 14 * i, fill: COLORS[i % COLORS.length], "font-size": 12 }, name));
+    // the legend is HTML beside the chart: a long model name wraps, never cut at the chart's edge
+    legend.append(el("span", { class: "key", style: `color: ${color}`, "data-model": name }, name));
     i++;
   }
-  svg.append(el("text", { x: 596, y: 14, "text-anchor": "end", "font-size": 12 }, top.toPrecision(3)));
+  svg.append(el("text", { x: 596, y: 14, "text-anchor": "end", "font-size": 12, class: "top" }, axisLabel(top)));
   svg.setAttribute("data-points", String(points));
 }
 
