@@ -40,14 +40,14 @@ class Session:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.ports = {"8080": free_port(), "8081": free_port(), "8082": free_port(), "6379": free_port()}
+        self.ports = {port: free_port() for port in ("8080", "8081", "8082", "8090", "8091", "8092", "6379")}
         self.env = {**os.environ, "TURNOUT_ADMIN_URL": f"http://127.0.0.1:{self.ports['8082']}"}
         self.server: subprocess.Popen[bytes] | None = None
         self.log = workdir / "server.log"
 
     def on_test_ports(self, text: str) -> str:
         for printed, port in self.ports.items():
-            for spelling in ("127.0.0.1:{}", "--port {}", "port={}"):
+            for spelling in ("127.0.0.1:{}", "-port {}", "port={}"):  # -port: --port, --http-port, ...
                 text = text.replace(spelling.format(printed), spelling.format(port))
         return text
 
@@ -122,6 +122,7 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(example_repo: Path
         session.serve("make serve")
         session.sh(block_after("First the admin key the later sections use", "sh"))
         session.env["TURNOUT_ADMIN_KEY"] = (workdir / "ops.key").read_text().strip()
+        your_own_model(session)
         quick_start(session)
         model_lifecycle(session)
         traffic_control(session)
@@ -132,6 +133,15 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(example_repo: Path
         session.stop()
         with contextlib.suppress(redis.ConnectionError):  # never started, or already gone
             redis.Redis(port=redis_port).shutdown(nosave=True)
+
+
+def your_own_model(session: Session) -> None:
+    """The five commands, with their own server in the background, stopped as the README says."""
+    five = block_after("### Your own model in five commands", "sh")
+    printed = session.sh(five + "kill %1\nwait\n")
+    answer = re.search(r"The answer to step 3 is `(\{.*?\})`", README)
+    assert answer and printed.startswith(answer.group(1))
+    assert "rollout: 1 -> 2, running, candidate at 10% (step 1 of 3: 10% -> 50% -> 100%)" in printed
 
 
 def quick_start(session: Session) -> None:
