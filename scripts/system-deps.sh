@@ -22,6 +22,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "$bin/$1" ]; }
 plain=()     # packages with no service: installed as they are
 extract=()   # package:path-inside-it, taken out into BIN
 have curl || plain+=(curl)               # the README's curl examples are run as printed
+have openssl || plain+=(openssl)         # and its demo certificates are made with openssl
 have chromium || plain+=(chromium)       # the dashboard is tested in a headless browser
 have redis-server || plain+=(redis-tools)  # redis-tools holds the server binary, without the service
 have promtool || extract+=(prometheus:usr/bin/promtool)  # the alert rules are checked and tested

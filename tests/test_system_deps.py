@@ -42,7 +42,7 @@ def test_what_it_installs_ships_no_service(tmp_path: Path) -> None:
     ).stdout
     install = planned.splitlines()[0].removeprefix("install: ").split()
     taken_out = planned.splitlines()[1].removeprefix("take out: ").split()
-    assert {"curl", "chromium", "redis-tools"} <= set(install)
+    assert {"curl", "openssl", "chromium", "redis-tools"} <= set(install)
     assert not SERVICE_PACKAGES & set(install)
     assert {item.split(":")[0] for item in taken_out} == {"prometheus", "haproxy"}
     # the packages it installs are installed here: none holds a unit or an init script
@@ -66,7 +66,7 @@ def test_without_root_it_names_what_is_missing_and_does_not_stop_make() -> None:
         result = run_as_another_user(script, bin_dir, bare_path(Path(shared)))
         assert list(bin_dir.iterdir()) == []
     assert result.returncode == 0, result.stderr
-    assert "missing system packages: curl chromium redis-tools prometheus haproxy" in result.stderr
+    assert "missing system packages: curl openssl chromium redis-tools prometheus haproxy" in result.stderr
     assert "the tests that need them are left out, and the run fails" in result.stderr
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ import redis
 from tests.integration.test_readme import README, approximately, block_after
 from tests.support import free_port, wait_until
 
-pytestmark = [pytest.mark.redis, pytest.mark.programs("curl")]
+pytestmark = [pytest.mark.redis, pytest.mark.programs("curl", "openssl")]
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
@@ -82,12 +83,17 @@ class Session:
         with self.log.open("ab") as log:
             self.server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=self.workdir, env=self.env,
                                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        url = f"http://127.0.0.1:{self.ports['8080']}/v2/health/ready"
+        tls = "--tls-cert" in command
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{self.ports['8080']}/v2/health/ready"
+        verify: ssl.SSLContext | bool = True
+        if tls:  # the README's demo CA and client certificate, made in the working directory
+            verify = ssl.create_default_context(cafile=str(self.workdir / "ca.crt"))
+            verify.load_cert_chain(self.workdir / "client.crt", self.workdir / "client.key")
 
         def ready() -> bool:
             assert self.server is not None and self.server.poll() is None, self.server_log()
             try:
-                return httpx.get(url, timeout=2).status_code == 200
+                return httpx.get(url, timeout=2, verify=verify).status_code == 200
             except httpx.TransportError:
                 return False
 
@@ -129,6 +135,7 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(example_repo: Path
         drift(session)
         streams(session)
         security(session)
+        mutual_tls(session)
     finally:
         session.stop()
         with contextlib.suppress(redis.ConnectionError):  # never started, or already gone
@@ -226,3 +233,14 @@ def security(session: Session) -> None:
     revoked, status = session.sh(revoke).splitlines()
     assert revoked.startswith("revoked key ") and "fraud-app" in revoked
     assert [status] == re.findall(r"# (\d{3})$", revoke, re.M) == ["401"]
+
+
+def mutual_tls(session: Session) -> None:
+    session.sh(block_after("make a demo CA, a server certificate for", "sh"))
+    restart = block_after("Stop the server (Ctrl-C) and serve over mutual TLS:", "sh").strip()
+    session.stop()
+    session.serve(restart)
+    calls = block_after("handshake (curl prints `000`)", "sh")
+    assert session.sh(calls).split() == ["000", '{"ready":true}'] == re.findall(r"# (\S+)$", calls, re.M)
+    printed = session.python(block_after("With tritonclient, run with `.venv/bin/python`:", "python"))
+    assert printed == block_after("With tritonclient, run with `.venv/bin/python`:", "text")
