@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.programs("curl", "openssl")]
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
+# `make test` runs this: the make asked here is a new one, not a sub-make of that run
+OUTSIDE_MAKE = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
 
 
 class Session:
@@ -41,7 +43,8 @@ class Session:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.ports = {port: free_port() for port in ("8080", "8081", "8082", "8090", "8091", "8092", "6379")}
+        printed_ports = ("8080", "8081", "8082", "8090", "8091", "8092", "8093", "8094", "6379")
+        self.ports = {port: free_port() for port in printed_ports}
         self.env = {**os.environ, "TURNOUT_ADMIN_URL": f"http://127.0.0.1:{self.ports['8082']}"}
         self.server: subprocess.Popen[bytes] | None = None
         self.log = workdir / "server.log"
@@ -71,8 +74,8 @@ class Session:
             ports = " ".join(f"{name}_PORT={self.ports[printed]}" for name, printed in
                              (("HTTP", "8080"), ("GRPC", "8081"), ("ADMIN", "8082")))  # fmt: skip
             asked = subprocess.run(
-                ["bash", "-c", f"make -n {printed.removeprefix('make ')} {ports}"],
-                cwd=ROOT, capture_output=True, text=True, check=True,
+                ["bash", "-c", f"make -n --no-print-directory {printed.removeprefix('make ')} {ports}"],
+                cwd=ROOT, capture_output=True, text=True, check=True, env=OUTSIDE_MAKE,
             ).stdout  # fmt: skip
             command = asked[asked.index(".venv/bin/turnout serve") :].replace("\\\n", " ")
         else:
@@ -131,6 +134,7 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(example_repo: Path
         your_own_model(session)
         quick_start(session)
         model_lifecycle(session)
+        mlflow_registry(session)
         traffic_control(session)
         drift(session)
         streams(session)
@@ -173,6 +177,15 @@ def model_lifecycle(session: Session) -> None:
     assert "default version 1 (pinned to 1)" in rolled_back
     assert "default version 2 (pinned to 2)" in pinned
     assert unpinned.startswith("diabetes: default version 2\n")
+
+
+def mlflow_registry(session: Session) -> None:
+    """A registry made by the README's own register.py; the extra's install line
+    is the one step not run (this environment has every extra, at the lock's versions)."""
+    install = block_after("which the data scientist's side needs to log a model:", "sh")
+    assert install.strip() == ".venv/bin/pip install --quiet -c constraints.txt -e '.[mlflow]' pandas"
+    printed = session.sh(block_after("`register.py` logs a RandomForest", "sh"))
+    assert printed == block_after("prints version 1's answer, then version 2's:", "text")
 
 
 def traffic_control(session: Session) -> None:
