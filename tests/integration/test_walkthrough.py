@@ -43,7 +43,7 @@ class Session:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        printed_ports = ("8080", "8081", "8082", "8090", "8091", "8092", "8093", "8094", "6379")
+        printed_ports = ("8080", "8081", "8082", "8090", "8091", "8092", "8093", "8094", "6379", "4318")
         self.ports = {port: free_port() for port in printed_ports}
         self.env = {**os.environ, "TURNOUT_ADMIN_URL": f"http://127.0.0.1:{self.ports['8082']}"}
         self.server: subprocess.Popen[bytes] | None = None
@@ -51,7 +51,7 @@ class Session:
 
     def on_test_ports(self, text: str) -> str:
         for printed, port in self.ports.items():
-            for spelling in ("127.0.0.1:{}", "-port {}", "port={}"):  # -port: --port, --http-port, ...
+            for spelling in ("127.0.0.1:{}", "-port {}", "port={}", '"127.0.0.1", {}'):  # -port: --http-port too
                 text = text.replace(spelling.format(printed), spelling.format(port))
         return text
 
@@ -136,8 +136,9 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(example_repo: Path
         model_lifecycle(session)
         mlflow_registry(session)
         traffic_control(session)
-        drift(session)
         streams(session)
+        drift(session)
+        traces(session)
         security(session)
         mutual_tls(session)
     finally:
@@ -211,6 +212,24 @@ def traffic_control(session: Session) -> None:
 def drift(session: Session) -> None:
     printed = session.sh(block_after("Here, the diabetes model's own", "sh"))
     assert printed == block_after("--version 1 --repo examples/models --data train.csv", "text")
+
+
+def traces(session: Session) -> None:
+    install = block_after("an OpenTelemetry Collector, Jaeger or Tempo instead):", "sh")
+    assert install.strip() == ".venv/bin/pip install --quiet -c constraints.txt -e '.[otel]'"
+    session.sh(_after_install("### Traces"))
+    restart = block_after("serve with traces sent to it:", "sh").strip()
+    session.stop()
+    session.serve(restart)
+    printed = session.sh(block_after("A request that carries a `traceparent` continues its trace", "sh"))
+    assert printed == block_after("prints the request's spans:", "text")
+
+
+def _after_install(section: str) -> str:
+    """The block after the extra's install line in ``section``: the stand-in collector."""
+    blocks = blocks_between(section, "Stop the server (Ctrl-C) and serve with traces", "sh")
+    assert len(blocks) == 2 and "pip install" in blocks[0]
+    return blocks[1]
 
 
 def streams(session: Session) -> None:
