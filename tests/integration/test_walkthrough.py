@@ -29,7 +29,7 @@ import redis
 from tests.integration.test_readme import README, approximately, block_after
 from tests.support import free_port, wait_until
 
-pytestmark = [pytest.mark.redis, pytest.mark.programs("curl", "openssl")]
+pytestmark = [pytest.mark.redis, pytest.mark.ray, pytest.mark.programs("curl", "openssl", "promtool")]
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
@@ -45,7 +45,9 @@ class Session:
         self.workdir = workdir
         printed_ports = ("8080", "8081", "8082", "8090", "8091", "8092", "8093", "8094", "6379", "4318")
         self.ports = {port: free_port() for port in printed_ports}
-        self.env = {**os.environ, "TURNOUT_ADMIN_URL": f"http://127.0.0.1:{self.ports['8082']}"}
+        # this machine's Ray setting (ENVIRONMENT.md), not a README step: no usage-stats prompt or upload
+        self.env = {**os.environ, "TURNOUT_ADMIN_URL": f"http://127.0.0.1:{self.ports['8082']}",
+                    "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
         self.server: subprocess.Popen[bytes] | None = None
         self.log = workdir / "server.log"
 
@@ -137,7 +139,9 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(example_repo: Path
         mlflow_registry(session)
         traffic_control(session)
         streams(session)
+        batch_jobs(session)
         drift(session)
+        alert_rules(session)
         traces(session)
         security(session)
         mutual_tls(session)
@@ -212,6 +216,21 @@ def traffic_control(session: Session) -> None:
 def drift(session: Session) -> None:
     printed = session.sh(block_after("Here, the diabetes model's own", "sh"))
     assert printed == block_after("--version 1 --repo examples/models --data train.csv", "text")
+
+
+def batch_jobs(session: Session) -> None:
+    install = block_after("installs both; after `make serve` alone:", "sh")
+    assert install.strip() == ".venv/bin/pip install --quiet -c constraints.txt -e '.[batch,ray]'"
+    session.sh(block_after("scored locally and then on Ray", "sh"))
+    compared = session.sh(block_after("same rows in the same order:", "sh"))
+    assert compared == block_after("The comparison prints:", "text")
+
+
+def alert_rules(session: Session) -> None:
+    """promtool, run from the checkout (the deploy/ files are the project's own)."""
+    checked = subprocess.run(["bash", "-ec", block_after("`promtool` comes with Prometheus", "sh")], cwd=ROOT,
+                             env=session.env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout + checked.stderr
 
 
 def traces(session: Session) -> None:
