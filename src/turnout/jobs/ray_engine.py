@@ -19,6 +19,7 @@ skip, the count left out is the rows read less the rows written.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -124,6 +125,8 @@ def run_ray(job: RayJob) -> RaySummary:
             context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # the output's rows in the input's order
         context.enable_progress_bars = job.progress
+        # Ray Data logs each dataset's plan and, off a terminal, its progress at INFO on loggers of its own
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         try:
             dataset = ray.data.read_parquet(str(job.input))
             schema = dataset.schema().base_schema
@@ -188,10 +191,12 @@ def _connect(ray: Any, address: str | None) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's own INFO lines (the local instance, each dataset's plan and progress) are its, not the job's
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, **quiet)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, **quiet)
     return True
 
 
