@@ -24,7 +24,7 @@ from tests.support import ServerProcess
 
 pytestmark = [pytest.mark.programs("curl")]
 # the bring-your-own examples' servers run beside `make serve`, on ports of their own
-BYO_PORTS = ["--http-port", "8090", "--grpc-port", "8091", "--no-admin"]
+BYO_PORTS = ["--http-port", "8090", "--grpc-port", "8091", "--no-admin", "--no-inference-auth"]
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from sklearn.datasets import load_breast_cancer, load_iris
 
 from tests.integration.test_readme import README, approximately, block_after
 from tests.support import free_port, wait_until
@@ -46,9 +47,12 @@ class Session:
         printed_ports = ("8080", "8081", "8082", "8090", "8091", "8092", "8093", "8094", "6379", "4318")
         self.ports = {port: free_port() for port in printed_ports}
         # this machine's Ray setting (ENVIRONMENT.md), not a README step: no usage-stats prompt or upload
-        self.env = {**os.environ, "TURNOUT_ADMIN_URL": f"http://127.0.0.1:{self.ports['8082']}",
+        # a newcomer's terminal: none of the MLflow settings earlier tests in this process left behind
+        # (mlflow itself sets MLFLOW_EXPERIMENT_ID in os.environ)
+        fresh = {name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")}
+        self.env = {**fresh, "TURNOUT_ADMIN_URL": f"http://127.0.0.1:{self.ports['8082']}",
                     "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
-        self.server: subprocess.Popen[bytes] | None = None
+        self.servers: dict[str, subprocess.Popen[bytes]] = {}  # by the terminal each runs in
         self.log = workdir / "server.log"
 
     def on_test_ports(self, text: str) -> str:
@@ -69,9 +73,10 @@ class Session:
         """A Python block, run with .venv/bin/python as the README says."""
         return self.sh(f".venv/bin/python - <<'PYTHON'\n{block}PYTHON\n")
 
-    def serve(self, printed: str) -> None:
-        """Start the server a block prints: ``make serve ...`` is what make runs
-        for it (asked of make itself, in the checkout), a ``turnout serve`` line as it is."""
+    def serve(self, printed: str, terminal: str = "make serve") -> None:
+        """Start the server a block prints, in a terminal of its own: ``make serve
+        ...`` is what make runs for it (asked of make itself, in the checkout), a
+        ``turnout serve`` line as it is (on the default ports unless it names others)."""
         if printed.startswith("make serve"):
             ports = " ".join(f"{name}_PORT={self.ports[printed]}" for name, printed in
                              (("HTTP", "8080"), ("GRPC", "8081"), ("ADMIN", "8082")))  # fmt: skip
@@ -80,23 +85,28 @@ class Session:
                 cwd=ROOT, capture_output=True, text=True, check=True, env=OUTSIDE_MAKE,
             ).stdout  # fmt: skip
             command = asked[asked.index(".venv/bin/turnout serve") :].replace("\\\n", " ")
+        elif "--http-port" in printed:
+            command = printed
         else:
             command = printed + "".join(f" --{flag}-port {self.ports[p]}" for flag, p in
                                         (("http", "8080"), ("grpc", "8081"), ("admin", "8082")))  # fmt: skip
         command = self.on_test_ports(command.strip())
         assert "\n" not in command, command
+        port = re.search(r"--http-port (\d+)", command)
+        assert port, command
         with self.log.open("ab") as log:
-            self.server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=self.workdir, env=self.env,
-                                           stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=self.workdir, env=self.env,
+                                      stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.servers[terminal] = server
         tls = "--tls-cert" in command
-        url = f"{'https' if tls else 'http'}://127.0.0.1:{self.ports['8080']}/v2/health/ready"
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port.group(1)}/v2/health/ready"
         verify: ssl.SSLContext | bool = True
         if tls:  # the README's demo CA and client certificate, made in the working directory
             verify = ssl.create_default_context(cafile=str(self.workdir / "ca.crt"))
             verify.load_cert_chain(self.workdir / "client.crt", self.workdir / "client.key")
 
         def ready() -> bool:
-            assert self.server is not None and self.server.poll() is None, self.server_log()
+            assert server.poll() is None, self.server_log()
             try:
                 return httpx.get(url, timeout=2, verify=verify).status_code == 200
             except httpx.TransportError:
@@ -104,11 +114,16 @@ class Session:
 
         wait_until(ready, f"the server started by {printed!r}", timeout=60)
 
-    def stop(self) -> None:
+    def stop(self, terminal: str = "make serve") -> None:
         """Ctrl-C in the server's terminal."""
-        if self.server is not None and self.server.poll() is None:
-            self.server.send_signal(signal.SIGINT)
-            assert self.server.wait(60) == 0, self.server_log()
+        server = self.servers.pop(terminal, None)
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            assert server.wait(60) == 0, self.server_log()
+
+    def stop_all(self) -> None:
+        for terminal in list(self.servers):
+            self.stop(terminal)
 
     def server_log(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
@@ -124,6 +139,7 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(example_repo: Path
     workdir = tmp_path / "checkout"
     (workdir / "examples").mkdir(parents=True)
     subprocess.run(["cp", "-r", str(example_repo), str(workdir / "examples" / "models")], check=True)
+    subprocess.run(["cp", "-r", str(ROOT / "examples" / "python_models"), str(workdir / "examples")], check=True)
     (workdir / ".venv").symlink_to(VENV)
     session = Session(workdir)
     redis_port = session.ports["6379"]
@@ -135,6 +151,7 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(example_repo: Path
         session.env["TURNOUT_ADMIN_KEY"] = (workdir / "ops.key").read_text().strip()
         your_own_model(session)
         quick_start(session)
+        your_own_runtimes(session)
         model_lifecycle(session)
         mlflow_registry(session)
         traffic_control(session)
@@ -146,7 +163,7 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(example_repo: Path
         security(session)
         mutual_tls(session)
     finally:
-        session.stop()
+        session.stop_all()
         with contextlib.suppress(redis.ConnectionError):  # never started, or already gone
             redis.Redis(port=redis_port).shutdown(nosave=True)
 
@@ -169,6 +186,31 @@ def quick_start(session: Session) -> None:
     assert printed == block_after("prints", "text")
 
 
+BYO = {  # section: (its models, rows to send each: one FP32 input named input)
+    "### Serve your own model: scikit-learn": (("cancer_forest",), load_breast_cancer().data[:3]),
+    "### Serve your own model: XGBoost and LightGBM": (("cancer_xgb", "cancer_lgb"), load_breast_cancer().data[:3]),
+    "### Serve your own model: PyTorch": (("iris_net",), load_iris().data[:3]),
+}
+
+
+def your_own_runtimes(session: Session) -> None:
+    """Each "Serve your own model" section: its server beside `make serve`, stopped before the next."""
+    session.serve(block_after("Serve it (the server consents too)", "bash").strip(), terminal="your own")
+    answer = session.sh(block_after("Serve it (the server consents too)", "sh"))
+    assert json.loads(answer) == json.loads(block_after("Serve it (the server consents too)", "json"))
+    session.stop("your own")
+    for section, (models, rows) in BYO.items():
+        session.python(block_after(section, "python"))
+        session.serve(block_after(section, "bash").strip(), terminal="your own")
+        for model in models:
+            body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape),
+                                "data": rows.ravel().tolist()}]}  # fmt: skip
+            url = f"http://127.0.0.1:{session.ports['8090']}/v2/models/{model}/infer"
+            outputs = httpx.post(url, json=body, timeout=30).raise_for_status().json()["outputs"]
+            assert all(output["shape"][0] == len(rows) for output in outputs), (model, outputs)
+        session.stop("your own")
+
+
 def model_lifecycle(session: Session) -> None:
     session.sh(block_after("**Dropping in a new version.**", "sh"))
     wait_until(
@@ -182,6 +224,9 @@ def model_lifecycle(session: Session) -> None:
     assert "default version 1 (pinned to 1)" in rolled_back
     assert "default version 2 (pinned to 2)" in pinned
     assert unpinned.startswith("diabetes: default version 2\n")
+    # each change of default logged once: drop-in 1 -> 2, rollback 2 -> 1, pin 1 -> 2 (unpin keeps 2)
+    changes = re.findall(r"model diabetes: version (\d) is now the default \(was (\d)\)", session.log.read_text())
+    assert changes == [("2", "1"), ("1", "2"), ("2", "1")], changes
 
 
 def mlflow_registry(session: Session) -> None:
