@@ -121,6 +121,16 @@ class Session:
             server.send_signal(signal.SIGINT)
             assert server.wait(60) == 0, self.server_log()
 
+    def restart(self, after: str) -> None:
+        """Ctrl-C, then the server the ``sh`` block after ``after`` prints."""
+        printed = block_after(after, "sh").strip()
+        self.stop()
+        self.serve(printed)
+
+    def python_prints_as_documented(self, after: str) -> None:
+        """The ``python`` block after ``after`` prints the ``text`` block that follows it."""
+        assert self.python(block_after(after, "python")) == block_after(after, "text")
+
     def stop_all(self) -> None:
         for terminal in list(self.servers):
             self.stop(terminal)
@@ -162,6 +172,7 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(example_repo: Path
         traces(session)
         security(session)
         mutual_tls(session)
+        measuring(session)
     finally:
         session.stop_all()
         with contextlib.suppress(redis.ConnectionError):  # never started, or already gone
@@ -282,9 +293,7 @@ def traces(session: Session) -> None:
     install = block_after("an OpenTelemetry Collector, Jaeger or Tempo instead):", "sh")
     assert install.strip() == ".venv/bin/pip install --quiet -c constraints.txt -e '.[otel]'"
     session.sh(_after_install("### Traces"))
-    restart = block_after("serve with traces sent to it:", "sh").strip()
-    session.stop()
-    session.serve(restart)
+    session.restart("serve with traces sent to it:")
     printed = session.sh(block_after("A request that carries a `traceparent` continues its trace", "sh"))
     assert printed == block_after("prints the request's spans:", "text")
 
@@ -300,11 +309,18 @@ def streams(session: Session) -> None:
     session.sh(block_after("Try it with the example models and a local Redis", "sh"))
     client = redis.Redis(port=session.ports["6379"])
     wait_until(lambda: _pings(client), "redis-server, daemonized, answering")
-    restart = block_after("start it again with the", "sh").strip()
-    session.stop()
-    session.serve(restart)
-    produced = session.python(block_after("A producer puts a V2 inference request", "python"))
-    assert produced == block_after("the producer prints:", "text")
+    session.restart("start it again with the")
+    session.python_prints_as_documented("A producer puts a V2 inference request")
+    session.sh(block_after("the dead letters and put them back on the request stream:", "sh"))
+
+
+def measuring(session: Session) -> None:
+    session.restart("stop its server (Ctrl-C) and start `make serve` again:")
+    output = session.sh(block_after("--plot` draws the points with matplotlib", "sh"))
+    printed = [line for line in output.splitlines() if line]
+    assert [line.split(":")[0] for line in printed] == [f"rest breast_cancer c={c}" for c in (1, 8, 64)], printed
+    assert all("errors: none" in line for line in printed), printed
+    assert (session.workdir / "results.png").stat().st_size > 0 and (session.workdir / "results.json").exists()
 
 
 def _pings(client: redis.Redis) -> bool:
@@ -316,15 +332,12 @@ def _pings(client: redis.Redis) -> bool:
 
 def security(session: Session) -> None:
     session.sh(block_after("create a client key that may", "sh"))
-    restart = block_after("serve with a credential required for inference too:", "sh").strip()
-    session.stop()
-    session.serve(restart)
+    session.restart("serve with a credential required for inference too:")
     calls = block_after("Clients send `Authorization: Bearer <key>`", "sh")
     documented = re.findall(r"# (\d{3})$", calls, re.M)
     assert documented == ["401", "200", "403", "200"]
     assert session.sh(calls).split() == documented
-    printed = session.python(block_after("With tritonclient, over REST and gRPC", "python"))
-    assert printed == block_after("With tritonclient, over REST and gRPC", "text")
+    session.python_prints_as_documented("With tritonclient, over REST and gRPC")
     revoke = block_after("Revoke a key by its id or by its name", "sh")
     revoked, status = session.sh(revoke).splitlines()
     assert revoked.startswith("revoked key ") and "fraud-app" in revoked
@@ -333,10 +346,7 @@ def security(session: Session) -> None:
 
 def mutual_tls(session: Session) -> None:
     session.sh(block_after("make a demo CA, a server certificate for", "sh"))
-    restart = block_after("Stop the server (Ctrl-C) and serve over mutual TLS:", "sh").strip()
-    session.stop()
-    session.serve(restart)
+    session.restart("Stop the server (Ctrl-C) and serve over mutual TLS:")
     calls = block_after("handshake (curl prints `000`)", "sh")
     assert session.sh(calls).split() == ["000", '{"ready":true}'] == re.findall(r"# (\S+)$", calls, re.M)
-    printed = session.python(block_after("With tritonclient, run with `.venv/bin/python`:", "python"))
-    assert printed == block_after("With tritonclient, run with `.venv/bin/python`:", "text")
+    session.python_prints_as_documented("With tritonclient, run with `.venv/bin/python`:")
