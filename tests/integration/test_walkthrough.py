@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -28,7 +30,7 @@ import redis
 from sklearn.datasets import load_breast_cancer, load_iris
 
 from tests.integration.test_readme import README, approximately, block_after
-from tests.support import free_port, wait_until
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.ray, pytest.mark.programs("curl", "openssl", "promtool")]
 
@@ -38,6 +40,24 @@ VENV = Path(sys.executable).parent.parent
 OUTSIDE_MAKE = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
 
 
+def steady_port(taken: set[int]) -> int:
+    """A free port that stays free across the README's restarts: below the
+    kernel's ephemeral range, so no outgoing connection is given it while a
+    server restarts on it, and above Ray's worker ports (10002-19999)."""
+    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(1000):
+        port = random.randrange(20000, first_ephemeral)
+        if port in taken:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError(f"no free port between 20000 and {first_ephemeral}")
+
+
 class Session:
     """A checkout-like working directory (``examples/models``, ``.venv``), its
     server, and the blocks run in it."""
@@ -45,7 +65,9 @@ class Session:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         printed_ports = ("8080", "8081", "8082", "8090", "8091", "8092", "8093", "8094", "6379", "4318")
-        self.ports = {port: free_port() for port in printed_ports}
+        self.ports: dict[str, int] = {}
+        for printed in printed_ports:
+            self.ports[printed] = steady_port(set(self.ports.values()))
         # this machine's Ray setting (ENVIRONMENT.md), not a README step: no usage-stats prompt or upload
         # a newcomer's terminal: none of the MLflow settings earlier tests in this process left behind
         # (mlflow itself sets MLFLOW_EXPERIMENT_ID in os.environ)
