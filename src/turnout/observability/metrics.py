@@ -201,6 +201,20 @@ class Metrics:
         )
         families += [queue_depth, model_ready, load_failures, evictions, cold_start, in_flight, load_time]
         families += [feature_drift, prediction_drift]
+        step_time = _Distributions(
+            "turnout_pipeline_step_duration_seconds",
+            "Time each step of a pipeline's request took, whatever its outcome.",
+            [*model, "step"],
+            LATENCY_BUCKETS,
+        )
+        step_outcome = _Counts(
+            "turnout_pipeline_steps",
+            "Steps of pipeline requests run, by outcome (success, or the error's code).",
+            [*model, "step", "status"],
+        )
+        families += [step_time, step_outcome]
+        self.step_time = cache(step_time.child)
+        self.step_outcome = cache(step_outcome.child)
         # Redis Streams: what waits (lag, pending) and what became of each entry read
         stream_pending = _Counts(
             "turnout_stream_pending",

@@ -13,6 +13,7 @@ answer has been sent, with those times:
       turnout.batch          the batch that held it: joined, run, split
         turnout.compute      the model's own run of that batch
       turnout.respond        encoding the answer
+      turnout.step           a pipeline's step (one per step, ``turnout.step`` its name)
 
 Attributes: ``turnout.model``, ``turnout.version``, ``turnout.variant``,
 ``rpc.system`` (``rest`` / ``grpc``), ``turnout.status``.
@@ -34,7 +35,7 @@ from typing import Any
 from turnout.errors import TurnoutError
 
 SPAN_NAMES = ("turnout.infer", "turnout.receive", "turnout.validate", "turnout.queue", "turnout.batch",
-              "turnout.compute", "turnout.respond")  # fmt: skip
+              "turnout.compute", "turnout.respond", "turnout.step")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class RequestTrace:
         "queue_seconds",
         "started",
         "status",
+        "steps",
         "validated",
         "variant",
         "version",
@@ -73,6 +75,12 @@ class RequestTrace:
         self.queue_seconds = self.compute_seconds = 0.0
         self.model = self.version = self.variant = ""
         self.status = "success"
+        self.steps: list[tuple[str, str, int, int, str]] | None = None  # a pipeline's: name, kind, start, end, status
+
+    def note_step(self, name: str, kind: str, start: int, end: int, status: str) -> None:
+        if self.steps is None:
+            self.steps = []
+        self.steps.append((name, kind, start, end, status))
 
     @staticmethod
     def now() -> int:
@@ -173,6 +181,16 @@ class Tracer:
                   set_span_in_context(batch))  # fmt: skip
             batch.end(end_time=trace.answered)
             child("turnout.respond", trace.answered, end)
+        for name, kind, start, stop, status in trace.steps or ():
+            span = self._tracer.start_span(
+                "turnout.step",
+                context=inside,
+                start_time=start,
+                attributes={"turnout.step": name, "turnout.step.kind": kind, "turnout.status": status},
+            )
+            if status != "success":
+                span.set_status(Status(StatusCode.ERROR, status))
+            span.end(end_time=max(stop, start))
         root.end(end_time=end)
 
     def shutdown(self) -> None:

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from turnout.batcher.passthrough import Passthrough
 from turnout.batcher.planner import BatchLimits
 from turnout.batcher.queue import Batcher, BatchObserver
 from turnout.errors import Unavailable
@@ -41,7 +42,7 @@ class ServedVersion:
     config: ModelConfig
     signature: Signature
     max_batch_size: int
-    batcher: Batcher
+    batcher: Batcher | Passthrough  # a pipeline's requests pass straight through to its steps' batchers
     prepare: Callable[[Tensors], Tensors]  # the runtime's per-request check, before queueing
     drift: DriftWindow | None = None  # live counts against the version's profile.json, if it has one
     routing: RoutingDocument | None = None  # model.toml's [routing], checked when the model was read
@@ -129,11 +130,15 @@ def serve(
 ) -> ServedVersion:
     """A loaded version made live: its batcher started, its drift window open."""
     config = source.config
-    delay = queue_delay(config.batching, loaded.instances[0])
-    limits = BatchLimits(loaded.max_batch_size, delay, tuple(config.batching.preferred_batch_sizes))
-    batcher = Batcher(
-        loaded.instances, limits, config.batching.max_queue_size, observer, niceness=config.instances.niceness
-    )
+    batcher: Batcher | Passthrough
+    if loaded.instances[0].concurrent:
+        batcher = Passthrough(loaded.instances, config.batching.max_queue_size, observer)
+    else:
+        delay = queue_delay(config.batching, loaded.instances[0])
+        limits = BatchLimits(loaded.max_batch_size, delay, tuple(config.batching.preferred_batch_sizes))
+        batcher = Batcher(
+            loaded.instances, limits, config.batching.max_queue_size, observer, niceness=config.instances.niceness
+        )
     batcher.start()
     return ServedVersion(
         source.name,

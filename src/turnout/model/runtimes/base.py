@@ -65,6 +65,12 @@ class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the mode
     #: ``max_queue_delay_ms``: for models whose every batch has a fixed cost
     #: worth sharing (the batcher waits only while waiting gathers requests)
     batch_delay: ClassVar[float] = 0.0
+    #: ``predict_async`` may run for many requests at once, each as it comes:
+    #: no queue, no batch (a pipeline, whose steps batch at their own models)
+    concurrent: ClassVar[bool] = False
+    #: warm up with zeros at load (``warmup`` in model.toml); False for a model
+    #: zeros say nothing to (a pipeline: its steps warm up as models of their own)
+    warms_up: ClassVar[bool] = True
 
     @property
     def signature(self) -> Signature | None:

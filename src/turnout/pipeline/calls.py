@@ -1,0 +1,50 @@
+"""What a pipeline needs from the server it runs in: the models its steps
+call. The serving layer implements it (``serving/step_calls.py``), so a
+step's request goes through the data plane like any other: the step model's
+validation, routing policy, batcher, metrics and drift."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from turnout.model.signature import Signature
+from turnout.model.tensors import Outputs
+from turnout.protocol.types import InferInput
+
+
+@dataclass(frozen=True, slots=True)
+class CalledModel:
+    """A step model as a pipeline sees it when it loads."""
+
+    signature: Signature
+    max_batch_size: int
+
+
+class StepFailed(LookupError):
+    """A step model cannot be called (unknown, or no version ready): the message says why."""
+
+
+class ModelCalls(Protocol):
+    def describe(self, model: str, version: int | None) -> CalledModel:
+        """The model's signature, waiting for its first load if it is under way.
+        Blocking: called from the thread that loads the pipeline. Raises
+        ``StepFailed``."""
+        ...
+
+    async def infer(
+        self,
+        model: str,
+        version: int | None,
+        inputs: Sequence[InferInput],
+        outputs: Sequence[str],
+        parameters: Mapping[str, Any],
+    ) -> Outputs:
+        """One request to ``model`` (its ``version``, or the endpoint with its
+        routing policy when None); raises what the data plane raises."""
+        ...
+
+    def step_done(self, pipeline: str, version: int, step: str, seconds: float, status: str) -> None:
+        """A step of a pipeline's request ended (``status``: "success" or an error code)."""
+        ...

@@ -1,0 +1,108 @@
+"""The feature lookup step: features for each row's entity id, read from an
+online store, as one FP32 tensor.
+
+The Redis backend reads the layout a feature store's Redis online store can
+be materialised to, and the simplest one to write yourself: a hash per entity
+(``key`` with ``{id}`` replaced), one field per feature. One round trip per
+request (HMGETs pipelined), on a connection pool made on first use, on the
+serving loop. A store that cannot be reached is a 503 naming it, never zeros;
+an entity without the features, a 400 naming it (or the ``defaults``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from turnout.errors import InvalidRequest, Unavailable
+from turnout.model.signature import TensorSpec
+from turnout.model.tensors import Outputs
+from turnout.pipeline.definition import FeaturesStep
+from turnout.pipeline.node import Accepts, Wiring
+
+
+class FeaturesNode:
+    kind = "features"
+
+    def __init__(self, step: FeaturesStep) -> None:
+        self.name = step.name
+        self._step = step
+        self._store = step.store
+        self._fields = list(step.features)
+        self._output = step.output
+        self._defaults = None if step.defaults is None else np.asarray(step.defaults, dtype=np.float32)
+        self.wiring = Wiring(
+            {"entity": step.entity},
+            {"entity": Accepts(frozenset({"BYTES", "INT64", "INT32"}), (-1,))},
+            {step.output: TensorSpec(step.output, "FP32", (-1, len(step.features)))},
+        )
+        self._client: Any = None
+        self._where = _without_password(step.store.url)
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            import redis.asyncio as redis
+
+            timeout = self._store.timeout_ms / 1000
+            self._client = redis.Redis.from_url(
+                self._store.url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
+            )
+        return self._client
+
+    async def run(
+        self, feed: Mapping[str, np.ndarray[Any, Any]], wanted: frozenset[str], parameters: Mapping[str, Any]
+    ) -> Outputs:
+        ids = [_text(value) for value in feed["entity"].tolist()]
+        keys = [self._store.key.replace("{id}", entity) for entity in ids]
+        import redis.exceptions
+
+        try:
+            async with self._redis().pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hmget(key, self._fields)
+                found = await pipe.execute()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise Unavailable(f"the feature store {self._where} cannot be reached: {exc}", retry_after=1.0) from None
+        except redis.exceptions.RedisError as exc:
+            raise Unavailable(f"the feature store {self._where} failed: {exc}", retry_after=1.0) from None
+        values = np.empty((len(ids), len(self._fields)), dtype=np.float32)
+        for row, (entity, fields) in enumerate(zip(ids, found, strict=True)):
+            if any(value is None for value in fields):
+                if self._defaults is None:
+                    raise InvalidRequest(self._missing(entity, keys[row], fields))
+                values[row] = [self._defaults[i] if v is None else float(v) for i, v in enumerate(fields)]
+            else:
+                try:
+                    values[row] = [float(v) for v in fields]
+                except ValueError:
+                    raise Unavailable(f"the feature store {self._where} holds a value that is not a number at "
+                                      f"'{keys[row]}'") from None  # fmt: skip
+        return {self._output: values}
+
+    def _missing(self, entity: str, key: str, fields: list[Any]) -> str:
+        absent = [name for name, value in zip(self._fields, fields, strict=True) if value is None]
+        if len(absent) == len(self._fields):
+            return f"no features for entity '{entity[:200]}' (key '{key[:200]}' in {self._where})"
+        return f"entity '{entity[:200]}' lacks feature(s) {absent[:5]} (key '{key[:200]}' in {self._where})"
+
+    def close(self) -> None:
+        self._client = None  # its connections close when the pool is collected
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest("an entity id is not UTF-8 text") from None
+    return str(value)
+
+
+def _without_password(url: str) -> str:
+    """A Redis URL as shown in errors: never its password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"

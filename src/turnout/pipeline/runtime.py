@@ -1,0 +1,113 @@
+"""The ``pipeline`` runtime: a version directory holding ``pipeline.toml``
+(and whatever its steps read, a tokenizer file, say) served as one model.
+
+Loading builds each step, asks the server for the signature of each model a
+step calls (waiting for that model's first load), and checks the graph
+(``graph.py``); any failure leaves the version UNAVAILABLE with the reason,
+and the server serves on. A pipeline runs its requests as they come, many at
+once (``concurrent``): batching happens at its model steps, where its
+requests join the direct ones. It is not warmed up with zeros: its steps are
+models with warm-ups of their own, and zeros are no entity a feature store
+knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from turnout.model.runtimes.base import NO_PARAMETERS, LoadContext, LoadedModel, ModelRuntime, Outputs, Tensors
+from turnout.model.signature import Signature
+from turnout.pipeline.calls import CalledModel, ModelCalls, StepFailed
+from turnout.pipeline.definition import (
+    PIPELINE_FILE,
+    ArgmaxStep,
+    EnsembleStep,
+    FeaturesStep,
+    Member,
+    ModelStep,
+    SwitchStep,
+    TokenizeStep,
+    read_definition,
+)
+from turnout.pipeline.executor import Executor
+from turnout.pipeline.features import FeaturesNode
+from turnout.pipeline.graph import Graph, GraphError, check
+from turnout.pipeline.node import Node
+from turnout.pipeline.steps import ArgmaxNode, EnsembleNode, ModelNode, SwitchNode
+from turnout.pipeline.tokenize import TokenizeNode
+
+
+class LoadedPipeline(LoadedModel):
+    asynchronous: ClassVar[bool] = True
+    concurrent: ClassVar[bool] = True
+    warms_up: ClassVar[bool] = False
+
+    def __init__(self, graph: Graph, executor: Executor, nodes: Sequence[Node]) -> None:
+        self.graph = graph
+        self._executor = executor
+        self._nodes = nodes
+
+    @property
+    def signature(self) -> Signature:
+        return self.graph.signature
+
+    async def predict_async(
+        self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS
+    ) -> Outputs:
+        return await self._executor.run(inputs, outputs, parameters)
+
+    def steps(self) -> list[dict[str, str]]:
+        """Each step's name and kind, in the order they run (for the dashboard)."""
+        return [{"name": node.name, "kind": node.kind} for level in self.graph.levels for node in level]
+
+    def close(self) -> None:
+        for node in self._nodes:
+            if isinstance(node, FeaturesNode):
+                node.close()
+
+
+class PipelineRuntime(ModelRuntime):
+    platform: ClassVar[str] = "pipeline"
+    artifacts: ClassVar[tuple[str, ...]] = (PIPELINE_FILE,)
+
+    def __init__(self, calls: ModelCalls) -> None:
+        self._calls = calls
+
+    def load(self, context: LoadContext) -> LoadedModel:
+        version_dir = context.version_dir
+        name, version = version_dir.parent.name, int(version_dir.name)
+        definition = read_definition(version_dir / PIPELINE_FILE)
+        try:
+            nodes = [self._node(step, name, version_dir) for step in definition.steps]
+            graph = check(
+                [tensor.spec() for tensor in definition.inputs],
+                nodes,
+                [(output.name, output.source) for output in definition.outputs],
+            )
+        except GraphError as exc:
+            raise GraphError(f"{version_dir / PIPELINE_FILE}: {exc}") from None
+        return LoadedPipeline(graph, Executor(graph, self._calls, name, version), nodes)
+
+    def _node(self, step: Any, pipeline: str, version_dir: Path) -> Node:
+        if isinstance(step, ModelStep):
+            return ModelNode(step, self._describe(step.name, pipeline, step), self._calls)
+        if isinstance(step, EnsembleStep):
+            return EnsembleNode(step, [self._describe(step.name, pipeline, m) for m in step.members], self._calls)
+        if isinstance(step, SwitchStep):
+            return SwitchNode(step, [self._describe(step.name, pipeline, b) for b in step.branches], self._calls)
+        if isinstance(step, ArgmaxStep):
+            return ArgmaxNode(step)
+        if isinstance(step, FeaturesStep):
+            return FeaturesNode(step)
+        assert isinstance(step, TokenizeStep)
+        return TokenizeNode(step, version_dir)
+
+    def _describe(self, step: str, pipeline: str, called: ModelStep | Member) -> CalledModel:
+        if called.model == pipeline:
+            raise GraphError(f"step '{step}': a pipeline cannot call itself ('{pipeline}')")
+        try:
+            return self._calls.describe(called.model, called.version)
+        except StepFailed as exc:
+            raise GraphError(f"step '{step}': {exc}") from None

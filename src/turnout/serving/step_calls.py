@@ -1,0 +1,88 @@
+"""How a pipeline's steps reach the models they call: through the data plane,
+as requests of the protocol ``pipeline``. So a step is validated, routed by
+the endpoint's policy (when it names no version), queued in that model's own
+batcher with the direct requests, and counted in that model's metrics, drift
+and SLO windows like any request.
+
+Made before the data plane exists (the model catalog needs it first), and
+bound to it, and to the loop it serves on, when the server starts. A pipeline
+loads in a worker thread: ``describe`` hands its question to the loop and
+waits there, up to the load timeout, for a step model still loading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from turnout.errors import TurnoutError
+from turnout.model.tensors import Outputs
+from turnout.observability.metrics import Metrics
+from turnout.pipeline.calls import CalledModel, StepFailed
+from turnout.protocol.types import InferenceRequest, InferInput, RequestedOutput
+
+if TYPE_CHECKING:
+    from turnout.serving.dataplane import DataPlane
+
+PROTOCOL = "pipeline"
+
+
+class DataPlaneCalls:
+    def __init__(self, metrics: Metrics, load_timeout: float = 60.0) -> None:
+        self._metrics = metrics
+        self._load_timeout = load_timeout
+        self._dataplane: DataPlane | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, dataplane: DataPlane, loop: asyncio.AbstractEventLoop) -> None:
+        self._dataplane, self._loop = dataplane, loop
+
+    def describe(self, model: str, version: int | None) -> CalledModel:
+        if self._loop is None or self._dataplane is None:
+            raise StepFailed(f"model '{model}' cannot be called: pipelines run only inside a server")
+        future = asyncio.run_coroutine_threadsafe(self._describe(self._dataplane, model, version), self._loop)
+        try:
+            return future.result(self._load_timeout + 1.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise StepFailed(f"model '{model}' was not ready within {self._load_timeout:g} s") from None
+
+    @staticmethod
+    async def _describe(dataplane: DataPlane, model: str, version: int | None) -> CalledModel:
+        try:
+            served = await dataplane.served_version(model, None if version is None else str(version))
+        except TurnoutError as exc:
+            raise StepFailed(exc.message) from None
+        return CalledModel(served.signature, served.max_batch_size)
+
+    async def infer(
+        self,
+        model: str,
+        version: int | None,
+        inputs: Sequence[InferInput],
+        outputs: Sequence[str],
+        parameters: Mapping[str, Any],
+    ) -> Outputs:
+        dataplane = self._dataplane
+        assert dataplane is not None and self._loop is not None  # a pipeline loads only once bound
+        request = InferenceRequest(
+            model,
+            None if version is None else str(version),
+            list(inputs),
+            outputs=[RequestedOutput(name) for name in outputs],
+            parameters=dict(parameters),
+        )
+        if asyncio.get_running_loop() is not self._loop:  # a loop of a thread's own (a warm-up, a test)
+            answer = await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(dataplane.infer(request, PROTOCOL), self._loop)
+            )
+        else:
+            answer = await dataplane.infer(request, PROTOCOL)
+        return {output.name: output.data for output in answer.outputs}
+
+    def step_done(self, pipeline: str, version: int, step: str, seconds: float, status: str) -> None:
+        shown = str(version)
+        self._metrics.step_time(pipeline, shown, step).observe(seconds)
+        self._metrics.step_outcome(pipeline, shown, step, status).inc()
