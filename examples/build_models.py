@@ -121,7 +121,9 @@ weight = 10
 """
 
 
-def build(out: Path) -> None:
+def build(out: Path, text: bool = True) -> None:
+    """The whole repository; ``text=False`` leaves out minilm and text_embedding
+    (90 MB, for tests that copy the repository many times)."""
     if out.exists():
         shutil.rmtree(out)
     cancer = load_breast_cancer()
@@ -183,7 +185,8 @@ def build(out: Path) -> None:
     (out / "wine" / "model.toml").write_text(WINE_TOML)
 
     _build_cancer_pipeline(out)
-    _build_text_pipeline(out)
+    if text:
+        _build_text_pipeline(out)
 
 
 CANCER_SCALER_TOML = """\

@@ -63,9 +63,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def example_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh copy of the example repository, exactly as `make models` builds it."""
+    """A fresh copy of the example repository as `make models` builds it, less
+    the text pipeline and its 90 MB model (tests/integration/test_pipelines.py
+    builds those), since many tests copy this repository."""
     root = tmp_path_factory.mktemp("examples") / "models"
-    build_models.build(root)
+    build_models.build(root, text=False)
     return root
 
 
@@ -74,7 +76,7 @@ def test_repo(tmp_path_factory: pytest.TempPathFactory, example_repo: Path) -> P
     """The examples plus models that exercise datatypes, fixed shapes, slowness
     and broken directories."""
     root = tmp_path_factory.mktemp("repo") / "models"
-    build_models.build(root)
+    build_models.build(root, text=False)
     write_model(root / "all_types" / "1" / "model.onnx", identity_all_types())
     (root / "all_types" / "model.toml").write_text("max_batch_size = 8\n[instances]\ncount = 2\n")
     write_model(root / "fixed" / "1" / "model.onnx", fixed_shape())
