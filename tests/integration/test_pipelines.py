@@ -92,6 +92,75 @@ name = "out"
 from = "b.scaled"
 """,
 }
+SWITCH = """
+[[inputs]]
+name = "patient_id"
+datatype = "BYTES"
+shape = [-1]
+[[steps]]
+name = "features"
+kind = "features"
+entity = "patient_id"
+store = { backend = "redis", url = "REDIS", key = "patient:{id}" }
+features = FEATURES
+[[steps]]
+name = "scale"
+model = "cancer_scaler"
+inputs = { input = "features.features" }
+[[steps]]
+name = "pick"
+kind = "switch"
+inputs = { input = "scale.scaled" }
+branches = [
+  { model = "cancer_risk", version = 1, when = { parameter = "model", equals = "simple" } },
+  { model = "cancer_risk", version = 2, when = { tensor = "features.features", column = 0, above = 15.0 } },
+  { model = "cancer_risk", version = 1 },
+]
+[[outputs]]
+name = "probabilities"
+from = "pick.probabilities"
+"""
+PYTHON = """
+[[inputs]]
+name = "patient_id"
+datatype = "BYTES"
+shape = [-1]
+[[steps]]
+name = "features"
+kind = "features"
+entity = "patient_id"
+store = { backend = "redis", url = "REDIS", key = "patient:{id}" }
+features = FEATURES
+[[steps]]
+name = "standardise"
+kind = "python"
+function = "steps.py:standardise"
+inputs = { rows = "features.features" }
+outputs = [{ name = "scaled", datatype = "FP32", shape = [-1, 30] }]
+[[steps]]
+name = "risk"
+kind = "ensemble"
+members = [{ model = "cancer_risk", version = 1 }, { model = "cancer_risk", version = 2 }]
+inputs = { input = "standardise.scaled" }
+combine = { probabilities = "steps.py:geometric_mean" }
+[[outputs]]
+name = "probabilities"
+from = "risk.probabilities"
+"""
+STEPS_PY = """
+import numpy as np
+
+_saved = np.load(__file__.replace("steps.py", "scaler.npz"))
+
+
+def standardise(inputs, parameters):
+    return {"scaled": ((inputs["rows"] - _saved["mean"]) / _saved["scale"]).astype(np.float32)}
+
+
+def geometric_mean(values, weights):
+    product = np.prod(np.stack(values), axis=0) ** (1.0 / len(values))
+    return (product / product.sum(axis=1, keepdims=True)).astype(np.float32)
+"""
 BAD_INPUT = '[[inputs]]\nname = "x"\ndatatype = "FP32"\nshape = [-1, 30]\n'
 
 
@@ -114,6 +183,19 @@ def pipeline_repo(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisS
     shutil.copytree(root / "cancer_screening", offline)
     for pipeline in offline.glob("*/pipeline.toml"):
         pipeline.write_text(pipeline.read_text().replace(redis_server.url, f"redis://127.0.0.1:{free_port()}/0"))
+    features = "[" + ", ".join(f'"{name}"' for name in CANCER.feature_names) + "]"
+    for name, text, trusted in (("cancer_switch", SWITCH, False), ("cancer_python", PYTHON, True),
+                                ("cancer_python_untrusted", PYTHON, False)):  # fmt: skip
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "1" / "pipeline.toml").write_text(
+            text.replace("REDIS", redis_server.url).replace("FEATURES", features)
+        )
+        (root / name / "model.toml").write_text('runtime = "pipeline"\n' + ("trusted = true\n" if trusted else ""))
+        if name.startswith("cancer_python"):
+            (root / name / "1" / "steps.py").write_text(STEPS_PY)
+            scaler = _session(root, "cancer_scaler", 1)
+            mean, scale = _scaler_constants(scaler)
+            np.savez(root / name / "1" / "scaler.npz", mean=mean, scale=scale)
     for name, steps in BAD.items():
         (root / name / "1").mkdir(parents=True)
         (root / name / "1" / "pipeline.toml").write_text(BAD_INPUT + steps)
@@ -123,7 +205,8 @@ def pipeline_repo(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisS
 
 @pytest.fixture(scope="module")
 def server(pipeline_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(pipeline_repo, "--no-strict-readiness", log_dir=tmp_path_factory.mktemp("logs")) as process:
+    arguments = ("--no-strict-readiness", "--allow-trusted-models")
+    with ServerProcess(pipeline_repo, *arguments, log_dir=tmp_path_factory.mktemp("logs")) as process:
         wait_until(lambda: _state(process, "text_embedding", "1") == "READY", "the pipelines loaded", 60)
         yield process
 
@@ -252,6 +335,51 @@ def test_bad_graphs_are_refused_at_load_with_their_reasons(server: ServerProcess
     assert refused.status_code == 503 and "cycle" in refused.json()["error"]
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
     assert _state(server, "cancer_screening", "1") == "READY"
+
+
+def _scaler_constants(scaler: ort.InferenceSession) -> tuple[np.ndarray, np.ndarray]:
+    """The scaler's mean and scale, read back from what it does to 0 and 1."""
+    zero = scaler.run(None, {"input": np.zeros((1, 30), np.float32)})[0][0]
+    one = scaler.run(None, {"input": np.ones((1, 30), np.float32)})[0][0]
+    scale = 1.0 / (one - zero)
+    return (-zero * scale).astype(np.float32), scale.astype(np.float32)
+
+
+def _risks(repo: Path, patients: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    rows = CANCER.data[patients].astype(np.float32)
+    scaled = _session(repo, "cancer_scaler", 1).run(None, {"input": rows})[0]
+    first, second = (_session(repo, "cancer_risk", v).run(["probabilities"], {"input": scaled})[0] for v in (1, 2))
+    return first, second
+
+
+def test_a_switch_sends_each_row_to_its_branch_and_a_parameter_the_whole_request(
+    server: ServerProcess, pipeline_repo: Path
+) -> None:
+    radius = CANCER.data[PATIENTS, 0]
+    assert 0 < (radius > 15.0).sum() < len(PATIENTS)  # both branches get rows
+    first, second = _risks(pipeline_repo, PATIENTS)
+    answer = httpx.post(f"{server.url}/v2/models/cancer_switch/infer", json=screening_body(PATIENTS))
+    assert answer.status_code == 200, answer.text
+    got = np.reshape(answer.json()["outputs"][0]["data"], (-1, 2))
+    np.testing.assert_allclose(got, np.where((radius > 15.0)[:, None], second, first), atol=1e-6)
+    simple = {**screening_body(PATIENTS), "parameters": {"model": "simple"}}
+    answer = httpx.post(f"{server.url}/v2/models/cancer_switch/infer", json=simple)
+    got = np.reshape(answer.json()["outputs"][0]["data"], (-1, 2))
+    np.testing.assert_allclose(got, first, atol=1e-6)
+
+
+def test_python_steps_and_combiners_run_in_a_trusted_pipeline_only(server: ServerProcess, pipeline_repo: Path) -> None:
+    first, second = _risks(pipeline_repo, PATIENTS)
+    product = np.sqrt(first * second)
+    expected = product / product.sum(axis=1, keepdims=True)
+    answer = httpx.post(f"{server.url}/v2/models/cancer_python/infer", json=screening_body(PATIENTS))
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(np.reshape(answer.json()["outputs"][0]["data"], (-1, 2)), expected, atol=1e-5)
+    reason = next(e for e in _index(server) if e["name"] == "cancer_python_untrusted")["reason"]
+    assert (
+        "pipeline.toml runs Python from steps.py, which runs code when loaded: refused without `trusted = true`"
+        in reason
+    )
 
 
 SENTENCES = [

@@ -33,6 +33,10 @@ class ModelCalls(Protocol):
         ``StepFailed``."""
         ...
 
+    async def wait_ready(self, model: str, version: int | None) -> None:
+        """Wait (on the event loop) until ``model`` serves or cannot; never raises."""
+        ...
+
     async def infer(
         self,
         model: str,

@@ -79,15 +79,37 @@ class ModelStep(_Step):
     inputs: dict[str, str]  # the model's input name -> the tensor fed to it
 
 
+# a Python function in a file of the version directory: "steps.py:normalise"
+_FUNCTION = r"^[A-Za-z_][A-Za-z0-9_]*\.py:[A-Za-z_][A-Za-z0-9_]*$"
+Combiner = Annotated[str, Field(pattern=r"^(average|weighted|vote|[A-Za-z_][A-Za-z0-9_]*\.py:[A-Za-z_][A-Za-z0-9_]*)$")]
+
+
 class EnsembleStep(_Step):
     """Several models given the same inputs; each combined output is the
     average, the weighted average (members' ``weight``) or the per-row
-    majority vote of the members' outputs of that name."""
+    majority vote of the members' outputs of that name, or what a Python
+    function (``"combine.py:geometric_mean"``, called with the members'
+    arrays and their weights) makes of them."""
 
     kind: Literal["ensemble"]
     members: Annotated[list[Member], Field(min_length=2)]
     inputs: dict[str, str]
-    combine: Annotated[dict[str, Literal["average", "weighted", "vote"]], Field(min_length=1)]
+    combine: Annotated[dict[str, Combiner], Field(min_length=1)]
+
+
+class PythonStep(_Step):
+    """Pre- or post-processing in Python: ``function`` (``"steps.py:name"``, a
+    file in the version directory) is called with the step's inputs (a dict
+    of arrays by their names here) and the request's parameters, and returns
+    a dict holding the ``outputs`` declared, of their datatypes and shapes.
+    It runs on the event loop, so it must be quick (glue, not a model: a
+    model in Python is a ``python`` runtime model, called by a model step).
+    Loading runs the file's code, so the pipeline must be trusted."""
+
+    kind: Literal["python"]
+    function: Annotated[str, Field(pattern=_FUNCTION)]
+    inputs: dict[str, str]
+    outputs: Annotated[list[TensorConfig], Field(min_length=1)]
 
 
 class SwitchStep(_Step):
@@ -166,7 +188,7 @@ class TokenizeStep(_Step):
 
 
 Step = Annotated[
-    ModelStep | EnsembleStep | SwitchStep | ArgmaxStep | FeaturesStep | TokenizeStep,
+    ModelStep | EnsembleStep | SwitchStep | ArgmaxStep | FeaturesStep | TokenizeStep | PythonStep,
     Field(discriminator="kind"),
 ]
 
@@ -221,4 +243,13 @@ def read_definition(path: Path) -> PipelineDefinition:
         raise DefinitionError(f"{path}: {where + ': ' if where else ''}{reason(first)}") from None
 
 
-_KINDS = frozenset({"model", "ensemble", "switch", "argmax", "features", "tokenize"})
+_KINDS = frozenset({"model", "ensemble", "switch", "argmax", "features", "tokenize", "python"})
+
+
+def python_files(definition: PipelineDefinition) -> list[str]:
+    """The files of the version directory whose code the pipeline runs."""
+    files = [s.function.partition(":")[0] for s in definition.steps if isinstance(s, PythonStep)]
+    for step in definition.steps:
+        if isinstance(step, EnsembleStep):
+            files += [how.partition(":")[0] for how in step.combine.values() if ":" in how]
+    return sorted(set(files))

@@ -13,6 +13,7 @@ knows.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,18 +24,23 @@ from turnout.pipeline.calls import CalledModel, ModelCalls, StepFailed
 from turnout.pipeline.definition import (
     PIPELINE_FILE,
     ArgmaxStep,
+    DefinitionError,
     EnsembleStep,
     FeaturesStep,
     Member,
     ModelStep,
+    PipelineDefinition,
+    PythonStep,
     SwitchStep,
     TokenizeStep,
+    python_files,
     read_definition,
 )
 from turnout.pipeline.executor import Executor
 from turnout.pipeline.features import FeaturesNode
 from turnout.pipeline.graph import Graph, GraphError, check
 from turnout.pipeline.node import Node
+from turnout.pipeline.python_steps import PythonNode, load_function
 from turnout.pipeline.steps import ArgmaxNode, EnsembleNode, ModelNode, SwitchNode
 from turnout.pipeline.tokenize import TokenizeNode
 
@@ -68,12 +74,41 @@ class LoadedPipeline(LoadedModel):
                 node.close()
 
 
+def _called_models(definition: PipelineDefinition) -> list[ModelStep | Member]:
+    called: list[ModelStep | Member] = []
+    for step in definition.steps:
+        if isinstance(step, ModelStep):
+            called.append(step)
+        elif isinstance(step, EnsembleStep):
+            called += step.members
+        elif isinstance(step, SwitchStep):
+            called += step.branches
+    return called
+
+
 class PipelineRuntime(ModelRuntime):
     platform: ClassVar[str] = "pipeline"
     artifacts: ClassVar[tuple[str, ...]] = (PIPELINE_FILE,)
 
     def __init__(self, calls: ModelCalls) -> None:
         self._calls = calls
+
+    async def ready_to_load(self, version_dir: Path) -> None:
+        """Wait for the models the steps call to finish loading (each up to the load timeout)."""
+        try:
+            definition = read_definition(version_dir / PIPELINE_FILE)
+        except DefinitionError:
+            return  # the load says what is wrong with it
+        called = {(c.model, c.version) for c in _called_models(definition) if c.model != version_dir.parent.name}
+        await asyncio.gather(*(self._calls.wait_ready(model, version) for model, version in called))
+
+    def code_on_load(self, version_dir: Path) -> str | None:
+        """A pipeline with Python steps or combiners runs their files when loaded."""
+        try:
+            files = python_files(read_definition(version_dir / PIPELINE_FILE))
+        except DefinitionError:
+            return None  # the load says what is wrong with it
+        return f"{PIPELINE_FILE} runs Python from {', '.join(files)}" if files else None
 
     def load(self, context: LoadContext) -> LoadedModel:
         version_dir = context.version_dir
@@ -94,13 +129,16 @@ class PipelineRuntime(ModelRuntime):
         if isinstance(step, ModelStep):
             return ModelNode(step, self._describe(step.name, pipeline, step), self._calls)
         if isinstance(step, EnsembleStep):
-            return EnsembleNode(step, [self._describe(step.name, pipeline, m) for m in step.members], self._calls)
+            members = [self._describe(step.name, pipeline, m) for m in step.members]
+            return EnsembleNode(step, members, self._calls, lambda how: load_function(version_dir, how, step.name))
         if isinstance(step, SwitchStep):
             return SwitchNode(step, [self._describe(step.name, pipeline, b) for b in step.branches], self._calls)
         if isinstance(step, ArgmaxStep):
             return ArgmaxNode(step)
         if isinstance(step, FeaturesStep):
             return FeaturesNode(step)
+        if isinstance(step, PythonStep):
+            return PythonNode(step, version_dir)
         assert isinstance(step, TokenizeStep)
         return TokenizeNode(step, version_dir)
 

@@ -6,12 +6,12 @@ answered by that model's own batcher."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from turnout.errors import InvalidRequest
+from turnout.errors import InferenceFailed, InvalidRequest
 from turnout.model.signature import Signature, TensorSpec
 from turnout.model.tensors import Outputs
 from turnout.pipeline.calls import CalledModel, ModelCalls
@@ -91,7 +91,13 @@ def _same_outputs(step: str, members: Sequence[Member], called: Sequence[CalledM
 class EnsembleNode:
     kind = "ensemble"
 
-    def __init__(self, step: EnsembleStep, called: Sequence[CalledModel], calls: ModelCalls) -> None:
+    def __init__(
+        self,
+        step: EnsembleStep,
+        called: Sequence[CalledModel],
+        calls: ModelCalls,
+        functions: Callable[[str], Callable[..., Any]],
+    ) -> None:
         self.name = step.name
         first = step.members[0]
         wiring = _wiring_for(step.name, _called(first.model, first.version), called[0].signature, step.inputs)
@@ -102,7 +108,7 @@ class EnsembleNode:
             if spec is None:
                 raise GraphError(f"step '{step.name}': cannot combine '{name}': the members give "
                                  f"{sorted(wiring.produces)}")  # fmt: skip
-            if how != "vote" and spec.datatype not in FLOATS:
+            if how in ("average", "weighted") and spec.datatype not in FLOATS:
                 raise GraphError(f"step '{step.name}': '{name}' is {spec.datatype}: average it only when it "
                                  "is floating point; combine labels with \"vote\"")  # fmt: skip
             if how == "vote" and len(spec.shape) != 1:
@@ -110,6 +116,7 @@ class EnsembleNode:
             produces[name] = spec
         self.wiring = Wiring(wiring.needs, wiring.accepts, produces)
         self._combine = dict(step.combine)
+        self._functions = {how: functions(how) for how in step.combine.values() if ":" in how}
         self._weights = np.array([member.weight for member in step.members], dtype=np.float64)
         pairs = zip(step.members, called, strict=True)
         self._calls = [_Caller(calls, m.model, m.version, c.signature) for m, c in pairs]
@@ -119,7 +126,19 @@ class EnsembleNode:
     ) -> Outputs:
         names = tuple(self._combine)
         answers = await asyncio.gather(*(call(feed, names, parameters) for call in self._calls))
-        return {name: combine(how, [a[name] for a in answers], self._weights) for name, how in self._combine.items()}
+        combined: Outputs = {}
+        for name, how in self._combine.items():
+            values = [answer[name] for answer in answers]
+            function = self._functions.get(how)
+            if function is None:
+                combined[name] = combine(how, values, self._weights)
+                continue
+            result = np.asarray(function(values, self._weights))
+            if result.dtype != values[0].dtype or result.shape != values[0].shape:
+                raise InferenceFailed(f"{how} made '{name}' {result.dtype} {list(result.shape)} of members' "
+                                      f"{values[0].dtype} {list(values[0].shape)}")  # fmt: skip
+            combined[name] = result
+        return combined
 
 
 def combine(how: str, values: Sequence[np.ndarray[Any, Any]], weights: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -227,6 +227,7 @@ class ModelRegistry:
     ) -> ServedVersion:
         """Load one version and make it servable; ``LoadFailed`` saying why not."""
         began = time.monotonic()
+        await source.runtime.ready_to_load(source.version_dir(version))
         result = await asyncio.to_thread(load_version, source, version, self._allow_trusted)
         keeps_the_contract(source, version, result, contract)
         self._metrics.load_time(source.name, str(version)).observe(time.monotonic() - began)

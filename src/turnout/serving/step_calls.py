@@ -6,14 +6,16 @@ and SLO windows like any request.
 
 Made before the data plane exists (the model catalog needs it first), and
 bound to it, and to the loop it serves on, when the server starts. A pipeline
-loads in a worker thread: ``describe`` hands its question to the loop and
-waits there, up to the load timeout, for a step model still loading.
+first waits on the loop for the models it calls (``wait_ready``), then loads in
+a worker thread, whose ``describe`` finds them there: a thread that waited for
+a model's load could hold the very thread that load needs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +50,12 @@ class DataPlaneCalls:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise StepFailed(f"model '{model}' was not ready within {self._load_timeout:g} s") from None
+
+    async def wait_ready(self, model: str, version: int | None) -> None:
+        if self._dataplane is None:
+            return
+        with contextlib.suppress(TurnoutError):  # describe() says why it is not there
+            await self._dataplane.served_version(model, None if version is None else str(version))
 
     @staticmethod
     async def _describe(dataplane: DataPlane, model: str, version: int | None) -> CalledModel:

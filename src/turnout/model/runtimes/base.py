@@ -146,6 +146,12 @@ class ModelRuntime(abc.ABC):
             return None
         return f"{self.artifacts[0] if self.artifacts else version_dir.name} is loaded by running code from it"
 
+    async def ready_to_load(self, version_dir: Path) -> None:  # noqa: B027 - optional hook
+        """Awaited on the event loop before a version of this runtime loads:
+        wait here for what loading needs from the server (the models a
+        pipeline calls), never inside ``load``, which holds a worker thread
+        that those models' own loads may need."""
+
     def parse_options(self, table: Mapping[str, Any]) -> BaseModel:
         """``[runtime.options]`` checked by this runtime's schema (pydantic's ``ValidationError`` if wrong)."""
         return self.options.model_validate(dict(table))
