@@ -162,3 +162,53 @@ def test_a_stream_entry_with_a_traceparent_continues_the_producers_trace(example
     }
     assert children == {"turnout.receive", "turnout.validate", "turnout.queue", "turnout.batch", "turnout.respond"}
     assert refused.attributes["turnout.status"] == "invalid" and not refused.status.is_ok
+
+
+def test_a_pipeline_request_is_one_trace_with_a_span_per_step(repo: Path, tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    from load_features import load as load_features  # examples/ (tests/conftest.py puts it on the path)
+
+    with RedisServer(tmp_path / "redis") as store:
+        load_features(store.url)
+        for pipeline in (repo / "cancer_screening").glob("*/pipeline.toml"):
+            pipeline.write_text(pipeline.read_text().replace("redis://127.0.0.1:6379/0", store.url))
+
+        async def scenario() -> None:
+            server = Server(settings(repo, tmp_path))
+            server.tracer = Tracer(provider)
+            serving = asyncio.create_task(server.serve())
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.settings.http.port}") as client:
+                for _ in range(200):
+                    try:
+                        if (await client.get("/v2/health/ready")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.05)
+                for patient in ("3", "9999"):
+                    body = {"inputs": [{"name": "patient_id", "datatype": "BYTES", "shape": [1], "data": [patient]}]}
+                    await client.post("/v2/models/cancer_screening/versions/1/infer", json=body,
+                                      headers={"traceparent": PARENT})  # fmt: skip
+            server.request_stop()
+            await serving
+
+        asyncio.run(scenario())
+    spans = exporter.get_finished_spans()
+    roots = [s for s in spans if s.name == "turnout.infer"]
+    assert [r.attributes["turnout.model"] for r in roots] == ["cancer_screening"] * 2  # the steps' models: no roots
+    answered, refused = roots
+    steps = [s for s in spans if s.name == "turnout.step" and s.parent.span_id == answered.context.span_id]
+    assert [(s.attributes["turnout.step"], s.attributes["turnout.step.kind"]) for s in steps] == [
+        ("features", "features"),
+        ("scale", "model"),
+        ("risk", "ensemble"),
+        ("label", "argmax"),
+    ]
+    assert all(s.attributes["turnout.status"] == "success" for s in steps)
+    assert all(answered.start_time <= s.start_time <= s.end_time <= answered.end_time for s in steps)
+    assert all(a.end_time <= b.start_time for a, b in itertools.pairwise(steps))  # one after the other
+    failed = [s for s in spans if s.name == "turnout.step" and s.parent.span_id == refused.context.span_id]
+    assert [(s.attributes["turnout.step"], s.attributes["turnout.status"]) for s in failed] == [("features", "invalid")]
+    assert not failed[0].status.is_ok and refused.attributes["turnout.status"] == "invalid"

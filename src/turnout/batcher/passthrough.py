@@ -88,4 +88,4 @@ class Passthrough:
         except TimeoutError:
             return  # still running: left to the garbage collector, not closed under them
         for instance in self._instances:
-            instance.close()
+            await instance.aclose()

@@ -87,8 +87,10 @@ class FeaturesNode:
             return f"no features for entity '{entity[:200]}' (key '{key[:200]}' in {self._where})"
         return f"entity '{entity[:200]}' lacks feature(s) {absent[:5]} (key '{key[:200]}' in {self._where})"
 
-    def close(self) -> None:
-        self._client = None  # its connections close when the pool is collected
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
 
 def _text(value: Any) -> str:

@@ -68,10 +68,10 @@ class LoadedPipeline(LoadedModel):
         """Each step's name and kind, in the order they run (for the dashboard)."""
         return [{"name": node.name, "kind": node.kind} for level in self.graph.levels for node in level]
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         for node in self._nodes:
             if isinstance(node, FeaturesNode):
-                node.close()
+                await node.aclose()
 
 
 def _called_models(definition: PipelineDefinition) -> list[ModelStep | Member]:
