@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from sklearn.datasets import load_diabetes, load_wine
 
-from tests.support import ServerProcess
+from tests.support import ServerProcess, free_port
 
 pytestmark = [pytest.mark.browser]
 
@@ -39,6 +39,8 @@ def traffic(url: str, stop: threading.Event) -> None:
 def test_the_dashboard_shows_models_charts_and_drift(repo: Path, log_dir: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     stop = threading.Event()
+    for pipeline in (repo / "cancer_screening").glob("*/pipeline.toml"):  # a feature store no one runs
+        pipeline.write_text(pipeline.read_text().replace(":6379/", f":{free_port()}/"))
     with ServerProcess(repo, log_dir=log_dir) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
@@ -62,6 +64,22 @@ def test_the_dashboard_shows_models_charts_and_drift(repo: Path, log_dir: Path) 
                          .reduce((sum, row) => sum + Number(row.children[4].textContent), 0) === 40""",
                 timeout=10_000,
             )
+            # a pipeline's steps in order; its feature store is not running, so the lookup fails
+            steps = page.locator('#pipelines tr[data-model="cancer_screening"]')
+            expect(steps).to_have_count(4)
+            expect(steps.nth(0)).to_contain_text("cancer_screening v2")
+            order = [("features", "—"), ("scale", "cancer_scaler"), ("risk", "cancer_risk v1, cancer_risk v2"),
+                     ("label", "—")]  # fmt: skip
+            for i, (step, calls) in enumerate(order):
+                expect(steps.nth(i).locator("td").nth(1)).to_have_text(f"{i + 1}. {step}")
+                expect(steps.nth(i).locator("td").nth(3)).to_have_text(calls)
+            patient = {"name": "patient_id", "datatype": "BYTES", "shape": [1], "data": ["7"]}
+            assert (
+                httpx.post(f"{server.url}/v2/models/cancer_screening/infer", json={"inputs": [patient]}).status_code
+                == 503
+            )
+            expect(page.locator('#pipelines tr[data-step="features"] td').nth(5)).to_have_text("1")  # failed
+            expect(page.locator('#pipelines tr[data-step="scale"] td').nth(4)).to_have_text("0")  # never ran
             # no policy in force anywhere: the table says so, and the rest of the page still draws
             with server.admin_client() as admin:
                 admin.delete("/v2/routing/wine").raise_for_status()

@@ -213,6 +213,7 @@ class Metrics:
             [*model, "step", "status"],
         )
         families += [step_time, step_outcome]
+        self._step_time, self._step_outcome = step_time, step_outcome
         self.step_time = cache(step_time.child)
         self.step_outcome = cache(step_outcome.child)
         # Redis Streams: what waits (lag, pending) and what became of each entry read
@@ -296,6 +297,18 @@ class Metrics:
             entry["latency_sum"] += distribution.total
             entry["latency_count"] += sum(distribution.counts)
         return totals
+
+    def per_step(self, model: str, version: str) -> dict[str, dict[str, float]]:
+        """A pipeline version's steps so far (for the dashboard): runs, failures, mean seconds."""
+        steps: dict[str, dict[str, float]] = {}
+        for (name, shown, step), distribution in self._step_time.children.items():
+            if (name, shown) == (model, version):
+                runs = sum(distribution.counts)
+                steps[step] = {"runs": runs, "failed": 0.0, "mean_seconds": distribution.total / runs if runs else 0.0}
+        for (name, shown, step, status), count in self._step_outcome.children.items():
+            if (name, shown) == (model, version) and status != "success" and step in steps:
+                steps[step]["failed"] += count.value
+        return steps
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

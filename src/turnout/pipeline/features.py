@@ -25,6 +25,7 @@ from turnout.pipeline.node import Accepts, Wiring
 
 class FeaturesNode:
     kind = "features"
+    calls: tuple[str, ...] = ()
 
     def __init__(self, step: FeaturesStep) -> None:
         self.name = step.name

@@ -52,6 +52,7 @@ class Node(Protocol):
     name: str
     kind: str
     wiring: Wiring
+    calls: tuple[str, ...]  # the models it calls ("cancer_risk v1"; no version: the endpoint), for the dashboard
 
     async def run(
         self, feed: Mapping[str, np.ndarray[Any, Any]], wanted: frozenset[str], parameters: Mapping[str, Any]

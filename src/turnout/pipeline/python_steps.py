@@ -54,6 +54,7 @@ def load_function(version_dir: Path, reference: str, step: str) -> Callable[...,
 
 class PythonNode:
     kind = "python"
+    calls: tuple[str, ...] = ()
 
     def __init__(self, step: PythonStep, version_dir: Path) -> None:
         self.name = step.name

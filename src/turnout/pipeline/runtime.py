@@ -66,7 +66,11 @@ class LoadedPipeline(LoadedModel):
 
     def steps(self) -> list[dict[str, str]]:
         """Each step's name and kind, in the order they run (for the dashboard)."""
-        return [{"name": node.name, "kind": node.kind} for level in self.graph.levels for node in level]
+        return [
+            {"name": node.name, "kind": node.kind, "calls": ", ".join(node.calls)}
+            for level in self.graph.levels
+            for node in level
+        ]
 
     async def aclose(self) -> None:
         for node in self._nodes:

@@ -24,6 +24,10 @@ NUMERIC = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", 
 FLOATS = frozenset({"FP16", "FP32", "FP64"})
 
 
+def _short(model: str, version: int | None) -> str:
+    return model if version is None else f"{model} v{version}"
+
+
 def _called(model: str, version: int | None) -> str:
     return f"model '{model}'" + ("" if version is None else f" version {version}")
 
@@ -63,6 +67,7 @@ class ModelNode:
     def __init__(self, step: ModelStep, called: CalledModel, calls: ModelCalls) -> None:
         self.name = step.name
         self.wiring = _wiring_for(step.name, _called(step.model, step.version), called.signature, step.inputs)
+        self.calls: tuple[str, ...] = (_short(step.model, step.version),)
         self._call = _Caller(calls, step.model, step.version, called.signature)
 
     async def run(
@@ -116,6 +121,7 @@ class EnsembleNode:
             produces[name] = spec
         self.wiring = Wiring(wiring.needs, wiring.accepts, produces)
         self._combine = dict(step.combine)
+        self.calls = tuple(_short(m.model, m.version) for m in step.members)
         self._functions = {how: functions(how) for how in step.combine.values() if ":" in how}
         self._weights = np.array([member.weight for member in step.members], dtype=np.float64)
         pairs = zip(step.members, called, strict=True)
@@ -181,6 +187,7 @@ class SwitchNode:
                 needs[f"when[{index}]"] = condition.tensor
                 accepts[f"when[{index}]"] = Accepts(NUMERIC, None)
         self.wiring = Wiring(needs, accepts, wiring.produces)
+        self.calls = tuple(_short(b.model, b.version) for b in step.branches)
         self._inputs = tuple(wiring.needs)
         pairs = zip(step.branches, called, strict=True)
         self._calls = [_Caller(calls, b.model, b.version, c.signature) for b, c in pairs]
@@ -236,6 +243,7 @@ def _holds(condition: Condition, tensor: np.ndarray[Any, Any]) -> np.ndarray[Any
 
 class ArgmaxNode:
     kind = "argmax"
+    calls: tuple[str, ...] = ()
 
     def __init__(self, step: ArgmaxStep) -> None:
         self.name = step.name

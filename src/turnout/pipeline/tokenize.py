@@ -28,6 +28,7 @@ OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 class TokenizeNode:
     kind = "tokenize"
+    calls: tuple[str, ...] = ()
 
     def __init__(self, step: TokenizeStep, version_dir: Path) -> None:
         self.name = step.name

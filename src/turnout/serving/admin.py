@@ -119,6 +119,13 @@ class ModelAdmin:
             ],
         }
 
+    def steps(self, name: str) -> tuple[str, tuple[dict[str, str], ...]]:
+        """The default version of a pipeline and its steps (no steps: not a pipeline, or none serves)."""
+        default = self._registry.default_version(name)
+        if default is None:
+            return "", ()
+        return str(default), self._registry.get(name, str(default)).steps
+
     def drift_status(self, name: str) -> dict[str, Any]:
         """Each version's last drift window (for the admin API)."""
         if not self._registry.known(name):

@@ -46,6 +46,7 @@ class ServedVersion:
     prepare: Callable[[Tensors], Tensors]  # the runtime's per-request check, before queueing
     drift: DriftWindow | None = None  # live counts against the version's profile.json, if it has one
     routing: RoutingDocument | None = None  # model.toml's [routing], checked when the model was read
+    steps: tuple[dict[str, str], ...] = ()  # a pipeline's steps, in order (LoadedModel.steps)
 
     @property
     def timeout(self) -> float:
@@ -151,4 +152,5 @@ def serve(
         loaded.instances[0].prepare,
         drift_window(source, version),
         routing,
+        tuple(loaded.instances[0].steps()),
     )

@@ -129,6 +129,26 @@ function drift(state) {
   if (!box.childElementCount) box.append(el("p", {}, "No drift window completed yet (a profile.json per version, and its window of rows)."));
 }
 
+function pipelines(state) {
+  // each pipeline's default version, step by step: what it calls, how often it ran, how long it took
+  const body = document.querySelector("#pipelines tbody");
+  body.replaceChildren();
+  for (const m of state.models) {
+    m.steps.forEach((s, i) => {
+      const row = el("tr", { "data-model": m.name, "data-step": s.name });
+      row.append(el("td", {}, i ? "" : `${m.name} v${s.version}`), el("td", {}, `${i + 1}. ${s.name}`),
+        el("td", {}, s.kind), el("td", {}, s.calls || "—"), el("td", {}, String(s.runs || 0)),
+        el("td", {}, String(s.failed || 0)), el("td", {}, s.runs ? (s.mean_seconds * 1000).toFixed(2) : "—"));
+      body.append(row);
+    });
+  }
+  if (!body.childElementCount) {
+    const row = el("tr", { class: "none" });
+    row.append(el("td", { colspan: 7 }, "No pipeline is served."));
+    body.append(row);
+  }
+}
+
 async function poll() {
   const headers = keyInput.value ? { authorization: `Bearer ${keyInput.value}` } : {};
   try {
@@ -148,6 +168,7 @@ async function poll() {
     chart("latency", rates("latencySum", "latencyCount"), 1000);
     models(state);
     routing(state);
+    pipelines(state);
     drift(state);
   } catch (error) {
     document.getElementById("status").textContent = `cannot read the server's state: ${error.message}`;

@@ -123,6 +123,11 @@ class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the mode
     def close(self) -> None:  # noqa: B027 - optional hook; most runtimes free on GC
         """Release resources held by this instance."""
 
+    def steps(self) -> list[dict[str, str]]:
+        """The parts a composite model runs, in order (a pipeline's steps: name,
+        kind, the models it calls), for the dashboard; [] for a plain model."""
+        return []
+
     async def aclose(self) -> None:
         """``close`` for an instance whose resources live on the event loop
         (connections a ``concurrent`` model opened): awaited there."""

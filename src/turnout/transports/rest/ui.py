@@ -1,7 +1,7 @@
 """The web dashboard at ``/ui``: static files that ship with the package (no
 CDN), and ``/ui/api/state``, one JSON document the page polls: models, versions
-and their state, each endpoint's traffic policy, request totals, and drift
-(reference against live shares per feature)."""
+and their state, each endpoint's traffic policy, request totals, drift
+(reference against live shares per feature), and each pipeline's steps."""
 
 from __future__ import annotations
 
@@ -62,6 +62,8 @@ class UiRoutes:
         for name in sorted({entry.name for entry in self.admin.repository_index()}):
             status = self.admin.version_status(name)
             route = self.traffic.routes.get(name)
+            version, steps = self.admin.steps(name)
+            figures = self.metrics.per_step(name, version) if steps else {}
             models.append(
                 {
                     **status,
@@ -69,6 +71,7 @@ class UiRoutes:
                     "routing": overview(self.traffic, name),
                     "requests": totals.get(name, {}),
                     "drift": self.admin.drift_view(name),
+                    "steps": [{**step, **figures.get(step["name"], {}), "version": version} for step in steps],
                 }
             )
         return {"server": __version__, "time": time.time(), "models": models}
