@@ -42,7 +42,19 @@ def test_validate_examples(example_repo: Path) -> None:
     assert "input  input FP32 [-1, 30]" in result.stdout
     assert "output probabilities FP32 [-1, 2]" in result.stdout
     assert "diabetes version 1: OK" in result.stdout
+    assert "cancer_screening version 2: OK (pipeline, max_batch_size 64)" in result.stdout  # checked offline
+    assert "input  patient_id BYTES [-1]" in result.stdout
     assert "0 problem(s)" in result.stdout
+
+
+def test_validate_checks_a_pipeline_against_the_models_it_calls(repo: Path) -> None:
+    pipeline = repo / "cancer_screening" / "2" / "pipeline.toml"
+    pipeline.write_text(pipeline.read_text().replace('model = "cancer_scaler"', 'model = "cancer_scaler_gone"'))
+    result = turnout("models", "validate", str(repo))
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if line.startswith("cancer_screening version 2"))
+    assert "pipeline.toml: step 'scale': unknown model 'cancer_scaler_gone'" in line
+    assert "cancer_screening version 1: OK" in result.stdout
 
 
 def test_validate_reports_each_problem_precisely(test_repo: Path) -> None:

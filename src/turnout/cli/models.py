@@ -9,9 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from turnout.cli import lifecycle
-from turnout.errors import ConfigError
+from turnout.errors import ConfigError, InferenceFailed
 from turnout.model.loader import LoadFailed, load_version
 from turnout.model.repository import ModelRepository
+from turnout.model.runtimes.catalog import BUILT_IN, RuntimeCatalog
+from turnout.model.tensors import Outputs
+from turnout.pipeline.calls import CalledModel, StepFailed
+from turnout.pipeline.runtime import PipelineRuntime
 
 
 def add_commands(commands: Any) -> None:
@@ -28,7 +32,11 @@ def _validate(args: argparse.Namespace) -> int:
     if not args.repository.is_dir():
         print(f"turnout: the model repository {args.repository} does not exist or is not a directory", file=sys.stderr)
         return 2
-    repository = ModelRepository(args.repository)
+    calls = RepositoryCalls()
+    repository = ModelRepository(
+        args.repository, RuntimeCatalog({**BUILT_IN, "pipeline": lambda: PipelineRuntime(calls)})
+    )
+    calls.repository = repository
     names = repository.model_names()
     if not names:
         print(f"{args.repository}: no model directories")
@@ -59,3 +67,50 @@ def _validate(args: argparse.Namespace) -> int:
                 print(f"    output {spec.describe()}")
     print(f"{len(names)} model(s), {failures} problem(s)")
     return 1 if failures else 0
+
+
+class RepositoryCalls:
+    """What a pipeline's steps call, found in the repository itself (no server
+    runs here): a step's model version is loaded to read its signature, so a
+    pipeline is checked as a server would check it."""
+
+    def __init__(self) -> None:
+        self.repository: ModelRepository | None = None
+        self._seen: dict[tuple[str, int | None], CalledModel | str] = {}
+
+    def describe(self, model: str, version: int | None) -> CalledModel:
+        key = (model, version)
+        if key not in self._seen:
+            self._seen[key] = self._load(model, version)
+        found = self._seen[key]
+        if isinstance(found, str):
+            raise StepFailed(found)
+        return found
+
+    def _load(self, model: str, version: int | None) -> CalledModel | str:
+        assert self.repository is not None
+        if not self.repository.has(model):
+            return f"unknown model '{model}'"
+        try:
+            source = self.repository.read(model)
+        except ConfigError as exc:
+            return f"model '{model}' cannot be read: {exc}"
+        chosen = max(source.versions) if version is None else version
+        if chosen not in source.on_disk:
+            return f"model '{model}' has no version '{chosen}'"
+        try:
+            loaded = load_version(source, chosen)
+        except LoadFailed as exc:
+            return f"model '{model}' version {chosen} does not load: {exc}"
+        for instance in loaded.instances:
+            instance.close()
+        return CalledModel(loaded.signature, loaded.max_batch_size)
+
+    async def wait_ready(self, model: str, version: int | None) -> None:
+        pass
+
+    async def infer(self, *args: Any, **kwargs: Any) -> Outputs:
+        raise InferenceFailed("a pipeline runs only inside a server")
+
+    def step_done(self, pipeline: str, version: int, step: str, seconds: float, status: str) -> None:
+        pass
