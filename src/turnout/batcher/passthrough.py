@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from turnout.batcher.queue import BatchObserver, BatchResult
-from turnout.errors import InferenceFailed, Overloaded, TurnoutError, Unavailable
+from turnout.errors import DeadlineExceeded, InferenceFailed, Overloaded, TurnoutError, Unavailable
 from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Tensors
 
 
@@ -53,8 +53,10 @@ class Passthrough:
         timeout: float | None = None,
         parameters: Mapping[str, Any] = NO_PARAMETERS,
     ) -> BatchResult:
-        """Run one request now. ``timeout`` is the steps' to keep: they get the
-        request's parameters, its ``timeout`` among them."""
+        """Run one request now, within ``timeout`` seconds (the model's
+        ``timeout_ms`` shortened by the client's deadline): past it the request
+        is cancelled, and with it whatever it still waits for (a pipeline's
+        steps leave their models' queues), and answered with a timeout."""
         if self._closing:
             raise Unavailable("the model is being unloaded", retry_after=1.0)
         if self._in_flight >= self._max_in_flight:
@@ -63,7 +65,10 @@ class Passthrough:
         self._idle.clear()
         started = time.perf_counter()
         try:
-            answer = await self._instance.predict_async(inputs, outputs, parameters)
+            running = self._instance.predict_async(inputs, outputs, parameters)
+            answer = await (running if timeout is None else asyncio.wait_for(running, timeout))
+        except TimeoutError:
+            raise DeadlineExceeded(f"no answer within {timeout:.3g} s") from None
         except TurnoutError:
             raise
         except Exception as exc:
