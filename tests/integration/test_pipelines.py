@@ -92,7 +92,8 @@ name = "out"
 from = "b.scaled"
 """,
 }
-SWITCH = """
+# patient ids in, their features read from the test's Redis
+LOOKUP = """
 [[inputs]]
 name = "patient_id"
 datatype = "BYTES"
@@ -103,7 +104,10 @@ kind = "features"
 entity = "patient_id"
 store = { backend = "redis", url = "REDIS", key = "patient:{id}" }
 features = FEATURES
-[[steps]]
+"""
+SWITCH = (
+    LOOKUP
+    + """[[steps]]
 name = "scale"
 model = "cancer_scaler"
 inputs = { input = "features.features" }
@@ -120,18 +124,10 @@ branches = [
 name = "probabilities"
 from = "pick.probabilities"
 """
-PYTHON = """
-[[inputs]]
-name = "patient_id"
-datatype = "BYTES"
-shape = [-1]
-[[steps]]
-name = "features"
-kind = "features"
-entity = "patient_id"
-store = { backend = "redis", url = "REDIS", key = "patient:{id}" }
-features = FEATURES
-[[steps]]
+)
+PYTHON = (
+    LOOKUP
+    + """[[steps]]
 name = "standardise"
 kind = "python"
 function = "steps.py:standardise"
@@ -147,6 +143,7 @@ combine = { probabilities = "steps.py:geometric_mean" }
 name = "probabilities"
 from = "risk.probabilities"
 """
+)
 STEPS_PY = """
 import numpy as np
 

@@ -164,6 +164,16 @@ def test_a_stream_entry_with_a_traceparent_continues_the_producers_trace(example
     assert refused.attributes["turnout.status"] == "invalid" and not refused.status.is_ok
 
 
+async def _until_ready(client: httpx.AsyncClient) -> None:
+    for _ in range(200):
+        try:
+            if (await client.get("/v2/health/ready")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.05)
+
+
 def test_a_pipeline_request_is_one_trace_with_a_span_per_step(repo: Path, tmp_path: Path) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -180,13 +190,7 @@ def test_a_pipeline_request_is_one_trace_with_a_span_per_step(repo: Path, tmp_pa
             server.tracer = Tracer(provider)
             serving = asyncio.create_task(server.serve())
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.settings.http.port}") as client:
-                for _ in range(200):
-                    try:
-                        if (await client.get("/v2/health/ready")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.05)
+                await _until_ready(client)
                 for patient in ("3", "9999"):
                     body = {"inputs": [{"name": "patient_id", "datatype": "BYTES", "shape": [1], "data": [patient]}]}
                     await client.post("/v2/models/cancer_screening/versions/1/infer", json=body,
