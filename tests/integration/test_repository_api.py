@@ -38,6 +38,11 @@ def test_index_unload_load_over_rest(server: ServerProcess) -> None:
         assert {(e["name"], e["version"], e["state"]) for e in index} == {
             ("breast_cancer", "1", "READY"),
             ("breast_cancer", "2", "READY"),
+            ("cancer_risk", "1", "READY"),
+            ("cancer_risk", "2", "READY"),
+            ("cancer_scaler", "1", "READY"),
+            ("cancer_screening", "1", "READY"),
+            ("cancer_screening", "2", "READY"),
             ("diabetes", "1", "READY"),
             ("wine", "1", "READY"),
             ("wine", "2", "READY"),
@@ -46,7 +51,8 @@ def test_index_unload_load_over_rest(server: ServerProcess) -> None:
         assert infer_label(client).status_code == 503
         assert client.get("/v2/models/breast_cancer/ready").status_code == 503
         ready = client.post("/v2/repository/index", json={"ready": True}).json()
-        assert [e["name"] for e in ready] == ["diabetes", "wine", "wine"]
+        assert [e["name"] for e in ready] == ["cancer_risk", "cancer_risk", "cancer_scaler", "cancer_screening",
+                                              "cancer_screening", "diabetes", "wine", "wine"]  # fmt: skip
         assert admin.post("/v2/repository/models/breast_cancer/load").status_code == 200
         assert infer_label(client).status_code == 200
         assert admin.post("/v2/repository/models/ghost/load").status_code == 404
@@ -100,9 +106,9 @@ def test_repository_calls_from_tritonclient(server: ServerProcess) -> None:
     admin_grpc = grpcclient.InferenceServerClient(server.admin_address)
     key = server.admin_headers
     try:
-        assert len(http.get_model_repository_index()) == 5
-        assert len(grpc.get_model_repository_index().models) == 5
-        assert len(admin_grpc.get_model_repository_index(headers=key).models) == 5
+        assert len(http.get_model_repository_index()) == 10
+        assert len(grpc.get_model_repository_index().models) == 10
+        assert len(admin_grpc.get_model_repository_index(headers=key).models) == 10
         admin_grpc.unload_model("diabetes", headers=key)
         assert not http.is_model_ready("diabetes")
         assert not grpc.is_model_ready("diabetes")

@@ -98,7 +98,7 @@ def test_a_saturated_model_stops_the_reading(repo: Path, tmp_path: Path, log_dir
             assert max(held) > 0 and min(lags) > 100, (held, lags)
             assert grown < 40, f"the server grew by {grown:.0f} MiB while 75 MiB waited in Redis"
             metrics = httpx.get(f"{server.url}/metrics").text
-            lag_line = next(line for line in metrics.splitlines() if line.startswith("turnout_stream_lag{"))
+            lag_line = next(line for line in metrics.splitlines() if line.startswith('turnout_stream_lag{model="slow"'))
             assert float(lag_line.split()[-1]) > 0
 
 
