@@ -56,6 +56,9 @@ class Executor:
             missing = wanted - produced.keys()
             if missing:
                 raise InferenceFailed(f"gave no {sorted(missing)}")
+        except asyncio.CancelledError:  # the request's deadline passed, or its client left
+            status = "cancelled"
+            raise
         except TurnoutError as exc:
             status = exc.code.value
             raise type(exc)(_named(node.name, exc.message), retry_after=exc.retry_after) from None
