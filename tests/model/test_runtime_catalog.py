@@ -70,3 +70,8 @@ def test_a_class_path_for_a_trusted_model_on_a_server_that_allows_it(pack_on_pat
         catalog.find("scaling_runtime:Nope", trusted=True)
     with pytest.raises(RuntimeNotFound, match="is a ScalingOptions, not a turnout ModelRuntime"):
         catalog.find("scaling_runtime:ScalingOptions", trusted=True)
+
+
+def test_a_pipeline_outside_a_server_says_where_it_runs() -> None:
+    with pytest.raises(RuntimeNotFound, match=r"runtime 'pipeline' runs only inside `turnout serve`"):
+        RuntimeCatalog().find("pipeline")

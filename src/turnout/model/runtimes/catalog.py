@@ -92,6 +92,12 @@ BUILT_IN: Mapping[str, Callable[[], ModelRuntime]] = {
 }
 
 
+#: runtimes the server adds itself (app/server.py), since they reach its other models
+SERVER_ONLY: Mapping[str, str] = {
+    "pipeline": "runs only inside `turnout serve` and `turnout models validate` (its steps call other models)",
+}
+
+
 class RuntimeCatalog:
     def __init__(
         self,
@@ -120,6 +126,8 @@ class RuntimeCatalog:
 
     def _build(self, name: str, trusted: bool) -> ModelRuntime:
         factory = self._factories.get(name)
+        if factory is None and name in SERVER_ONLY:
+            raise RuntimeNotFound(f"runtime {name!r} {SERVER_ONLY[name]}")
         if factory is None and _CLASS_PATH.fullmatch(name):
             self._check_trusted(name, trusted)
             factory = _imported(name)
