@@ -3,10 +3,10 @@ online store, as one FP32 tensor.
 
 The Redis backend reads the layout a feature store's Redis online store can
 be materialised to, and the simplest one to write yourself: a hash per entity
-(``key`` with ``{id}`` replaced), one field per feature. One round trip per
-request (HMGETs pipelined), on a connection pool made on first use, on the
-serving loop. A store that cannot be reached is a 503 naming it, never zeros;
-an entity without the features, a 400 naming it (or the ``defaults``).
+(``key`` with ``{id}`` replaced), one field per feature, read by
+``redis_store.py`` (one round trip for the lookups that arrive together). A
+store that cannot be reached is a 503 naming it, never zeros; an entity
+without the features, a 400 naming it (or the ``defaults``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from turnout.model.signature import TensorSpec
 from turnout.model.tensors import Outputs
 from turnout.pipeline.definition import FeaturesStep
 from turnout.pipeline.node import Accepts, Wiring
+from turnout.pipeline.redis_store import RedisHashes
 
 
 class FeaturesNode:
@@ -39,28 +40,8 @@ class FeaturesNode:
             {"entity": Accepts(frozenset({"BYTES", "INT64", "INT32"}), (-1,))},
             {step.output: TensorSpec(step.output, "FP32", (-1, len(step.features)))},
         )
-        self._client: Any = None
         self._where = _without_password(step.store.url)
-
-    def _redis(self) -> Any:
-        if self._client is None:
-            import redis.asyncio as redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-            from redis.exceptions import ConnectionError as Lost
-
-            timeout = self._store.timeout_ms / 1000
-            # A pooled connection to a Redis that restarted meanwhile fails on its
-            # first write: reads are safe to send again, once, on a new connection.
-            self._client = redis.Redis.from_url(
-                self._store.url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                decode_responses=False,
-                retry=Retry(NoBackoff(), 1),
-                retry_on_error=[Lost],
-            )
-        return self._client
+        self._hashes = RedisHashes(step.store.url, step.features, step.store.timeout_ms / 1000)
 
     async def run(
         self, feed: Mapping[str, np.ndarray[Any, Any]], wanted: frozenset[str], parameters: Mapping[str, Any]
@@ -70,26 +51,20 @@ class FeaturesNode:
         import redis.exceptions
 
         try:
-            async with self._redis().pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hmget(key, self._fields)
-                found = await pipe.execute()
+            found = await self._hashes.read(keys)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             raise Unavailable(f"the feature store {self._where} cannot be reached: {exc}", retry_after=1.0) from None
         except redis.exceptions.RedisError as exc:
             raise Unavailable(f"the feature store {self._where} failed: {exc}", retry_after=1.0) from None
         values = np.empty((len(ids), len(self._fields)), dtype=np.float32)
         for row, (entity, fields) in enumerate(zip(ids, found, strict=True)):
-            if any(value is None for value in fields):
-                if self._defaults is None:
-                    raise InvalidRequest(self._missing(entity, keys[row], fields))
-                values[row] = [self._defaults[i] if v is None else float(v) for i, v in enumerate(fields)]
-            else:
-                try:
-                    values[row] = [float(v) for v in fields]
-                except ValueError:
-                    raise Unavailable(f"the feature store {self._where} holds a value that is not a number at "
-                                      f"'{keys[row]}'") from None  # fmt: skip
+            if None in fields and self._defaults is None:
+                raise InvalidRequest(self._missing(entity, keys[row], fields))
+            try:
+                values[row] = [self._defaults[i] if v is None else float(v) for i, v in enumerate(fields)]  # type: ignore[index]
+            except ValueError:
+                raise Unavailable(f"the feature store {self._where} holds a value that is not a number at "
+                                  f"'{keys[row]}'") from None  # fmt: skip
         return {self._output: values}
 
     def _missing(self, entity: str, key: str, fields: list[Any]) -> str:
@@ -99,9 +74,7 @@ class FeaturesNode:
         return f"entity '{entity[:200]}' lacks feature(s) {absent[:5]} (key '{key[:200]}' in {self._where})"
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        await self._hashes.aclose()
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,60 @@
+"""The feature lookup's Redis reads against a real redis-server: lookups made
+together go together and each gets its own keys' fields; a failure reaches
+every lookup that waited on it; a restarted Redis is read again."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis
+import redis.exceptions
+
+from tests.support import RedisServer
+from turnout.pipeline.redis_store import RedisHashes
+
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+
+
+def test_lookups_made_together_each_get_their_own_fields(tmp_path: Path) -> None:
+    with RedisServer(tmp_path) as server:
+        client = redis.Redis.from_url(server.url)
+        for i in range(100):
+            client.hset(f"e:{i}", mapping={"a": i, "b": -i} if i % 10 else {"a": i})  # every tenth lacks b
+        client.close()
+
+        async def scenario() -> None:
+            hashes = RedisHashes(server.url, ["a", "b"], timeout=1.0)
+            groups = [[f"e:{i}", f"e:{i + 50}"] for i in range(50)] + [["nobody"]]
+            answers = await asyncio.gather(*(hashes.read(keys) for keys in groups))
+            for keys, found in zip(groups, answers, strict=True):
+                expected = [[str(int(k[2:])).encode(), None if int(k[2:]) % 10 == 0 else str(-int(k[2:])).encode()]
+                            if k != "nobody" else [None, None] for k in keys]  # fmt: skip
+                assert found == expected
+            info = redis.Redis.from_url(server.url).info("commandstats")["cmdstat_hmget"]
+            assert info["calls"] == 101
+            await hashes.aclose()
+
+        asyncio.run(scenario())
+
+
+def test_a_failure_reaches_every_waiting_lookup_and_a_restart_is_read_again(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path).start()
+    try:
+        redis.Redis.from_url(server.url).hset("e:1", mapping={"a": 1})
+
+        async def scenario() -> None:
+            hashes = RedisHashes(server.url, ["a"], timeout=1.0)
+            assert await hashes.read(["e:1"]) == [[b"1"]]  # a connection in the pool now
+            server.stop()
+            outcomes = await asyncio.gather(*(hashes.read(["e:1"]) for _ in range(5)), return_exceptions=True)
+            assert all(isinstance(o, (redis.exceptions.ConnectionError, OSError)) for o in outcomes), outcomes
+            server.start()
+            redis.Redis.from_url(server.url).hset("e:1", mapping={"a": 2})
+            assert await asyncio.gather(*(hashes.read(["e:1"]) for _ in range(5))) == [[[b"2"]]] * 5
+            await hashes.aclose()
+
+        asyncio.run(scenario())
+    finally:
+        server.stop()
