@@ -16,18 +16,22 @@ import pytest
 from tests.batcher.batching_fakes import (
     BOTH,
     HOLD_LIMIT,
+    POISON,
+    Call,
     RecordingObserver,
     RowModel,
     _release,
     check_own_rows,
+    ids_of,
     request,
     run,
     running,
     submit_all,
 )
 from turnout.batcher.planner import BatchLimits
-from turnout.batcher.queue import Batcher
-from turnout.errors import Code, DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
+from turnout.batcher.queue import Batcher, BatchResult
+from turnout.errors import Code, DeadlineExceeded, InferenceFailed, InvalidRequest, Overloaded, Unavailable
+from turnout.model.runtimes.base import NO_PARAMETERS
 
 
 def test_a_full_queue_refuses_with_retry_after() -> None:
@@ -229,3 +233,35 @@ def test_a_model_missing_a_requested_output_fails_that_batch_only() -> None:
                 await batcher.submit(request(2), ("s",))
 
     run(scenario())
+
+
+class Picky(RowModel):
+    """Refuses a batch holding a poisoned row as a bad request (a pipeline's unknown entity)."""
+
+    def predict(self, inputs, outputs, parameters=NO_PARAMETERS):  # type: ignore[no-untyped-def]
+        if (inputs["x"].reshape(len(inputs["x"]), -1)[:, 1] == POISON).any():
+            with self._lock:
+                self.calls.append(Call(ids_of(inputs["x"]), len(inputs["x"]), inputs["x"].dtype, (), (), True, ""))
+            raise InvalidRequest("no features for entity 'poison'")
+        return super().predict(inputs, outputs, parameters)
+
+
+def test_a_bad_request_in_a_batch_fails_alone_and_the_others_are_answered() -> None:
+    async def scenario() -> None:
+        model = Picky()
+        model.gate.clear()  # the first request holds the instance while the others queue
+        async with running([model], BatchLimits(16)) as batcher:
+            first = asyncio.create_task(batcher.submit(request(0), ("y",)))
+            await asyncio.to_thread(model.entered.wait, 5)
+            queued = [asyncio.create_task(batcher.submit(request(i, poison=i == 3), ("y",))) for i in range(1, 6)]
+            await asyncio.sleep(0.05)
+            model.gate.set()
+            results = await asyncio.gather(first, *queued, return_exceptions=True)
+        refused = [i for i, r in enumerate(results) if isinstance(r, InvalidRequest)]
+        assert refused == [3], results
+        assert all(isinstance(r, BatchResult) for i, r in enumerate(results) if i != 3)
+        assert results[3].code is Code.INVALID  # type: ignore[union-attr]
+        together = [call.ids for call in model.calls if len(call.ids) > 1]
+        assert together == [(1, 2, 3, 4, 5)]  # they were batched, then each ran alone
+
+    asyncio.run(scenario())

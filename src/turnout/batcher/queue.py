@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from turnout.batcher.adaptive import WaitController
 from turnout.batcher.planner import BatchLimits, Take, plan
-from turnout.errors import DeadlineExceeded, InferenceFailed, Overloaded, TurnoutError, Unavailable
+from turnout.errors import DeadlineExceeded, InferenceFailed, InvalidRequest, Overloaded, TurnoutError, Unavailable
 from turnout.model.runtimes import merge
 from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Outputs, Tensors
 
@@ -245,7 +245,7 @@ class Batcher:
         running = {i for i, worker in enumerate(self._workers) if worker in late}
         for index, instance in enumerate(self._instances):
             if index not in running:
-                instance.close()
+                await instance.aclose()  # on the loop: what it opened there (a pipeline's connections) closes here
 
     def _expire(self, item: _Item, timeout: float) -> None:
         if self._idle_workers and item in self._queue:
@@ -337,22 +337,23 @@ class Batcher:
                 # 5,043 running it on the loop). Lone requests take the fast path
                 # in submit() instead.
                 inputs = instance.collate([item.inputs for item in batch])
-                parameters = batch[0].parameters
                 async with running:
-                    if instance.asynchronous:
-                        outputs, took = await _predict_async(instance, inputs, names, parameters)
-                    elif instance.inline:
-                        outputs, took = _predict(instance, inputs, names, parameters)
-                    else:
-                        outputs, took = await loop.run_in_executor(
-                            self._executor, _predict, instance, inputs, names, parameters
-                        )
+                    outputs, took = await self._run(instance, inputs, names, batch[0].parameters, loop)
                 self._cost.observe(took)
                 parts = instance.split(outputs, [item.rows for item in batch])
             except asyncio.CancelledError:  # close() ran out of grace: this batch's results will never arrive
                 for item in batch:
                     self._fail(item, Unavailable("the model was unloaded while this request ran"))
                 raise
+            except InvalidRequest as exc:
+                # The model found a request it cannot take (a pipeline's unknown
+                # entity): only the request at fault may fail, so each runs alone.
+                if len(batch) > 1:
+                    await self._each_alone(instance, running, batch, loop)
+                else:
+                    self._fail_batch(batch, exc)
+                free_since, expected = self._clock(), 0
+                continue
             except Exception as exc:  # the model's failure is reported to this batch only
                 self._fail_batch(batch, exc)
                 free_since, expected = self._clock(), 0
@@ -362,8 +363,38 @@ class Batcher:
             expected = min(sum(item.rows for item in batch) + self._queued_rows(), self._limits.max_batch_size)
             self._expected = expected
 
+    async def _run(
+        self,
+        instance: LoadedModel,
+        inputs: Tensors,
+        names: tuple[str, ...],
+        parameters: Mapping[str, Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> tuple[Outputs, float]:
+        if instance.asynchronous:
+            return await _predict_async(instance, inputs, names, parameters)
+        if instance.inline:
+            return _predict(instance, inputs, names, parameters)
+        return await loop.run_in_executor(self._executor, _predict, instance, inputs, names, parameters)
+
+    async def _each_alone(
+        self, instance: LoadedModel, running: asyncio.Lock, batch: list[_Item], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        for item in batch:
+            if item.future.done():
+                continue
+            started = self._clock()
+            try:
+                async with running:
+                    outputs, _ = await self._run(instance, item.inputs, item.outputs, item.parameters, loop)
+            except Exception as exc:
+                self._fail_batch([item], exc)
+            else:
+                self._deliver([item], [outputs], started)
+
     def _fail_batch(self, batch: list[_Item], exc: Exception) -> None:
-        error = InferenceFailed(f"inference failed: {exc}")
+        """A model's own error (a TurnoutError) keeps its code; anything else is a failed inference."""
+        error = exc if isinstance(exc, TurnoutError) else InferenceFailed(f"inference failed: {exc}")
         for item in batch:
             self._fail(item, error)
 

@@ -61,4 +61,4 @@ def digests_and_size(source: ModelSource, versions: list[int]) -> tuple[dict[int
     config = config_digest(source.directory)
     digests = {v: version_digest(source.version_dir(v), config) for v in versions}
     size = sum(source.size_on_disk(version) for version in versions)
-    return digests, size * source.config.instances.count
+    return digests, size * source.runtime.instances(source.config)

@@ -95,7 +95,7 @@ def load_version(source: ModelSource, version: int, allow_trusted: bool = False)
             raise LoadFailed(str(exc)) from None
     instances: list[LoadedModel] = []
     try:
-        for index in range(config.instances.count):
+        for index in range(source.runtime.instances(config)):
             instances.append(source.runtime.load(LoadContext(version_dir, config, source.options, index)))
         signature = _signature(source, instances[0])
         max_batch_size = _max_batch_size(config.max_batch_size, signature, shown.name)

@@ -132,7 +132,7 @@ def serve(
     """A loaded version made live: its batcher started, its drift window open."""
     config = source.config
     batcher: Batcher | Passthrough
-    if loaded.instances[0].concurrent:
+    if loaded.instances[0].concurrent and loaded.max_batch_size == 0:  # nothing to batch: each as it comes
         batcher = Passthrough(loaded.instances, config.batching.max_queue_size, observer)
     else:
         delay = queue_delay(config.batching, loaded.instances[0])

@@ -65,8 +65,9 @@ class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the mode
     #: ``max_queue_delay_ms``: for models whose every batch has a fixed cost
     #: worth sharing (the batcher waits only while waiting gathers requests)
     batch_delay: ClassVar[float] = 0.0
-    #: ``predict_async`` may run for many requests at once, each as it comes:
-    #: no queue, no batch (a pipeline, whose steps batch at their own models)
+    #: ``predict_async`` may run for many requests at once: with no batch axis
+    #: (``max_batch_size = 0``) each runs as it comes, no queue (a pipeline,
+    #: whose steps batch at their own models)
     concurrent: ClassVar[bool] = False
     #: warm up with zeros at load (``warmup`` in model.toml); False for a model
     #: zeros say nothing to (a pipeline: its steps warm up as models of their own)
@@ -147,6 +148,13 @@ class ModelRuntime(abc.ABC):
     executes_code_on_load: ClassVar[bool] = False
     #: the schema of ``[runtime.options]`` (a pydantic model; forbid unknown fields)
     options: ClassVar[type[BaseModel]] = NoOptions
+    #: instances when ``model.toml`` sets no ``[instances] count`` (a pipeline's
+    #: instances are batches in flight at once, each awaiting its steps)
+    default_instances: ClassVar[int] = 1
+
+    def instances(self, config: ModelConfig) -> int:
+        """How many instances a version of this model loads."""
+        return config.instances.count if "count" in config.instances.model_fields_set else self.default_instances
 
     def code_on_load(self, version_dir: Path) -> str | None:
         """What in ``version_dir`` would run code when loaded, said as the start
