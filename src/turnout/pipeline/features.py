@@ -56,15 +56,17 @@ class FeaturesNode:
             raise Unavailable(f"the feature store {self._where} cannot be reached: {exc}", retry_after=1.0) from None
         except redis.exceptions.RedisError as exc:
             raise Unavailable(f"the feature store {self._where} failed: {exc}", retry_after=1.0) from None
-        values = np.empty((len(ids), len(self._fields)), dtype=np.float32)
-        for row, (entity, fields) in enumerate(zip(ids, found, strict=True)):
-            if None in fields and self._defaults is None:
-                raise InvalidRequest(self._missing(entity, keys[row], fields))
-            try:
+        try:
+            if not any(None in fields for fields in found):  # the common case: one conversion for all rows
+                return {self._output: np.array(found, dtype=np.bytes_).astype(np.float32)}
+            values = np.empty((len(ids), len(self._fields)), dtype=np.float32)
+            for row, (entity, fields) in enumerate(zip(ids, found, strict=True)):
+                if None in fields and self._defaults is None:
+                    raise InvalidRequest(self._missing(entity, keys[row], fields))
                 values[row] = [self._defaults[i] if v is None else float(v) for i, v in enumerate(fields)]  # type: ignore[index]
-            except ValueError:
-                raise Unavailable(f"the feature store {self._where} holds a value that is not a number at "
-                                  f"'{keys[row]}'") from None  # fmt: skip
+        except ValueError:
+            raise Unavailable(f"the feature store {self._where} holds a value that is not a number among "
+                              f"{keys[:3]}") from None  # fmt: skip
         return {self._output: values}
 
     def _missing(self, entity: str, key: str, fields: list[Any]) -> str:
