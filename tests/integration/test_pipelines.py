@@ -298,6 +298,11 @@ def test_feature_lookup_failures_are_clear_and_the_server_serves_on(server: Serv
         with pytest.raises(Exception, match="no features for entity '9999'") as caught:
             client.infer("cancer_screening", [given])
         assert "INVALID_ARGUMENT" in str(caught.value.status())  # type: ignore[attr-defined]
+    not_text = grpcclient.InferInput("patient_id", [1], "BYTES")
+    not_text.set_data_from_numpy(np.array([b"\xff\xfe"], dtype=np.object_))
+    with grpcclient.InferenceServerClient(server.grpc_address) as client, pytest.raises(Exception) as caught:
+        client.infer("cancer_screening", [not_text])
+    assert "step 'features': an entity id is not UTF-8 text" in str(caught.value)
     assert httpx.post(f"{server.url}/v2/models/cancer_screening/infer", json=screening_body([3])).status_code == 200
 
 

@@ -64,3 +64,14 @@ def test_a_version_with_nothing_a_runtime_reads_says_only_what_is_missing(tmp_pa
     with pytest.raises(LoadFailed) as failed:
         load_version(ModelRepository(tmp_path).read("empty"), 1)
     assert str(failed.value) == f"{version / 'model.onnx'}: missing"
+
+
+def test_a_pipeline_file_under_the_default_runtime_names_the_pipeline_runtime(tmp_path: Path) -> None:
+    version = tmp_path / "screening" / "1"
+    version.mkdir(parents=True)
+    (version / "pipeline.toml").write_text("[[inputs]]\n")
+    with pytest.raises(LoadFailed) as failed:
+        load_version(ModelRepository(tmp_path).read("screening"), 1)
+    assert "pipeline.toml is read by the 'pipeline' runtime: write runtime = \"pipeline\" in model.toml" in str(
+        failed.value
+    )

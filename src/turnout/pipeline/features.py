@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import redis.exceptions
 
 from turnout.errors import InvalidRequest, Unavailable
 from turnout.model.signature import TensorSpec
@@ -30,7 +31,6 @@ class FeaturesNode:
 
     def __init__(self, step: FeaturesStep) -> None:
         self.name = step.name
-        self._step = step
         self._store = step.store
         self._fields = list(step.features)
         self._output = step.output
@@ -48,8 +48,6 @@ class FeaturesNode:
     ) -> Outputs:
         ids = [_text(value) for value in feed["entity"].tolist()]
         keys = [self._store.key.replace("{id}", entity) for entity in ids]
-        import redis.exceptions
-
         try:
             found = await self._hashes.read(keys)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:

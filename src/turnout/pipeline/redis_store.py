@@ -21,6 +21,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as Lost
+
 Found = list[bytes | None]  # one hash's fields, in the order asked; None where a field is absent
 
 
@@ -81,8 +83,6 @@ class RedisHashes:
             self._busy = False
 
     async def _round_trip(self, keys: list[str]) -> list[Found]:
-        from redis.exceptions import ConnectionError as Lost
-
         command = self._command(keys)
         for attempt in (1, 2):
             pool = self._pool()

@@ -80,6 +80,7 @@ RUNTIME_OF_FILE: Mapping[str, str] = {
     "model.txt": "lightgbm",
     "model.pt2": "pytorch",
     "model.pt": "pytorch",
+    "pipeline.toml": "pipeline",
 }
 
 BUILT_IN: Mapping[str, Callable[[], ModelRuntime]] = {
