@@ -158,6 +158,22 @@ def geometric_mean(values, weights):
     product = np.prod(np.stack(values), axis=0) ** (1.0 / len(values))
     return (product / product.sum(axis=1, keepdims=True)).astype(np.float32)
 """
+# a step that names no version: the endpoint, with whatever policy routes it
+ROUTED = (
+    LOOKUP
+    + """[[steps]]
+name = "scale"
+model = "cancer_scaler"
+inputs = { input = "features.features" }
+[[steps]]
+name = "risk"
+model = "cancer_risk"
+inputs = { input = "scale.scaled" }
+[[outputs]]
+name = "probabilities"
+from = "risk.probabilities"
+"""
+)
 BAD_INPUT = '[[inputs]]\nname = "x"\ndatatype = "FP32"\nshape = [-1, 30]\n'
 
 
@@ -195,7 +211,8 @@ def pipeline_repo(
             pipeline.write_text(pipeline.read_text().replace(redis_server.url, url))
     features = "[" + ", ".join(f'"{name}"' for name in CANCER.feature_names) + "]"
     for name, text, trusted in (("cancer_switch", SWITCH, False), ("cancer_python", PYTHON, True),
-                                ("cancer_python_untrusted", PYTHON, False)):  # fmt: skip
+                                ("cancer_python_untrusted", PYTHON, False),
+                                ("cancer_routed", ROUTED, False)):  # fmt: skip
         (root / name / "1").mkdir(parents=True)
         (root / name / "1" / "pipeline.toml").write_text(
             text.replace("REDIS", redis_server.url).replace("FEATURES", features)
@@ -459,6 +476,30 @@ def test_text_embedding_takes_strings_over_rest_grpc_and_tritonclient(
         np.testing.assert_allclose(client.infer("text_embedding", [given]).as_numpy("embedding"), expected, atol=1e-5)
     bad = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [12]}]}
     assert httpx.post(f"{server.url}/v2/models/text_embedding/infer", json=bad).status_code == 400
+
+
+def test_a_step_naming_no_version_follows_its_models_routing_policy(server: ServerProcess, pipeline_repo: Path) -> None:
+    """The step's requests are routed like direct ones: a blue/green switch of
+    cancer_risk moves them, and the step model's metrics name the variant."""
+    scaled = _session(pipeline_repo, "cancer_scaler", 1).run(None, {"input": CANCER.data[PATIENTS].astype(np.float32)})
+    by_version = {v: _session(pipeline_repo, "cancer_risk", v).run(["probabilities"], {"input": scaled[0]})[0]
+                  for v in (1, 2)}  # fmt: skip
+    assert not np.allclose(by_version[1], by_version[2])
+    with server.admin_client() as admin:
+        try:
+            for live in (1, 2):
+                policy = {"policy": "blue_green", "blue": "1", "green": "2", "live": str(live)}
+                assert admin.put("/v2/routing/cancer_risk", json=policy).status_code == 200
+                answer = httpx.post(f"{server.url}/v2/models/cancer_routed/infer", json=screening_body(PATIENTS))
+                assert answer.status_code == 200, answer.text
+                probabilities = np.array(answer.json()["outputs"][0]["data"], dtype=np.float32).reshape(-1, 2)
+                np.testing.assert_allclose(probabilities, by_version[live], rtol=1e-5, atol=1e-6)
+        finally:
+            admin.delete("/v2/routing/cancer_risk")
+    metrics = httpx.get(f"{server.url}/metrics").text
+    for live in (1, 2):
+        counted = f'turnout_requests_total{{model="cancer_risk",protocol="pipeline",status="success",variant="{live}",'
+        assert counted in metrics
 
 
 def test_a_canary_from_one_pipeline_version_to_the_next_is_promoted_under_load(server: ServerProcess) -> None:

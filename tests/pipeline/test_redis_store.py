@@ -58,3 +58,26 @@ def test_a_failure_reaches_every_waiting_lookup_and_a_restart_is_read_again(tmp_
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+def test_a_store_that_stops_answering_times_out_and_the_next_lookup_reads_afresh(tmp_path: Path) -> None:
+    """Redis paused (CLIENT PAUSE holds every read) takes the timeout, not
+    forever; a half-read connection is not reused once it answers again."""
+    with RedisServer(tmp_path) as server:
+        admin = redis.Redis.from_url(server.url)
+        admin.hset("e:1", mapping={"a": 1})
+
+        async def scenario() -> None:
+            hashes = RedisHashes(server.url, ["a"], timeout=0.3)
+            assert await hashes.read(["e:1"]) == [[b"1"]]
+            admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+            began = asyncio.get_running_loop().time()
+            with pytest.raises(TimeoutError):
+                await hashes.read(["e:1"])
+            assert 0.25 < asyncio.get_running_loop().time() - began < 1.0
+            await asyncio.sleep(1.5)  # the pause ends; the stale answer is on the dropped connection
+            admin.hset("e:1", mapping={"a": 2})
+            assert await hashes.read(["e:1"]) == [[b"2"]]
+            await hashes.aclose()
+
+        asyncio.run(scenario())

@@ -9,9 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from turnout.model.signature import Signature
 from turnout.model.tensors import Outputs
-from turnout.protocol.types import InferInput
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +42,15 @@ class ModelCalls(Protocol):
         self,
         model: str,
         version: int | None,
-        inputs: Sequence[InferInput],
+        inputs: Mapping[str, np.ndarray[Any, Any]],
         outputs: Sequence[str],
         parameters: Mapping[str, Any],
+        checked: Signature,
     ) -> Outputs:
         """One request to ``model`` (its ``version``, or the endpoint with its
-        routing policy when None); raises what the data plane raises."""
+        routing policy when None), whose ``inputs`` the graph checked against
+        ``checked``, the signature ``describe`` gave; raises what the data
+        plane raises."""
         ...
 
     def step_done(self, pipeline: str, version: int, step: str, seconds: float, status: str) -> None:

@@ -25,6 +25,7 @@ from turnout.observability import tracing
 from turnout.pipeline.calls import ModelCalls
 from turnout.pipeline.graph import Graph
 from turnout.pipeline.node import Node
+from turnout.pipeline.together import together
 
 
 class Executor:
@@ -32,6 +33,11 @@ class Executor:
         self._graph = graph
         self._calls = calls
         self._pipeline, self._version = pipeline, version
+        # by step: what it is asked for, and where each of those goes among the request's values
+        self._stores = {
+            name: (wanted, tuple((tensor, f"{name}.{tensor}") for tensor in wanted))
+            for name, wanted in graph.wanted.items()
+        }
 
     async def run(self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any]) -> Outputs:
         values: dict[str, np.ndarray[Any, Any]] = dict(inputs)
@@ -39,13 +45,13 @@ class Executor:
             if len(level) == 1:
                 await self._step(level[0], values, parameters)
             else:
-                await asyncio.gather(*(self._step(node, values, parameters) for node in level))
+                await together([self._step(node, values, parameters) for node in level])
         returned = self._graph.outputs
         return {name: values[returned[name]] for name in outputs}
 
     async def _step(self, node: Node, values: dict[str, np.ndarray[Any, Any]], parameters: Mapping[str, Any]) -> None:
         feed = {local: values[reference] for local, reference in node.wiring.needs.items()}
-        wanted = self._graph.wanted[node.name]
+        wanted, stores = self._stores[node.name]
         trace = tracing.CURRENT.get()
         token = None if trace is None else tracing.CURRENT.set(None)
         began_ns = 0 if trace is None else tracing.RequestTrace.now()
@@ -71,8 +77,8 @@ class Executor:
                 assert token is not None
                 tracing.CURRENT.reset(token)
                 trace.note_step(node.name, node.kind, began_ns, tracing.RequestTrace.now(), status)
-        for name in wanted:
-            values[f"{node.name}.{name}"] = produced[name]
+        for name, key in stores:
+            values[key] = produced[name]
 
 
 def _named(step: str, message: str) -> str:

@@ -50,6 +50,9 @@ class FeaturesNode:
         keys = [self._store.key.replace("{id}", entity) for entity in ids]
         try:
             found = await self._hashes.read(keys)
+        except TimeoutError:  # the builtin: the round trip's deadline (an OSError, so first)
+            raise Unavailable(f"the feature store {self._where} did not answer within {self._store.timeout_ms:g} ms",
+                              retry_after=1.0) from None  # fmt: skip
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             raise Unavailable(f"the feature store {self._where} cannot be reached: {exc}", retry_after=1.0) from None
         except redis.exceptions.RedisError as exc:

@@ -5,7 +5,6 @@ answered by that model's own batcher."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ from turnout.pipeline.calls import CalledModel, ModelCalls
 from turnout.pipeline.definition import ArgmaxStep, Condition, EnsembleStep, Member, ModelStep, SwitchStep
 from turnout.pipeline.graph import GraphError
 from turnout.pipeline.node import Accepts, Wiring
-from turnout.protocol.types import InferInput
+from turnout.pipeline.together import together
 
 NUMERIC = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 FLOATS = frozenset({"FP16", "FP32", "FP64"})
@@ -48,17 +47,16 @@ def _wiring_for(step: str, called: str, signature: Signature, inputs: Mapping[st
 
 
 class _Caller:
-    """Feeds one model from a step's feed: the datatypes its signature declares."""
+    """Feeds one model from a step's feed, which the graph checked against ``signature``."""
 
     def __init__(self, calls: ModelCalls, model: str, version: int | None, signature: Signature) -> None:
         self.calls, self.model, self.version = calls, model, version
-        self._datatypes = {spec.name: spec.datatype for spec in signature.inputs}
+        self._signature = signature
 
     async def __call__(
         self, feed: Mapping[str, np.ndarray[Any, Any]], wanted: Sequence[str], parameters: Mapping[str, Any]
     ) -> Outputs:
-        inputs = [InferInput(name, self._datatypes[name], array.shape, array) for name, array in feed.items()]
-        return await self.calls.infer(self.model, self.version, inputs, wanted, parameters)
+        return await self.calls.infer(self.model, self.version, feed, wanted, parameters, self._signature)
 
 
 class ModelNode:
@@ -131,7 +129,7 @@ class EnsembleNode:
         self, feed: Mapping[str, np.ndarray[Any, Any]], wanted: frozenset[str], parameters: Mapping[str, Any]
     ) -> Outputs:
         names = tuple(self._combine)
-        answers = await asyncio.gather(*(call(feed, names, parameters) for call in self._calls))
+        answers = await together([call(feed, names, parameters) for call in self._calls])
         combined: Outputs = {}
         for name, how in self._combine.items():
             values = [answer[name] for answer in answers]
@@ -151,13 +149,20 @@ def combine(how: str, values: Sequence[np.ndarray[Any, Any]], weights: np.ndarra
     """The members' values of one output made one. ``vote``: per row, the
     value with the largest total weight among the members that gave it (a
     tie goes to the member listed first)."""
+    if how in ("average", "weighted"):  # sums, not np.stack and np.average: ~10 µs less a row for two members
+        dtype = values[0].dtype
+        if how == "average":  # in the members' datatype, as np.mean of floats
+            total = values[0].copy()
+            for value in values[1:]:
+                total += value
+            total /= len(values)
+        else:
+            total = values[0] * weights[0]
+            for value, weight in zip(values[1:], weights[1:], strict=True):
+                total += value * weight
+            total /= weights.sum()
+        return total.astype(dtype, copy=False)
     stacked = np.stack(values)
-    if how == "average":
-        mean: np.ndarray[Any, Any] = stacked.mean(axis=0).astype(stacked.dtype, copy=False)
-        return mean
-    if how == "weighted":
-        weighted: np.ndarray[Any, Any] = np.average(stacked, axis=0, weights=weights).astype(stacked.dtype, copy=False)
-        return weighted
     agree = stacked[:, None, :] == stacked[None, :, :]  # [member, other, row]
     support = (agree * weights[None, :, None]).sum(axis=1)  # [member, row]
     chosen = support.argmax(axis=0)
@@ -216,8 +221,8 @@ class SwitchNode:
             raise InvalidRequest(f"step '{self.name}': row {first} matches no branch, and there is no default")
         if len(parts) == 1 and len(parts[0][1]) == rows:  # the whole request one way: no copies
             return await self._calls[parts[0][0]](inputs, names, parameters)
-        answers = await asyncio.gather(
-            *(self._calls[i]({n: a[rows_] for n, a in inputs.items()}, names, parameters) for i, rows_ in parts)
+        answers = await together(
+            [self._calls[i]({n: a[rows_] for n, a in inputs.items()}, names, parameters) for i, rows_ in parts]
         )
         joined: Outputs = {}
         for name in names:

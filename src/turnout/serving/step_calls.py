@@ -1,8 +1,11 @@
 """How a pipeline's steps reach the models they call: through the data plane,
-as requests of the protocol ``pipeline``. So a step is validated, routed by
-the endpoint's policy (when it names no version), queued in that model's own
+as requests of the protocol ``pipeline``. So a step is routed by the
+endpoint's policy (when it names no version), queued in that model's own
 batcher with the direct requests, and counted in that model's metrics, drift
-and SLO windows like any request.
+and SLO windows like any request. It is validated as any request only when
+the model it reaches is not the one the pipeline's graph was checked against
+at load (a policy chose another variant, the model was reloaded): otherwise
+it goes in as it is (``DataPlane.infer_checked``).
 
 Made before the data plane exists (the model catalog needs it first), and
 bound to it, and to the loop it serves on, when the server starts. A pipeline
@@ -19,7 +22,10 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from turnout.errors import TurnoutError
+from turnout.model.signature import Signature
 from turnout.model.tensors import Outputs
 from turnout.observability.metrics import Metrics
 from turnout.pipeline.calls import CalledModel, StepFailed
@@ -69,28 +75,47 @@ class DataPlaneCalls:
         self,
         model: str,
         version: int | None,
-        inputs: Sequence[InferInput],
+        inputs: Mapping[str, np.ndarray[Any, Any]],
         outputs: Sequence[str],
         parameters: Mapping[str, Any],
+        checked: Signature,
     ) -> Outputs:
         dataplane = self._dataplane
         assert dataplane is not None and self._loop is not None  # a pipeline loads only once bound
+        if asyncio.get_running_loop() is not self._loop:  # a loop of a thread's own (a warm-up, a test)
+            call = self.infer(model, version, inputs, outputs, parameters, checked)
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, self._loop))
+        shown = None if version is None else str(version)
+        served = await dataplane.unrouted_version(model, shown, PROTOCOL)
+        if served is not None and served.signature is checked and _fits(inputs, served.max_batch_size):
+            return await dataplane.infer_checked(served, inputs, tuple(outputs), parameters, PROTOCOL)
+        # Routed by a policy, or the model changed since the pipeline loaded: a V2
+        # request, validated as any (a changed model's mismatch is named), routed.
         request = InferenceRequest(
             model,
-            None if version is None else str(version),
-            list(inputs),
+            shown,
+            [InferInput(name, _datatype(checked, name), array.shape, array) for name, array in inputs.items()],
             outputs=[RequestedOutput(name) for name in outputs],
             parameters=dict(parameters),
         )
-        if asyncio.get_running_loop() is not self._loop:  # a loop of a thread's own (a warm-up, a test)
-            answer = await asyncio.wrap_future(
-                asyncio.run_coroutine_threadsafe(dataplane.infer(request, PROTOCOL), self._loop)
-            )
-        else:
-            answer = await dataplane.infer(request, PROTOCOL)
+        answer = await dataplane.infer(request, PROTOCOL)
         return {output.name: output.data for output in answer.outputs}
 
     def step_done(self, pipeline: str, version: int, step: str, seconds: float, status: str) -> None:
         shown = str(version)
         self._metrics.step_time(pipeline, shown, step).observe(seconds)
         self._metrics.step_outcome(pipeline, shown, step, status).inc()
+
+
+def _fits(inputs: Mapping[str, np.ndarray[Any, Any]], max_batch_size: int) -> bool:
+    """Rows a batching model takes: the graph checked names, datatypes and
+    shapes against the signature, but a Python step may change the row count."""
+    if max_batch_size == 0:
+        return True
+    rows = {array.shape[0] if array.ndim else 0 for array in inputs.values()}
+    return len(rows) == 1 and 0 < rows.pop() <= max_batch_size
+
+
+def _datatype(signature: Signature, name: str) -> str:
+    spec = signature.input(name)
+    return "BYTES" if spec is None else spec.datatype  # an unknown name: validation names it
