@@ -11,7 +11,7 @@ GRPC_PORT ?= 8081
 ADMIN_PORT ?= 8082
 SERVE_ARGS ?=
 
-.PHONY: serve test test-fast models proto lint typecheck venv clean system-deps lock bench bench-shadow bench-guard bench-stream bench-batch bench-cold-start bench-observability bench-overload bench-attacks bench-door
+.PHONY: serve test test-fast models proto lint typecheck venv feast lock-feast clean system-deps lock bench bench-shadow bench-guard bench-stream bench-batch bench-cold-start bench-observability bench-overload bench-attacks bench-door
 
 # The virtual environment at the versions in constraints.txt (the lock: what the
 # tests passed with). Serving needs turnout and what builds the example models, a
@@ -29,6 +29,23 @@ $(SERVE_STAMP): pyproject.toml constraints.txt
 $(STAMP): $(SERVE_STAMP)
 	$(PIP) -e '.[dev]'
 	touch $@
+
+# Feast's own environment, for the pipelines' Feast backend (README, Pipelines: Feast):
+# turnout asks Feast's feature server over HTTP and never imports Feast, whose pins
+# (prometheus-client, protobuf) differ from turnout's. The tests start its `feast serve`.
+FEAST_VENV := .venv-feast
+FEAST_STAMP := $(FEAST_VENV)/.installed
+
+$(FEAST_STAMP): constraints-feast.txt
+	test -x $(FEAST_VENV)/bin/python || $(PYTHON) -m venv $(FEAST_VENV)
+	$(FEAST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r constraints-feast.txt
+	touch $@
+
+feast: $(FEAST_STAMP)
+
+lock-feast: $(FEAST_STAMP)
+	{ sed -n '1,2p' constraints-feast.txt; $(FEAST_VENV)/bin/python -m pip freeze; } > constraints-feast.txt.new
+	mv constraints-feast.txt.new constraints-feast.txt
 
 # Pin what the virtual environment holds now (after changing a dependency in pyproject.toml).
 lock: $(STAMP)
@@ -65,7 +82,7 @@ typecheck: $(STAMP)
 system-deps: $(SERVE_STAMP)
 	scripts/system-deps.sh $(BIN)
 
-test: $(STAMP) lint typecheck system-deps
+test: $(STAMP) $(FEAST_STAMP) lint typecheck system-deps
 	$(BIN)/python -m pytest
 
 # The quick loop: the tests that need no server process, Redis, Ray or browser (under 2 minutes),
@@ -123,4 +140,4 @@ bench-door: $(STAMP)
 	$(BIN)/python bench/door_cost.py --report BENCHMARKS.md
 
 clean:
-	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(FEAST_VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -66,7 +66,7 @@ class Session:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        printed_ports = ("8080", "8081", "8082", "8090", "8091", "8092", "8093", "8094", "6379", "4318")
+        printed_ports = ("8080", "8081", "8082", "8090", "8091", "8092", "8093", "8094", "6379", "4318", "6566")
         self.ports: dict[str, int] = {}
         for printed in printed_ports:
             self.ports[printed] = steady_port(set(self.ports.values()))
@@ -175,11 +175,15 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(tmp_path: Path) ->
     build_models.build(workdir / "examples" / "models")  # the text pipeline too, which example_repo leaves out
     for name in ("load_features.py",):
         shutil.copy(ROOT / "examples" / name, workdir / "examples" / name)
-    subprocess.run(["cp", "-r", str(ROOT / "examples" / "python_models"), str(workdir / "examples")], check=True)
+    for tree in ("python_models", "feast"):
+        subprocess.run(["cp", "-r", str(ROOT / "examples" / tree), str(workdir / "examples")], check=True)
     (workdir / ".venv").symlink_to(VENV)
+    (workdir / ".venv-feast").symlink_to(ROOT / ".venv-feast")  # `make feast`, as `make test` ran it
     session = Session(workdir)
     redis_port = session.ports["6379"]
-    for pipeline in (workdir / "examples" / "models" / "cancer_screening").glob("*/pipeline.toml"):  # ports substituted
+    definitions = [*(workdir / "examples" / "models" / "cancer_screening").glob("*/pipeline.toml"),
+                   *(workdir / "examples" / "feast").glob("*/*/pipeline.toml")]  # fmt: skip
+    for pipeline in definitions:  # ports substituted
         pipeline.write_text(session.on_test_ports(pipeline.read_text()))
     try:
         # Quick start: `make serve`, then the admin key in the second terminal
@@ -195,6 +199,7 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(tmp_path: Path) ->
         traffic_control(session)
         streams(session)
         pipelines(session)
+        feast(session)
         batch_jobs(session)
         drift(session)
         alert_rules(session)
@@ -206,6 +211,7 @@ def test_the_readme_walkthrough_runs_top_to_bottom_as_printed(tmp_path: Path) ->
         session.stop_all()
         with contextlib.suppress(redis.ConnectionError):  # never started, or already gone
             redis.Redis(port=redis_port).shutdown(nosave=True)
+        _stop_started_in(workdir)  # `feast serve`, put in the background by the README
 
 
 def your_own_model(session: Session) -> None:
@@ -350,6 +356,22 @@ def pipelines(session: Session) -> None:
     session.python_prints_as_documented("Text in, embeddings out, with tritonclient")
     rollout = session.sh(block_after("A pipeline's versions roll out like any model's", "sh"))
     assert "rollout: 1 -> 2, running, candidate at 10% (step 1 of 3: 10% -> 50% -> 100%)" in rollout, rollout
+
+
+def feast(session: Session) -> None:
+    printed = session.sh(block_after("### Features from Feast", "sh"))
+    answer = json.loads(printed.splitlines()[-1])
+    assert answer["model_name"] == "cancer_screening_feast"
+    documented = json.loads(block_after("answers (patient 0's", "json"))
+    assert approximately({**answer, "model_name": "cancer_screening"}) == documented
+
+
+def _stop_started_in(workdir: Path) -> None:
+    """SIGTERM to what still runs with its working directory in ``workdir``."""
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(workdir):
+                os.kill(int(proc.name), signal.SIGTERM)
 
 
 def measuring(session: Session) -> None:

@@ -164,6 +164,12 @@ def test_the_definition_file_is_checked_for_form(tmp_path: Path) -> None:
         step
         + 'kind = "features"\nentity = "x"\nfeatures = ["f"]\nstore = { backend = "redis", key = "k" }\n': "'{id}'",
         '[[steps]]\nname = "a b"\nmodel = "m"\ninputs = {}\n': "steps[0].name",
+        step + 'kind = "features"\nentity = "x"\nfeatures = ["f"]\nstore = { backend = "feast", join_key = "id" }\n': (
+            "'view:feature'"
+        ),
+        step + 'kind = "features"\nentity = "x"\nfeatures = ["v:f"]\nstore = { backend = "feast" }\n': "join_key",
+        step + 'kind = "features"\nentity = "x"\nfeatures = ["v:f"]\n'
+        'store = { backend = "feast", join_key = "id", url = "grpc://h:1" }\n': "http://",
     }
     for text, expected in cases.items():
         with pytest.raises(DefinitionError, match=r"pipeline.toml: ") as caught:

@@ -136,10 +136,10 @@ class ArgmaxStep(_Step):
     output: Annotated[str, Field(min_length=1)] = "label"
 
 
-class StoreConfig(_Table):
-    """Where features live. ``redis``: a hash per entity at ``key`` (``{id}``
-    replaced by the entity id), one field per feature, as a feature store's
-    Redis online store keeps them."""
+class RedisStore(_Table):
+    """Features in Redis: a hash per entity at ``key`` (``{id}`` replaced by
+    the entity id), one field per feature, as a feature store's Redis online
+    store can keep them and as simple to write yourself."""
 
     backend: Literal["redis"]
     url: str = "redis://127.0.0.1:6379/0"
@@ -152,6 +152,29 @@ class StoreConfig(_Table):
         if "{id}" not in value:
             raise ValueError("the key must hold '{id}', where the entity id goes")
         return value
+
+
+class FeastStore(_Table):
+    """Features from Feast's feature server (``feast serve``): each feature
+    named ``"view:feature"``, the entity id sent as the entity's ``join_key``,
+    an integer when ``entity_type`` is ``"int64"`` (as the Feast entity is
+    declared)."""
+
+    backend: Literal["feast"]
+    url: str = "http://127.0.0.1:6566"
+    join_key: Annotated[str, Field(min_length=1)]
+    entity_type: Literal["string", "int64"] = "string"
+    timeout_ms: Annotated[float, Field(gt=0)] = 1000.0
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("Feast's feature server is reached at an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+StoreConfig = Annotated[RedisStore | FeastStore, Field(discriminator="backend")]
 
 
 class FeaturesStep(_Step):
@@ -170,6 +193,10 @@ class FeaturesStep(_Step):
     def _defaults_fit(self) -> FeaturesStep:
         if self.defaults is not None and len(self.defaults) != len(self.features):
             raise ValueError(f"defaults has {len(self.defaults)} values for {len(self.features)} features")
+        if isinstance(self.store, FeastStore):
+            unqualified = [name for name in self.features if name.count(":") != 1]
+            if unqualified:
+                raise ValueError(f"Feast features are named 'view:feature'; not {unqualified[:3]}")
         return self
 
 

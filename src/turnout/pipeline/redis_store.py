@@ -23,7 +23,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+import redis.exceptions
 from redis.exceptions import ConnectionError as Lost
+
+from turnout.errors import Unavailable
 
 Found = list[bytes | None]  # one hash's fields, in the order asked; None where a field is absent
 
@@ -123,3 +127,42 @@ class RedisHashes:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+class RedisFeatures:
+    """The feature lookup's Redis backend: a hash per entity at ``key`` (``{id}``
+    replaced), one field per feature; values as Redis holds them (bytes)."""
+
+    raw_dtype = np.bytes_
+
+    def __init__(self, url: str, key: str, fields: Sequence[str], timeout_ms: float) -> None:
+        self._key, self._timeout_ms = key, timeout_ms
+        self.where = without_password(url)
+        self._hashes = RedisHashes(url, fields, timeout_ms / 1000)
+
+    async def read(self, ids: list[str]) -> list[Found]:
+        keys = [self._key.replace("{id}", entity) for entity in ids]
+        try:
+            return await self._hashes.read(keys)
+        except TimeoutError:  # the builtin: the round trip's deadline (an OSError, so first)
+            raise Unavailable(f"the feature store {self.where} did not answer within {self._timeout_ms:g} ms",
+                              retry_after=1.0) from None  # fmt: skip
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise Unavailable(f"the feature store {self.where} cannot be reached: {exc}", retry_after=1.0) from None
+        except redis.exceptions.RedisError as exc:
+            raise Unavailable(f"the feature store {self.where} failed: {exc}", retry_after=1.0) from None
+
+    def place(self, entity: str) -> str:
+        """Where an entity's features are looked for, for an error message."""
+        return f"key '{self._key.replace('{id}', entity)[:200]}' in {self.where}"
+
+    async def aclose(self) -> None:
+        await self._hashes.aclose()
+
+
+def without_password(url: str) -> str:
+    """A store's URL as shown in errors: never its password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
