@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ from load_features import load as load_features
 from sklearn.datasets import load_breast_cancer
 from tokenizers import Tokenizer
 
+from tests.integration.reference import run
+from tests.integration.slow_client import SLOW_INPUT, post_slow, slow_output
+from tests.onnx_models import slow, write_model
 from tests.support import RedisServer, ServerProcess, SteadyLoad, free_port, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
@@ -174,6 +178,20 @@ name = "probabilities"
 from = "risk.probabilities"
 """
 )
+# a pipeline over the test's slow model (~50 ms a row, a queue of one): overloaded at once
+OVER_SLOW = """
+[[inputs]]
+name = "x"
+datatype = "FP32"
+shape = [-1, 256, 256]
+[[steps]]
+name = "heavy"
+model = "slow"
+inputs = { x = "x" }
+[[outputs]]
+name = "y"
+from = "heavy.y"
+"""
 BAD_INPUT = '[[inputs]]\nname = "x"\ndatatype = "FP32"\nshape = [-1, 30]\n'
 
 
@@ -223,6 +241,13 @@ def pipeline_repo(
             scaler = _session(root, "cancer_scaler", 1)
             mean, scale = _scaler_constants(scaler)
             np.savez(root / name / "1" / "scaler.npz", mean=mean, scale=scale)
+    write_model(root / "slow" / "1" / "model.onnx", slow())
+    (root / "slow" / "model.toml").write_text(
+        "max_batch_size = 1\n[batching]\nmax_queue_size = 1\n[runtime.options]\nintra_op_threads = 1\n"
+    )
+    (root / "over_slow" / "1").mkdir(parents=True)
+    (root / "over_slow" / "1" / "pipeline.toml").write_text(OVER_SLOW)
+    (root / "over_slow" / "model.toml").write_text('runtime = "pipeline"\nmax_batch_size = 1\n')
     for name, steps in BAD.items():
         (root / name / "1").mkdir(parents=True)
         (root / name / "1" / "pipeline.toml").write_text(BAD_INPUT + steps)
@@ -500,6 +525,30 @@ def test_a_step_naming_no_version_follows_its_models_routing_policy(server: Serv
     for live in (1, 2):
         counted = f'turnout_requests_total{{model="cancer_risk",protocol="pipeline",status="success",variant="{live}",'
         assert counted in metrics
+
+
+def test_an_overloaded_step_sheds_with_retry_after_and_the_rest_is_served(
+    server: ServerProcess, pipeline_repo: Path
+) -> None:
+    """Sixteen at once into a pipeline whose step model runs one and queues
+    one: the rest are refused at that step (503, Retry-After, named), never
+    queued without bound nor failed as 500s; the answered are right, and
+    other models answer meanwhile."""
+    with ThreadPoolExecutor(17) as pool:
+        flood = [pool.submit(post_slow, server.url, model="over_slow") for _ in range(16)]
+        other = httpx.post(f"{server.url}/v2/models/cancer_screening/infer", json=screening_body([7]), timeout=10)
+        responses = [future.result() for future in flood]
+    assert other.status_code == 200, other.text
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) == {200, 503}, [r.text for r in responses]
+    expected = run(pipeline_repo / "slow" / "1" / "model.onnx", {"x": SLOW_INPUT})["y"]
+    for response in responses:
+        if response.status_code == 200:
+            np.testing.assert_allclose(slow_output(response), expected, rtol=1e-5)
+        else:
+            assert int(response.headers["retry-after"]) >= 1
+            assert response.json()["error"].startswith("step 'heavy': the queue is full"), response.text
+    assert post_slow(server.url, model="over_slow").status_code == 200  # and served again after
 
 
 def test_a_canary_from_one_pipeline_version_to_the_next_is_promoted_under_load(server: ServerProcess) -> None:

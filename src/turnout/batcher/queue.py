@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from turnout.batcher.adaptive import WaitController
+from turnout.batcher.calls import INLINE_BELOW_SECONDS, LONE_AFTER_SECONDS, BatchCost, as_error, predict, predict_async
 from turnout.batcher.planner import BatchLimits, Take, plan
-from turnout.errors import DeadlineExceeded, InferenceFailed, InvalidRequest, Overloaded, TurnoutError, Unavailable
+from turnout.errors import DeadlineExceeded, InvalidRequest, Overloaded, TurnoutError, Unavailable
 from turnout.model.runtimes import merge
 from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Outputs, Tensors
 
@@ -81,35 +82,6 @@ class _Item:
     future: asyncio.Future[BatchResult]
     parameters: Mapping[str, Any]  # those the model reads; equal within a batch
     timer: asyncio.TimerHandle | None = None
-
-
-# A lone request for a model whose predict is expected to take less than this
-# runs on the event loop itself (see Batcher._run_at_once).
-INLINE_BELOW_SECONDS = 0.0002
-# "Lone": no other request arrived for this long. Under load, requests arrive
-# in bursts microseconds apart and must queue to form batches; a client alone
-# sends one per round trip (~0.3 ms on loopback here).
-LONE_AFTER_SECONDS = 0.00015
-
-
-class BatchCost:
-    """A moving estimate of how long the model's predict takes, to decide
-    whether a lone request may run on the loop (see ``_run_at_once``).
-
-    Unknown until the first batch (which runs in the instance's thread, as every
-    batch does); an exponential average after, so one slow call moves it but
-    does not rule it.
-    """
-
-    def __init__(self, inline_below: float) -> None:
-        self._inline_below = inline_below
-        self._average: float | None = None
-
-    def observe(self, seconds: float) -> None:
-        self._average = seconds if self._average is None else 0.8 * self._average + 0.2 * seconds
-
-    def cheap(self) -> bool:
-        return self._average is not None and self._average < self._inline_below
 
 
 class Batcher:
@@ -186,27 +158,28 @@ class Batcher:
             raise Unavailable("the model is being unloaded", retry_after=1.0)
         if len(self._queue) >= self._max_queue_size:
             raise Overloaded(f"the queue is full ({self._max_queue_size} requests waiting)", retry_after=1.0)
-        loop = asyncio.get_running_loop()
         rows = merge.rows(inputs) if self._limits.max_batch_size else 1
-        key = merge.batch_key(inputs)
         if self._reads and parameters:
             parameters = {name: value for name, value in parameters.items() if name in self._reads}
-            key = (key, repr(sorted(parameters.items())))
         else:
             parameters = NO_PARAMETERS
-        item = _Item(inputs, tuple(outputs), rows, key, self._clock(), loop.create_future(), parameters)
-        lone = item.arrived - self._last_arrival >= LONE_AFTER_SECONDS
-        self._last_arrival = item.arrived
-        if lone and self._run_at_once(item):
-            return await item.future
-        if lone and self._awaits_lone and self._expected <= item.rows and self._may_run_now(item):
+        arrived = self._clock()
+        lone = arrived - self._last_arrival >= LONE_AFTER_SECONDS
+        self._last_arrival = arrived
+        if lone and self._cost.cheap() and not self._awaits_lone and self._may_run_now(arrived, rows):
+            return self._run_at_once(inputs, tuple(outputs), rows, parameters, arrived)
+        key = merge.batch_key(inputs)
+        if parameters:
+            key = (key, repr(sorted(parameters.items())))
+        item = _Item(inputs, tuple(outputs), rows, key, arrived, asyncio.get_running_loop().create_future(), parameters)
+        if lone and self._awaits_lone and self._expected <= rows and self._may_run_now(arrived, rows):
             # only while batches have been single requests too: under load, a lull
             # between two batches makes an arrival look lone, and running it alone
             # delays the next batch behind one more round trip (xgb in a worker, REST
             # c=64: 3,000-4,500 requests shed in 4 s, and 7% fewer answered)
             return await self._run_now_async(item)
         if timeout is not None:
-            item.timer = loop.call_later(timeout, self._expire, item, timeout)
+            item.timer = asyncio.get_running_loop().call_later(timeout, self._expire, item, timeout)
         self._queue.append(item)
         self._observer.queue_depth(len(self._queue))
         self._arrival.set()
@@ -372,10 +345,10 @@ class Batcher:
         loop: asyncio.AbstractEventLoop,
     ) -> tuple[Outputs, float]:
         if instance.asynchronous:
-            return await _predict_async(instance, inputs, names, parameters)
+            return await predict_async(instance, inputs, names, parameters)
         if instance.inline:
-            return _predict(instance, inputs, names, parameters)
-        return await loop.run_in_executor(self._executor, _predict, instance, inputs, names, parameters)
+            return predict(instance, inputs, names, parameters)
+        return await loop.run_in_executor(self._executor, predict, instance, inputs, names, parameters)
 
     async def _each_alone(
         self, instance: LoadedModel, running: asyncio.Lock, batch: list[_Item], loop: asyncio.AbstractEventLoop
@@ -393,8 +366,7 @@ class Batcher:
                 self._deliver([item], [outputs], started)
 
     def _fail_batch(self, batch: list[_Item], exc: Exception) -> None:
-        """A model's own error (a TurnoutError) keeps its code; anything else is a failed inference."""
-        error = exc if isinstance(exc, TurnoutError) else InferenceFailed(f"inference failed: {exc}")
+        error = as_error(exc)
         for item in batch:
             self._fail(item, error)
 
@@ -407,7 +379,7 @@ class Batcher:
                 mine = {name: part[name] for name in item.outputs}
                 item.future.set_result(BatchResult(mine, started - item.arrived, finished - started, rows))
 
-    def _may_run_now(self, item: _Item) -> bool:
+    def _may_run_now(self, arrived: float, rows: int) -> bool:
         """Whether a lone request may skip the queue: every instance idle, the
         queue empty and no batching wait to be made for it."""
         return (
@@ -418,30 +390,32 @@ class Batcher:
             and (
                 self._limits.max_queue_delay == 0
                 or self._limits.max_batch_size == 0  # no batch axis: never a wait (planner.py)
-                or not self._waits.should_wait(item.arrived)
+                or not self._waits.should_wait(arrived)
                 # the planner would take it at once: the clients heard from lately are all here
-                or 0 < self._expected <= item.rows
+                or 0 < self._expected <= rows
             )
         )
 
-    def _run_at_once(self, item: _Item) -> bool:
+    def _run_at_once(
+        self, inputs: Tensors, outputs: tuple[str, ...], rows: int, parameters: Mapping[str, Any], arrived: float
+    ) -> BatchResult:
         """The fast path for a lone request to a cheap model: run it here, on
         the loop, without queueing it and waking a worker (two turns of the
-        loop saved). No await happens in between, so no worker can take the
-        instance meanwhile."""
-        if not (self._cost.cheap() and not self._awaits_lone and self._may_run_now(item)):
-            return False
+        loop saved), nor making it an item with a future to wait on. No await
+        happens in between, so no worker can take the instance meanwhile."""
         try:
-            outputs, took = _predict(self._instances[0], item.inputs, item.outputs, item.parameters)
+            produced, took = predict(self._instances[0], inputs, outputs, parameters)
+        except TurnoutError:
+            raise
         except Exception as exc:
-            self._fail_batch([item], exc)
-            return True
+            raise as_error(exc) from exc
         self._cost.observe(took)
-        self._deliver([item], [outputs], item.arrived)
+        finished = self._clock()
+        self._observer.batch_ran(rows, 1, finished - arrived)
         # `_expected` stays the last queued batch's: were a run here to set it to
         # one row, one lone-looking arrival under load would keep the next ones
         # out of the queue, and batches at one row
-        return True
+        return BatchResult({name: produced[name] for name in outputs}, 0.0, finished - arrived, rows)
 
     async def _run_now_async(self, item: _Item) -> BatchResult:
         """The fast path for a lone request to a model that awaits it (an
@@ -452,42 +426,10 @@ class Batcher:
         instance, running = self._instances[0], self._running[0]
         async with running:
             try:
-                outputs, took = await _predict_async(instance, item.inputs, item.outputs, item.parameters, lone=True)
+                outputs, took = await predict_async(instance, item.inputs, item.outputs, item.parameters, lone=True)
             except Exception as exc:
                 self._fail_batch([item], exc)
             else:
                 self._cost.observe(took)
                 self._deliver([item], [outputs], item.arrived)
         return await item.future
-
-
-def _predict(
-    instance: LoadedModel, inputs: Tensors, names: tuple[str, ...], parameters: Mapping[str, Any]
-) -> tuple[Outputs, float]:
-    """The model alone, timed: this is what may run in a worker thread."""
-    started = time.perf_counter()
-    outputs = instance.predict(inputs, names, parameters)
-    return _checked(outputs, names), time.perf_counter() - started
-
-
-async def _predict_async(
-    instance: LoadedModel,
-    inputs: Tensors,
-    names: tuple[str, ...],
-    parameters: Mapping[str, Any],
-    lone: bool = False,
-) -> tuple[Outputs, float]:
-    started = time.perf_counter()
-    if lone:
-        outputs = await instance.predict_lone(inputs, names, parameters)
-    else:
-        outputs = await instance.predict_async(inputs, names, parameters)
-    return _checked(outputs, names), time.perf_counter() - started
-
-
-def _checked(outputs: Outputs, names: tuple[str, ...]) -> Outputs:
-    """Checked here, so a broken model fails its batch instead of the worker."""
-    missing = [name for name in names if name not in outputs]
-    if missing:
-        raise ValueError(f"the model did not return output(s) {missing}")
-    return outputs
