@@ -178,6 +178,20 @@ name = "probabilities"
 from = "risk.probabilities"
 """
 )
+# two pipelines that call each other: each would wait for the other's load
+CALLS_OTHER = """
+[[inputs]]
+name = "x"
+datatype = "FP32"
+shape = [-1, 30]
+[[steps]]
+name = "other"
+model = "OTHER"
+inputs = { x = "x" }
+[[outputs]]
+name = "y"
+from = "other.y"
+"""
 # a pipeline over the test's slow model (~50 ms a row, a queue of one): overloaded at once
 OVER_SLOW = """
 [[inputs]]
@@ -245,6 +259,10 @@ def pipeline_repo(
     (root / "slow" / "model.toml").write_text(
         "max_batch_size = 1\n[batching]\nmax_queue_size = 1\n[runtime.options]\nintra_op_threads = 1\n"
     )
+    for name, other in (("loop_a", "loop_b"), ("loop_b", "loop_a")):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "1" / "pipeline.toml").write_text(CALLS_OTHER.replace("OTHER", other))
+        (root / name / "model.toml").write_text('runtime = "pipeline"\n')
     (root / "over_slow" / "1").mkdir(parents=True)
     (root / "over_slow" / "1" / "pipeline.toml").write_text(OVER_SLOW)
     (root / "over_slow" / "model.toml").write_text('runtime = "pipeline"\nmax_batch_size = 1\n')
@@ -257,7 +275,8 @@ def pipeline_repo(
 
 @pytest.fixture(scope="module")
 def server(pipeline_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    arguments = ("--no-strict-readiness", "--allow-trusted-models")
+    # a load timeout past the module's length: a wait for a model that never comes would show
+    arguments = ("--no-strict-readiness", "--allow-trusted-models", "--load-timeout", "300")
     with ServerProcess(pipeline_repo, *arguments, log_dir=tmp_path_factory.mktemp("logs")) as process:
         wait_until(lambda: _state(process, "text_embedding", "1") == "READY", "the pipelines loaded", 60)
         yield process
@@ -404,6 +423,17 @@ def test_bad_graphs_are_refused_at_load_with_their_reasons(server: ServerProcess
         "step 'b' input 'input': 'a.probabilities' has shape [-1, 2], the step takes [-1, 30]"
         in reasons["bad_shape"][1]
     )
+    loops = wait_until(
+        lambda: (
+            (found := {e["name"]: e for e in _index(server) if e["name"].startswith("loop_")})
+            and all(e["state"] == "UNAVAILABLE" for e in found.values())
+            and found
+        ),
+        "pipelines calling each other refused, not waiting out the load timeout",
+        20,
+    )
+    named = [e["reason"] for e in loops.values() if "pipelines that call each other" in e["reason"]]
+    assert any("loop_a -> loop_b -> loop_a" in r or "loop_b -> loop_a -> loop_b" in r for r in named), loops
     refused = httpx.post(f"{server.url}/v2/models/bad_cycle/infer", json={"inputs": []})
     assert refused.status_code == 503 and "cycle" in refused.json()["error"]
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200

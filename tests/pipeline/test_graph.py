@@ -119,7 +119,7 @@ class Recorder:
     def __init__(self) -> None:
         self.steps: list[tuple[str, float, str]] = []
 
-    def describe(self, model: str, version: int | None) -> Any:
+    def describe(self, caller: str, model: str, version: int | None) -> Any:
         raise AssertionError("not called")
 
     async def infer(self, *args: Any) -> Outputs:

@@ -78,7 +78,7 @@ class RepositoryCalls:
         self.repository: ModelRepository | None = None
         self._seen: dict[tuple[str, int | None], CalledModel | str] = {}
 
-    def describe(self, model: str, version: int | None) -> CalledModel:
+    def describe(self, caller: str, model: str, version: int | None) -> CalledModel:
         key = (model, version)
         if key not in self._seen:
             self._seen[key] = self._load(model, version)
@@ -106,7 +106,7 @@ class RepositoryCalls:
             instance.close()
         return CalledModel(loaded.signature, loaded.max_batch_size)
 
-    async def wait_ready(self, model: str, version: int | None) -> None:
+    async def wait_ready(self, caller: str, model: str, version: int | None) -> None:
         pass
 
     async def infer(self, *args: Any, **kwargs: Any) -> Outputs:

@@ -28,14 +28,16 @@ class StepFailed(LookupError):
 
 
 class ModelCalls(Protocol):
-    def describe(self, model: str, version: int | None) -> CalledModel:
-        """The model's signature, waiting for its first load if it is under way.
+    def describe(self, caller: str, model: str, version: int | None) -> CalledModel:
+        """The model's signature, for the pipeline ``caller``, waiting for its first load if it is under way.
         Blocking: called from the thread that loads the pipeline. Raises
         ``StepFailed``."""
         ...
 
-    async def wait_ready(self, model: str, version: int | None) -> None:
-        """Wait (on the event loop) until ``model`` serves or cannot; never raises."""
+    async def wait_ready(self, caller: str, model: str, version: int | None) -> None:
+        """Wait (on the event loop) until ``model`` serves or cannot, as the
+        pipeline ``caller`` loads; never raises. A model that waits for
+        ``caller`` is not waited for: ``describe`` then says they call each other."""
         ...
 
     async def infer(

@@ -121,8 +121,9 @@ class PipelineRuntime(ModelRuntime):
             definition = read_definition(version_dir / PIPELINE_FILE)
         except DefinitionError:
             return  # the load says what is wrong with it
-        called = {(c.model, c.version) for c in _called_models(definition) if c.model != version_dir.parent.name}
-        await asyncio.gather(*(self._calls.wait_ready(model, version) for model, version in called))
+        pipeline = version_dir.parent.name
+        called = {(c.model, c.version) for c in _called_models(definition) if c.model != pipeline}
+        await asyncio.gather(*(self._calls.wait_ready(pipeline, model, version) for model, version in called))
 
     def code_on_load(self, version_dir: Path) -> str | None:
         """A pipeline with Python steps or combiners runs their files when loaded."""
@@ -179,7 +180,7 @@ class PipelineRuntime(ModelRuntime):
         if called.model == pipeline:
             raise GraphError(f"step '{step}': a pipeline cannot call itself ('{pipeline}')")
         try:
-            found = self._calls.describe(called.model, called.version)
+            found = self._calls.describe(pipeline, called.model, called.version)
         except StepFailed as exc:
             raise GraphError(f"step '{step}': {exc}") from None
         batches.append(found.max_batch_size)

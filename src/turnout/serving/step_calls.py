@@ -29,6 +29,7 @@ from turnout.model.signature import Signature
 from turnout.model.tensors import Outputs
 from turnout.observability.metrics import Metrics
 from turnout.pipeline.calls import CalledModel, StepFailed
+from turnout.pipeline.waits import Waits
 from turnout.protocol.types import InferenceRequest, InferInput, RequestedOutput
 
 if TYPE_CHECKING:
@@ -43,13 +44,18 @@ class DataPlaneCalls:
         self._load_timeout = load_timeout
         self._dataplane: DataPlane | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waits = Waits()  # on the loop: which loading pipeline waits for which model
+        self._loops: dict[tuple[str, str], list[str]] = {}  # (pipeline, model) found to call each other
 
     def bind(self, dataplane: DataPlane, loop: asyncio.AbstractEventLoop) -> None:
         self._dataplane, self._loop = dataplane, loop
 
-    def describe(self, model: str, version: int | None) -> CalledModel:
+    def describe(self, caller: str, model: str, version: int | None) -> CalledModel:
         if self._loop is None or self._dataplane is None:
             raise StepFailed(f"model '{model}' cannot be called: pipelines run only inside a server")
+        loop = self._loops.get((caller, model))  # set on the loop before this load began
+        if loop is not None:
+            raise StepFailed(f"pipelines that call each other: {' -> '.join(loop)}")
         future = asyncio.run_coroutine_threadsafe(self._describe(self._dataplane, model, version), self._loop)
         try:
             return future.result(self._load_timeout + 1.0)
@@ -57,10 +63,15 @@ class DataPlaneCalls:
             future.cancel()
             raise StepFailed(f"model '{model}' was not ready within {self._load_timeout:g} s") from None
 
-    async def wait_ready(self, model: str, version: int | None) -> None:
+    async def wait_ready(self, caller: str, model: str, version: int | None) -> None:
         if self._dataplane is None:
             return
-        with contextlib.suppress(TurnoutError):  # describe() says why it is not there
+        self._loops.pop((caller, model), None)
+        loop = self._waits.cycle(caller, model)
+        if loop is not None:  # ``model`` waits, through others maybe, for ``caller``: neither would load
+            self._loops[(caller, model)] = loop
+            return
+        with self._waits.waiting(caller, model), contextlib.suppress(TurnoutError):  # describe() says why
             await self._dataplane.served_version(model, None if version is None else str(version))
 
     @staticmethod
