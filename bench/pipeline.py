@@ -18,7 +18,11 @@ taken within a round; the report gives the median over rounds of each.
 
 1. Overhead per step, c=1, 1 row (bar <= 30 us): (cancer_screening v1 p50
    - by hand p50 [HMGET + cancer_scaler + cancer_risk v1, v2 + average + argmax]
-   - transport [cancer_scaler p50 - its session.run p50]) / 4 steps.
+   - transport [cancer_scaler p50 - its session.run p50]) / 4 steps. The four
+   terms are taken in turn, one second each, in --windows windows a round
+   (a driver and a by-hand process kept running between them), and each
+   window gives one figure: this VM's noise moves over seconds, so terms
+   measured minutes apart differed by more than the figure itself.
 2. cancer_screening v1 req/s at c=64 / the slowest of cancer_scaler, cancer_risk
    v1, v2, each alone at c=64 (bar >= 0.80). Also shown: the steps combined on
    one core, 1 / sum(1 / req/s): a pipeline paying each step per request would
@@ -57,8 +61,6 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 RAW_BATCHES = (1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64)
 STEPS = 4  # features, scale, risk, label
 POINTS = [  # (key, model, version, requests, concurrency), in the order measured
-    ("pipeline_c1", "cancer_screening", "1", "patient", 1),
-    ("scaler_c1", "cancer_scaler", "", "features", 1),
     ("pipeline_c64", "cancer_screening", "1", "patient", 64),
     ("scaler_c64", "cancer_scaler", "", "features", 64),
     ("risk1_c64", "cancer_risk", "1", "scaled", 64),
@@ -181,6 +183,27 @@ async def _drive(spec: dict[str, Any]) -> dict[str, Any]:
     return result.as_json()
 
 
+def _drive_loop(grpc: int) -> None:
+    """A driver kept running: one JSON command a line ({"model", "version",
+    "kind", "duration"}), one JSON answer a line (the closed loop's result at c=1)."""
+    import uvloop
+
+    for line in sys.stdin:
+        command = json.loads(line)
+        spec = {"grpc": grpc, "concurrency": 1, "warmup": 0.2} | command
+        print(json.dumps(uvloop.run(_drive(spec))), flush=True)
+
+
+def _hand_loop(spec: dict[str, Any]) -> None:
+    """The by-hand work kept ready: "hand" or "scaler" a line, the median µs of
+    that much of it for ``duration`` seconds a line back."""
+    by_hand, scaler_run = _hand(spec)
+    for line in sys.stdin:
+        what, duration = line.split()
+        run = by_hand if what == "hand" else scaler_run
+        print(json.dumps(_timed(run, float(duration))[0]), flush=True)
+
+
 def _timed(run: Callable[[], Any], duration: float) -> tuple[float, float]:
     """Median microseconds of ``run()`` over ``duration`` seconds (after a short warm-up), and calls per second."""
     for _ in range(10):
@@ -194,15 +217,15 @@ def _timed(run: Callable[[], Any], duration: float) -> tuple[float, float]:
     return statistics.median(times) / 1e3, len(times) / (time.perf_counter() - start)
 
 
-def _raw(spec: dict[str, Any]) -> dict[str, Any]:
-    """The pipelines' work by hand, in this process."""
+def _hand(spec: dict[str, Any]) -> tuple[Callable[..., Any], Callable[[], Any]]:
+    """cancer_screening's steps by hand (HMGET, the scaler, both risk models,
+    the average, the argmax), and the scaler's run alone."""
     import numpy as np
     import onnxruntime as ort
     import redis
     from raw_ort import session_options  # bench/raw_ort.py: intra_op_num_threads=1, sequential, ORT_ENABLE_ALL
-    from tokenizers import Tokenizer
 
-    models, duration = Path(spec["models"]), spec["duration"]
+    models = Path(spec["models"])
 
     def session(name: str, version: int = 1) -> ort.InferenceSession:
         path = str(models / name / str(version) / "model.onnx")
@@ -224,10 +247,25 @@ def _raw(spec: dict[str, Any]) -> dict[str, Any]:
         probabilities = np.stack([one, two]).mean(axis=0)
         return probabilities.argmax(axis=-1), probabilities
 
-    label, probabilities = by_hand(7)
     one_row = {"input": features(7)}
-    hand_us = _timed(by_hand, duration)[0]
-    scaler_us = _timed(lambda: scaler.run(["scaled"], one_row), duration)[0]
+    return by_hand, lambda: scaler.run(["scaled"], one_row)
+
+
+def _raw(spec: dict[str, Any]) -> dict[str, Any]:
+    """The text pipeline's work by hand, in this process, and patient 7 by hand."""
+    import numpy as np
+    import onnxruntime as ort
+    from raw_ort import session_options  # bench/raw_ort.py: intra_op_num_threads=1, sequential, ORT_ENABLE_ALL
+    from tokenizers import Tokenizer
+
+    models, duration = Path(spec["models"]), spec["duration"]
+    by_hand, _ = _hand(spec)
+    label, probabilities = by_hand(7)
+
+    def session(name: str, version: int = 1) -> ort.InferenceSession:
+        path = str(models / name / str(version) / "model.onnx")
+        return ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
+
     minilm, names = session("minilm"), ("input_ids", "attention_mask", "token_type_ids")
     tokenizer = Tokenizer.from_file(str(models / "text_embedding/1/tokenizer.json"))
     tokenizer.enable_truncation(128)  # as the pipeline's tokenize step
@@ -243,7 +281,7 @@ def _raw(spec: dict[str, Any]) -> dict[str, Any]:
         windows = itertools.cycle([(SENTENCES * 2)[i : i + batch] for i in range(len(SENTENCES))])
         text[str(batch)] = _timed(functools.partial(embed, windows), duration)[1] * batch
     patient_7 = {"label": int(label[0]), "probabilities": probabilities[0].tolist()}
-    return {"hand_us": hand_us, "scaler_run_us": scaler_us, "minilm_rows_per_s": text, "patient_7": patient_7}
+    return {"minilm_rows_per_s": text, "patient_7": patient_7}
 
 
 # ---------------------------------------------------------------- the run
@@ -307,6 +345,7 @@ def _round(args: argparse.Namespace, models: Path, redis_url: str, log: Path, nu
         patient = {"inputs": [{"name": "patient_id", "datatype": "BYTES", "shape": [1], "data": ["7"]}]}
         status, body = _get(f"http://127.0.0.1:{http}/v2/models/cancer_screening/versions/1/infer", patient)
         out["patient_7"] = {"status": status, "outputs": json.loads(body or b"{}").get("outputs")}
+        out["windows"] = _windows(args, models, redis_url, grpc)
         for key, model, version, kind, concurrency in POINTS:
             before = _batch_totals(http)
             spec = {"grpc": grpc, "model": model, "version": version, "kind": kind, "concurrency": concurrency}
@@ -326,14 +365,58 @@ def _round(args: argparse.Namespace, models: Path, redis_url: str, log: Path, nu
     return out
 
 
+def _windows(args: argparse.Namespace, models: Path, redis_url: str, grpc: int) -> list[dict[str, float]]:
+    """The c=1 terms, one second each in turn, ``args.windows`` times: the
+    pipeline and cancer_scaler driven from core 1, the steps by hand and the
+    scaler's run on core 0 while the server idles."""
+    env = {**os.environ, **THREAD_ENV}
+    spec = json.dumps({"models": str(models), "redis": redis_url})
+    driver = subprocess.Popen(["taskset", "-c", "1", PY, __file__, "_drive_loop", str(grpc)], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    hand = subprocess.Popen(["taskset", "-c", "0", PY, __file__, "_hand_loop", spec], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+
+    def ask(child: subprocess.Popen[str], line: str) -> Any:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write(line + "\n")
+        child.stdin.flush()
+        answer = child.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"a bench child exited (code {child.wait()})")
+        return json.loads(answer)
+
+    def p50_us(model: str, version: str, kind: str) -> float:
+        result = ask(driver, json.dumps({"model": model, "version": version, "kind": kind, "duration": 1.0}))
+        if result["errors"]:
+            raise RuntimeError(f"{model} at c=1: {result['errors']}")
+        return float(result["latency_ms"]["p50"]) * 1e3
+
+    windows = []
+    try:
+        ask(hand, "hand 1.0")  # warm both
+        p50_us("cancer_screening", "1", "patient")
+        for _ in range(args.windows):
+            windows.append({
+                "pipeline_c1_p50_us": p50_us("cancer_screening", "1", "patient"),
+                "scaler_c1_p50_us": p50_us("cancer_scaler", "", "features"),
+                "by_hand_p50_us": ask(hand, "hand 1.0"),
+                "scaler_run_p50_us": ask(hand, "scaler 1.0"),
+            })  # fmt: skip
+    finally:
+        for child in (driver, hand):
+            child.kill()
+            child.wait()
+    return windows
+
+
 def _terms(r: dict[str, Any]) -> dict[str, float]:
     """One round's terms and the bars' numbers."""
-    p, raw = r["points"], r["raw"]
-    t = {"pipeline_c1_p50_us": p["pipeline_c1"]["latency_ms"]["p50"] * 1e3, "by_hand_p50_us": raw["hand_us"]}
-    t |= {"scaler_c1_p50_us": p["scaler_c1"]["latency_ms"]["p50"] * 1e3, "scaler_run_p50_us": raw["scaler_run_us"]}
-    t["transport_us"] = t["scaler_c1_p50_us"] - t["scaler_run_p50_us"]
-    t["left_us"] = t["pipeline_c1_p50_us"] - t["by_hand_p50_us"] - t["transport_us"]
-    t["per_step_us"] = t["left_us"] / STEPS
+    p, raw, windows = r["points"], r["raw"], r["windows"]
+    for w in windows:
+        w["transport_us"] = w["scaler_c1_p50_us"] - w["scaler_run_p50_us"]
+        w["left_us"] = w["pipeline_c1_p50_us"] - w["by_hand_p50_us"] - w["transport_us"]
+        w["per_step_us"] = w["left_us"] / STEPS
+    t = {key: statistics.median(w[key] for w in windows) for key in windows[0]}  # each term's median over windows
     singles = {f"{k}_req_s": p[k]["throughput"] for k in ("scaler_c64", "risk1_c64", "risk2_c64")}
     t |= singles | {"pipeline_c64_req_s": p["pipeline_c64"]["throughput"], "slowest_req_s": min(singles.values())}
     t["pipeline_vs_slowest"] = t["pipeline_c64_req_s"] / t["slowest_req_s"]
@@ -362,6 +445,13 @@ def _prepare(models: Path, port: int) -> str:
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] in ("_drive_loop", "_hand_loop"):  # a child the parent keeps running
+        sys.path.insert(0, str(HERE))
+        if sys.argv[1] == "_drive_loop":
+            _drive_loop(int(sys.argv[2]))
+        else:
+            _hand_loop(json.loads(sys.argv[2]))
+        return
     if len(sys.argv) == 3 and sys.argv[1] in ("_drive", "_raw"):  # a child, pinned by the parent
         sys.path.insert(0, str(HERE))
         spec = json.loads(sys.argv[2])
@@ -376,6 +466,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per point")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each point")
+    parser.add_argument("--windows", type=int, default=15, help="c=1 windows a round (4 s each)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="turnout-pipeline-bench-") as tmp:
