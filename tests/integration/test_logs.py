@@ -4,6 +4,7 @@ access log's records with the documented fields."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -67,6 +68,31 @@ def test_sampled_payloads_are_written_as_json_lines(example_repo: Path, log_dir:
     assert abs(last["inputs"]["input"]["data"][0][0] - float(rows[2][0])) < 1e-6
     written = np.ravel(last["outputs"]["prediction"]["data"])
     np.testing.assert_allclose(written, answer["outputs"][0]["data"], rtol=1e-6)
+
+
+def test_a_pipelines_step_requests_are_sampled_as_their_models_own(example_repo: Path, log_dir: Path) -> None:
+    """A step goes into its model's batcher without V2 objects, yet the payload
+    log sees it as a request to that model, beside the pipeline's own."""
+    repo = log_dir / "models"
+    shutil.copytree(example_repo, repo)
+    (repo / "scaled_risk" / "1").mkdir(parents=True)
+    (repo / "scaled_risk" / "model.toml").write_text('runtime = "pipeline"\n')
+    (repo / "scaled_risk" / "1" / "pipeline.toml").write_text(
+        '[[inputs]]\nname = "x"\ndatatype = "FP32"\nshape = [-1, 30]\n'
+        '[[steps]]\nname = "scale"\nmodel = "cancer_scaler"\ninputs = { input = "x" }\n'
+        '[[outputs]]\nname = "scaled"\nfrom = "scale.scaled"\n'
+    )
+    payloads = log_dir / "payloads"
+    server = ServerProcess(repo, "--payload-log", str(payloads), "--payload-sample", "1", log_dir=log_dir)
+    body = {"id": "p", "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 30], "data": [1.0] * 30}]}
+    with server:
+        answer = httpx.post(f"{server.url}/v2/models/scaled_risk/infer", json=body)
+        assert answer.status_code == 200, answer.text
+    records = {r["model"]: r for r in map(json.loads, (payloads / "payloads.jsonl").read_text().splitlines())}
+    assert set(records) == {"scaled_risk", "cancer_scaler"}
+    step = records["cancer_scaler"]
+    assert step["inputs"]["input"]["datatype"] == "FP32" and step["inputs"]["input"]["shape"] == [1, 30]
+    assert step["outputs"]["scaled"]["data"] == records["scaled_risk"]["outputs"]["scaled"]["data"]
 
 
 def test_a_payload_that_cannot_be_written_never_fails_the_request(tmp_path: Path) -> None:

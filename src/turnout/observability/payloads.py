@@ -14,14 +14,19 @@ import logging.handlers
 import queue
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 
-from turnout.protocol.types import InferenceRequest, InferenceResponse
+from turnout.protocol.types import InferenceRequest, InferenceResponse, InferInput, InferOutput
 
 FILE = "payloads.jsonl"
 log = logging.getLogger("turnout.payloads")
+
+Typed = Mapping[str, tuple[str, np.ndarray[Any, Any]]]  # by name: (V2 datatype, tensor)
 
 
 class _Line(logging.Formatter):
@@ -50,6 +55,18 @@ class PayloadLog:
             self._write(request, response)
         except Exception as exc:  # an odd tensor (byte order, complex): that sample is skipped
             log.warning("payload of request %s not logged: %s", response.id, exc)
+
+    def offer_tensors(self, model: str, version: str, inputs: Typed, outputs: Typed) -> None:
+        """The same for an exchange that never was V2 objects (a pipeline's
+        step): each tensor by name, with its datatype."""
+        if self._random() >= self._sample:
+            return
+        request = InferenceRequest(model, version, [InferInput(n, d, a.shape, a) for n, (d, a) in inputs.items()])
+        response = InferenceResponse(model, version, [InferOutput(n, d, a.shape, a) for n, (d, a) in outputs.items()])
+        try:
+            self._write(request, response)
+        except Exception as exc:  # as in offer
+            log.warning("payload of a request to %s not logged: %s", model, exc)
 
     def _write(self, request: InferenceRequest, response: InferenceResponse) -> None:
         record = {

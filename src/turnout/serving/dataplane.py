@@ -32,7 +32,7 @@ from turnout.routing.variants import target
 from turnout.serving.observers import RequestObserver
 from turnout.serving.registry import ModelRegistry
 from turnout.serving.served import ServedVersion, VersionsFailed
-from turnout.serving.validation import validate
+from turnout.serving.validation import key_text, queue_timeout, validate
 
 log = logging.getLogger("turnout.dataplane")
 
@@ -273,7 +273,7 @@ class DataPlane:
         if key_name is not None:
             if request.id is not None and len(request.id) > MAX_AB_ID:  # the id is stored, for feedback
                 raise InvalidRequest(f"an A/B-routed request's id must be at most {MAX_AB_ID} characters")
-            key = (key_of(key_name) if key_of is not None else None) or _text(request.parameters.get(key_name))
+            key = (key_of(key_name) if key_of is not None else None) or key_text(request.parameters.get(key_name))
         decision = traffic.decide(route, key)
         variant, served = await self._pick(endpoint, decision.serve, route, protocol)
         try:
@@ -362,6 +362,17 @@ class DataPlane:
         finally:
             in_flight.inc(-1)
             self._active -= 1
+        if self._payloads is not None:
+            specs = served.signature  # the request was checked against it: every name is there
+            self._payloads.offer_tensors(
+                served.model,
+                str(served.version),
+                {name: (spec.datatype if (spec := specs.input(name)) else "", array) for name, array in inputs.items()},
+                {
+                    name: (spec.datatype if (spec := specs.output(name)) else "", result.outputs[name])
+                    for name in outputs
+                },
+            )
         if self._access_log:
             logs.access(None, served.model, str(served.version), "", protocol, "success",
                         time.monotonic() - started, tracing.current_trace_id())  # fmt: skip
@@ -381,7 +392,7 @@ class DataPlane:
         try:
             checked = validate(request, served.signature, served.max_batch_size)
             inputs = served.prepare(checked.inputs)
-            timeout = _timeout(served.timeout, request.parameters, deadline)
+            timeout = queue_timeout(served.timeout, request.parameters, deadline)
         except TurnoutError as exc:
             self._failed(served, exc, protocol, variant)
             raise
@@ -435,24 +446,3 @@ class DataPlane:
         if exc.code in _SERVER_SIDE:
             for observer in self._observers:
                 observer.failed(served)
-
-
-def _timeout(configured: float | None, parameters: dict[str, Any], deadline: float | None) -> float | None:
-    """The queue timeout: the model's, shortened by the transport's deadline and
-    by a request's ``timeout`` parameter (microseconds, as Triton's clients send it)."""
-    limits = [t for t in (configured, deadline) if t is not None]
-    requested = parameters.get("timeout")
-    if requested is not None:
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested <= 0:
-            raise InvalidRequest("parameter 'timeout' must be a positive integer (microseconds)")
-        limits.append(requested / 1_000_000)
-    return min(limits, default=None)
-
-
-def _text(value: Any) -> str | None:
-    """A request parameter used as an A/B key: a string or a whole number."""
-    if isinstance(value, str) and value:
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None

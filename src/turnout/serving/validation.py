@@ -75,3 +75,24 @@ def validate(request: InferenceRequest, signature: Signature, max_batch_size: in
 
 def _names(names: Iterable[str]) -> str:
     return ", ".join(f"'{n}'" for n in names)
+
+
+def queue_timeout(configured: float | None, parameters: dict[str, Any], deadline: float | None) -> float | None:
+    """The queue timeout: the model's, shortened by the transport's deadline and
+    by a request's ``timeout`` parameter (microseconds, as Triton's clients send it)."""
+    limits = [t for t in (configured, deadline) if t is not None]
+    requested = parameters.get("timeout")
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested <= 0:
+            raise InvalidRequest("parameter 'timeout' must be a positive integer (microseconds)")
+        limits.append(requested / 1_000_000)
+    return min(limits, default=None)
+
+
+def key_text(value: Any) -> str | None:
+    """A request parameter used as an A/B key: a string or a whole number."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
