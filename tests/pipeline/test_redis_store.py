@@ -81,3 +81,35 @@ def test_a_store_that_stops_answering_times_out_and_the_next_lookup_reads_afresh
             await hashes.aclose()
 
         asyncio.run(scenario())
+
+
+def test_the_url_s_password_user_and_database_are_used_and_refusals_are_named(tmp_path: Path) -> None:
+    """The connection is turnout's own (redis_wire.py), so what redis-py did
+    from the URL is tested here: AUTH with a password alone and with an ACL
+    user, SELECT of the database, a wrong password refused as such, and an
+    error answer (a key that is not a hash) raised, not returned as fields."""
+    with RedisServer(tmp_path) as server:
+        admin = redis.Redis.from_url(server.url.replace("/0", "/3"))
+        admin.hset("e:1", mapping={"a": 7})
+        admin.set("not-a-hash", "x")
+        admin.execute_command("ACL", "SETUSER", "reader", "on", ">reader-pw", "~*", "+hmget", "+select")
+        admin.config_set("requirepass", "s3cret")
+        base = f"127.0.0.1:{server.port}/3"
+
+        async def scenario() -> None:
+            for url in (f"redis://:s3cret@{base}", f"redis://reader:reader-pw@{base}"):
+                hashes = RedisHashes(url, ["a"], timeout=1.0)
+                assert await hashes.read(["e:1", "e:2"]) == [[b"7"], [None]], url
+                with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+                    await hashes.read(["not-a-hash"])
+                assert await hashes.read(["e:1"]) == [[b"7"]]  # the connection still answers in step
+                await hashes.aclose()
+            wrong = RedisHashes(f"redis://:wrong@{base}", ["a"], timeout=1.0)
+            with pytest.raises(redis.exceptions.AuthenticationError, match="set-up"):
+                await wrong.read(["e:1"])
+            await wrong.aclose()
+            unselected = RedisHashes(f"redis://:s3cret@127.0.0.1:{server.port}/0", ["a"], timeout=1.0)
+            assert await unselected.read(["e:1"]) == [[None]]  # database 0 holds no e:1
+            await unselected.aclose()
+
+        asyncio.run(scenario())

@@ -19,7 +19,6 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import orjson
 
 from turnout.errors import InvalidRequest, Unavailable
@@ -31,8 +30,6 @@ JSON = {"content-type": "application/json"}
 
 
 class FeastFeatures:
-    raw_dtype = np.float64
-
     def __init__(self, url: str, join_key: str, entity_type: str, features: Sequence[str], timeout_ms: float) -> None:
         try:
             import httpx

@@ -9,25 +9,24 @@ the socket I/O left), and lookups that arrive while one is on the wire wait
 for it and then go together, in one write and one read (6.3 µs a key for 64).
 A lone lookup goes at once, in its caller: nothing waits for company.
 
-One round trip is on the wire at a time, so one connection is enough: it is
-taken from redis-py's pool (its connect, timeouts, TLS and AUTH) once and
-held, not taken and given back per lookup (the pool's health check on each
-take is a system call: ~10 µs of a ~60 µs lookup). Only the framing is ours.
-A connection found dead (Redis restarted since it was opened) is dropped and
-the read, which changes nothing, sent once more on a new one.
+One round trip is on the wire at a time, so one connection is enough, held
+(``redis_wire.py``: framed commands in, answers parsed as they arrive). A
+connection found dead (Redis restarted since it was opened) is dropped and
+the read, which changes nothing, sent once more on a new one. The deadline
+is a watchdog armed once and moved on, not a timer per round trip: under
+steady load it fires once a timeout, not once a lookup.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
 import redis.exceptions
 from redis.exceptions import ConnectionError as Lost
 
 from turnout.errors import Unavailable
+from turnout.pipeline.redis_wire import RedisWire, error_in
 
 Found = list[bytes | None]  # one hash's fields, in the order asked; None where a field is absent
 
@@ -38,23 +37,16 @@ class RedisHashes:
         encoded = [field.encode() for field in fields]
         self._head = len(encoded) + 2  # HMGET, the key, the fields
         self._fields = b"".join(b"$%d\r\n%s\r\n" % (len(field), field) for field in encoded)
-        self._client: Any = None
-        self._connection: Any = None  # held while it works; only the round trip on the wire uses it
-        self._busy = False  # a round trip is on the wire
+        self._wire: RedisWire | None = None  # held while it works
+        self._busy = False  # a lookup (its round trip, or the drain after it) is under way
         self._waiting: list[tuple[list[str], asyncio.Future[list[Found]]]] = []
         self._drainer: asyncio.Future[None] | None = None
-
-    def _pool(self) -> Any:
-        if self._client is None:
-            import redis.asyncio as redis
-
-            # No socket_timeout (redis-py's default is 5 s): it would wrap each write in a task of its own
-            # (asyncio.wait_for) and each read in a timer; one deadline covers the round trip.
-            self._client = redis.Redis.from_url(self._url, socket_timeout=None, socket_connect_timeout=self._timeout)
-        return self._client.connection_pool
+        self._due: float | None = None  # the round trip on the wire must be answered by then (loop time)
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def read(self, keys: list[str]) -> list[Found]:
-        """Each key's fields. Raises redis-py's ``RedisError`` or ``OSError``."""
+        """Each key's fields. Raises redis-py's ``RedisError``, ``OSError``,
+        or the builtin ``TimeoutError`` once the timeout passes."""
         if self._busy:  # join the next round trip
             future: asyncio.Future[list[Found]] = asyncio.get_running_loop().create_future()
             self._waiting.append((keys, future))
@@ -90,30 +82,56 @@ class RedisHashes:
             self._busy = False
 
     async def _round_trip(self, keys: list[str]) -> list[Found]:
-        """One write and its answers, within the timeout (a retry included);
-        the builtin TimeoutError when it passes."""
-        command = self._command(keys)
-        async with asyncio.timeout(self._timeout):
+        """One write and its answers, within the timeout (a retry included)."""
+        loop = asyncio.get_running_loop()
+        self._due = due = loop.time() + self._timeout
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(due, self._watch)
+        try:
             for attempt in (1, 2):
-                connection = self._connection
-                if connection is None:
-                    connection = self._connection = await self._pool().get_connection()
+                wire = self._wire
                 try:
-                    await connection.send_packed_command(command, check_health=False)
-                    return [await connection.read_response() for _ in keys]
+                    if wire is None or not wire.usable:
+                        self._drop()
+                        async with asyncio.timeout_at(due):
+                            wire = self._wire = await RedisWire.open(self._url)
+                    answers = await wire.ask(self._command(keys), len(keys))
+                except TimeoutError:
+                    self._drop()  # an answer still on its way must not reach the next lookup
+                    raise TimeoutError(f"no answer within {self._timeout:g} s") from None
                 except (Lost, OSError):
-                    await self._drop()
+                    self._drop()
                     if attempt == 2:
                         raise
+                    continue
                 except BaseException:
-                    await self._drop()  # a half-read answer (a timeout, say) must not reach the next lookup
+                    self._drop()  # cancelled half way: the answer is still coming
                     raise
+                for answer in answers:
+                    if (error := error_in(answer)) is not None:
+                        raise error
+                return answers
+        finally:
+            self._due = None
         raise AssertionError("unreachable")
 
-    async def _drop(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.disconnect()
+    def _watch(self) -> None:
+        """The deadline's watchdog: fail a round trip past its due time, or
+        wait on for the one now on the wire."""
+        self._watchdog, due = None, self._due
+        if due is None:
+            return  # nothing on the wire: armed again by the next round trip
+        loop = asyncio.get_running_loop()
+        if loop.time() >= due:
+            if self._wire is not None:
+                self._wire.abandon(TimeoutError())  # a connect in progress has its own timeout_at
+        else:
+            self._watchdog = loop.call_at(due, self._watch)
+
+    def _drop(self) -> None:
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
 
     def _command(self, keys: list[str]) -> bytes:
         parts = []
@@ -123,17 +141,15 @@ class RedisHashes:
         return b"".join(parts)
 
     async def aclose(self) -> None:
-        await self._drop()
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._drop()
 
 
 class RedisFeatures:
     """The feature lookup's Redis backend: a hash per entity at ``key`` (``{id}``
     replaced), one field per feature; values as Redis holds them (bytes)."""
-
-    raw_dtype = np.bytes_
 
     def __init__(self, url: str, key: str, fields: Sequence[str], timeout_ms: float) -> None:
         self._key, self._timeout_ms = key, timeout_ms
