@@ -232,6 +232,47 @@ def test_without_a_batch_axis_a_lone_request_runs_at_once_whatever_the_batching_
     run(scenario())
 
 
+def test_submit_now_answers_only_what_submit_would_run_inline_and_else_changes_nothing() -> None:
+    """``submit_now`` (an ensemble's members, without a task each) answers a
+    lone request to a cheap model at once, on the loop, with its own rows;
+    None while the model's cost is unknown, for an arrival at the same time
+    as the last (not lone), and while a request holds the instance, and then
+    it has not counted as an arrival (the next one is still lone)."""
+
+    async def scenario() -> None:
+        now = [0.0]
+        model, observer = RowModel(), RecordingObserver()
+        batcher = Batcher([model], BatchLimits(8), 64, observer, clock=lambda: now[0], inline_below=1.0)
+        batcher.start()
+        try:
+            assert batcher.submit_now(request(0), BOTH) is None  # its cost is not known yet
+            check_own_rows(request(0), (await batcher.submit(request(0), BOTH)).outputs)  # in a worker
+            now[0] = 1.0
+            answered = batcher.submit_now(x := request(1), BOTH)
+            assert answered is not None
+            check_own_rows(x, answered.outputs)
+            assert batcher.submit_now(request(2), BOTH) is None  # at the same time as request 1: not lone
+            model.hold()
+            held = asyncio.create_task(batcher.submit(request(3), BOTH))  # not lone either: to a worker, held
+            await model.started()
+            now[0] = 2.0
+            assert batcher.submit_now(request(4), BOTH) is None  # lone, cheap, but the instance is busy
+            model.gate.set()
+            check_own_rows(request(3), (await held).outputs)
+            await asyncio.sleep(0.05)  # the worker goes back to waiting
+            answered = batcher.submit_now(x := request(5), BOTH)  # still lone: request 4 did not arrive
+            assert answered is not None
+            check_own_rows(x, answered.outputs)
+        finally:
+            model.gate.set()
+            await batcher.close(grace=HOLD_LIMIT)
+        threads = {c.ids[0]: c.thread == threading.main_thread().name for c in model.seen()}
+        assert threads == {0: False, 1: True, 3: False, 5: True}, threads
+        assert [requests for _, requests, _ in observer.batches] == [1, 1, 1, 1]
+
+    run(scenario())
+
+
 def test_a_batcher_needs_an_instance() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Batcher([], BatchLimits(8), 16)

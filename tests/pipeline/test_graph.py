@@ -125,6 +125,9 @@ class Recorder:
     async def infer(self, *args: Any) -> Outputs:
         raise AssertionError("not called")
 
+    def infer_now(self, *args: Any) -> Outputs | None:
+        raise AssertionError("not called")
+
     def step_done(self, pipeline: str, version: int, step: str, seconds: float, status: str) -> None:
         self.steps.append((step, seconds, status))
 

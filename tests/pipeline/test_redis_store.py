@@ -5,13 +5,15 @@ every lookup that waited on it; a restarted Redis is read again."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import redis
 import redis.exceptions
 
-from tests.support import RedisServer
+from tests.support import RedisServer, free_port
 from turnout.pipeline.redis_store import RedisHashes
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
@@ -113,3 +115,57 @@ def test_the_url_s_password_user_and_database_are_used_and_refusals_are_named(tm
             await unselected.aclose()
 
         asyncio.run(scenario())
+
+
+def test_tls_and_unix_socket_urls_reach_redis(tmp_path: Path) -> None:
+    """``rediss://`` (verified against the CA given in ``ssl_ca_certs``, or
+    not verified with ``ssl_cert_reqs=none``; refused when the CA is not the
+    server's) and ``unix://`` with a database, against a real redis-server
+    listening on TLS and on a Unix socket only."""
+    ca, cert, key = _certificates(tmp_path)
+    tls_port, sock = free_port(), tmp_path / "redis.sock"
+    command = ["redis-server", "--port", "0", "--tls-port", str(tls_port), "--tls-cert-file", str(cert),
+               "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
+               "--unixsocket", str(sock), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)  # a child's socket file: no event to wait on
+        admin = redis.Redis(unix_socket_path=str(sock), db=2)
+        admin.hset("e:1", mapping={"a": 5})
+
+        async def scenario() -> None:
+            for url in (f"rediss://127.0.0.1:{tls_port}/2?ssl_ca_certs={ca}",
+                        f"rediss://127.0.0.1:{tls_port}/2?ssl_cert_reqs=none",
+                        f"unix://{sock}?db=2"):  # fmt: skip
+                hashes = RedisHashes(url, ["a"], timeout=2.0)
+                assert await hashes.read(["e:1"]) == [[b"5"]], url
+                await hashes.aclose()
+            other_ca, _, _ = _certificates(tmp_path / "other")
+            untrusted = RedisHashes(f"rediss://127.0.0.1:{tls_port}/2?ssl_ca_certs={other_ca}", ["a"], timeout=2.0)
+            with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
+                await untrusted.read(["e:1"])
+            await untrusted.aclose()
+
+        asyncio.run(scenario())
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate it signed for 127.0.0.1 with its key (openssl)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, request = directory / "server.pem", directory / "server.key", directory / "server.csr"
+    openssl = ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj"]
+    subprocess.run([*openssl, "/CN=test CA", "-x509", "-days", "2", "-keyout", ca_key, "-out", ca], check=True,
+                   capture_output=True)  # fmt: skip
+    subprocess.run([*openssl, "/CN=127.0.0.1", "-keyout", key, "-out", request], check=True, capture_output=True)
+    extensions = directory / "san.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                    "-days", "2", "-extfile", extensions, "-out", cert], check=True, capture_output=True)  # fmt: skip
+    return ca, cert, key

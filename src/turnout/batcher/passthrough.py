@@ -85,6 +85,12 @@ class Passthrough:
             self._observer.batch_ran(1, 1, took)
         return BatchResult({name: answer[name] for name in outputs}, 0.0, took, 1)
 
+    def submit_now(
+        self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS
+    ) -> BatchResult | None:
+        """Never at once: a request here awaits its model (``submit``)."""
+        return None
+
     async def close(self, grace: float = 30.0) -> None:
         """Refuse new requests, let those running finish (within ``grace``), then release the model."""
         self._closing = True

@@ -15,8 +15,6 @@ import asyncio
 import contextlib
 import dataclasses
 import math
-import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -27,6 +25,7 @@ from typing import Any, Protocol
 from turnout.batcher.adaptive import WaitController
 from turnout.batcher.calls import INLINE_BELOW_SECONDS, LONE_AFTER_SECONDS, BatchCost, as_error, predict, predict_async
 from turnout.batcher.planner import BatchLimits, Take, plan
+from turnout.batcher.priority import lower_priority
 from turnout.errors import DeadlineExceeded, InvalidRequest, Overloaded, TurnoutError, Unavailable
 from turnout.model.runtimes import merge
 from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Outputs, Tensors
@@ -35,25 +34,6 @@ from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Outputs, Ten
 class BatchObserver(Protocol):
     def queue_depth(self, depth: int) -> None: ...
     def batch_ran(self, rows: int, requests: int, seconds: float) -> None: ...
-
-
-def _lower_priority(niceness: int) -> None:
-    """Run this instance thread at a lower CPU priority (Linux schedules
-    threads one by one), so a model that may wait (a shadow) yields the core
-    to the ones clients wait for.
-
-    At 19, the lowest, the thread also goes under SCHED_IDLE: Linux then runs
-    it only on a core nothing else wants and preempts it the moment another
-    thread wakes. A nice-19 thread alone still held the core for up to a
-    scheduler slice after the event loop woke: a 3 ms shadow copy then
-    doubled the primary's p99 at 400 requests/s (BENCHMARKS.md, Shadow traffic).
-    Lowering a thread's own policy needs no privilege."""
-    if niceness and hasattr(os, "setpriority"):
-        thread = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
-    if niceness >= 19 and hasattr(os, "SCHED_IDLE"):
-        with contextlib.suppress(OSError):  # a kernel without it keeps the niceness alone
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
 
 
 class _NoObserver:
@@ -114,7 +94,7 @@ class Batcher:
         self._running = [asyncio.Lock() for _ in instances]
         self._awaits_lone = instances[0].asynchronous or instances[0].lone_awaits
         self._executor = ThreadPoolExecutor(
-            len(instances), thread_name_prefix="turnout-infer", initializer=_lower_priority, initargs=(niceness,)
+            len(instances), thread_name_prefix="turnout-infer", initializer=lower_priority, initargs=(niceness,)
         )
         self._cost = BatchCost(inline_below)
         self._waits = WaitController()
@@ -159,10 +139,7 @@ class Batcher:
         if len(self._queue) >= self._max_queue_size:
             raise Overloaded(f"the queue is full ({self._max_queue_size} requests waiting)", retry_after=1.0)
         rows = merge.rows(inputs) if self._limits.max_batch_size else 1
-        if self._reads and parameters:
-            parameters = {name: value for name, value in parameters.items() if name in self._reads}
-        else:
-            parameters = NO_PARAMETERS
+        parameters = self._read(parameters)
         arrived = self._clock()
         lone = arrived - self._last_arrival >= LONE_AFTER_SECONDS
         self._last_arrival = arrived
@@ -188,6 +165,31 @@ class Batcher:
         except asyncio.CancelledError:
             self._discard(item)
             raise
+
+    def submit_now(
+        self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS
+    ) -> BatchResult | None:
+        """The answer at once, without awaiting, when ``submit`` would run
+        this request inline (lone, a cheap model, every instance idle); None,
+        having changed nothing, when it would not: then ``submit`` it. For
+        callers that would otherwise make a task per request to overlap
+        several (an ensemble's members)."""
+        if self._closing or self._awaits_lone or not self._cost.cheap():
+            return None
+        arrived = self._clock()
+        if arrived - self._last_arrival < LONE_AFTER_SECONDS:
+            return None
+        rows = merge.rows(inputs) if self._limits.max_batch_size else 1
+        if not self._may_run_now(arrived, rows):
+            return None
+        self._last_arrival = arrived
+        return self._run_at_once(inputs, tuple(outputs), rows, self._read(parameters), arrived)
+
+    def _read(self, parameters: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The request parameters the model reads: only requests that agree on them share a batch."""
+        if self._reads and parameters:
+            return {name: value for name, value in parameters.items() if name in self._reads}
+        return NO_PARAMETERS
 
     def flush(self) -> None:
         """From now on run queued requests at once, without batching delays.

@@ -112,5 +112,8 @@ class RepositoryCalls:
     async def infer(self, *args: Any, **kwargs: Any) -> Outputs:
         raise InferenceFailed("a pipeline runs only inside a server")
 
+    def infer_now(self, *args: Any, **kwargs: Any) -> Outputs | None:
+        raise InferenceFailed("a pipeline runs only inside a server")
+
     def step_done(self, pipeline: str, version: int, step: str, seconds: float, status: str) -> None:
         pass

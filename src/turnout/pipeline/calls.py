@@ -55,6 +55,20 @@ class ModelCalls(Protocol):
         plane raises."""
         ...
 
+    def infer_now(
+        self,
+        model: str,
+        version: int | None,
+        inputs: Mapping[str, np.ndarray[Any, Any]],
+        outputs: Sequence[str],
+        parameters: Mapping[str, Any],
+        checked: Signature,
+    ) -> Outputs | None:
+        """``infer`` answered at once, without awaiting, when the model would
+        run it inline (a lone request to a cheap model); None, with nothing
+        done, when it would wait: then ``infer`` it."""
+        ...
+
     def step_done(self, pipeline: str, version: int, step: str, seconds: float, status: str) -> None:
         """A step of a pipeline's request ended (``status``: "success" or an error code)."""
         ...

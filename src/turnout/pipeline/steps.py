@@ -58,6 +58,12 @@ class _Caller:
     ) -> Outputs:
         return await self.calls.infer(self.model, self.version, feed, wanted, parameters, self._signature)
 
+    def now(
+        self, feed: Mapping[str, np.ndarray[Any, Any]], wanted: Sequence[str], parameters: Mapping[str, Any]
+    ) -> Outputs | None:
+        """The answer at once when the model gives it without waiting; else None (then call)."""
+        return self.calls.infer_now(self.model, self.version, feed, wanted, parameters, self._signature)
+
 
 class ModelNode:
     kind = "model"
@@ -129,7 +135,15 @@ class EnsembleNode:
         self, feed: Mapping[str, np.ndarray[Any, Any]], wanted: frozenset[str], parameters: Mapping[str, Any]
     ) -> Outputs:
         names = tuple(self._combine)
-        answers = await together([call(feed, names, parameters) for call in self._calls])
+        # members answered at once first (a lone request to a cheap model), then the rest
+        # together: a task for each of those only, and none when all answer at once
+        answered = [call.now(feed, names, parameters) for call in self._calls]
+        waiting = [i for i, answer in enumerate(answered) if answer is None]
+        if waiting:
+            waited = await together([self._calls[i](feed, names, parameters) for i in waiting])
+            for i, answer in zip(waiting, waited, strict=True):
+                answered[i] = answer
+        answers = [answer for answer in answered if answer is not None]  # all of them, by now
         combined: Outputs = {}
         for name, how in self._combine.items():
             values = [answer[name] for answer in answers]

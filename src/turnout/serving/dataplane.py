@@ -17,7 +17,7 @@ import numpy as np
 
 from turnout import __version__
 from turnout.batcher.queue import BatchResult
-from turnout.errors import Code, ConfigError, InvalidRequest, NotFound, TurnoutError, Unavailable
+from turnout.errors import ConfigError, InvalidRequest, NotFound, TurnoutError, Unavailable
 from turnout.model.tensors import Outputs, Tensors
 from turnout.observability import logs, tracing
 from turnout.observability.metrics import Metrics
@@ -30,6 +30,7 @@ from turnout.routing.shadow import ShadowJob, ShadowMirror
 from turnout.routing.traffic import TrafficControl
 from turnout.routing.variants import target
 from turnout.serving.observers import RequestObserver
+from turnout.serving.outcomes import SERVER_SIDE, Outcomes
 from turnout.serving.registry import ModelRegistry
 from turnout.serving.served import ServedVersion, VersionsFailed
 from turnout.serving.validation import key_text, queue_timeout, validate
@@ -37,8 +38,6 @@ from turnout.serving.validation import key_text, queue_timeout, validate
 log = logging.getLogger("turnout.dataplane")
 
 SERVER_NAME = "turnout"
-# failures that count against a variant in a rollout's guard
-_SERVER_SIDE = frozenset({Code.INTERNAL, Code.TIMEOUT, Code.UNAVAILABLE, Code.OVERLOADED})
 _target = functools.lru_cache(maxsize=4096)(target)
 MAX_AB_ID = 128
 EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
@@ -74,9 +73,7 @@ class DataPlane:
         payloads: PayloadLog | None = None,
         observers: Sequence[RequestObserver] = (),
     ) -> None:
-        self._payloads = payloads  # sampled inputs and outputs to rotated JSON Lines
-        self._observers = tuple(observers)  # SLO and drift windows (serving/observers.py)
-        self._access_log = access_log  # one structured record per inference request (observability/logs.py)
+        self._outcomes = Outcomes(metrics, observers, payloads, access_log)
         self._load_timeout = load_timeout  # how long a request waits for a model to load on demand
         self._traffic = traffic
         self._mirror = mirror
@@ -140,13 +137,27 @@ class DataPlane:
                 await asyncio.wait_for(loading.wait(), self._load_timeout)
         return registry.get(name, version)
 
+    def unrouted_now(self, name: str, version: str | None) -> ServedVersion | None:
+        """``unrouted_version`` when nothing is to be waited for (no load, no
+        policy): the live version, or None (then ask ``unrouted_version``)."""
+        registry = self._registry
+        if self._chosen_by_policy(name, version) or registry.is_lazy(name) or registry.load_in_progress(name):
+            return None
+        try:
+            return registry.get(name, version)
+        except TurnoutError:
+            return None  # refused the way ``unrouted_version`` counts it
+
+    def _chosen_by_policy(self, name: str, version: str | None) -> bool:
+        """A policy chooses the version (or may: before start, routing is still being taken up)."""
+        traffic = self._traffic
+        return not version and (not self._started or (traffic is not None and name in traffic.routes))
+
     async def unrouted_version(self, name: str, version: str | None, protocol: str) -> ServedVersion | None:
         """The live version a request for ``name`` (and ``version``) goes to
-        when no routing policy is to choose it; None when one is (or may be:
-        before start, routing is still being taken up). Refusals are counted
-        as ``arrive`` counts them."""
-        traffic = self._traffic
-        if not version and (not self._started or (traffic is not None and name in traffic.routes)):
+        when no routing policy is to choose it; None when one is. Refusals
+        are counted as ``arrive`` counts them."""
+        if self._chosen_by_policy(name, version):
             return None
         try:
             return await self.served_version(name, version)
@@ -182,7 +193,7 @@ class DataPlane:
         served = arrival.served
         version = "" if served is None else str(served.version)
         self._metrics.request_outcome(arrival.model, version, "", protocol, error.code.value).inc()
-        if self._access_log:
+        if self._outcomes.access_log:
             logs.access(None, arrival.model, version, "", protocol, error.code.value, None)
 
     async def _cold_start(self, name: str) -> None:
@@ -225,20 +236,12 @@ class DataPlane:
         try:
             response = await self._infer(request, protocol, deadline, key_of, started, arrival)
         except Exception as exc:  # a refusal, or a bug the transport answers with a 500: logged either way
-            if self._access_log:
-                code = exc.code.value if isinstance(exc, TurnoutError) else "internal"
-                logs.access(request.id, request.model_name, request.model_version or "", "", protocol,
-                            code, time.monotonic() - started, tracing.current_trace_id())  # fmt: skip
+            self._outcomes.request_failed(request, exc, protocol, started)
             raise
         finally:
             in_flight.inc(-1)
             self._active -= 1
-        if self._payloads is not None:
-            self._payloads.offer(request, response)
-        if self._access_log:
-            variant = response.parameters.get("variant", "")
-            logs.access(response.id, response.model_name, response.model_version, str(variant), protocol, "success",
-                        time.monotonic() - started, tracing.current_trace_id())  # fmt: skip
+        self._outcomes.responded(request, response, protocol, started)
         return response
 
     async def _infer(
@@ -279,7 +282,7 @@ class DataPlane:
         try:
             response = await self._answer(served, request, protocol, deadline, variant, started)
         except TurnoutError as exc:
-            if exc.code in _SERVER_SIDE:  # a client's bad request says nothing about the variant
+            if exc.code in SERVER_SIDE:  # a client's bad request says nothing about the variant
                 traffic.observe(endpoint, variant, False, time.monotonic() - started)
             raise
         seconds = time.monotonic() - started
@@ -356,26 +359,39 @@ class DataPlane:
             try:
                 prepared = served.prepare(inputs)
             except TurnoutError as exc:
-                self._failed(served, exc, protocol, "")
+                self._outcomes.failed(served, exc, protocol, "")
                 raise
             result = await self._run(served, prepared, outputs, served.timeout, parameters, protocol, "", started)
         finally:
             in_flight.inc(-1)
             self._active -= 1
-        if self._payloads is not None:
-            specs = served.signature  # the request was checked against it: every name is there
-            self._payloads.offer_tensors(
-                served.model,
-                str(served.version),
-                {name: (spec.datatype if (spec := specs.input(name)) else "", array) for name, array in inputs.items()},
-                {
-                    name: (spec.datatype if (spec := specs.output(name)) else "", result.outputs[name])
-                    for name in outputs
-                },
-            )
-        if self._access_log:
-            logs.access(None, served.model, str(served.version), "", protocol, "success",
-                        time.monotonic() - started, tracing.current_trace_id())  # fmt: skip
+        self._outcomes.logged(served, inputs, outputs, result, protocol, started)
+        return result.outputs
+
+    def infer_checked_now(
+        self,
+        served: ServedVersion,
+        inputs: Tensors,
+        outputs: tuple[str, ...],
+        parameters: Mapping[str, Any],
+        protocol: str,
+    ) -> Outputs | None:
+        """``infer_checked`` answered at once, without awaiting, when the
+        model's batcher runs it inline (``Batcher.submit_now``); None, with
+        nothing counted, when it would queue it: then ``infer_checked`` it.
+        Lets a caller that overlaps several requests (an ensemble) make a
+        task only for those that wait."""
+        started = time.monotonic()
+        try:
+            prepared = served.prepare(inputs)
+            result = served.batcher.submit_now(prepared, outputs, parameters)
+        except TurnoutError as exc:
+            self._outcomes.failed(served, exc, protocol, "")
+            raise
+        if result is None:
+            return None
+        self._outcomes.answered(served, prepared, result, protocol, "", started)
+        self._outcomes.logged(served, inputs, outputs, result, protocol, started)
         return result.outputs
 
     async def _answer(
@@ -394,7 +410,7 @@ class DataPlane:
             inputs = served.prepare(checked.inputs)
             timeout = queue_timeout(served.timeout, request.parameters, deadline)
         except TurnoutError as exc:
-            self._failed(served, exc, protocol, variant)
+            self._outcomes.failed(served, exc, protocol, variant)
             raise
         if trace is not None:
             trace.validated = tracing.RequestTrace.now()
@@ -428,21 +444,7 @@ class DataPlane:
         try:
             result = await served.batcher.submit(inputs, outputs, timeout, parameters)
         except TurnoutError as exc:
-            self._failed(served, exc, protocol, variant)
+            self._outcomes.failed(served, exc, protocol, variant)
             raise
-        # drift and SLOs belong to the model that answered (for a routed request, the variant's)
-        seconds = time.monotonic() - started
-        for observer in self._observers:
-            observer.answered(served, inputs, result.outputs, seconds)
-        model, version = served.model, str(served.version)
-        self._metrics.request_outcome(model, version, variant, protocol, "success").inc()
-        self._metrics.latency(model, version, variant, protocol).observe(seconds)
-        self._metrics.queue_time(model, version, variant).observe(result.queue_seconds)
-        self._metrics.compute_time(model, version, variant).observe(result.compute_seconds)
+        self._outcomes.answered(served, inputs, result, protocol, variant, started)
         return result
-
-    def _failed(self, served: ServedVersion, exc: TurnoutError, protocol: str, variant: str) -> None:
-        self._metrics.request_outcome(served.model, str(served.version), variant, protocol, exc.code.value).inc()
-        if exc.code in _SERVER_SIDE:
-            for observer in self._observers:
-                observer.failed(served)

@@ -112,6 +112,23 @@ class DataPlaneCalls:
         answer = await dataplane.infer(request, PROTOCOL)
         return {output.name: output.data for output in answer.outputs}
 
+    def infer_now(
+        self,
+        model: str,
+        version: int | None,
+        inputs: Mapping[str, np.ndarray[Any, Any]],
+        outputs: Sequence[str],
+        parameters: Mapping[str, Any],
+        checked: Signature,
+    ) -> Outputs | None:
+        dataplane = self._dataplane
+        if dataplane is None or asyncio.get_running_loop() is not self._loop:
+            return None
+        served = dataplane.unrouted_now(model, None if version is None else str(version))
+        if served is None or served.signature is not checked or not _fits(inputs, served.max_batch_size):
+            return None
+        return dataplane.infer_checked_now(served, inputs, tuple(outputs), parameters, PROTOCOL)
+
     def step_done(self, pipeline: str, version: int, step: str, seconds: float, status: str) -> None:
         shown = str(version)
         self._metrics.step_time(pipeline, shown, step).observe(seconds)
