@@ -18,6 +18,7 @@ from turnout.model.signature import TensorSpec
 from turnout.model.tensors import Outputs
 from turnout.pipeline.definition import DefinitionError, read_definition
 from turnout.pipeline.executor import Executor
+from turnout.pipeline.features import FeaturesNode
 from turnout.pipeline.graph import GraphError, check
 from turnout.pipeline.node import Accepts, Wiring
 from turnout.pipeline.steps import combine
@@ -181,3 +182,21 @@ def test_the_definition_file_is_checked_for_form(tmp_path: Path) -> None:
     (tmp_path / "pipeline.toml").write_text("[[steps]\n")
     with pytest.raises(DefinitionError, match="not valid TOML"):
         read_definition(tmp_path / "pipeline.toml")
+
+
+def test_a_feature_store_url_that_cannot_be_used_is_refused_at_load_naming_the_step(tmp_path: Path) -> None:
+    """The store's URL and TLS options are read when the step loads, so a
+    mistake is the version's load error, not a failure of every request."""
+    cases = {
+        "ftp://127.0.0.1:1/0": "Redis URL must specify one of",
+        "rediss://127.0.0.1:1/0?ssl_cert_reqs=sometimes": "Invalid SSL Certificate Requirements Flag",
+        f"rediss://127.0.0.1:1/0?ssl_ca_certs={tmp_path / 'no-such-ca.pem'}": "No such file",
+    }
+    outputs = '[[outputs]]\nname = "out"\nfrom = "a.features"\n'
+    for url, expected in cases.items():
+        step = '[[steps]]\nname = "a"\nkind = "features"\nentity = "x"\nfeatures = ["f"]\n'
+        step += f'store = {{ backend = "redis", url = "{url}" }}\n'
+        definition = read_definition(_definition(tmp_path, step + outputs))
+        with pytest.raises(GraphError, match=r"^step 'a': the feature store cannot be used: ") as caught:
+            FeaturesNode(definition.steps[0])  # type: ignore[arg-type]
+        assert expected in str(caught.value), str(caught.value)

@@ -14,6 +14,7 @@ import redis
 import redis.exceptions
 
 from tests.support import RedisServer, free_port
+from turnout.pipeline import redis_wire
 from turnout.pipeline.redis_store import RedisHashes
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
@@ -36,6 +37,7 @@ def test_lookups_made_together_each_get_their_own_fields(tmp_path: Path) -> None
                 assert found == expected
             info = redis.Redis.from_url(server.url).info("commandstats")["cmdstat_hmget"]
             assert info["calls"] == 101
+            assert await hashes.read([]) == []  # nothing to ask: no round trip, no wait
             await hashes.aclose()
 
         asyncio.run(scenario())
@@ -105,6 +107,11 @@ def test_the_url_s_password_user_and_database_are_used_and_refusals_are_named(tm
                 with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
                     await hashes.read(["not-a-hash"])
                 assert await hashes.read(["e:1"]) == [[b"7"]]  # the connection still answers in step
+                # sent together in one round trip, the bad key fails only its own lookup
+                together = await asyncio.gather(*(hashes.read([key]) for key in ("e:1", "not-a-hash", "e:1", "e:2")),
+                                                return_exceptions=True)  # fmt: skip
+                assert together[0] == together[2] == [[b"7"]] and together[3] == [[None]], together
+                assert isinstance(together[1], redis.exceptions.ResponseError), together
                 await hashes.aclose()
             wrong = RedisHashes(f"redis://:wrong@{base}", ["a"], timeout=1.0)
             with pytest.raises(redis.exceptions.AuthenticationError, match="set-up"):
@@ -169,3 +176,64 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
     subprocess.run(["openssl", "x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
                     "-days", "2", "-extfile", extensions, "-out", cert], check=True, capture_output=True)  # fmt: skip
     return ca, cert, key
+
+
+class _Misbehaving(asyncio.Protocol):
+    """A fake Redis for what a real one never does: each command answered
+    with the connection's number, and on the first connection a second
+    answer nobody asked for; with ``flood``, an answer that never ends."""
+
+    connections = 0
+
+    def __init__(self, flood: bool) -> None:
+        self._flood = flood
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        type(self).connections += 1
+        self._number = type(self).connections
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        if self._flood:
+            self._transport.write(b"*1\r\n$999999999\r\n" + b"x" * (2 * 1024 * 1024))
+            return
+        answer = b"*1\r\n$1\r\n%d\r\n" % self._number
+        self._transport.write(answer + (answer if self._number == 1 else b""))
+
+
+def test_a_store_that_breaks_the_protocol_loses_its_connection_not_memory_or_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An answer nobody asked for never becomes the next lookup's (another
+    entity's features): the connection is dropped and the next lookup reads
+    on a new one. An answer past the size bound fails the lookup at once,
+    before the timeout, instead of growing the server's memory."""
+    monkeypatch.setattr(redis_wire, "MAX_ANSWER_BYTES", 1024 * 1024)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        _Misbehaving.connections = 0
+        extra = await loop.create_server(lambda: _Misbehaving(flood=False), "127.0.0.1", 0)
+        hashes = RedisHashes(f"redis://127.0.0.1:{extra.sockets[0].getsockname()[1]}/0", ["a"], timeout=5.0)
+        try:
+            first = await hashes.read(["e:1"])  # the stray answer may come with it (refused) or after it
+        except redis.exceptions.ConnectionError as exc:
+            assert "2 answers to 1 commands" in str(exc)
+        else:
+            assert first == [[b"1"]]
+            await asyncio.sleep(0.1)  # the stray answer arrives with nothing waiting
+        assert await hashes.read(["e:1"]) == [[b"2"]]  # a new connection's answer, never the stray "1"
+        await hashes.aclose()
+        extra.close()
+        flood = await loop.create_server(lambda: _Misbehaving(flood=True), "127.0.0.1", 0)
+        hashes = RedisHashes(f"redis://127.0.0.1:{flood.sockets[0].getsockname()[1]}/0", ["a"], timeout=5.0)
+        began = loop.time()
+        with pytest.raises(redis.exceptions.ConnectionError, match="answer passed 1 MiB"):
+            await hashes.read(["e:1"])
+        assert loop.time() - began < 2.0
+        await hashes.aclose()
+        flood.close()
+
+    asyncio.run(scenario())

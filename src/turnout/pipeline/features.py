@@ -15,12 +15,14 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
+import redis.exceptions
 
 from turnout.errors import InvalidRequest, Unavailable
 from turnout.model.signature import TensorSpec
 from turnout.model.tensors import Outputs
 from turnout.pipeline.definition import FeastStore, FeaturesStep
 from turnout.pipeline.feast_store import FeastFeatures
+from turnout.pipeline.graph import GraphError
 from turnout.pipeline.node import Accepts, Wiring
 from turnout.pipeline.redis_store import RedisFeatures
 
@@ -61,7 +63,10 @@ class FeaturesNode:
             {"entity": Accepts(frozenset({"BYTES", "INT64", "INT32"}), (-1,))},
             {step.output: TensorSpec(step.output, "FP32", (-1, len(step.features)))},
         )
-        self._source = open_source(step)
+        try:
+            self._source = open_source(step)
+        except (ValueError, OSError, redis.exceptions.RedisError) as exc:  # its URL or TLS options, at load
+            raise GraphError(f"step '{step.name}': the feature store cannot be used: {exc}") from None
 
     async def run(
         self, feed: Mapping[str, np.ndarray[Any, Any]], wanted: frozenset[str], parameters: Mapping[str, Any]

@@ -26,14 +26,14 @@ import redis.exceptions
 from redis.exceptions import ConnectionError as Lost
 
 from turnout.errors import Unavailable
-from turnout.pipeline.redis_wire import RedisWire, error_in
+from turnout.pipeline.redis_wire import Address, Answer, RedisWire, error_in
 
 Found = list[bytes | None]  # one hash's fields, in the order asked; None where a field is absent
 
 
 class RedisHashes:
     def __init__(self, url: str, fields: Sequence[str], timeout: float) -> None:
-        self._url, self._timeout = url, timeout
+        self._address, self._timeout = Address.from_url(url), timeout
         encoded = [field.encode() for field in fields]
         self._head = len(encoded) + 2  # HMGET, the key, the fields
         self._fields = b"".join(b"$%d\r\n%s\r\n" % (len(field), field) for field in encoded)
@@ -45,15 +45,18 @@ class RedisHashes:
         self._watchdog: asyncio.TimerHandle | None = None
 
     async def read(self, keys: list[str]) -> list[Found]:
-        """Each key's fields. Raises redis-py's ``RedisError``, ``OSError``,
-        or the builtin ``TimeoutError`` once the timeout passes."""
+        """Each key's fields. Raises redis-py's ``RedisError`` (an error
+        answer to one of these keys: a key that is not a hash, say),
+        ``OSError``, or the builtin ``TimeoutError`` once the timeout passes."""
+        if not keys:
+            return []
         if self._busy:  # join the next round trip
             future: asyncio.Future[list[Found]] = asyncio.get_running_loop().create_future()
             self._waiting.append((keys, future))
             return await future
         self._busy = True
         try:
-            return await self._round_trip(keys)
+            return _own(await self._round_trip(keys))
         finally:
             if self._waiting:
                 self._drainer = asyncio.ensure_future(self._drain())  # the busy flag passes to it
@@ -74,15 +77,21 @@ class RedisHashes:
                             future.set_exception(exc)
                     continue
                 start = 0
-                for wanted, future in batch:
+                for wanted, future in batch:  # an error answer fails only the lookup whose key it was
                     if not future.done():
-                        future.set_result(found[start : start + len(wanted)])
+                        try:
+                            future.set_result(_own(found[start : start + len(wanted)]))
+                        except redis.exceptions.RedisError as exc:
+                            future.set_exception(exc)
                     start += len(wanted)
         finally:
             self._busy = False
 
-    async def _round_trip(self, keys: list[str]) -> list[Found]:
-        """One write and its answers, within the timeout (a retry included)."""
+    async def _round_trip(self, keys: list[str]) -> list[Answer]:
+        """One write and its answers (an error answer among them as a
+        value), within the timeout; sent again once on a new connection when
+        one that worked was found lost (Redis restarted meanwhile), never
+        when a new one fails (a wrong password costs one login, not two)."""
         loop = asyncio.get_running_loop()
         self._due = due = loop.time() + self._timeout
         if self._watchdog is None:
@@ -90,27 +99,24 @@ class RedisHashes:
         try:
             for attempt in (1, 2):
                 wire = self._wire
+                fresh = wire is None or not wire.usable
                 try:
-                    if wire is None or not wire.usable:
+                    if fresh:
                         self._drop()
                         async with asyncio.timeout_at(due):
-                            wire = self._wire = await RedisWire.open(self._url)
-                    answers = await wire.ask(self._command(keys), len(keys))
+                            wire = self._wire = await RedisWire.open(self._address)
+                    assert wire is not None
+                    return await wire.ask(self._command(keys), len(keys))
                 except TimeoutError:
                     self._drop()  # an answer still on its way must not reach the next lookup
                     raise TimeoutError(f"no answer within {self._timeout:g} s") from None
                 except (Lost, OSError):
                     self._drop()
-                    if attempt == 2:
+                    if fresh or attempt == 2:
                         raise
-                    continue
                 except BaseException:
                     self._drop()  # cancelled half way: the answer is still coming
                     raise
-                for answer in answers:
-                    if (error := error_in(answer)) is not None:
-                        raise error
-                return answers
         finally:
             self._due = None
         raise AssertionError("unreachable")
@@ -145,6 +151,14 @@ class RedisHashes:
             self._watchdog.cancel()
             self._watchdog = None
         self._drop()
+
+
+def _own(answers: list[Answer]) -> list[Found]:
+    """One lookup's answers, or the error Redis gave for one of its keys."""
+    for answer in answers:
+        if (error := error_in(answer)) is not None:
+            raise error
+    return answers
 
 
 class RedisFeatures:

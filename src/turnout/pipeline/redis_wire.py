@@ -10,26 +10,78 @@ hiredis (redis-py's own accelerator) as the bytes arrive, in the protocol's
 callback, and the round trip is woken once, when all its answers are in.
 
 The URL means what it means to redis-py (``redis.connection.parse_url``):
-host, port, ``/db``, username and password, ``rediss://`` for TLS with its
-``ssl_*`` query options, ``unix://`` paths. Its socket and pool options
-(``socket_timeout``, ``max_connections``...) do not apply: the step's
-``timeout_ms`` bounds each round trip, and one connection is held.
+host, port, ``/db``, username and password, ``unix://`` paths, and
+``rediss://`` for TLS with its ``ssl_*`` query options, made into a context
+by redis-py's own ``RedisSSLContext`` (when the step loads: a bad option is
+a load error). Its socket and pool options (``socket_timeout``,
+``max_connections``...) do not apply: the step's ``timeout_ms`` bounds each
+round trip, and one connection is held.
+
+A Redis that breaks the protocol loses the connection, never the server's
+memory or another lookup's answers: bytes with no round trip waiting, more
+answers than were asked for, or an answer past ``MAX_ANSWER_BYTES``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
+from redis.asyncio.connection import RedisSSLContext
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as Lost
 
 Answer = Any  # a RESP value as hiredis gives it (bytes, None, int, list...)
 
-_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+# One round trip's answers: 30 features of 64 entities are ~40 KB. Past this the store is not a feature store.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a Redis is and how to log in to it, read from its URL once."""
+
+    host: str
+    port: int
+    path: str | None  # a Unix socket instead
+    db: int
+    username: str | None
+    password: str | None
+    tls: ssl.SSLContext | None
+
+    @classmethod
+    def from_url(cls, url: str) -> Address:
+        """Raises ``ValueError`` (or redis-py's ``RedisError``) for a URL or TLS option it cannot use."""
+        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        tls = None
+        if options.get("connection_class") is SSLConnection:
+            tls = RedisSSLContext(
+                keyfile=options.get("ssl_keyfile"),
+                certfile=options.get("ssl_certfile"),
+                cert_reqs=options.get("ssl_cert_reqs", "required"),
+                include_verify_flags=options.get("ssl_include_verify_flags"),
+                exclude_verify_flags=options.get("ssl_exclude_verify_flags"),
+                ca_certs=options.get("ssl_ca_certs"),
+                ca_data=options.get("ssl_ca_data"),
+                ca_path=options.get("ssl_ca_path"),
+                check_hostname=options.get("ssl_check_hostname", True),
+                min_version=options.get("ssl_min_version"),
+                ciphers=options.get("ssl_ciphers"),
+                password=options.get("ssl_password"),
+            ).get()
+        return cls(
+            host=options.get("host", "localhost"),
+            port=int(options.get("port", 6379)),
+            path=options.get("path"),
+            db=int(options.get("db") or 0),
+            username=options.get("username"),
+            password=options.get("password"),
+            tls=tls,
+        )
 
 
 def command(*parts: bytes) -> bytes:
@@ -46,6 +98,7 @@ class _Answers(asyncio.Protocol):
         self._parser = hiredis.Reader()
         self._answers: list[Answer] = []
         self._expected = 0
+        self._received = 0  # bytes of the round trip on the wire so far
         self._waiter: asyncio.Future[list[Answer]] | None = None
         self.lost: BaseException | None = None
 
@@ -53,21 +106,31 @@ class _Answers(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        answers = self._answers
+        waiter, answers = self._waiter, self._answers
+        if waiter is None:
+            return self._broken("Redis sent bytes no command asked for")
+        self._received += len(data)
+        if self._received > MAX_ANSWER_BYTES:
+            return self._broken(f"Redis's answer passed {MAX_ANSWER_BYTES // (1024 * 1024)} MiB")
         try:
             self._parser.feed(data)
             while (answer := self._parser.gets()) is not False:
                 answers.append(answer)
-        except hiredis.ProtocolError as exc:  # not Redis speaking: the connection is unusable
-            self.fail(Lost(f"the answer is not RESP: {exc}"))
-            if self.transport is not None:
-                self.transport.abort()
-            return
-        waiter = self._waiter
-        if waiter is not None and len(answers) >= self._expected:
+        except hiredis.ProtocolError as exc:
+            return self._broken(f"the answer is not RESP: {exc}")
+        if len(answers) > self._expected:
+            return self._broken(f"Redis sent {len(answers)} answers to {self._expected} commands")
+        if len(answers) == self._expected:
             self._waiter, self._answers = None, []
             if not waiter.done():
                 waiter.set_result(answers)
+        return None
+
+    def _broken(self, why: str) -> None:
+        """Not Redis speaking: the connection is unusable, and whoever waits on it is told why."""
+        self.fail(Lost(why))
+        if self.transport is not None:
+            self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(Lost(f"the connection closed: {exc}" if exc else "the connection closed"))
@@ -83,8 +146,12 @@ class _Answers(asyncio.Protocol):
         assert self._waiter is None and self.transport is not None, "one round trip at a time"
         if self.lost is not None:
             raise self.lost
-        self._answers, self._expected = [], count
+        self._answers, self._expected, self._received = [], count, 0
         self._waiter = waiter = asyncio.get_running_loop().create_future()
+        if count == 0:
+            self._waiter = None
+            waiter.set_result([])
+            return waiter
         self.transport.write(framed)
         return waiter
 
@@ -96,35 +163,29 @@ class RedisWire:
         self._answers = answers
 
     @classmethod
-    async def open(cls, url: str) -> RedisWire:
+    async def open(cls, address: Address) -> RedisWire:
         """Connected, authenticated and on its database. Raises ``Lost`` (or
         ``AuthenticationError``) or ``OSError``."""
-        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         loop = asyncio.get_running_loop()
-        if "path" in options:
-            _, answers = await loop.create_unix_connection(_Answers, options["path"])
+        if address.path is not None:
+            _, answers = await loop.create_unix_connection(_Answers, address.path)
         else:
-            tls = _tls(options) if options.get("connection_class") is SSLConnection else None
-            host, port = options.get("host", "localhost"), int(options.get("port", 6379))
-            _, answers = await loop.create_connection(_Answers, host, port, ssl=tls)
+            _, answers = await loop.create_connection(_Answers, address.host, address.port, ssl=address.tls)
         wire = cls(answers)
         try:
-            await wire._hello(options)
+            await wire._hello(address)
         except BaseException:
             wire.close()
             raise
         return wire
 
-    async def _hello(self, options: dict[str, Any]) -> None:
+    async def _hello(self, address: Address) -> None:
         hello = []
-        if options.get("password") is not None:
-            user = options.get("username")
-            login = (b"AUTH", str(user).encode(), str(options["password"]).encode()) if user else None
-            hello.append(command(*(login or (b"AUTH", str(options["password"]).encode()))))
-        if int(options.get("db") or 0):
-            hello.append(command(b"SELECT", str(int(options["db"])).encode()))
-        if not hello:
-            return
+        if address.password is not None:
+            login = [address.username.encode()] if address.username else []
+            hello.append(command(b"AUTH", *login, address.password.encode()))
+        if address.db:
+            hello.append(command(b"SELECT", str(address.db).encode()))
         for answer in await self.ask(b"".join(hello), len(hello)):
             if isinstance(answer, hiredis.ReplyError):
                 failed = AuthenticationError if "AUTH" in str(answer) or "WRONGPASS" in str(answer) else Lost
@@ -154,13 +215,3 @@ class RedisWire:
 def error_in(answer: Answer) -> ResponseError | None:
     """The error Redis answered with, as redis-py's exception; None for a value."""
     return ResponseError(str(answer)) if isinstance(answer, hiredis.ReplyError) else None
-
-
-def _tls(options: dict[str, Any]) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-    required = options.get("ssl_cert_reqs", "required")
-    context.check_hostname = bool(options.get("ssl_check_hostname", required != "none"))
-    context.verify_mode = _CERT_REQS.get(str(required).lower(), ssl.CERT_REQUIRED)
-    if options.get("ssl_certfile"):
-        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
-    return context
