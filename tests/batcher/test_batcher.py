@@ -248,10 +248,12 @@ def test_submit_now_answers_only_what_submit_would_run_inline_and_else_changes_n
             assert batcher.submit_now(request(0), BOTH) is None  # its cost is not known yet
             check_own_rows(request(0), (await batcher.submit(request(0), BOTH)).outputs)  # in a worker
             now[0] = 1.0
+            assert batcher.may_answer_now()  # asked alone, it changes nothing either
             answered = batcher.submit_now(x := request(1), BOTH)
             assert answered is not None
             check_own_rows(x, answered.outputs)
             assert batcher.submit_now(request(2), BOTH) is None  # at the same time as request 1: not lone
+            assert not batcher.may_answer_now()
             model.hold()
             held = asyncio.create_task(batcher.submit(request(3), BOTH))  # not lone either: to a worker, held
             await model.started()

@@ -85,6 +85,9 @@ class Passthrough:
             self._observer.batch_ran(1, 1, took)
         return BatchResult({name: answer[name] for name in outputs}, 0.0, took, 1)
 
+    def may_answer_now(self) -> bool:
+        return False
+
     def submit_now(
         self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS
     ) -> BatchResult | None:

@@ -174,16 +174,26 @@ class Batcher:
         having changed nothing, when it would not: then ``submit`` it. For
         callers that would otherwise make a task per request to overlap
         several (an ensemble's members)."""
-        if self._closing or self._awaits_lone or not self._cost.cheap():
+        if not self.may_answer_now():
             return None
         arrived = self._clock()
-        if arrived - self._last_arrival < LONE_AFTER_SECONDS:
-            return None
         rows = merge.rows(inputs) if self._limits.max_batch_size else 1
         if not self._may_run_now(arrived, rows):
             return None
         self._last_arrival = arrived
         return self._run_at_once(inputs, tuple(outputs), rows, self._read(parameters), arrived)
+
+    def may_answer_now(self) -> bool:
+        """Whether ``submit_now`` may answer a request arriving now (lone, to
+        a cheap model); it may still decline (the instance busy). Changes
+        nothing: asked first, it spares a caller's preparing a request that
+        will queue anyway (under load, every one)."""
+        return (
+            not self._closing
+            and not self._awaits_lone
+            and self._cost.cheap()
+            and self._clock() - self._last_arrival >= LONE_AFTER_SECONDS
+        )
 
     def _read(self, parameters: Mapping[str, Any]) -> Mapping[str, Any]:
         """The request parameters the model reads: only requests that agree on them share a batch."""

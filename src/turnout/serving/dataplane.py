@@ -376,11 +376,11 @@ class DataPlane:
         parameters: Mapping[str, Any],
         protocol: str,
     ) -> Outputs | None:
-        """``infer_checked`` answered at once, without awaiting, when the
-        model's batcher runs it inline (``Batcher.submit_now``); None, with
-        nothing counted, when it would queue it: then ``infer_checked`` it.
-        Lets a caller that overlaps several requests (an ensemble) make a
-        task only for those that wait."""
+        """``infer_checked`` answered at once when the batcher runs it inline
+        (``Batcher.submit_now``); None, nothing counted, when it would queue
+        it: then ``infer_checked`` it (an ensemble's member that waits)."""
+        if not served.batcher.may_answer_now():  # it would queue: prepare it once, in infer_checked
+            return None
         started = time.monotonic()
         try:
             prepared = served.prepare(inputs)

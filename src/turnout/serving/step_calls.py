@@ -20,7 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from turnout.protocol.types import InferenceRequest, InferInput, RequestedOutput
 
 if TYPE_CHECKING:
     from turnout.serving.dataplane import DataPlane
+    from turnout.serving.served import ServedVersion
 
 PROTOCOL = "pipeline"
 
@@ -98,7 +99,7 @@ class DataPlaneCalls:
             return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, self._loop))
         shown = None if version is None else str(version)
         served = await dataplane.unrouted_version(model, shown, PROTOCOL)
-        if served is not None and served.signature is checked and _fits(inputs, served.max_batch_size):
+        if _lean(served, inputs, checked):
             return await dataplane.infer_checked(served, inputs, tuple(outputs), parameters, PROTOCOL)
         # Routed by a policy, or the model changed since the pipeline loaded: a V2
         # request, validated as any (a changed model's mismatch is named), routed.
@@ -125,7 +126,7 @@ class DataPlaneCalls:
         if dataplane is None or asyncio.get_running_loop() is not self._loop:
             return None
         served = dataplane.unrouted_now(model, None if version is None else str(version))
-        if served is None or served.signature is not checked or not _fits(inputs, served.max_batch_size):
+        if not _lean(served, inputs, checked):
             return None
         return dataplane.infer_checked_now(served, inputs, tuple(outputs), parameters, PROTOCOL)
 
@@ -133,6 +134,13 @@ class DataPlaneCalls:
         shown = str(version)
         self._metrics.step_time(pipeline, shown, step).observe(seconds)
         self._metrics.step_outcome(pipeline, shown, step, status).inc()
+
+
+def _lean(
+    served: ServedVersion | None, inputs: Mapping[str, np.ndarray[Any, Any]], checked: Signature
+) -> TypeGuard[ServedVersion]:
+    """Whether a step goes into the data plane as it is: to the very model its graph was checked against."""
+    return served is not None and served.signature is checked and _fits(inputs, served.max_batch_size)
 
 
 def _fits(inputs: Mapping[str, np.ndarray[Any, Any]], max_batch_size: int) -> bool:
