@@ -446,6 +446,26 @@ def test_a_lone_request_awaited_on_the_loop_skips_the_queue_and_never_overlaps_a
     run(scenario())
 
 
+@pytest.mark.parametrize("kind", [AwaitingRowModel, AsyncRowModel])
+def test_while_a_lone_request_holds_one_instance_another_takes_the_queue(kind: type[AwaitingRowModel]) -> None:
+    """A lone request awaited on instance 0 must not hold back what arrives
+    meanwhile: an idle instance takes it (it once queued behind the lone one,
+    taken by instance 0's worker, while instance 1 sat idle)."""
+
+    async def scenario() -> None:
+        held, free = kind().hold(), kind()
+        async with running([held, free], BatchLimits(8)) as batcher:
+            lone = await lone_running(batcher, held)
+            later = await asyncio.wait_for(batcher.submit(request(1), BOTH), 5)
+            check_own_rows(request(1), later.outputs)
+            assert not lone.done() and free.seen(), "the second request did not run on the idle instance"
+            held.gate.set()
+            check_own_rows(request(0), (await lone).outputs)
+            await asyncio.wait_for(batcher.submit(request(2), BOTH), 5)  # instance 0's worker is back
+
+    run(scenario())
+
+
 def test_after_a_batch_of_many_a_lone_looking_request_queues_until_batches_are_single_again() -> None:
     """Under load a lull between batches makes one arrival look lone; run
     straight, it would hold the next batch back behind a round trip of its

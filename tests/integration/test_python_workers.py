@@ -11,6 +11,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -29,7 +30,7 @@ log = logging.getLogger("fragile")
 
 class Fragile(PythonModel):
     inputs = (Tensor("x", "FP32", [-1, 1]),)
-    outputs = (Tensor("y", "FP32", [-1, 1]), Tensor("pid", "INT64", [-1, 1]))
+    outputs = (Tensor("y", "FP32", [-1, 1]), Tensor("pid", "INT64", [-1, 1]), Tensor("run", "FP64", [-1, 3]))
 
     def predict(self, inputs, parameters):
         x = inputs["x"]
@@ -39,11 +40,15 @@ class Fragile(PythonModel):
             time.sleep(60)  # a hang, past timeout_ms
         if (x == 7).any():
             log.warning("seven rows? %d", len(x))
+        started, cpu = time.monotonic(), time.thread_time()
         if (x == 5).any():
             total = 0
             for i in range(10_000_000):  # pure Python work, a fixed amount: it needs its GIL throughout
                 total += i
-        return {"y": x * 2, "pid": [[os.getpid()]] * len(x)}
+        ended = time.monotonic()
+        # the share of its wall time this thread held a CPU: waiting for a GIL is not CPU time
+        share = (time.thread_time() - cpu) / max(ended - started, 1e-9)
+        return {"y": x * 2, "pid": [[os.getpid()]] * len(x), "run": [[started, ended, share]] * len(x)}
 """
 TOML = """\
 runtime.name = "python"
@@ -136,44 +141,59 @@ def test_the_models_logs_reach_the_server_log_with_model_and_version(repo: Path,
     assert "model 'fragile' version 1 instance" in line and "fragile" in line
 
 
-def busy_pair(server: ServerProcess, tries: int = 3) -> tuple[float, float, set[int]]:
-    """(one busy request alone, two at once) in seconds, each the fastest of
-    `tries` runs (noise on a shared machine only ever adds time), and the
-    processes that answered the two."""
-    import concurrent.futures
+class Run(NamedTuple):
+    """One busy request as its model saw it: when it ran (CLOCK_MONOTONIC,
+    which all processes share) and the share of that time it held a CPU."""
 
-    infer(server, 1.0)
-    alone, both = float("inf"), float("inf")
-    pids: set[int] = set()
-    for _ in range(tries):
-        started = time.monotonic()
-        assert infer(server, 5.0).status_code == 200
-        alone = min(alone, time.monotonic() - started)
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            started = time.monotonic()
-            answers = list(pool.map(lambda _: infer(server, 5.0), range(2)))
-            both = min(both, time.monotonic() - started)
-        assert all(a.status_code == 200 for a in answers)
-        pids |= {a.json()["outputs"][1]["data"][0] for a in answers}
-    return alone, both, pids
+    started: float
+    ended: float
+    cpu_share: float
+    pid: int
+
+
+def busy_pair(server: ServerProcess) -> tuple[Run, Run]:
+    """Two busy requests sent at once, as their models ran them."""
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: infer(server, 5.0), range(2)))
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    runs = []
+    for answer in answers:
+        outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+        started, ended, share = outputs["run"]
+        runs.append(Run(started, ended, share, outputs["pid"][0]))
+    first, second = sorted(runs)
+    return first, second
+
+
+def overlap(first: Run, second: Run) -> float:
+    """The share of the shorter run during which both ran."""
+    both = min(first.ended, second.ended) - max(first.started, second.started)
+    return max(both, 0.0) / min(first.ended - first.started, second.ended - second.started)
 
 
 def test_two_instances_run_at_once_despite_the_gil(repo: Path, tmp_path: Path) -> None:
-    """A fixed amount of pure-Python work per request: two at once take about
-    as long as one in two workers, and about twice as long in one process
-    (the control, isolation = "none"), where they share a GIL."""
+    """Two busy pure-Python requests at once: in two workers each runs on a
+    CPU of its own throughout, in one process (the control, isolation =
+    "none") they overlap just as much but take turns at one GIL. Judged by
+    CPU time against wall time inside the model, not by wall-clock ratios,
+    which two vCPUs sharing a physical core (SMT) or a noisy neighbour move."""
     with ServerProcess(repo, "--allow-trusted-models", log_dir=tmp_path / "workers") as server:
-        alone, both, pids = busy_pair(server)
-    assert len(pids) == 2, pids  # one worker each
-    # two vCPUs here may share a physical core (SMT), so two busy workers run some 1.2-1.6x slower
-    # each than one alone; sharing a GIL (the control below) takes about 2x (1.74x measured at worst)
-    assert both < 1.65 * alone, f"one took {alone:.2f} s, two at once {both:.2f} s: they did not overlap"
+        infer(server, 5.0)  # a busy one first: the model's cost is known to be high, so it never runs inline
+        pairs = [busy_pair(server) for _ in range(3)]
+    assert all(first.pid != second.pid for first, second in pairs), pairs  # one worker each
+    # the best of three pairs: noise on a shared machine only ever takes CPU away
+    best = max(pairs, key=lambda pair: min(run.cpu_share for run in pair))
+    assert overlap(*best) > 0.8, f"the two did not run at the same time: {best}"
+    assert min(run.cpu_share for run in best) > 0.8, f"the two waited on each other: {best}"
     toml = repo / "fragile" / "model.toml"
     toml.write_text(toml.read_text() + '[runtime.options]\nisolation = "none"\n')
     with ServerProcess(repo, "--allow-trusted-models", log_dir=tmp_path / "inside") as server:
-        alone, both, pids = busy_pair(server)
-    assert len(pids) == 1, pids
-    assert both > 1.6 * alone, f"in one process, one took {alone:.2f} s and two {both:.2f} s"
+        infer(server, 5.0)  # a busy one first: the model's cost is known to be high, so it never runs inline
+        pairs = [busy_pair(server) for _ in range(3)]
+    assert all(first.pid == second.pid for first, second in pairs), pairs
+    best = max(pairs, key=lambda pair: overlap(*pair))
+    assert overlap(*best) > 0.5, f"in one process, the two did not run at the same time: {best}"
+    assert min(run.cpu_share for run in best) < 0.7, f"in one process, they did not share a GIL: {best}"
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])

@@ -172,8 +172,7 @@ class Batcher:
         """The answer at once, without awaiting, when ``submit`` would run
         this request inline (lone, a cheap model, every instance idle); None,
         having changed nothing, when it would not: then ``submit`` it. For
-        callers that would otherwise make a task per request to overlap
-        several (an ensemble's members)."""
+        callers that would make a task per request (an ensemble's members)."""
         if not self.may_answer_now():
             return None
         arrived = self._clock()
@@ -260,11 +259,14 @@ class Batcher:
         if not item.future.done():
             item.future.set_exception(error)
 
-    async def _next_batch(self, free_since: float, expected: int) -> list[_Item] | None:
+    async def _next_batch(self, free_since: float, expected: int, running: asyncio.Lock) -> list[_Item] | None:
         while True:
             self._arrival.clear()
             if self._closing and not self._queue:
                 return None
+            if running.locked():  # a lone request runs here (_run_now_async): an idle instance takes these
+                await self._arrival.wait()
+                continue
             hurry = self._closing or self._flushing or self._dispatch_now
             now = math.inf if hurry else self._clock()
             limits = self._limits if self._waits.should_wait(now) else self._no_wait
@@ -307,7 +309,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         free_since = -math.inf  # when this instance finished its last batch
         expected = 0  # rows of its last batch plus those queued when it finished (see planner)
-        while (batch := await self._next_batch(free_since, expected)) is not None:
+        while (batch := await self._next_batch(free_since, expected, running)) is not None:
             batch = [item for item in batch if not item.future.done()]
             if not batch:
                 continue
@@ -430,18 +432,19 @@ class Batcher:
         return BatchResult({name: produced[name] for name in outputs}, 0.0, finished - arrived, rows)
 
     async def _run_now_async(self, item: _Item) -> BatchResult:
-        """The fast path for a lone request to a model that awaits it (an
-        asynchronous model, a worker process's round trip): awaited here,
-        whatever its cost, without queueing it and waking a worker; the loop
-        serves others meanwhile. A batch taken meanwhile waits for the
-        instance (``_running``)."""
+        """The fast path for a lone request to a model that awaits it (a worker
+        process's round trip): awaited here, whatever its cost, not queued. Other
+        instances take the queue meanwhile; this one's worker waits (``_running``)."""
         instance, running = self._instances[0], self._running[0]
-        async with running:
-            try:
+        try:
+            async with running:
                 outputs, took = await predict_async(instance, item.inputs, item.outputs, item.parameters, lone=True)
-            except Exception as exc:
-                self._fail_batch([item], exc)
-            else:
-                self._cost.observe(took)
-                self._deliver([item], [outputs], item.arrived)
+        except Exception as exc:
+            self._fail_batch([item], exc)
+        else:
+            self._cost.observe(took)
+            self._deliver([item], [outputs], item.arrived)
+        finally:
+            if self._queue:  # even cancelled: this instance's worker takes what came meanwhile and no other did
+                self._arrival.set()
         return await item.future
