@@ -27,7 +27,7 @@ from turnout.model.mlflow_source import AliasReference, AliasWatcher, MlflowPull
 from turnout.model.repository import ModelRepository
 from turnout.model.runtimes.catalog import BUILT_IN, RuntimeCatalog
 from turnout.model.watcher import RepositoryWatcher
-from turnout.observability.metrics import Metrics
+from turnout.observability.metrics import Metrics, RemoteSetObserver
 from turnout.observability.notifier import AlertNotifier
 from turnout.observability.payloads import PayloadLog
 from turnout.observability.tracing import make_tracer
@@ -39,6 +39,7 @@ from turnout.pipeline.runtime import PipelineRuntime
 from turnout.protocol.types import InferenceRequest, InferenceResponse
 from turnout.routing.feedback import FeedbackStore
 from turnout.routing.metrics import register_routing_metrics
+from turnout.routing.remote.runtime import RemoteRuntime
 from turnout.routing.shadow import ShadowMirror
 from turnout.routing.shadow_metrics import register_shadow_metrics
 from turnout.routing.state_store import RoutingStore
@@ -70,8 +71,13 @@ class Server:
         # pipelines call the other models through the data plane, bound to it in _start
         self._step_calls = DataPlaneCalls(self.metrics, lifecycle.load_timeout_seconds)
         step_calls = self._step_calls
+        metrics = self.metrics
         runtimes = RuntimeCatalog(
-            {**BUILT_IN, "pipeline": lambda: PipelineRuntime(step_calls)},
+            {
+                **BUILT_IN,
+                "pipeline": lambda: PipelineRuntime(step_calls),
+                "remote": lambda: RemoteRuntime(lambda model, version: RemoteSetObserver(metrics, model, version)),
+            },
             allow_trusted_models=settings.security.allow_trusted_models,
         )
         repository = ModelRepository(settings.repository, runtimes)

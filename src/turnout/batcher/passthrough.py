@@ -65,8 +65,8 @@ class Passthrough:
         self._idle.clear()
         started = time.perf_counter()
         try:
-            running = self._instance.predict_async(inputs, outputs, parameters)
-            answer = await (running if timeout is None else asyncio.wait_for(running, timeout))
+            deadline = None if timeout is None else time.monotonic() + timeout
+            answer = await self._instance.predict_until(inputs, outputs, parameters, deadline)
         except TimeoutError:
             raise DeadlineExceeded(f"no answer within {timeout:.3g} s") from None
         except TurnoutError:

@@ -252,6 +252,31 @@ class Metrics:
             gauge=True,
         )
         families += [stream_pending, stream_oldest, stream_lag, stream_entries, stream_redis_up]
+        # a remote endpoint set's attempts (routing/remote): per replica, so a slow or failing one shows
+        remote_attempts = _Counts(
+            "turnout_remote_attempts",
+            "Attempts sent to a remote set's replicas, by how each ended (answered, failed, cancelled).",
+            [*model, "replica", "outcome"],
+        )
+        remote_latency = _Distributions(
+            "turnout_remote_attempt_duration_seconds",
+            "Time from an attempt's sending to its replica's answer (answered attempts).",
+            [*model, "replica"],
+            LATENCY_BUCKETS,
+        )
+        remote_extra = _Counts(
+            "turnout_remote_extra_attempts",
+            "Extra attempts to a remote set: retry, hedge; refused: the retry budget allowed none.",
+            [*model, "kind"],
+        )
+        remote_ejections = _Counts(
+            "turnout_remote_ejections", "Replicas taken out of a remote set after failing.", [*model, "replica"]
+        )
+        families += [remote_attempts, remote_latency, remote_extra, remote_ejections]
+        self.remote_attempts = cache(remote_attempts.child)
+        self.remote_latency = cache(remote_latency.child)
+        self.remote_extra = cache(remote_extra.child)
+        self.remote_ejections = cache(remote_ejections.child)
         families.append(self._stream_consumer_pending)
         self.registry.register(_Families(families))
         self.load_failures = cache(load_failures.child)
@@ -326,3 +351,21 @@ class VersionObserver:
 
     def batch_ran(self, rows: int, requests: int, seconds: float) -> None:
         self._rows.observe(rows)
+
+
+class RemoteSetObserver:
+    """A remote endpoint set's observer (``routing.remote.endpoint_set``) for one model version."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._metrics, self._model, self._version = metrics, model, version
+
+    def attempted(self, replica: str, outcome: str, seconds: float) -> None:
+        self._metrics.remote_attempts(self._model, self._version, replica, outcome).inc()
+        if outcome == "answered":
+            self._metrics.remote_latency(self._model, self._version, replica).observe(seconds)
+
+    def extra(self, kind: str) -> None:
+        self._metrics.remote_extra(self._model, self._version, kind).inc()
+
+    def ejected(self, replica: str) -> None:
+        self._metrics.remote_ejections(self._model, self._version, replica).inc()

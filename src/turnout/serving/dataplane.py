@@ -13,11 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from turnout import __version__
 from turnout.batcher.queue import BatchResult
 from turnout.errors import ConfigError, InvalidRequest, NotFound, TurnoutError, Unavailable
+from turnout.model.runtimes.base import Relayed
 from turnout.model.tensors import Outputs, Tensors
 from turnout.observability import logs, tracing
 from turnout.observability.metrics import Metrics
@@ -26,13 +25,15 @@ from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOut
 from turnout.routing.choose import alternatives
 from turnout.routing.feedback import FeedbackStore
 from turnout.routing.route import Route
-from turnout.routing.shadow import ShadowJob, ShadowMirror
+from turnout.routing.shadow import ShadowMirror
 from turnout.routing.traffic import TrafficControl
 from turnout.routing.variants import target
+from turnout.serving.forwarding import Forwarding
 from turnout.serving.observers import RequestObserver
 from turnout.serving.outcomes import SERVER_SIDE, Outcomes
 from turnout.serving.registry import ModelRegistry
 from turnout.serving.served import ServedVersion, VersionsFailed
+from turnout.serving.shadow_jobs import shadow_job
 from turnout.serving.validation import key_text, queue_timeout, validate
 
 log = logging.getLogger("turnout.dataplane")
@@ -74,6 +75,7 @@ class DataPlane:
         observers: Sequence[RequestObserver] = (),
     ) -> None:
         self._outcomes = Outcomes(metrics, observers, payloads, access_log)
+        self._forwarding = Forwarding(metrics, self._outcomes)
         self._load_timeout = load_timeout  # how long a request waits for a model to load on demand
         self._traffic = traffic
         self._mirror = mirror
@@ -244,6 +246,14 @@ class DataPlane:
         self._outcomes.responded(request, response, protocol, started)
         return response
 
+    async def forward(self, arrival: Arrival, body: bytes, header_length: int | None, protocol: str) -> Relayed | None:
+        """``infer`` for a REST body that goes on unread to the remote set
+        that answers it (serving/forwarding.py); None: decode it, ``infer`` it."""
+        served = arrival.served
+        if served is None or not self._forwarding.may_forward(served, body, header_length):
+            return None
+        return await self._forwarding.forward(served, body, header_length, protocol)
+
     async def _infer(
         self,
         request: InferenceRequest,
@@ -299,7 +309,7 @@ class DataPlane:
             and traffic.mirrors(endpoint, decision.mirror)  # the policy may have changed while this one ran
             and mirror.admits(endpoint, decision.mirror, self._active)
         ):
-            mirror.offer(self._shadow_job(endpoint, decision.mirror, request, response, seconds))
+            mirror.offer(shadow_job(self._registry, endpoint, decision.mirror, request, response, seconds))
         return response
 
     def _routing_pending(self, traffic: TrafficControl, served: ServedVersion) -> None:
@@ -322,21 +332,6 @@ class DataPlane:
                     return other, self._registry.get(instead.model, instead.version)
             self._refused(where.model, protocol, exc)
             raise
-
-    def _shadow_job(
-        self, endpoint: str, shadow: str, request: InferenceRequest, response: InferenceResponse, seconds: float
-    ) -> ShadowJob:
-        where = _target(endpoint, shadow)
-
-        async def run() -> Mapping[str, np.ndarray[Any, Any]]:
-            served = self._registry.get(where.model, where.version)
-            checked = validate(request, served.signature, served.max_batch_size)
-            inputs = served.prepare(checked.inputs)
-            result = await served.batcher.submit(inputs, checked.outputs, served.timeout, request.parameters)
-            return result.outputs
-
-        primary = {output.name: output.data for output in response.outputs}
-        return ShadowJob(endpoint, shadow, response.id or "", run, primary, seconds)
 
     async def infer_checked(
         self,

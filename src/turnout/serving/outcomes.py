@@ -20,6 +20,7 @@ from turnout.serving.observers import RequestObserver
 from turnout.serving.served import ServedVersion
 
 # failures that count against a variant in a rollout's guard
+_NONE: Tensors = {}
 SERVER_SIDE = frozenset({Code.INTERNAL, Code.TIMEOUT, Code.UNAVAILABLE, Code.OVERLOADED})
 
 
@@ -49,9 +50,21 @@ class Outcomes:
         metrics.queue_time(model, version, variant).observe(result.queue_seconds)
         metrics.compute_time(model, version, variant).observe(result.compute_seconds)
 
+    def relayed(self, served: ServedVersion, protocol: str, started: float) -> None:
+        """A request passed on unread, answered (serving/forwarding.py): no tensors to watch."""
+        seconds = time.monotonic() - started
+        for observer in self._observers:
+            observer.answered(served, _NONE, _NONE, seconds)
+        metrics, model, version = self._metrics, served.model, str(served.version)
+        metrics.request_outcome(model, version, "", protocol, "success").inc()
+        metrics.latency(model, version, "", protocol).observe(seconds)
+
     def failed(self, served: ServedVersion, exc: TurnoutError, protocol: str, variant: str) -> None:
-        self._metrics.request_outcome(served.model, str(served.version), variant, protocol, exc.code.value).inc()
-        if exc.code in SERVER_SIDE:
+        self.failed_as(served, exc.code, protocol, variant)
+
+    def failed_as(self, served: ServedVersion, code: Code, protocol: str, variant: str) -> None:
+        self._metrics.request_outcome(served.model, str(served.version), variant, protocol, code.value).inc()
+        if code in SERVER_SIDE:
             for observer in self._observers:
                 observer.failed(served)
 

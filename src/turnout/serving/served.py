@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from turnout.batcher.passthrough import Passthrough
@@ -16,7 +16,7 @@ from turnout.errors import Unavailable
 from turnout.model.config import BatchingConfig, ModelConfig
 from turnout.model.loader import LoadedVersion
 from turnout.model.repository import ModelSource
-from turnout.model.runtimes.base import LoadedModel, Tensors
+from turnout.model.runtimes.base import LoadedModel, Relayed, Tensors
 from turnout.model.signature import Signature
 from turnout.observability.drift import PROFILE_FILE, DriftWindow, Profile
 from turnout.routing.document import RoutingDocument
@@ -47,6 +47,8 @@ class ServedVersion:
     drift: DriftWindow | None = None  # live counts against the version's profile.json, if it has one
     routing: RoutingDocument | None = None  # model.toml's [routing], checked when the model was read
     steps: tuple[dict[str, str], ...] = ()  # a pipeline's steps, in order (LoadedModel.steps)
+    # a remote set's: passes a REST body on unread (LoadedModel.forward); None for other models
+    forward: Callable[[bytes, int | None, float], Awaitable[Relayed]] | None = None
 
     @property
     def timeout(self) -> float:
@@ -132,7 +134,8 @@ def serve(
     """A loaded version made live: its batcher started, its drift window open."""
     config = source.config
     batcher: Batcher | Passthrough
-    if loaded.instances[0].concurrent and loaded.max_batch_size == 0:  # nothing to batch: each as it comes
+    first = loaded.instances[0]
+    if first.forwards or (first.concurrent and loaded.max_batch_size == 0):  # nothing to batch: each as it comes
         batcher = Passthrough(loaded.instances, config.batching.max_queue_size, observer)
     else:
         delay = queue_delay(config.batching, loaded.instances[0])
@@ -153,4 +156,5 @@ def serve(
         drift_window(source, version),
         routing,
         tuple(loaded.instances[0].steps()),
+        first.forward if first.forwards else None,
     )

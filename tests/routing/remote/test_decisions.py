@@ -12,6 +12,7 @@ import pytest
 from turnout.routing.remote.balance import pick
 from turnout.routing.remote.budget import RetryBudget
 from turnout.routing.remote.ejection import Outliers
+from turnout.routing.remote.latency import RecentLatency
 
 
 def test_the_retry_budget_is_a_share_of_the_requests_within_its_window() -> None:
@@ -79,3 +80,31 @@ def test_two_choices_take_the_less_loaded_and_a_retry_goes_elsewhere() -> None:
     assert pick(replicas, outstanding, rng, tried=set(replicas)) in replicas  # all tried: any again
     assert pick(["a"], outstanding, rng) == "a"
     assert pick([], outstanding, rng) is None
+
+
+def test_a_changed_set_keeps_the_record_of_the_replicas_that_stay() -> None:
+    outliers = Outliers(["a", "b", "c", "d"], consecutive_failures=1, base_ejection=10.0, max_ejected_share=0.5)
+    assert outliers.failed("a", 0.0)
+    outliers.replace(["a", "b", "e"])  # d left, e came (a DNS answer changed)
+    assert outliers.available(1.0) == ["b", "e"]  # a is still out
+    assert not outliers.failed("d", 1.0)  # gone: nothing to count
+    assert not outliers.failed("b", 1.0)  # one of three may be out, and a is
+    with pytest.raises(ValueError, match="replicas"):
+        outliers.replace([])
+
+
+def test_the_hedge_delay_is_the_recent_quantile_once_enough_is_known() -> None:
+    recent = RecentLatency(quantile=0.95, size=100, every=10, least=20)
+    for _ in range(19):
+        recent.observe(0.001)
+    assert recent.value() is None  # a cold set does not hedge
+    recent.observe(0.001)
+    assert recent.value() == pytest.approx(0.001)
+    for i in range(100):  # the ring now holds 0..99 ms
+        recent.observe(i / 1000)
+    assert recent.value() == pytest.approx(0.095)
+    for _ in range(9):  # not yet worked out again
+        recent.observe(1.0)
+    assert recent.value() == pytest.approx(0.095)
+    recent.observe(1.0)
+    assert recent.value() == pytest.approx(1.0)  # ten of 100 at 1 s: past the 95th

@@ -17,6 +17,8 @@ must not block it.
 from __future__ import annotations
 
 import abc
+import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,15 @@ class LoadContext:
     instance: int = 0  # which instance of ``[instances] count``, from 0: to choose a device, say
 
 
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """Another server's HTTP answer, passed on as it came (``LoadedModel.forward``)."""
+
+    status: int
+    headers: Mapping[bytes, bytes]  # names lower-cased
+    body: bytes
+
+
 class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the model; each has a default
     #: request parameters this model reads (``predict``'s ``parameters``): requests
     #: join one batch only when these are equal; the others never reach it
@@ -69,6 +80,9 @@ class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the mode
     #: (``max_batch_size = 0``) each runs as it comes, no queue (a pipeline,
     #: whose steps batch at their own models)
     concurrent: ClassVar[bool] = False
+    #: each request passes on as it comes, whatever ``max_batch_size`` says
+    #: (a remote endpoint set: its replicas batch)
+    forwards: ClassVar[bool] = False
     #: warm up with zeros at load (``warmup`` in model.toml); False for a model
     #: zeros say nothing to (a pipeline: its steps warm up as models of their own)
     warms_up: ClassVar[bool] = True
@@ -111,6 +125,21 @@ class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the mode
     ) -> Outputs:
         """``predict`` on the event loop, for models that wait on I/O (``asynchronous = True``)."""
         return self.predict(inputs, outputs, parameters)
+
+    async def predict_until(
+        self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any], deadline: float | None
+    ) -> Outputs:
+        """``predict_async`` answered by ``deadline`` (``time.monotonic()``; None:
+        no limit), else ``TimeoutError``. A model that passes the deadline on
+        (a remote set, to its replicas) overrides this."""
+        if deadline is None:
+            return await self.predict_async(inputs, outputs, parameters)
+        return await asyncio.wait_for(self.predict_async(inputs, outputs, parameters), deadline - time.monotonic())
+
+    async def forward(self, body: bytes, header_length: int | None, deadline: float) -> Relayed:
+        """A V2 REST request body passed on unread, and the answer as it came
+        (models that say ``forwards``: a remote set); by ``deadline``."""
+        raise NotImplementedError(f"{type(self).__name__} does not forward requests")
 
     async def predict_lone(
         self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS

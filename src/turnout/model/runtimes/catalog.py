@@ -81,6 +81,7 @@ RUNTIME_OF_FILE: Mapping[str, str] = {
     "model.pt2": "pytorch",
     "model.pt": "pytorch",
     "pipeline.toml": "pipeline",
+    "remote.toml": "remote",
 }
 
 BUILT_IN: Mapping[str, Callable[[], ModelRuntime]] = {

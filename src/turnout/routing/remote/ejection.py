@@ -42,14 +42,27 @@ class Outliers:
                              "and 0 <= max_ejected_share <= 1")  # fmt: skip
         self._threshold = consecutive_failures
         self._base, self._max = base_ejection, max(max_ejection, base_ejection)
+        self._share = max_ejected_share
         self._most_out = max(1, math.floor(max_ejected_share * len(self._replicas)))
 
+    def replace(self, replicas: Iterable[str]) -> None:
+        """The set is now ``replicas`` (a DNS answer changed): those staying keep their state."""
+        kept = {name: self._replicas.get(name, _Replica()) for name in replicas}
+        if not kept:
+            raise ValueError("an endpoint set needs replicas")
+        self._replicas = kept
+        self._most_out = max(1, math.floor(self._share * len(kept)))
+
     def succeeded(self, replica: str) -> None:
-        self._replicas[replica].failures = 0
+        state = self._replicas.get(replica)
+        if state is not None:  # not one that left the set meanwhile
+            state.failures = 0
 
     def failed(self, replica: str, now: float) -> bool:
         """Count a failed attempt; True when it ejects the replica."""
-        state = self._replicas[replica]
+        state = self._replicas.get(replica)
+        if state is None:
+            return False
         if state.out_until > now:  # an attempt sent before it went out: it is judged afresh when back
             return False
         state.failures += 1
@@ -62,7 +75,9 @@ class Outliers:
 
     def probe_passed(self, replica: str, now: float) -> None:
         """An active health check found the replica answering: back in now."""
-        state = self._replicas[replica]
+        state = self._replicas.get(replica)
+        if state is None:
+            return
         state.out_until = min(state.out_until, now)
         state.failures = 0
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from turnout import __version__
 from turnout.errors import Code, Forbidden, InvalidRequest, PayloadTooLarge, TurnoutError
+from turnout.model.runtimes.base import Relayed
 from turnout.observability import tracing
 from turnout.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.observability.metrics import Metrics
@@ -229,7 +230,11 @@ class RestApi:
         arrival = await self._dataplane.arrive(model, version, "rest")
         try:
             body = await request.body(self._max_body_bytes)
-            inference = decode_request(body, _header_length(request), model, version, self._limits)
+            header_length = _header_length(request)
+            relayed = await self._dataplane.forward(arrival, body, header_length, "rest")
+            if relayed is not None:  # a remote set's replica answered it, unread here
+                return _relayed(relayed)
+            inference = decode_request(body, header_length, model, version, self._limits)
         except TurnoutError as exc:
             self._dataplane.record_rejected(arrival, "rest", exc)
             raise
@@ -289,6 +294,18 @@ def _no_route(method: str, path: str, known: bool) -> Response:
     if known:
         return json_response({"error": f"{method[:20]} is not allowed on {shown}"}, 405)
     return json_response({"error": f"no such endpoint: {method[:20]} {shown}"}, 404)
+
+
+def _relayed(relayed: Relayed) -> Response:
+    """A replica's answer as it came: its status, body, and the headers that say how to read the body."""
+    headers = relayed.headers
+    length = headers.get(b"inference-header-content-length")
+    return Response(
+        relayed.body,
+        relayed.status,
+        headers.get(b"content-type", b"application/json"),
+        () if length is None else ((b"inference-header-content-length", length),),
+    )
 
 
 def _header_length(request: Request) -> int | None:

@@ -1,0 +1,363 @@
+"""One remote endpoint set at work: a request's attempts across the replicas.
+
+Each request is one or more attempts, never more than ``max_attempts``:
+
+- the first goes to the replica ``balance.pick`` chooses (the power of two
+  choices by least outstanding attempts) among those neither ejected
+  (``ejection.Outliers``) nor failing their health probe;
+- a failed attempt (no answer: refused, reset, closed early, a broken
+  answer; or 502, 503, 504) is counted against its replica and retried on
+  another, if the retry budget (``budget.RetryBudget``) allows;
+- once the first has waited past the set's recent p95
+  (``latency.RecentLatency``), a hedge goes to another replica, from the
+  same budget; the first answer wins and the other attempt is cancelled (its
+  connection dropped, so the replica stops writing to it);
+- nothing outlives the request's deadline, which the caller passes on to
+  the replica as well (the ``timeout`` parameter).
+
+Any other answer (200, a 4xx, a model's 500) is the answer: retrying a
+request the replica understood and refused would only repeat it.
+
+An attempt on a kept connection is the connection's own future, woken by its
+protocol: no task per attempt on the common path (a task costs about as
+much as the rest of a gateway's bookkeeping for a request).
+
+Health probes and DNS refreshes run in one task per set, started with the
+first request (a version loads in a worker thread, with no loop to start it
+on) and stopped by ``close``.
+
+Event-loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from turnout.errors import DeadlineExceeded, Unavailable
+from turnout.routing.remote.balance import pick
+from turnout.routing.remote.budget import RetryBudget
+from turnout.routing.remote.ejection import Outliers
+from turnout.routing.remote.latency import RecentLatency
+from turnout.routing.remote.settings import RemoteSettings, split_address
+from turnout.routing.remote.wire import Answer, Connection, Pool, ReplicaFailed, _Stale, request_head
+
+FAILED_STATUSES = frozenset({502, 503, 504})  # the replica could not take it: another may
+
+
+class RemoteObserver(Protocol):
+    def attempted(self, replica: str, outcome: str, seconds: float) -> None:
+        """An attempt ended: ``answered``, ``failed`` or ``cancelled`` (a hedge's loser, a deadline)."""
+
+    def extra(self, kind: str) -> None:
+        """An extra attempt went: ``retry`` or ``hedge``; or ``refused``: the budget allowed none."""
+
+    def ejected(self, replica: str) -> None: ...
+
+
+class NoRemoteObserver:
+    def attempted(self, replica: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def extra(self, kind: str) -> None:
+        pass
+
+    def ejected(self, replica: str) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _Attempt:
+    replica: str
+    started: float
+    connection: Connection | None  # None: a task that opens its own
+
+
+class EndpointSet:
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        settings: RemoteSettings,
+        observer: RemoteObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name  # for messages: the model and version it serves
+        self._target = target  # the model at the replicas: /v2/models/NAME[/versions/V]
+        self._settings = settings
+        self._observer = observer or NoRemoteObserver()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._pools: dict[str, Pool] = {}
+        self._outstanding: dict[str, int] = {}
+        self._unhealthy: set[str] = set()
+        ejection = settings.ejection
+        self._outliers: Outliers | None = None
+        self._ejection = (ejection.consecutive_failures, ejection.base_seconds, ejection.max_seconds,
+                          ejection.max_ejected_percent / 100)  # fmt: skip
+        retries = settings.retries
+        self._budget = RetryBudget(retries.budget_percent / 100, retries.window_seconds, retries.min_per_second)
+        self._latency = RecentLatency(settings.hedging.quantile)
+        self._no_replicas_why = "no replica is known yet"
+        self._watcher: asyncio.Task[None] | None = None
+        self._closed = False
+        if settings.replicas:
+            self.set_replicas(settings.replicas)
+
+    # the replicas
+
+    def replicas(self) -> list[str]:
+        return list(self._pools)
+
+    def set_replicas(self, addresses: Sequence[str]) -> None:
+        """The set is now ``addresses`` (``host:port``): those staying keep their connections and record."""
+        wanted = list(dict.fromkeys(addresses))
+        for gone in set(self._pools) - set(wanted):
+            self._pools.pop(gone).close()
+            self._unhealthy.discard(gone)
+        settings = self._settings
+        for address in wanted:
+            if address not in self._pools:
+                host, port = split_address(address)
+                self._pools[address] = Pool(host, port, settings.max_idle_connections, settings.max_answer_bytes)
+                self._outstanding.setdefault(address, 0)
+        if not wanted:
+            self._outliers = None
+        elif self._outliers is None:
+            self._outliers = Outliers(wanted, *self._ejection)
+        else:
+            self._outliers.replace(wanted)
+
+    def available(self, now: float) -> list[str]:
+        """The replicas an attempt may go to now: not ejected, and not failing
+        their health probe, unless every one is (then a probe, not a replica, may be wrong)."""
+        if self._outliers is None:
+            return []
+        inside = self._outliers.available(now)
+        healthy = [name for name in inside if name not in self._unhealthy]
+        return healthy or inside
+
+    # a request
+
+    async def exchange(self, path: bytes, headers: bytes, body: bytes, deadline: float) -> tuple[Answer, str]:
+        """The answer to one request (and the replica that gave it), by
+        ``deadline`` (``time.monotonic()``): raises ``Unavailable`` when no
+        attempt got an answer, ``DeadlineExceeded`` when time ran out."""
+        if self._watcher is None and not self._closed:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        loop = asyncio.get_running_loop()
+        clock = self._clock
+        started = clock()
+        self._budget.request(started)
+        limit = self._settings.retries.max_attempts
+        tried: list[str] = []
+        running: dict[asyncio.Future[Answer], _Attempt] = {}
+        wake: asyncio.Future[None] = loop.create_future()
+        failures: list[str] = []
+
+        def woken(_: object = None) -> None:
+            if not wake.done():
+                wake.set_result(None)
+
+        def start(now: float) -> bool:
+            replica = pick(self.available(now), self._outstanding, self._rng, tried)
+            if replica is None:
+                return False
+            tried.append(replica)
+            future, connection = self._send(replica, path, headers, body)
+            future.add_done_callback(woken)
+            running[future] = _Attempt(replica, now, connection)
+            self._outstanding[replica] += 1
+            return True
+
+        if not start(started):
+            raise Unavailable(f"{self.name}: no replica is available ({self._why_none()})", retry_after=1.0)
+        hedge_at = self._hedge_at(started)
+        try:
+            while running:
+                now = clock()
+                timer = loop.call_later(max(min(deadline, hedge_at) - now, 0.0), woken)
+                await wake
+                timer.cancel()
+                wake = loop.create_future()
+                for future in [f for f in running if f.done()]:
+                    attempt = running.pop(future)
+                    if isinstance(future.exception(), _Stale):  # a kept connection the replica had closed
+                        anew = self._sent_anew(attempt.replica, path, headers, body, woken)
+                        running[anew] = _Attempt(attempt.replica, attempt.started, None)  # the same attempt
+                        continue
+                    answer = self._ended(future, attempt)
+                    if answer is not None:
+                        return answer, attempt.replica
+                    failures.append(f"{attempt.replica}: {self._failure(future)}")
+                    now = clock()
+                    if len(tried) < limit and now < deadline:
+                        if self._budget.try_spend(now):
+                            if start(now):
+                                self._observer.extra("retry")
+                        else:
+                            self._observer.extra("refused")
+                if not running:
+                    break
+                now = clock()
+                if now >= deadline:
+                    raise DeadlineExceeded(f"{self.name}: no answer from {', '.join(tried)} in time")
+                if now >= hedge_at:
+                    hedge_at = math.inf  # one hedge a request
+                    if len(tried) < limit and len(self.available(now)) > 1:
+                        if self._budget.try_spend(now):
+                            if start(now):
+                                self._observer.extra("hedge")
+                        else:
+                            self._observer.extra("refused")
+        finally:
+            for future, attempt in running.items():  # the losers, or all on a deadline or cancellation
+                self._cancel(future, attempt)
+        raise Unavailable(f"{self.name}: no replica answered ({'; '.join(failures)})", retry_after=1.0)
+
+    def _send(
+        self, replica: str, path: bytes, headers: bytes, body: bytes
+    ) -> tuple[asyncio.Future[Answer], Connection | None]:
+        pool = self._pools[replica]
+        head = request_head(b"POST", path, pool.host_header, len(body), headers)
+        connection = pool.idle_connection()
+        if connection is not None:
+            return connection.exchange(head, body, reused=True), connection
+        return asyncio.get_running_loop().create_task(self._opened(pool, head, body)), None
+
+    def _sent_anew(
+        self, replica: str, path: bytes, headers: bytes, body: bytes, woken: Callable[[object], None]
+    ) -> asyncio.Future[Answer]:
+        pool = self._pools[replica]
+        head = request_head(b"POST", path, pool.host_header, len(body), headers)
+        task = asyncio.get_running_loop().create_task(self._opened(pool, head, body))
+        task.add_done_callback(woken)
+        return task
+
+    async def _opened(self, pool: Pool, head: bytes, body: bytes) -> Answer:
+        """An exchange on a new connection, opened within the connect timeout."""
+        try:
+            connection = await asyncio.wait_for(pool.open(), self._settings.connect_timeout_ms / 1000)
+        except TimeoutError:
+            raise ReplicaFailed(f"no connection to {pool.host}:{pool.port} within the connect timeout") from None
+        try:
+            answer = await connection.exchange(head, body, reused=False)
+        except BaseException:
+            connection.abort()
+            raise
+        pool.give_back(connection)
+        return answer
+
+    def _ended(self, future: asyncio.Future[Answer], attempt: _Attempt) -> Answer | None:
+        """Book an attempt that ended; its answer when it is one to give the client."""
+        replica = attempt.replica
+        self._outstanding[replica] = max(self._outstanding.get(replica, 0) - 1, 0)
+        now = self._clock()
+        took = now - attempt.started
+        error = future.exception()
+        if error is None:
+            answer = future.result()
+            if attempt.connection is not None:
+                self._pools[replica].give_back(attempt.connection)
+            if answer.status not in FAILED_STATUSES:
+                self._observer.attempted(replica, "answered", took)
+                self._latency.observe(took)
+                if self._outliers is not None:
+                    self._outliers.succeeded(replica)
+                return answer
+        self._observer.attempted(replica, "failed", took)
+        if self._outliers is not None and self._outliers.failed(replica, now):
+            self._observer.ejected(replica)
+        return None
+
+    @staticmethod
+    def _failure(future: asyncio.Future[Answer]) -> str:
+        error = future.exception()
+        if error is not None:
+            return str(error) or type(error).__name__
+        answer = future.result()
+        return f"{answer.status} {answer.body[:120].decode('utf-8', 'replace')}"
+
+    def _cancel(self, future: asyncio.Future[Answer], attempt: _Attempt) -> None:
+        self._outstanding[attempt.replica] = max(self._outstanding.get(attempt.replica, 0) - 1, 0)
+        if attempt.connection is not None:
+            attempt.connection.abort()  # the replica stops writing to it; never kept
+        if not future.done():
+            future.cancel()
+        self._observer.attempted(attempt.replica, "cancelled", self._clock() - attempt.started)
+
+    def _hedge_at(self, started: float) -> float:
+        hedging = self._settings.hedging
+        recent = self._latency.value() if hedging.enabled else None
+        if recent is None:
+            return math.inf
+        return started + max(recent, hedging.min_delay_ms / 1000)
+
+    def _why_none(self) -> str:
+        if not self._pools:
+            return self._no_replicas_why
+        ejected = self._outliers.ejected(self._clock()) if self._outliers is not None else []
+        return f"{len(ejected)} of {len(self._pools)} ejected after failing"
+
+    # probes and DNS
+
+    async def _watch(self) -> None:
+        settings = self._settings
+        next_dns = 0.0
+        while not self._closed:
+            now = self._clock()
+            if settings.dns is not None and now >= next_dns:
+                await self.resolve()
+                next_dns = now + settings.dns_refresh_seconds
+            await self.probe()
+            await asyncio.sleep(settings.health.interval_seconds)
+
+    async def resolve(self) -> None:
+        """The replicas from DNS: every address the name has now."""
+        assert self._settings.dns is not None
+        host, port = split_address(self._settings.dns)
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            self._no_replicas_why = f"{host} does not resolve: {exc}"
+            return  # the set stays as it was: a DNS hiccup is not every replica gone
+        hosts = {str(a[4][0]) for a in found}
+        addresses = sorted(f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in hosts)
+        self.set_replicas(addresses)
+
+    async def probe(self) -> None:
+        """Ask every replica whether the model is ready; those that are not are left out until they are."""
+        await asyncio.gather(*(self._probe(replica) for replica in list(self._pools)))
+
+    async def _probe(self, replica: str) -> None:
+        pool = self._pools.get(replica)
+        if pool is None:
+            return
+        settings = self._settings
+        head = b"GET %s/ready HTTP/1.1\r\nhost: %s\r\n\r\n" % (self._target.encode(), pool.host_header)
+        try:
+            answer = await asyncio.wait_for(pool.exchange(head, b""), settings.health.timeout_seconds)
+            ready = answer.status == 200
+        except (ReplicaFailed, TimeoutError):
+            ready = False
+        if ready:
+            self._unhealthy.discard(replica)
+            if self._outliers is not None:
+                self._outliers.probe_passed(replica, self._clock())
+        else:
+            self._unhealthy.add(replica)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        for pool in self._pools.values():
+            pool.close()

@@ -1,0 +1,240 @@
+"""HTTP/1.1 to one replica: keep-alive connections, one exchange at a time
+each, and a pool of the idle ones.
+
+turnout's own, on an asyncio ``Protocol`` with ``httptools`` parsing (the
+parser the server side uses), because a gateway's cost per request is the
+product: a general client (httpx, aiohttp) spends more CPU per request than
+the replica's whole answer may cost.
+
+What a replica may do to a gateway is bounded: an answer's head past
+``MAX_HEAD_BYTES`` or body past ``max_answer_bytes``, or bytes nobody asked
+for, lose the replica its connection (the exchange fails as the replica's
+fault), never the gateway's memory. A kept connection the replica closed
+while idle (its keep-alive ran out) is told apart from a failure: the
+exchange is sent again once on a new connection, as browsers and curl do,
+since the replica never read it.
+
+Event-loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+import httptools
+
+from turnout.model.runtimes.base import Relayed
+
+MAX_HEAD_BYTES = 64 * 1024
+IDLE_SECONDS = 4.0  # a kept connection is dropped after this idle (uvicorn, behind MLServer, closes at 5 s)
+
+
+class ReplicaFailed(Exception):
+    """No answer from the replica: refused, reset, closed early, or an answer that broke HTTP or a bound."""
+
+
+class _Stale(ReplicaFailed):
+    """A kept connection was closed before any byte of the answer came: the replica never read the request."""
+
+
+Answer = Relayed  # status, headers (names lower-cased), body
+
+
+@dataclass(slots=True)
+class _Parsing:
+    status: int = 0
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    head_bytes: int = 0
+    body: list[bytes] = field(default_factory=list)
+    body_bytes: int = 0
+
+
+class Connection(asyncio.Protocol):
+    """One kept connection; ``exchange`` sends a request and resolves with its answer."""
+
+    def __init__(self, max_answer_bytes: int) -> None:
+        self._max_answer = max_answer_bytes
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._parsing = _Parsing()
+        self._heard = False  # a byte of the current answer arrived
+        self._reused = False  # the current exchange runs on a connection kept from before
+        self.reusable = False  # the last answer left the connection open for another
+        self.closed = False
+        self.idle_since = 0.0
+
+    # the exchange
+
+    def exchange(self, head: bytes, body: bytes, reused: bool) -> asyncio.Future[Answer]:
+        assert self._transport is not None and self._waiter is None
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        self._parsing, self._heard, self._reused, self.reusable = _Parsing(), False, reused, False
+        if len(body) < 16_384:
+            self._transport.write(head + body)
+        else:  # a large body is not copied to be joined
+            self._transport.writelines((head, body))
+        return waiter
+
+    def abort(self) -> None:
+        """Drop the connection (an exchange given up: cancelled, or past its deadline)."""
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is none of asyncio's classes
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # nothing was asked
+            self._fail(ReplicaFailed("the replica sent bytes nobody asked for"))
+            return
+        self._heard = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ReplicaFailed("the replica switched protocols"))
+        except httptools.HttpParserError as exc:
+            bound = exc.__context__  # a callback's own refusal (a bound), which httptools wraps
+            self._fail(bound if isinstance(bound, ReplicaFailed) else ReplicaFailed(
+                f"the replica's answer is not HTTP/1.1: {exc}"))  # fmt: skip
+
+    def eof_received(self) -> bool:
+        return False  # close: a replica that stops writing will not answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            if self._reused and not self._heard:
+                self._waiter.set_exception(_Stale("a kept connection was closed by the replica"))
+            else:
+                why = f": {exc}" if exc is not None else ""
+                self._waiter.set_exception(ReplicaFailed(f"the replica closed the connection before answering{why}"))
+        self._waiter = None
+
+    # httptools callbacks
+
+    def on_status(self, status: bytes) -> None:
+        self._parsing.status = self._parser.get_status_code()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        parsing = self._parsing
+        parsing.head_bytes += len(name) + len(value)
+        if parsing.head_bytes > MAX_HEAD_BYTES:
+            raise ReplicaFailed(f"the replica's answer has more than {MAX_HEAD_BYTES} bytes of headers")
+        parsing.headers[name.lower()] = value
+
+    def on_body(self, body: bytes) -> None:
+        parsing = self._parsing
+        parsing.body_bytes += len(body)
+        if parsing.body_bytes > self._max_answer:
+            raise ReplicaFailed(f"the replica's answer is larger than {self._max_answer} bytes")
+        parsing.body.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        parsing = self._parsing
+        self.reusable = self._parser.should_keep_alive()
+        self.idle_since = time.monotonic()
+        if waiter is not None and not waiter.done():
+            body = parsing.body[0] if len(parsing.body) == 1 else b"".join(parsing.body)
+            waiter.set_result(Answer(parsing.status or self._parser.get_status_code(), parsing.headers, body))
+
+    def _fail(self, error: ReplicaFailed) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.abort()
+
+
+class Pool:
+    """The kept connections to one replica (``host:port``), at most
+    ``max_idle`` of them idle; more open while more exchanges run at once."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        max_idle: int = 64,
+        max_answer_bytes: int = 64 * 1024 * 1024,
+        tls: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host, self.port = host, port
+        self._max_idle = max_idle
+        self._max_answer = max_answer_bytes
+        self._tls = tls
+        self._clock = clock
+        self._idle: deque[Connection] = deque()
+        self.host_header = f"{host}:{port}".encode() if ":" not in host else f"[{host}]:{port}".encode()
+
+    def idle_connection(self) -> Connection | None:
+        """A kept connection ready for an exchange, or None (then ``open`` one)."""
+        now = self._clock()
+        while self._idle:
+            connection = self._idle.pop()  # the most recent: the least likely to have been closed
+            if not connection.closed and now - connection.idle_since < IDLE_SECONDS:
+                return connection
+            connection.close()
+        return None
+
+    async def open(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await loop.create_connection(
+                lambda: Connection(self._max_answer), self.host, self.port, ssl=self._tls
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ReplicaFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+        return connection
+
+    def give_back(self, connection: Connection) -> None:
+        """After an exchange answered: kept for the next, or closed."""
+        if connection.reusable and not connection.closed and len(self._idle) < self._max_idle:
+            self._idle.append(connection)
+        else:
+            connection.close()
+
+    async def exchange(self, head: bytes, body: bytes) -> Answer:
+        """One exchange on a kept or a new connection; a kept one found closed is tried once anew."""
+        connection = self.idle_connection()
+        if connection is not None:
+            try:
+                answer = await self._on(connection, head, body, reused=True)
+            except _Stale:
+                pass
+            else:
+                return answer
+        return await self._on(await self.open(), head, body, reused=False)
+
+    async def _on(self, connection: Connection, head: bytes, body: bytes, reused: bool) -> Answer:
+        try:
+            answer = await connection.exchange(head, body, reused)
+        except BaseException:
+            connection.abort()  # cancelled or failed mid-answer: the connection is in no state to reuse
+            raise
+        self.give_back(connection)
+        return answer
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+def request_head(method: bytes, path: bytes, host: bytes, length: int, headers: bytes = b"") -> bytes:
+    """The head of a request with a body of ``length`` bytes; ``headers``: more lines, each ending CRLF."""
+    return b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n%s\r\n" % (method, path, host, length, headers)

@@ -1,0 +1,75 @@
+"""A request to a remote endpoint set passed on as the bytes it came in.
+
+A gateway in front of replicas decodes nothing it does not have to: when
+nothing here reads the request (no drift profile, no payload log, no
+routing policy choosing among variants, no ``timeout`` of the client's to
+honour here), the REST body goes to a replica unread and the replica's
+answer comes back as it is. The replica checks the request against the
+model, as it would for a client of its own, so a bad request is its 400.
+Decoding and encoding the tensors again would cost the gateway about what
+the whole answer costs the replica (see BENCHMARKS.md, issue 21).
+
+Counted as any request is (``turnout_requests``, latency, the SLO window,
+the access log), under the status the replica gave.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from turnout.errors import Code, TurnoutError
+from turnout.model.runtimes.base import Relayed
+from turnout.observability import logs, tracing
+from turnout.observability.metrics import Metrics
+from turnout.serving.outcomes import Outcomes
+from turnout.serving.served import ServedVersion
+
+_CODES: Mapping[int, Code] = {
+    400: Code.INVALID, 401: Code.UNAUTHENTICATED, 403: Code.FORBIDDEN, 404: Code.NOT_FOUND, 409: Code.CONFLICT,
+    413: Code.TOO_LARGE, 429: Code.RATE_LIMITED, 503: Code.UNAVAILABLE, 504: Code.TIMEOUT,
+}  # fmt: skip
+_TIMEOUT = b'"timeout"'  # a client's own deadline: honoured by the decoded path
+
+
+class Forwarding:
+    def __init__(self, metrics: Metrics, outcomes: Outcomes) -> None:
+        self._metrics = metrics
+        self._outcomes = outcomes
+
+    def may_forward(self, served: ServedVersion, body: bytes, header_length: int | None) -> bool:
+        """Whether ``served`` may take this body unread."""
+        return (
+            served.forward is not None
+            and served.drift is None
+            and self._outcomes.payloads is None
+            and not served.batcher.closing
+            and _TIMEOUT not in (body if header_length is None else body[:header_length])
+        )
+
+    async def forward(self, served: ServedVersion, body: bytes, header_length: int | None, protocol: str) -> Relayed:
+        assert served.forward is not None
+        started = time.monotonic()
+        in_flight = self._metrics.in_flight(served.model, protocol)
+        in_flight.inc()
+        try:
+            relayed = await served.forward(body, header_length, started + served.timeout)
+        except TurnoutError as exc:
+            self._outcomes.failed(served, exc, protocol, "")
+            self._logged(served, protocol, exc.code.value, started)
+            raise
+        finally:
+            in_flight.inc(-1)
+        if relayed.status == 200:
+            self._outcomes.relayed(served, protocol, started)
+            self._logged(served, protocol, "success", started)
+        else:
+            code = _CODES.get(relayed.status, Code.INTERNAL)
+            self._outcomes.failed_as(served, code, protocol, "")
+            self._logged(served, protocol, code.value, started)
+        return relayed
+
+    def _logged(self, served: ServedVersion, protocol: str, status: str, started: float) -> None:
+        if self._outcomes.access_log:
+            logs.access(None, served.model, str(served.version), "", protocol, status,
+                        time.monotonic() - started, tracing.current_trace_id())  # fmt: skip
