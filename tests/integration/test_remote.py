@@ -96,3 +96,23 @@ def test_a_replica_killed_under_load_costs_the_clients_nothing(replicas: list[Se
         metrics = httpx.get(f"{gateway.url}/metrics").text
         victim_address = f"127.0.0.1:{victim.http_port}"
         assert f'turnout_remote_attempts_total{{model="diabetes",outcome="failed",replica="{victim_address}"' in metrics
+
+
+def test_a_rolling_restart_of_every_replica_under_load_costs_the_clients_nothing(
+    replicas: list[ServerProcess], tmp_path: Path
+) -> None:
+    """Each replica in turn: SIGTERM (it drains: answers what it holds, takes
+    nothing new), exits, starts again on its ports; the load goes on throughout."""
+    with ServerProcess(gateway_repo(tmp_path, replicas), log_dir=tmp_path) as gateway:
+        rows = diabetes_rows(2)
+        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 10], "data": rows.ravel().tolist()}]}
+        with SteadyLoad(gateway.url, "/v2/models/diabetes/infer", lambda _: body, lambda _: "ok", clients=8) as load:
+            load.wait_for(200)
+            for replica in replicas:
+                assert replica.stop() == 0
+                replica.start()
+                load.wait_for(200)  # the restarted one is probed back in meanwhile
+        assert not load.failures, load.failures[:5]
+        metrics = httpx.get(f"{gateway.url}/metrics").text
+        for replica in replicas:  # each answered again after its restart
+            assert f'outcome="answered",replica="127.0.0.1:{replica.http_port}"' in metrics
