@@ -124,7 +124,19 @@ class RemoteRuntime(ModelRuntime):
 
 
 def _metadata(settings: RemoteSettings, target: str) -> Signature:
-    """The model's signature, as the first replica that answers reports it (in a worker thread, blocking)."""
+    """The model's signature, as the first replica that answers reports it,
+    waiting up to ``metadata_wait_seconds`` for one (in a worker thread, blocking)."""
+    deadline = time.monotonic() + settings.metadata_wait_seconds
+    while True:
+        try:
+            return _asked(settings, target)
+        except Unavailable:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.5)  # replicas starting: there is nothing to wait on but their port
+
+
+def _asked(settings: RemoteSettings, target: str) -> Signature:
     addresses = settings.replicas or [settings.dns or ""]
     problems = []
     for address in addresses:
@@ -148,8 +160,8 @@ def _metadata(settings: RemoteSettings, target: str) -> Signature:
         except (ValueError, KeyError, TypeError) as exc:
             problems.append(f"{address}: its model metadata is not V2's: {exc}")
     raise Unavailable(
-        f"no replica told the model's signature ({'; '.join(problems)}): start one, "
-        "or declare [[inputs]] and [[outputs]] in model.toml"
+        f"no replica told the model's signature within metadata_wait_seconds ({'; '.join(problems)}): "
+        "start one, or declare [[inputs]] and [[outputs]] in model.toml"
     )
 
 

@@ -69,6 +69,8 @@ class RemoteSettings(_Table):
     #: a request's deadline at the replicas when the client sets none (its `timeout`, or the model's timeout_ms)
     timeout_ms: Annotated[float, Field(gt=0)] = 30_000.0
     connect_timeout_ms: Annotated[float, Field(gt=0)] = 1_000.0
+    #: at load, how long to wait for a replica to tell the model's signature (replicas starting beside the gateway)
+    metadata_wait_seconds: Annotated[float, Field(ge=0)] = 30.0
     max_answer_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
     #: kept connections per replica
     max_idle_connections: Annotated[int, Field(ge=0)] = 64
