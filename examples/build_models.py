@@ -390,6 +390,9 @@ def _write(path: Path, data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "models"
-    build(target)
+    # build_models.py [TARGET] [--no-text]: --no-text leaves out the text pipeline and
+    # its 90 MB of MiniLM weights (the container image does)
+    arguments = [a for a in sys.argv[1:] if a != "--no-text"]
+    target = Path(arguments[0]) if arguments else HERE / "models"
+    build(target, text="--no-text" not in sys.argv[1:])
     print(f"built example models in {target}")

@@ -16,6 +16,7 @@ from turnout.model.runtimes.catalog import BUILT_IN, RuntimeCatalog
 from turnout.model.tensors import Outputs
 from turnout.pipeline.calls import CalledModel, StepFailed
 from turnout.pipeline.runtime import PipelineRuntime
+from turnout.routing.remote.runtime import RemoteRuntime
 
 
 def add_commands(commands: Any) -> None:
@@ -34,7 +35,14 @@ def _validate(args: argparse.Namespace) -> int:
         return 2
     calls = RepositoryCalls()
     repository = ModelRepository(
-        args.repository, RuntimeCatalog({**BUILT_IN, "pipeline": lambda: PipelineRuntime(calls)})
+        args.repository,
+        RuntimeCatalog(
+            {
+                **BUILT_IN,
+                "pipeline": lambda: PipelineRuntime(calls),
+                "remote": lambda: RemoteRuntime(wait_for_replicas=False),  # asked once: are they there now?
+            }
+        ),
     )
     calls.repository = repository
     names = repository.model_names()

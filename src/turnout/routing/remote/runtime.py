@@ -101,9 +101,11 @@ class RemoteRuntime(ModelRuntime):
     platform: ClassVar[str] = "remote"
     artifacts: ClassVar[tuple[str, ...]] = (REMOTE_FILE,)
 
-    def __init__(self, observer_for: Any = None) -> None:
+    def __init__(self, observer_for: Any = None, wait_for_replicas: bool = True) -> None:
         # observer_for(model, version) -> RemoteObserver: the set's metrics, labelled (app/server.py)
         self._observer_for = observer_for
+        # False: ask the replicas for the signature once, not for metadata_wait_seconds (`models validate`)
+        self._wait = wait_for_replicas
 
     def instances(self, config: Any) -> int:
         return 1  # one set of connections; requests run on it concurrently
@@ -119,14 +121,14 @@ class RemoteRuntime(ModelRuntime):
         declared = context.config.declared_signature()
         found = None
         if declared is None or not declared.inputs or not declared.outputs:
-            found = _metadata(settings, target)
+            found = _metadata(settings, target, settings.metadata_wait_seconds if self._wait else 0.0)
         return LoadedRemote(endpoints, target, settings, found)
 
 
-def _metadata(settings: RemoteSettings, target: str) -> Signature:
+def _metadata(settings: RemoteSettings, target: str, wait: float) -> Signature:
     """The model's signature, as the first replica that answers reports it,
-    waiting up to ``metadata_wait_seconds`` for one (in a worker thread, blocking)."""
-    deadline = time.monotonic() + settings.metadata_wait_seconds
+    waiting up to ``wait`` seconds for one (in a worker thread, blocking)."""
+    deadline = time.monotonic() + wait
     while True:
         try:
             return _asked(settings, target)
