@@ -102,6 +102,8 @@ class RoutingSettings:
     shadow_workers: int = 1
     shadow_log_every: int = 100  # log one disagreement in this many
     rollout_tick_seconds: float = 0.25  # how often running rollouts are judged
+    # redis://...: the policies, their rollouts and event log shared by replicas (None: in state_dir, this process's)
+    state_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from turnout.model.repository import ModelRepository
 from turnout.observability.metrics import Metrics
 from turnout.routing.policy import BlueGreen, Canary, PolicyError, Single
 from turnout.routing.rollout import GuardLimits, Step
-from turnout.routing.state_store import RoutingStore
+from turnout.routing.state_store import RoutingStore, StoreFailed
 from turnout.routing.traffic import TrafficControl
 from turnout.serving.registry import ModelRegistry
 
@@ -209,7 +208,7 @@ def test_the_files_policy_applies_even_when_it_cannot_be_saved_and_is_saved_late
         real = traffic._store.save
 
         def failing(*args: object, **kwargs: object) -> None:
-            raise sqlite3.OperationalError("database or disk is full")
+            raise StoreFailed("database or disk is full")  # as the SQLite store says a full disk
 
         traffic._store.save = failing  # type: ignore[method-assign]
         toml = models / "wine" / "model.toml"

@@ -39,10 +39,12 @@ from turnout.pipeline.runtime import PipelineRuntime
 from turnout.protocol.types import InferenceRequest, InferenceResponse
 from turnout.routing.feedback import FeedbackStore
 from turnout.routing.metrics import register_routing_metrics
+from turnout.routing.redis_state import RedisRoutingStore
 from turnout.routing.remote.runtime import RemoteRuntime
 from turnout.routing.shadow import ShadowMirror
 from turnout.routing.shadow_metrics import register_shadow_metrics
-from turnout.routing.state_store import RoutingStore
+from turnout.routing.shared_routing import SharedRouting
+from turnout.routing.state_store import RoutingStore, StateStore, StoreFailed
 from turnout.routing.traffic import TrafficControl
 from turnout.serving.admin import ModelAdmin
 from turnout.serving.dataplane import DataPlane
@@ -124,15 +126,25 @@ class Server:
             log_path=state / "shadow-disagreements.jsonl",
             busy=Pressure().busy,  # shadow copies use what the service leaves spare
         )
+        self.shared: SharedRouting | None = None
         try:
+            store: StateStore
+            if routing.state_url is None:
+                store = RoutingStore(state / "routing.db")
+            else:  # shared by replicas: followed, and rollouts moved on by one of them (shared_routing.py)
+                store = RedisRoutingStore(routing.state_url)
+                self.shared = SharedRouting(routing.state_url, store.keys, lambda *change: self.traffic.adopt(*change))
             self.traffic = TrafficControl(
                 self.registry,
-                RoutingStore(state / "routing.db"),
+                store,
                 tick_seconds=routing.rollout_tick_seconds,
                 mirrored=self.mirror.agreement,
                 stop_mirroring=self.mirror.stop,
+                leads=self.shared.leads if self.shared is not None else lambda: True,
             )
             self.feedback = FeedbackStore(state / "feedback.db")
+        except StoreFailed as exc:
+            raise StartupError(f"cannot keep routing state in Redis (--state): {exc}") from None
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(
                 f"cannot keep routing state in {state}: {exc} (choose another place with --state-dir)"
@@ -233,6 +245,9 @@ class Server:
         self.admin.take_up_all_routing()
         self.traffic.start()
         later.push_async_callback(self.traffic.close)
+        if self.shared is not None:
+            self.shared.start()
+            later.push_async_callback(self.shared.close)
         self.mirror.start()
         later.push_async_callback(self.mirror.close, min(grace, 5.0))  # shadow copies are best effort
         if self.watcher is not None:

@@ -86,7 +86,12 @@ def settings_from(values: argparse.Namespace) -> Settings:
         edge=_edge(values),
         limits=_fine(values, "inputs", InputLimits(values.max_tensor_elements, values.max_bytes_element)),
         routing=RoutingSettings(
-            values.state_dir, values.shadow_queue, values.shadow_workers, values.shadow_log_every, values.rollout_tick
+            values.state_dir,
+            values.shadow_queue,
+            values.shadow_workers,
+            values.shadow_log_every,
+            values.rollout_tick,
+            values.state,
         ),
         lifecycle=LifecycleSettings(
             None if values.model_control == "explicit" else max(values.poll_interval, 0.1),

@@ -80,6 +80,9 @@ SERVER = [
     Option("routing.state_dir", "state_dir", None, "--state-dir", Path,
            help="where routing policies, their event log, A/B feedback and shadow disagreements are kept "
            "(unset: REPOSITORY/.turnout)"),
+    Option("routing.state_url", "state", None, "--state", secret=True, metavar="redis://HOST:PORT/DB",
+           help="keep routing policies, rollouts and their event log in Redis, shared by every replica given the "
+           "same URL: a change through any replica applies on all, one replica at a time moves rollouts on"),
     Option("routing.shadow_queue", "shadow_queue", _ROUTING.shadow_queue, "--shadow-queue", positive_int,
            help="shadow copies waiting to run; beyond this a copy is dropped and counted"),
     Option("routing.shadow_workers", "shadow_workers", _ROUTING.shadow_workers, "--shadow-workers", positive_int,

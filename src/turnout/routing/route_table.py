@@ -11,13 +11,12 @@ and their save is retried at each tick.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 from turnout.errors import Unavailable
 from turnout.routing.route import Route, mirrors
-from turnout.routing.state_store import LoggedEvent, RoutingStore
+from turnout.routing.state_store import LoggedEvent, StateStore, StoreFailed
 from turnout.routing.windows import RolloutWindows
 
 log = logging.getLogger("turnout.routing")
@@ -28,7 +27,7 @@ Event = tuple[str, str, str]  # (kind, detail, actor)
 class RouteTable:
     def __init__(
         self,
-        store: RoutingStore,
+        store: StateStore,
         windows: RolloutWindows,
         stop_mirroring: Callable[[str, frozenset[str]], object] | None = None,
     ) -> None:
@@ -51,7 +50,7 @@ class RouteTable:
         self.install(endpoint, route, keep_windows)
         try:
             self.store.save(endpoint, state, event)
-        except sqlite3.Error as exc:
+        except StoreFailed as exc:
             log.error("routing of %s changed (%s) but not saved, retrying: %s", endpoint, event[0], exc)
             self._unsaved[endpoint] = event
         else:
@@ -61,7 +60,7 @@ class RouteTable:
         """Save an operator's change, or refuse it (503) without changing anything."""
         try:
             self.store.save(endpoint, state, event)
-        except sqlite3.Error as exc:
+        except StoreFailed as exc:
             log.error("routing of %s not changed: the state store failed: %s", endpoint, exc)
             raise Unavailable(f"the routing state could not be saved ({exc}); nothing was changed") from None
         self._unsaved.pop(endpoint, None)
@@ -82,7 +81,7 @@ class RouteTable:
         """An event without a change (a refusal): logged if the store can."""
         try:
             self.store.log(endpoint, kind, detail, actor)
-        except sqlite3.Error as exc:
+        except StoreFailed as exc:
             log.error("routing event for %s not logged (%s): %s %s", endpoint, exc, kind, detail)
 
     def retry_unsaved(self) -> None:
@@ -90,7 +89,7 @@ class RouteTable:
             in_force = self.routes.get(endpoint)
             try:
                 self.store.save(endpoint, None if in_force is None else in_force.as_state(), pending)
-            except sqlite3.Error:
+            except StoreFailed:
                 continue
             self._unsaved.pop(endpoint, None)
 

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -33,6 +33,10 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_endpoint ON events (endpoint, id);
 """
+
+
+class StoreFailed(Exception):
+    """The state store could not read or write (a full disk, Redis gone): nothing was changed there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,23 @@ class LoggedEvent:
         }
 
 
+class StateStore(Protocol):
+    """Where routing state is kept: this process's SQLite file, or Redis shared by replicas."""
+
+    shared: bool  # other processes change it too (followed by routing/shared_routing.py)
+
+    def load(self) -> dict[str, dict[str, Any]]: ...
+    def save(self, endpoint: str, state: dict[str, Any] | None, event: tuple[str, str, str] | None = None) -> None: ...
+    def log(self, endpoint: str, kind: str, detail: str, actor: str) -> None: ...
+    def events(self, endpoint: str | None = None, limit: int = 100) -> list[LoggedEvent]: ...
+    def close(self) -> None: ...
+
+
 class RoutingStore:
+    """The SQLite store: this process's own (``--state-dir``)."""
+
+    shared = False  # other processes do not change it under this one
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -74,6 +94,14 @@ class RoutingStore:
         detail, actor)`` in the same transaction, so the log never disagrees
         with the state."""
         now = time.time()
+        try:
+            self._save(endpoint, state, event, now)
+        except sqlite3.Error as exc:
+            raise StoreFailed(str(exc)) from exc
+
+    def _save(
+        self, endpoint: str, state: dict[str, Any] | None, event: tuple[str, str, str] | None, now: float
+    ) -> None:
         with self._lock, self._db:
             self._db.execute("BEGIN")
             if state is None:
@@ -90,11 +118,14 @@ class RoutingStore:
                 )
 
     def log(self, endpoint: str, kind: str, detail: str, actor: str) -> None:
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT INTO events (endpoint, at, kind, detail, actor) VALUES (?, ?, ?, ?, ?)",
-                (endpoint, time.time(), kind, detail, actor),
-            )
+        try:
+            with self._lock, self._db:
+                self._db.execute(
+                    "INSERT INTO events (endpoint, at, kind, detail, actor) VALUES (?, ?, ?, ?, ?)",
+                    (endpoint, time.time(), kind, detail, actor),
+                )
+        except sqlite3.Error as exc:
+            raise StoreFailed(str(exc)) from exc
 
     def events(self, endpoint: str | None = None, limit: int = 100) -> list[LoggedEvent]:
         """The latest ``limit`` events, oldest first."""

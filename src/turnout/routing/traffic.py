@@ -18,20 +18,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from turnout.errors import InvalidRequest, NotFound, TurnoutError, Unavailable
-from turnout.model.signature import incompatibility
 from turnout.routing import rollout as rollouts
 from turnout.routing.choose import Decision, RandomSource, choose
 from turnout.routing.document import RoutingDocument, describe, parse
 from turnout.routing.guard import GuardLimits
 from turnout.routing.policy import BlueGreen, Canary, Policy, PolicyError, Shadow, Single
+from turnout.routing.policy_check import Registry, check_policy
 from turnout.routing.rollout import Step
 from turnout.routing.route import (
     CONFIG,
@@ -45,7 +46,7 @@ from turnout.routing.route import (
     table_digest,
 )
 from turnout.routing.route_table import RouteTable
-from turnout.routing.state_store import LoggedEvent, RoutingStore
+from turnout.routing.state_store import LoggedEvent, StateStore
 from turnout.routing.variants import target
 from turnout.routing.windows import RolloutWindows
 
@@ -55,25 +56,19 @@ log = logging.getLogger("turnout.routing")
 NO_POLICY = ("cleared", "no policy applies: the default version serves", CONFIG)
 
 
-class Registry(Protocol):
-    """What traffic control needs of the model registry (``ModelRegistry``)."""
-
-    def get(self, name: str, version: str | None = None) -> Any: ...
-
-    def known(self, name: str) -> bool: ...
-
-
 class TrafficControl:
     def __init__(
         self,
         registry: Registry,
-        store: RoutingStore,
+        store: StateStore,
         rng: RandomSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         tick_seconds: float = 0.25,
         mirrored: Callable[[str, str], tuple[int, int]] | None = None,
         stop_mirroring: Callable[[str, frozenset[str]], object] | None = None,
+        leads: Callable[[], bool] = lambda: True,
     ) -> None:
+        self._leads = leads  # with shared state, whether this replica judges rollouts (shared_routing.py)
         self._windows = RolloutWindows(mirrored or (lambda endpoint, shadow: (0, 0)))
         self._table = RouteTable(store, self._windows, stop_mirroring)
         self.routes = self._table.routes  # the one dict, replaced entry by entry, never whole
@@ -320,6 +315,24 @@ class TrafficControl:
         self.decisions[(endpoint, kind, "operator")] += 1
         return new
 
+    def adopt(self, endpoint: str, state: dict[str, Any] | None) -> None:
+        """Another replica saved ``endpoint``'s routing (shared state): in force here too, not saved again."""
+        current = self.routes.get(endpoint)
+        if state is None or state.get("policy") is None:  # forgotten, or cleared through the API
+            if current is not None:
+                self._table.install(endpoint, None)
+            if state is not None:
+                self._cleared[endpoint] = state.get("config_digest")
+            return
+        if current is not None and _same(current.as_state(), state):
+            return
+        if not self._registry.known(endpoint) or endpoint in self._stored:
+            self._stored[endpoint] = state  # taken up when its model loads here (configured)
+            return
+        route = route_from_state(state, self._clock())
+        self._check(endpoint, route.policy)  # PolicyError: a variant this replica does not serve
+        self._table.install(endpoint, route)
+
     # the rollout guard
     def start(self) -> None:
         self._started = True
@@ -343,6 +356,8 @@ class TrafficControl:
         """Judge every running rollout on its step's window (and retry saves that failed)."""
         now = self._clock()
         self._table.retry_unsaved()
+        if not self._leads():
+            return
         for endpoint, route in list(self.routes.items()):
             judged = self._windows.judge(endpoint, route, now)
             if judged is None:
@@ -384,31 +399,7 @@ class TrafficControl:
         return Route(policy, actor, digest, plan, document.guard_limits())
 
     def _check(self, endpoint: str, policy: Policy) -> None:
-        """Every variant is served now, and can take the requests clients send
-        the endpoint (its own default version's signature, or the first
-        variant's when the endpoint's model is not live)."""
-        reference = None
-        with contextlib.suppress(TurnoutError):
-            reference = (endpoint, self._registry.get(endpoint))
-        for variant in policy.variants:
-            where = target(endpoint, variant)
-            try:
-                served = self._registry.get(where.model, where.version)
-            except NotFound as exc:
-                raise PolicyError(f"unknown variant {variant!r}: {exc} (is it in the version_policy?)") from None
-            except TurnoutError as exc:
-                raise PolicyError(f"variant {variant!r} is not ready: {exc}") from None
-            if reference is None:
-                reference = (variant, served)
-                continue
-            problem = incompatibility(
-                reference[1].signature, served.signature, reference[1].max_batch_size, served.max_batch_size
-            )
-            if problem:
-                raise PolicyError(
-                    f"variant {variant!r} has a signature incompatible with {reference[0]!r} (clients' requests): "
-                    f"{problem}"
-                )
+        check_policy(self._registry, endpoint, policy)
 
     def _serving(self, endpoint: str, route: Route | None) -> str:
         """The variant that serves the endpoint now, as a rollout's default baseline."""
@@ -448,3 +439,7 @@ class TrafficControl:
             current = self.routes.get(endpoint)
             return current.config_digest if current else None
         return table_digest(served.routing)
+
+
+def _same(state: dict[str, Any], stored: dict[str, Any]) -> bool:
+    return json.dumps(state, sort_keys=True) == json.dumps(stored, sort_keys=True)

@@ -1,0 +1,117 @@
+"""Routing state in Redis, shared by replicas (``--state redis://...``): each
+endpoint's policy and rollout in one hash, the event log in streams (one for
+all, one per endpoint, each capped), and a message on a channel at every
+change so the other replicas take it up at once (``shared_routing.py``).
+
+A change and its event are written in one MULTI/EXEC, so the log never
+disagrees with the state. Calls are synchronous and rare (an operator's
+change, a rollout step), as with the SQLite store; a Redis that does not
+answer within two seconds is ``StoreFailed``, and an operator's change is
+then refused with a 503, as a full disk refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, cast
+
+import redis
+
+from turnout.routing.state_store import LoggedEvent, StoreFailed
+
+MAX_EVENTS = 10_000  # per stream, approximately (XADD MAXLEN ~)
+
+
+class Keys:
+    """The names under one namespace, so several deployments may share a Redis."""
+
+    def __init__(self, namespace: str) -> None:
+        self.endpoints = f"{namespace}:routing:endpoints"
+        self.events = f"{namespace}:routing:events"
+        self.changed = f"{namespace}:routing:changed"
+        self.lease = f"{namespace}:routing:rollout-lease"
+        self._namespace = namespace
+
+    def events_of(self, endpoint: str) -> str:
+        return f"{self._namespace}:routing:events:{endpoint}"
+
+
+class RedisRoutingStore:
+    shared = True
+
+    def __init__(self, url: str, namespace: str = "turnout") -> None:
+        self.url = url
+        self.keys = Keys(namespace)
+        self._redis = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True)
+        try:
+            self._redis.ping()
+        except redis.RedisError as exc:
+            raise StoreFailed(f"Redis at {_safe(url)} does not answer: {exc}") from None
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        try:
+            found = cast(dict[str, str], self._redis.hgetall(self.keys.endpoints))  # decode_responses: str
+        except redis.RedisError as exc:
+            raise StoreFailed(str(exc)) from None
+        return {endpoint: json.loads(state) for endpoint, state in found.items()}
+
+    def state_of(self, endpoint: str) -> dict[str, Any] | None:
+        try:
+            found = cast(str | None, self._redis.hget(self.keys.endpoints, endpoint))
+        except redis.RedisError as exc:
+            raise StoreFailed(str(exc)) from None
+        return None if found is None else dict(json.loads(found))
+
+    def save(self, endpoint: str, state: dict[str, Any] | None, event: tuple[str, str, str] | None = None) -> None:
+        """Replace (``None``: forget) an endpoint's state, log ``(kind, detail,
+        actor)``, and tell the other replicas, in one transaction."""
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                if state is None:
+                    pipe.hdel(self.keys.endpoints, endpoint)
+                else:
+                    pipe.hset(self.keys.endpoints, endpoint, json.dumps(state, sort_keys=True))
+                if event is not None:
+                    self._logged(pipe, endpoint, *event)
+                pipe.publish(self.keys.changed, endpoint)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreFailed(str(exc)) from None
+
+    def log(self, endpoint: str, kind: str, detail: str, actor: str) -> None:
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                self._logged(pipe, endpoint, kind, detail, actor)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreFailed(str(exc)) from None
+
+    def _logged(self, pipe: Any, endpoint: str, kind: str, detail: str, actor: str) -> None:
+        fields = {"endpoint": endpoint, "at": repr(time.time()), "kind": kind, "detail": detail, "actor": actor}
+        pipe.xadd(self.keys.events, fields, maxlen=MAX_EVENTS, approximate=True)
+        pipe.xadd(self.keys.events_of(endpoint), fields, maxlen=MAX_EVENTS, approximate=True)
+
+    def events(self, endpoint: str | None = None, limit: int = 100) -> list[LoggedEvent]:
+        """The latest ``limit`` events, oldest first; an event's id is its stream entry's, as one number."""
+        key = self.keys.events if endpoint is None else self.keys.events_of(endpoint)
+        try:
+            entries = cast(list[tuple[str, dict[str, str]]], self._redis.xrevrange(key, count=limit))
+        except redis.RedisError as exc:
+            raise StoreFailed(str(exc)) from None
+        return [_event(entry_id, fields) for entry_id, fields in reversed(entries)]
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _event(entry_id: str, fields: dict[str, str]) -> LoggedEvent:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return LoggedEvent(int(milliseconds) * 1000 + int(sequence), fields["endpoint"], float(fields["at"]),
+                       fields["kind"], fields["detail"], fields["actor"])  # fmt: skip
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if "@" in rest else url

@@ -1,0 +1,135 @@
+"""A replica's routing kept in step with the others' (``--state redis://``).
+
+Two duties, each a loop on the event loop:
+
+- **Follow.** Every change any replica saves is announced on a Redis channel
+  (``redis_state.py``); on the announcement this replica reads that
+  endpoint's state and takes it up (``TrafficControl.adopt``), so a policy
+  set through any replica's admin API is in force on all of them within
+  a round trip or two, well inside a second. Every ``resync_seconds`` it
+  reads every endpoint's state anyway: an announcement sent while this
+  replica's subscription was reconnecting is not lost for long.
+- **Lead.** One replica at a time judges running rollouts and moves them on
+  (its decisions are saved, so announced, so followed): the holder of a
+  lease, a Redis key with a time to live of ``lease_seconds``, renewed every
+  third of it. A leader that dies (SIGKILL) stops renewing; within
+  ``lease_seconds`` another replica takes the key and goes on from the
+  rollout's saved step. A replica that cannot reach Redis does not lead.
+
+Event-loop only; the Redis client is redis-py's asyncio one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aredis
+
+from turnout.routing.redis_state import Keys
+
+log = logging.getLogger("turnout.routing")
+
+# renew the lease only while this replica still holds it: another may have taken it after an expiry
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class SharedRouting:
+    def __init__(
+        self,
+        url: str,
+        keys: Keys,
+        adopt: Callable[[str, dict[str, Any] | None], None],
+        lease_seconds: float = 3.0,
+        resync_seconds: float = 5.0,
+    ) -> None:
+        self._url = url
+        self._keys = keys
+        self._adopt = adopt
+        self._lease_ms = int(lease_seconds * 1000)
+        self._resync = resync_seconds
+        self.replica = uuid.uuid4().hex  # this process, as the lease names its holder
+        self._leading = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._redis: aredis.Redis | None = None
+
+    def leads(self) -> bool:
+        """Whether this replica judges rollouts now."""
+        return self._leading
+
+    def start(self) -> None:
+        self._redis = aredis.Redis.from_url(self._url, socket_timeout=2.0, socket_connect_timeout=2.0,
+                                            decode_responses=True)  # fmt: skip
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._lead())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._redis is not None:
+            if self._leading:  # hand the lease on at once rather than after its expiry
+                with contextlib.suppress(redis.RedisError):
+                    await self._redis.eval(_RENEW, 1, self._keys.lease, self.replica, 1)
+            await self._redis.aclose()
+
+    async def _follow(self) -> None:
+        assert self._redis is not None
+        while True:
+            try:
+                async with self._redis.pubsub() as channel:
+                    await channel.subscribe(self._keys.changed)
+                    await self._take_all()  # what changed before the subscription
+                    while True:
+                        message = await channel.get_message(ignore_subscribe_messages=True, timeout=self._resync)
+                        if message is None:
+                            await self._take_all()
+                        else:
+                            await self._take(str(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError) as exc:
+                log.warning("shared routing state: Redis unreachable (%s); following again in 1 s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _take(self, endpoint: str) -> None:
+        assert self._redis is not None
+        state = await self._redis.hget(self._keys.endpoints, endpoint)
+        self._adopted(endpoint, None if state is None else json.loads(state))
+
+    async def _take_all(self) -> None:
+        assert self._redis is not None
+        found = cast(dict[str, str], await self._redis.hgetall(self._keys.endpoints))  # decode_responses: str
+        for endpoint, state in found.items():
+            self._adopted(endpoint, json.loads(state))
+
+    def _adopted(self, endpoint: str, state: dict[str, Any] | None) -> None:
+        try:
+            self._adopt(endpoint, state)
+        except Exception:  # one endpoint's state must not stop the following of the others
+            log.exception("shared routing state: %s could not be taken up", endpoint)
+
+    async def _lead(self) -> None:
+        assert self._redis is not None
+        while True:
+            try:
+                if self._leading:
+                    self._leading = bool(await self._redis.eval(_RENEW, 1, self._keys.lease, self.replica,
+                                                                self._lease_ms))  # fmt: skip
+                else:
+                    taken = await self._redis.set(self._keys.lease, self.replica, nx=True, px=self._lease_ms)
+                    if taken:
+                        log.info("shared routing state: this replica now judges rollouts")
+                    self._leading = bool(taken)
+            except (redis.RedisError, OSError):
+                self._leading = False
+            await asyncio.sleep(self._lease_ms / 3000)

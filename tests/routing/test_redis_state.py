@@ -1,0 +1,51 @@
+"""The shared routing store against a real redis-server: state and event log
+written together, read back in order, announced on the channel; a Redis
+that is gone is StoreFailed (an operator's change is then refused with a
+503, not half made)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support import RedisServer
+from turnout.routing.redis_state import RedisRoutingStore
+from turnout.routing.state_store import StoreFailed
+
+pytestmark = [pytest.mark.redis]
+
+
+def test_state_and_events_are_kept_together_and_announced(tmp_path: Path) -> None:
+    with RedisServer(tmp_path) as server:
+        store = RedisRoutingStore(server.url, namespace="t")
+        listener = redis.Redis.from_url(server.url).pubsub()
+        listener.subscribe("t:routing:changed")
+        assert listener.get_message(timeout=1)["type"] == "subscribe"
+        store.save("wine", {"policy": {"policy": "single", "variant": "1"}}, ("policy", "single 1", "ops"))
+        store.log("wine", "refused", "variant '3' unknown", "ops")
+        store.save("iris", {"policy": None}, ("cleared", "no policy", "ops"))
+        store.save("wine", None, ("cleared", "forgotten", "ops"))
+        assert store.load() == {"iris": {"policy": None}}
+        assert store.state_of("iris") == {"policy": None} and store.state_of("wine") is None
+        assert [(e.endpoint, e.kind) for e in store.events()] == [
+            ("wine", "policy"), ("wine", "refused"), ("iris", "cleared"), ("wine", "cleared")]  # fmt: skip
+        wine = store.events("wine", limit=2)
+        assert [e.kind for e in wine] == ["refused", "cleared"] and wine[0].id < wine[1].id
+        announced = [listener.get_message(timeout=1) for _ in range(3)]
+        assert [m["data"] for m in announced if m] == [b"wine", b"iris", b"wine"]
+        listener.close()
+        server.stop()
+        with pytest.raises(StoreFailed):
+            store.save("wine", None, ("cleared", "no Redis", "ops"))
+        with pytest.raises(StoreFailed):
+            store.events()
+        store.close()
+
+
+def test_a_redis_that_does_not_answer_is_said_at_start(tmp_path: Path) -> None:
+    with RedisServer(tmp_path) as server:
+        url = server.url
+    with pytest.raises(StoreFailed, match="does not answer"):
+        RedisRoutingStore(url)
