@@ -91,3 +91,24 @@ def test_a_rollout_survives_its_leaders_sigkill(replicas: list[ServerProcess]) -
     assert status["rollout"]["state"] == "promoted", status
     for replica in others:
         assert policy(replica) == status["policy"]
+
+
+def test_the_leader_judges_a_rollout_on_every_replicas_requests(replicas: list[ServerProcess]) -> None:
+    """The leader answers none of the rollout's requests: the others' windows are its evidence."""
+    leader = wait_until(lambda: next((r for r in replicas if "now judges rollouts" in r.log()), None), "a leader", 10)
+    with leader.admin_client() as admin:
+        started = admin.post(
+            "/v2/routing/wine/rollout/start",
+            json={"candidate": "2", "baseline": "1", "steps": "50:0.5s:20r,100:0.5s:10r",
+                  "guard": {"min_samples": 10, "max_p99_ratio": 50}},
+        )  # fmt: skip
+        assert started.status_code == 200, started.text
+    with ExitStack() as stack:
+        for replica in replicas:
+            if replica is not leader:
+                stack.enter_context(wine_load(replica.url))
+        status = wait_until(lambda: (s := status_of(leader))["rollout"]["state"] != "running" and s,
+                            "the rollout's end", 60)  # fmt: skip
+    assert status["rollout"]["state"] == "promoted", status
+    served = httpx.get(f"{leader.url}/metrics").text
+    assert 'turnout_requests_total{model="wine"' not in served  # the leader answered none of them

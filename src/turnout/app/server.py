@@ -133,7 +133,12 @@ class Server:
                 store = RoutingStore(state / "routing.db")
             else:  # shared by replicas: followed, and rollouts moved on by one of them (shared_routing.py)
                 store = RedisRoutingStore(routing.state_url)
-                self.shared = SharedRouting(routing.state_url, store.keys, lambda *change: self.traffic.adopt(*change))
+                self.shared = SharedRouting(
+                    routing.state_url,
+                    store.keys,
+                    adopt=lambda *change: self.traffic.adopt(*change),
+                    windows=lambda: self.traffic.shared_windows(),
+                )
             self.traffic = TrafficControl(
                 self.registry,
                 store,
@@ -141,6 +146,7 @@ class Server:
                 mirrored=self.mirror.agreement,
                 stop_mirroring=self.mirror.stop,
                 leads=self.shared.leads if self.shared is not None else lambda: True,
+                elsewhere=self.shared.elsewhere if self.shared is not None else lambda endpoint, step: [],
             )
             self.feedback = FeedbackStore(state / "feedback.db")
         except StoreFailed as exc:

@@ -36,6 +36,10 @@ class Keys:
     def events_of(self, endpoint: str) -> str:
         return f"{self._namespace}:routing:events:{endpoint}"
 
+    def windows_of(self, endpoint: str) -> str:
+        """Each replica's windows of the endpoint's running rollout (shared_routing.py)."""
+        return f"{self._namespace}:routing:windows:{endpoint}"
+
 
 class RedisRoutingStore:
     shared = True

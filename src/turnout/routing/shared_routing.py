@@ -15,6 +15,12 @@ Two duties, each a loop on the event loop:
   third of it. A leader that dies (SIGKILL) stops renewing; within
   ``lease_seconds`` another replica takes the key and goes on from the
   rollout's saved step. A replica that cannot reach Redis does not lead.
+- **Share the evidence.** Every replica writes its windows of each running
+  rollout's step (counts, and part of its latency sample) to a hash per
+  endpoint every ``share_seconds``; the leader reads the others' and judges
+  the step on all of them (``RolloutWindows``), so a rollout is judged on
+  every replica's requests, not on the leader's share. A window older than
+  ``3 * share_seconds`` (a replica gone) is left out.
 
 Event-loop only; the Redis client is redis-py's asyncio one.
 """
@@ -25,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
@@ -49,14 +56,19 @@ class SharedRouting:
         url: str,
         keys: Keys,
         adopt: Callable[[str, dict[str, Any] | None], None],
+        windows: Callable[[], dict[str, dict[str, Any]]] = dict,
         lease_seconds: float = 3.0,
         resync_seconds: float = 5.0,
+        share_seconds: float = 0.5,
     ) -> None:
         self._url = url
         self._keys = keys
         self._adopt = adopt
         self._lease_ms = int(lease_seconds * 1000)
         self._resync = resync_seconds
+        self._windows = windows  # this replica's windows of running rollouts (TrafficControl.shared_windows)
+        self._share = share_seconds
+        self._elsewhere: dict[str, list[dict[str, Any]]] = {}  # endpoint: other replicas' shared windows
         self.replica = uuid.uuid4().hex  # this process, as the lease names its holder
         self._leading = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -66,11 +78,16 @@ class SharedRouting:
         """Whether this replica judges rollouts now."""
         return self._leading
 
+    def elsewhere(self, endpoint: str, step: tuple[str, int]) -> list[dict[str, Any]]:
+        """The other replicas' windows of ``endpoint``'s rollout at ``step`` (candidate, index), as last read."""
+        return [found["windows"] for found in self._elsewhere.get(endpoint, ()) if tuple(found["step"]) == step]
+
     def start(self) -> None:
         self._redis = aredis.Redis.from_url(self._url, socket_timeout=2.0, socket_connect_timeout=2.0,
                                             decode_responses=True)  # fmt: skip
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._lead())]
+        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._lead()),
+                       loop.create_task(self._share_windows())]  # fmt: skip
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -133,3 +150,30 @@ class SharedRouting:
             except (redis.RedisError, OSError):
                 self._leading = False
             await asyncio.sleep(self._lease_ms / 3000)
+
+    async def _share_windows(self) -> None:
+        assert self._redis is not None
+        while True:
+            await asyncio.sleep(self._share)
+            try:
+                mine = self._windows()
+                now = time.time()
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for endpoint, shared in mine.items():
+                        key = self._keys.windows_of(endpoint)
+                        pipe.hset(key, self.replica, json.dumps({**shared, "at": now}))
+                        pipe.expire(key, 60)
+                    await pipe.execute()
+                if not self._leading:
+                    self._elsewhere = {}
+                    continue
+                found: dict[str, list[dict[str, Any]]] = {}
+                for endpoint in mine:
+                    others = cast(dict[str, str], await self._redis.hgetall(self._keys.windows_of(endpoint)))
+                    fresh = [json.loads(v) for k, v in others.items() if k != self.replica]
+                    found[endpoint] = [w for w in fresh if now - float(w["at"]) < 3 * self._share]
+                self._elsewhere = found
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError, ValueError):
+                self._elsewhere = {}  # judged on this replica's own windows until Redis answers again

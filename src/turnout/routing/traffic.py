@@ -67,9 +67,10 @@ class TrafficControl:
         mirrored: Callable[[str, str], tuple[int, int]] | None = None,
         stop_mirroring: Callable[[str, frozenset[str]], object] | None = None,
         leads: Callable[[], bool] = lambda: True,
+        elsewhere: Callable[[str, tuple[str, int]], list[dict[str, Any]]] = lambda endpoint, step: [],
     ) -> None:
-        self._leads = leads  # with shared state, whether this replica judges rollouts (shared_routing.py)
-        self._windows = RolloutWindows(mirrored or (lambda endpoint, shadow: (0, 0)))
+        self._leads = leads  # shared state (shared_routing.py): whether this replica judges rollouts
+        self._windows = RolloutWindows(mirrored or (lambda endpoint, shadow: (0, 0)), elsewhere)  # others' too
         self._table = RouteTable(store, self._windows, stop_mirroring)
         self.routes = self._table.routes  # the one dict, replaced entry by entry, never whole
         self._registry = registry
@@ -332,6 +333,10 @@ class TrafficControl:
         route = route_from_state(state, self._clock())
         self._check(endpoint, route.policy)  # PolicyError: a variant this replica does not serve
         self._table.install(endpoint, route)
+
+    def shared_windows(self) -> dict[str, dict[str, Any]]:
+        """This replica's windows of each running rollout's step (for the leader, wherever it runs)."""
+        return self._windows.shared()
 
     # the rollout guard
     def start(self) -> None:
