@@ -173,27 +173,33 @@ def overlap(first: Run, second: Run) -> float:
 
 def test_two_instances_run_at_once_despite_the_gil(repo: Path, tmp_path: Path) -> None:
     """Two busy pure-Python requests at once: in two workers each runs on a
-    CPU of its own throughout, in one process (the control, isolation =
-    "none") they overlap just as much but take turns at one GIL. Judged by
-    CPU time against wall time inside the model, not by wall-clock ratios,
-    which two vCPUs sharing a physical core (SMT) or a noisy neighbour move."""
+    CPU of its own, so their CPU time together passes their wall time; in one
+    process (the control, isolation = "none") they overlap just as much but
+    take turns at one GIL, and together never hold more than one CPU. Judged
+    by CPU time against wall time inside the model, not by wall-clock ratios,
+    which two vCPUs sharing a physical core (SMT) move; the best of five
+    pairs, as other load on the machine only ever takes CPU away."""
     with ServerProcess(repo, "--allow-trusted-models", log_dir=tmp_path / "workers") as server:
         infer(server, 5.0)  # a busy one first: the model's cost is known to be high, so it never runs inline
-        pairs = [busy_pair(server) for _ in range(3)]
+        pairs = [busy_pair(server) for _ in range(5)]
     assert all(first.pid != second.pid for first, second in pairs), pairs  # one worker each
-    # the best of three pairs: noise on a shared machine only ever takes CPU away
-    best = max(pairs, key=lambda pair: min(run.cpu_share for run in pair))
+    best = max(pairs, key=together)
     assert overlap(*best) > 0.8, f"the two did not run at the same time: {best}"
-    assert min(run.cpu_share for run in best) > 0.8, f"the two waited on each other: {best}"
+    assert together(best) > 1.25, f"the two shared one CPU: {best}"
     toml = repo / "fragile" / "model.toml"
     toml.write_text(toml.read_text() + '[runtime.options]\nisolation = "none"\n')
     with ServerProcess(repo, "--allow-trusted-models", log_dir=tmp_path / "inside") as server:
-        infer(server, 5.0)  # a busy one first: the model's cost is known to be high, so it never runs inline
-        pairs = [busy_pair(server) for _ in range(3)]
+        infer(server, 5.0)
+        pairs = [busy_pair(server) for _ in range(5)]
     assert all(first.pid == second.pid for first, second in pairs), pairs
     best = max(pairs, key=lambda pair: overlap(*pair))
     assert overlap(*best) > 0.5, f"in one process, the two did not run at the same time: {best}"
-    assert min(run.cpu_share for run in best) < 0.7, f"in one process, they did not share a GIL: {best}"
+    assert max(together(pair) for pair in pairs) < 1.15, f"in one process, they did not share a GIL: {pairs}"
+
+
+def together(pair: tuple[Run, Run]) -> float:
+    """The CPUs the two held on average while they ran: above 1 only if they ran in parallel."""
+    return pair[0].cpu_share + pair[1].cpu_share
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from turnout.batcher.queue import BatchObserver, BatchResult
 from turnout.errors import DeadlineExceeded, InferenceFailed, Overloaded, TurnoutError, Unavailable
 from turnout.model.runtimes.base import NO_PARAMETERS, LoadedModel, Tensors
+
+T = TypeVar("T")
 
 
 class Passthrough:
@@ -84,6 +86,23 @@ class Passthrough:
         if self._observer is not None:
             self._observer.batch_ran(1, 1, took)
         return BatchResult({name: answer[name] for name in outputs}, 0.0, took, 1)
+
+    async def relay(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call`` (a request passed on unread: serving/forwarding.py) counted
+        and bounded as ``submit`` counts and bounds a request, so draining
+        waits for it and a flood past ``max_in_flight`` is refused."""
+        if self._closing:
+            raise Unavailable("the model is being unloaded", retry_after=1.0)
+        if self._in_flight >= self._max_in_flight:
+            raise Overloaded(f"{self._max_in_flight} requests are running already", retry_after=1.0)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await call()
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     def may_answer_now(self) -> bool:
         return False

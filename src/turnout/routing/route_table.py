@@ -37,11 +37,24 @@ class RouteTable:
         # an endpoint no longer mirrors to some shadows: (endpoint, those it still mirrors to)
         self.stop_mirroring = stop_mirroring or (lambda endpoint, keep: None)
         self._unsaved: dict[str, Event] = {}  # changes in force but not yet saved: retried
+        self._retry_at = 0.0
+        self._retry_every = 1.0
 
     def set(
-        self, endpoint: str, route: Route | None, event: Event, required: bool = True, keep_windows: bool = False
+        self,
+        endpoint: str,
+        route: Route | None,
+        event: Event,
+        required: bool = True,
+        keep_windows: bool = False,
+        local: bool = False,
     ) -> None:
-        """Persist with its event and swap in (see the module's note on ``required``)."""
+        """Persist with its event and swap in (see the module's note on
+        ``required``). ``local``: a decision about this process's own models
+        (a variant it could not load): not written to a store other replicas share."""
+        if local and self.store.shared:
+            self.install(endpoint, route, keep_windows)
+            return
         state = None if route is None else route.as_state()
         if required:
             self.save(endpoint, state, event)
@@ -84,14 +97,22 @@ class RouteTable:
         except StoreFailed as exc:
             log.error("routing event for %s not logged (%s): %s %s", endpoint, exc, kind, detail)
 
-    def retry_unsaved(self) -> None:
+    def retry_unsaved(self, now: float) -> None:
+        """Save again what could not be saved, at most every ``_retry_every`` seconds (doubling to a minute
+        while the store fails: a store that hangs holds the loop for its timeout at each try)."""
+        if not self._unsaved or now < self._retry_at:
+            return
+        failed = False
         for endpoint, pending in list(self._unsaved.items()):
             in_force = self.routes.get(endpoint)
             try:
                 self.store.save(endpoint, None if in_force is None else in_force.as_state(), pending)
             except StoreFailed:
-                continue
+                failed = True
+                break
             self._unsaved.pop(endpoint, None)
+        self._retry_every = min(self._retry_every * 2, 60.0) if failed else 1.0
+        self._retry_at = now + self._retry_every
 
     def events(self, endpoint: str | None, limit: int) -> list[LoggedEvent]:
         return self.store.events(endpoint, limit)

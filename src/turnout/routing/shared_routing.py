@@ -71,12 +71,14 @@ class SharedRouting:
         self._elsewhere: dict[str, list[dict[str, Any]]] = {}  # endpoint: other replicas' shared windows
         self.replica = uuid.uuid4().hex  # this process, as the lease names its holder
         self._leading = False
+        self._valid_until = 0.0  # when the lease, as last taken or renewed, runs out (less a margin)
         self._tasks: list[asyncio.Task[None]] = []
         self._redis: aredis.Redis | None = None
 
     def leads(self) -> bool:
-        """Whether this replica judges rollouts now."""
-        return self._leading
+        """Whether this replica judges rollouts now: it holds the lease, and
+        will until past now even if its last renewal took a while to answer."""
+        return self._leading and time.monotonic() < self._valid_until
 
     def elsewhere(self, endpoint: str, step: tuple[str, int]) -> list[dict[str, Any]]:
         """The other replicas' windows of ``endpoint``'s rollout at ``step`` (candidate, index), as last read."""
@@ -117,6 +119,9 @@ class SharedRouting:
             except (redis.RedisError, OSError) as exc:
                 log.warning("shared routing state: Redis unreachable (%s); following again in 1 s", exc)
                 await asyncio.sleep(1.0)
+            except Exception:  # a state that cannot be read must not end the following
+                log.exception("shared routing state: following failed; again in 1 s")
+                await asyncio.sleep(1.0)
 
     async def _take(self, endpoint: str) -> None:
         assert self._redis is not None
@@ -138,16 +143,20 @@ class SharedRouting:
     async def _lead(self) -> None:
         assert self._redis is not None
         while True:
+            asked = time.monotonic()  # the lease runs from when it was asked for, not from the answer
             try:
                 if self._leading:
-                    self._leading = bool(await self._redis.eval(_RENEW, 1, self._keys.lease, self.replica,
-                                                                self._lease_ms))  # fmt: skip
+                    held = await self._redis.eval(_RENEW, 1, self._keys.lease, self.replica, self._lease_ms)
                 else:
-                    taken = await self._redis.set(self._keys.lease, self.replica, nx=True, px=self._lease_ms)
-                    if taken:
+                    held = await self._redis.set(self._keys.lease, self.replica, nx=True, px=self._lease_ms)
+                    if held:
                         log.info("shared routing state: this replica now judges rollouts")
-                    self._leading = bool(taken)
-            except (redis.RedisError, OSError):
+                self._leading = bool(held)
+                if held:
+                    self._valid_until = asked + self._lease_ms / 1000 * 2 / 3  # a third kept for clock drift
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis gone, or anything else: not provably leading
                 self._leading = False
             await asyncio.sleep(self._lease_ms / 3000)
 
@@ -175,5 +184,5 @@ class SharedRouting:
                 self._elsewhere = found
             except asyncio.CancelledError:
                 raise
-            except (redis.RedisError, OSError, ValueError):
-                self._elsewhere = {}  # judged on this replica's own windows until Redis answers again
+            except Exception:  # Redis gone, a window unreadable: judged on this replica's own until it answers
+                self._elsewhere = {}

@@ -194,7 +194,7 @@ class TrafficControl:
             except TurnoutError:
                 document = None
             if document is None:
-                self._table.set(endpoint, None, NO_POLICY, required=False)
+                self._table.set(endpoint, None, NO_POLICY, required=False, local=True)
                 continue
             with contextlib.suppress(PolicyError):  # refused: logged, and a fallback is in force
                 self.configured(endpoint, document)
@@ -215,10 +215,10 @@ class TrafficControl:
             fallback = Route(Single(first), CONFIG, digest)
             self._check(endpoint, fallback.policy)
         except PolicyError:
-            self._table.set(endpoint, None, NO_POLICY, required=False)
+            self._table.set(endpoint, None, NO_POLICY, required=False, local=True)
             return
         self._table.set(endpoint, fallback, ("fallback", f"{first!r} alone, until the policy can apply", CONFIG),
-                  required=False)  # fmt: skip
+                  required=False, local=True)  # fmt: skip
 
     def apply(self, endpoint: str, body: Any, actor: str) -> Route:
         """Set a policy from an admin API document; ``InvalidRequest`` saying why not."""
@@ -360,9 +360,9 @@ class TrafficControl:
     def tick(self) -> None:
         """Judge every running rollout on its step's window (and retry saves that failed)."""
         now = self._clock()
-        self._table.retry_unsaved()
-        if not self._leads():
+        if not self._leads():  # a replica that lost the lease must not overwrite the new leader's saves
             return
+        self._table.retry_unsaved(now)
         for endpoint, route in list(self.routes.items()):
             judged = self._windows.judge(endpoint, route, now)
             if judged is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
+from turnout.batcher.passthrough import Passthrough
 from turnout.errors import Code, TurnoutError
 from turnout.model.runtimes.base import Relayed
 from turnout.observability import logs, tracing
@@ -52,8 +53,10 @@ class Forwarding:
         started = time.monotonic()
         in_flight = self._metrics.in_flight(served.model, protocol)
         in_flight.inc()
+        forward, batcher = served.forward, served.batcher
+        assert isinstance(batcher, Passthrough)  # a model that forwards is never batched here (served.py)
         try:
-            relayed = await served.forward(body, header_length, started + served.timeout)
+            relayed = await batcher.relay(lambda: forward(body, header_length, started + served.timeout))
         except TurnoutError as exc:
             self._outcomes.failed(served, exc, protocol, "")
             self._logged(served, protocol, exc.code.value, started)

@@ -192,3 +192,19 @@ def test_no_attempt_outlives_the_deadline() -> None:
         assert replicas[0].dropped + replicas[1].dropped >= 1  # the replica saw its request given up
 
     run(with_set([always(2.0, OK), always(2.0, OK)], scenario, hedging={"enabled": False}))
+
+
+def test_replicas_named_by_dns_answer_from_the_first_request() -> None:
+    async def scenario() -> None:
+        replica = await Replica(always(0, OK)).start()
+        named = RemoteSettings.model_validate({"dns": f"localhost:{replica.port}"})
+        endpoints = EndpointSet("model 'm' version 1", "/v2/models/m", named)
+        try:
+            answer, address = await send(endpoints)  # resolved on the way: not "no replica is known yet"
+            assert answer.status == 200 and address.endswith(f":{replica.port}")
+            assert f"127.0.0.1:{replica.port}" in endpoints.replicas()
+        finally:
+            await endpoints.close()
+            await replica.stop()
+
+    run(scenario())

@@ -198,3 +198,46 @@ def test_remote_toml_names_its_replicas_one_way_and_says_what_is_wrong(tmp_path:
         path.write_text(text)
         with pytest.raises(ValueError, match=why):
             read_settings(path)
+
+
+def test_an_endless_header_is_bounded_as_it_arrives() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
+        for _ in range(64):  # 4 MiB of one header value, never ended
+            writer.write(b"y" * 65536)
+            await writer.drain()
+
+    async def scenario(pool: Pool) -> None:
+        with pytest.raises(ReplicaFailed, match="bytes of headers"):
+            await pool.exchange(head(pool), b"x")
+
+    run(with_replica(endless, scenario))
+
+
+def test_a_second_answer_in_the_same_bytes_fails_the_connection_not_the_first_answer() -> None:
+    async def twice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK + b"HTTP/1.1 200 OK\r\nx-injected: yes\r\ncontent-length: 2\r\n\r\nno")
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    async def scenario(pool: Pool) -> None:
+        answer = await pool.exchange(head(pool), b"x")
+        assert (answer.status, answer.body, b"x-injected" in answer.headers) == (200, b"ok", False)
+        assert pool.idle_connection() is None  # not kept: it spoke out of turn
+
+    run(with_replica(twice, scenario))
+
+
+def test_an_interim_answer_is_not_taken_for_the_answer() -> None:
+    async def interim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n" + OK)
+        await writer.drain()
+
+    async def scenario(pool: Pool) -> None:
+        with pytest.raises(ReplicaFailed, match="not a final status"):
+            await pool.exchange(head(pool), b"x")
+
+    run(with_replica(interim, scenario))

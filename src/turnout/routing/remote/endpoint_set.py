@@ -32,6 +32,7 @@ Event-loop only.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import socket
@@ -47,6 +48,8 @@ from turnout.routing.remote.ejection import Outliers
 from turnout.routing.remote.latency import RecentLatency
 from turnout.routing.remote.settings import RemoteSettings, split_address
 from turnout.routing.remote.wire import Answer, Connection, Pool, ReplicaFailed, _Stale, request_head
+
+log = logging.getLogger("turnout.remote")
 
 FAILED_STATUSES = frozenset({502, 503, 504})  # the replica could not take it: another may
 
@@ -76,6 +79,7 @@ class NoRemoteObserver:
 class _Attempt:
     replica: str
     started: float
+    pool: Pool  # its own, kept: the replica may leave the set (DNS) while the attempt runs
     connection: Connection | None  # None: a task that opens its own
 
 
@@ -122,6 +126,7 @@ class EndpointSet:
         for gone in set(self._pools) - set(wanted):
             self._pools.pop(gone).close()
             self._unhealthy.discard(gone)
+            self._outstanding.pop(gone, None)
         settings = self._settings
         for address in wanted:
             if address not in self._pools:
@@ -151,6 +156,8 @@ class EndpointSet:
         ``deadline`` (``time.monotonic()``): raises ``Unavailable`` when no
         attempt got an answer, ``DeadlineExceeded`` when time ran out."""
         if self._watcher is None and not self._closed:
+            if self._settings.dns is not None and not self._pools:
+                await self.resolve()  # the first request: the replicas are not known until the name resolves
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         loop = asyncio.get_running_loop()
         clock = self._clock
@@ -166,44 +173,48 @@ class EndpointSet:
             if not wake.done():
                 wake.set_result(None)
 
-        def start(now: float) -> bool:
-            replica = pick(self.available(now), self._outstanding, self._rng, tried)
+        def start(now: float, extra: str | None) -> None:
+            """One more attempt, to a replica not tried yet; an extra one only within the budget."""
+            fresh = [name for name in self.available(now) if name not in tried]
+            if extra is not None:
+                if len(tried) >= limit or not fresh or now >= deadline:
+                    return
+                if not self._budget.try_spend(now):
+                    self._observer.extra("refused")
+                    return
+                self._observer.extra(extra)
+            replica = pick(fresh or self.available(now), self._outstanding, self._rng)
             if replica is None:
-                return False
+                return
             tried.append(replica)
-            future, connection = self._send(replica, path, headers, body)
+            pool = self._pools[replica]
+            future, connection = self._send(pool, path, headers, body)
             future.add_done_callback(woken)
-            running[future] = _Attempt(replica, now, connection)
-            self._outstanding[replica] += 1
-            return True
+            running[future] = _Attempt(replica, now, pool, connection)
+            self._outstanding[replica] = self._outstanding.get(replica, 0) + 1
 
-        if not start(started):
+        start(started, None)
+        if not running:
             raise Unavailable(f"{self.name}: no replica is available ({self._why_none()})", retry_after=1.0)
         hedge_at = self._hedge_at(started)
+        timer: asyncio.TimerHandle | None = None
         try:
             while running:
-                now = clock()
-                timer = loop.call_later(max(min(deadline, hedge_at) - now, 0.0), woken)
+                timer = loop.call_later(max(min(deadline, hedge_at) - clock(), 0.0), woken)
                 await wake
                 timer.cancel()
                 wake = loop.create_future()
                 for future in [f for f in running if f.done()]:
                     attempt = running.pop(future)
                     if isinstance(future.exception(), _Stale):  # a kept connection the replica had closed
-                        anew = self._sent_anew(attempt.replica, path, headers, body, woken)
-                        running[anew] = _Attempt(attempt.replica, attempt.started, None)  # the same attempt
+                        anew = self._sent_anew(attempt.pool, path, headers, body, woken)
+                        running[anew] = _Attempt(attempt.replica, attempt.started, attempt.pool, None)  # the same
                         continue
                     answer = self._ended(future, attempt)
                     if answer is not None:
                         return answer, attempt.replica
                     failures.append(f"{attempt.replica}: {self._failure(future)}")
-                    now = clock()
-                    if len(tried) < limit and now < deadline:
-                        if self._budget.try_spend(now):
-                            if start(now):
-                                self._observer.extra("retry")
-                        else:
-                            self._observer.extra("refused")
+                    start(clock(), "retry")
                 if not running:
                     break
                 now = clock()
@@ -211,21 +222,17 @@ class EndpointSet:
                     raise DeadlineExceeded(f"{self.name}: no answer from {', '.join(tried)} in time")
                 if now >= hedge_at:
                     hedge_at = math.inf  # one hedge a request
-                    if len(tried) < limit and len(self.available(now)) > 1:
-                        if self._budget.try_spend(now):
-                            if start(now):
-                                self._observer.extra("hedge")
-                        else:
-                            self._observer.extra("refused")
+                    start(now, "hedge")
         finally:
+            if timer is not None:
+                timer.cancel()
             for future, attempt in running.items():  # the losers, or all on a deadline or cancellation
                 self._cancel(future, attempt)
         raise Unavailable(f"{self.name}: no replica answered ({'; '.join(failures)})", retry_after=1.0)
 
     def _send(
-        self, replica: str, path: bytes, headers: bytes, body: bytes
+        self, pool: Pool, path: bytes, headers: bytes, body: bytes
     ) -> tuple[asyncio.Future[Answer], Connection | None]:
-        pool = self._pools[replica]
         head = request_head(b"POST", path, pool.host_header, len(body), headers)
         connection = pool.idle_connection()
         if connection is not None:
@@ -233,9 +240,8 @@ class EndpointSet:
         return asyncio.get_running_loop().create_task(self._opened(pool, head, body)), None
 
     def _sent_anew(
-        self, replica: str, path: bytes, headers: bytes, body: bytes, woken: Callable[[object], None]
+        self, pool: Pool, path: bytes, headers: bytes, body: bytes, woken: Callable[[object], None]
     ) -> asyncio.Future[Answer]:
-        pool = self._pools[replica]
         head = request_head(b"POST", path, pool.host_header, len(body), headers)
         task = asyncio.get_running_loop().create_task(self._opened(pool, head, body))
         task.add_done_callback(woken)
@@ -258,14 +264,14 @@ class EndpointSet:
     def _ended(self, future: asyncio.Future[Answer], attempt: _Attempt) -> Answer | None:
         """Book an attempt that ended; its answer when it is one to give the client."""
         replica = attempt.replica
-        self._outstanding[replica] = max(self._outstanding.get(replica, 0) - 1, 0)
+        self._finished(replica)
         now = self._clock()
         took = now - attempt.started
         error = future.exception()
         if error is None:
             answer = future.result()
             if attempt.connection is not None:
-                self._pools[replica].give_back(attempt.connection)
+                attempt.pool.give_back(attempt.connection)  # closed instead if the pool has been
             if answer.status not in FAILED_STATUSES:
                 self._observer.attempted(replica, "answered", took)
                 self._latency.observe(took)
@@ -277,6 +283,10 @@ class EndpointSet:
             self._observer.ejected(replica)
         return None
 
+    def _finished(self, replica: str) -> None:
+        if replica in self._outstanding:  # not one that left the set meanwhile
+            self._outstanding[replica] = max(self._outstanding[replica] - 1, 0)
+
     @staticmethod
     def _failure(future: asyncio.Future[Answer]) -> str:
         error = future.exception()
@@ -286,11 +296,13 @@ class EndpointSet:
         return f"{answer.status} {answer.body[:120].decode('utf-8', 'replace')}"
 
     def _cancel(self, future: asyncio.Future[Answer], attempt: _Attempt) -> None:
-        self._outstanding[attempt.replica] = max(self._outstanding.get(attempt.replica, 0) - 1, 0)
+        self._finished(attempt.replica)
         if attempt.connection is not None:
             attempt.connection.abort()  # the replica stops writing to it; never kept
         if not future.done():
             future.cancel()
+        elif not future.cancelled():
+            future.exception()  # a loser's failure is no one's to report
         self._observer.attempted(attempt.replica, "cancelled", self._clock() - attempt.started)
 
     def _hedge_at(self, started: float) -> float:
@@ -310,13 +322,16 @@ class EndpointSet:
 
     async def _watch(self) -> None:
         settings = self._settings
-        next_dns = 0.0
+        next_dns = self._clock() + settings.dns_refresh_seconds if self._pools else 0.0
         while not self._closed:
             now = self._clock()
-            if settings.dns is not None and now >= next_dns:
-                await self.resolve()
-                next_dns = now + settings.dns_refresh_seconds
-            await self.probe()
+            try:
+                if settings.dns is not None and now >= next_dns:
+                    await self.resolve()
+                    next_dns = now + settings.dns_refresh_seconds
+                await self.probe()
+            except Exception:  # membership and health must go on being watched whatever one round met
+                log.exception("%s: watching the replicas failed", self.name)
             await asyncio.sleep(settings.health.interval_seconds)
 
     async def resolve(self) -> None:
@@ -347,6 +362,8 @@ class EndpointSet:
             ready = answer.status == 200
         except (ReplicaFailed, TimeoutError):
             ready = False
+        if replica not in self._pools:  # it left the set while it was asked
+            return
         if ready:
             self._unhealthy.discard(replica)
             if self._outliers is not None:

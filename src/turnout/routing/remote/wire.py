@@ -50,7 +50,9 @@ Answer = Relayed  # status, headers (names lower-cased), body
 class _Parsing:
     status: int = 0
     headers: dict[bytes, bytes] = field(default_factory=dict)
-    head_bytes: int = 0
+    head_bytes: int = 0  # bytes read before the head ended: bounds a header httptools is still joining
+    header_bytes: int = 0  # of the headers parsed
+    head_done: bool = False
     body: list[bytes] = field(default_factory=list)
     body_bytes: int = 0
 
@@ -104,6 +106,12 @@ class Connection(asyncio.Protocol):
             self._fail(ReplicaFailed("the replica sent bytes nobody asked for"))
             return
         self._heard = True
+        parsing = self._parsing
+        if not parsing.head_done:  # httptools joins a header's pieces itself: an endless one is bounded here
+            if parsing.head_bytes > MAX_HEAD_BYTES:
+                self._fail(ReplicaFailed(f"the replica's answer has more than {MAX_HEAD_BYTES} bytes of headers"))
+                return
+            parsing.head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -128,15 +136,24 @@ class Connection(asyncio.Protocol):
 
     # httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self._waiter is None:  # a second answer in the same bytes as the first: to no request
+            raise ReplicaFailed("the replica sent an answer nobody asked for")
+
     def on_status(self, status: bytes) -> None:
         self._parsing.status = self._parser.get_status_code()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         parsing = self._parsing
-        parsing.head_bytes += len(name) + len(value)
-        if parsing.head_bytes > MAX_HEAD_BYTES:
+        parsing.header_bytes += len(name) + len(value)
+        if parsing.header_bytes > MAX_HEAD_BYTES:
             raise ReplicaFailed(f"the replica's answer has more than {MAX_HEAD_BYTES} bytes of headers")
         parsing.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        self._parsing.head_done = True
+        if self._parser.get_status_code() < 200:  # 1xx: not an answer, and nothing turnout asks for
+            raise ReplicaFailed(f"the replica answered {self._parser.get_status_code()}, not a final status")
 
     def on_body(self, body: bytes) -> None:
         parsing = self._parsing
@@ -147,7 +164,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         waiter, self._waiter = self._waiter, None
-        parsing = self._parsing
+        parsing, self._parsing = self._parsing, _Parsing()  # the answer handed out is never written to again
         self.reusable = self._parser.should_keep_alive()
         self.idle_since = time.monotonic()
         if waiter is not None and not waiter.done():
@@ -180,6 +197,7 @@ class Pool:
         self._tls = tls
         self._clock = clock
         self._idle: deque[Connection] = deque()
+        self._closed = False
         self.host_header = f"{host}:{port}".encode() if ":" not in host else f"[{host}]:{port}".encode()
 
     def idle_connection(self) -> Connection | None:
@@ -203,8 +221,8 @@ class Pool:
         return connection
 
     def give_back(self, connection: Connection) -> None:
-        """After an exchange answered: kept for the next, or closed."""
-        if connection.reusable and not connection.closed and len(self._idle) < self._max_idle:
+        """After an exchange answered: kept for the next, or closed (always, once the pool is)."""
+        if not self._closed and connection.reusable and not connection.closed and len(self._idle) < self._max_idle:
             self._idle.append(connection)
         else:
             connection.close()
@@ -231,6 +249,7 @@ class Pool:
         return answer
 
     def close(self) -> None:
+        self._closed = True
         while self._idle:
             self._idle.pop().close()
 

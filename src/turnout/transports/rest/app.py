@@ -231,9 +231,13 @@ class RestApi:
         try:
             body = await request.body(self._max_body_bytes)
             header_length = _header_length(request)
-            relayed = await self._dataplane.forward(arrival, body, header_length, "rest")
-            if relayed is not None:  # a remote set's replica answered it, unread here
-                return _relayed(relayed)
+        except TurnoutError as exc:
+            self._dataplane.record_rejected(arrival, "rest", exc)
+            raise
+        relayed = await self._dataplane.forward(arrival, body, header_length, "rest")  # counts its own outcome
+        if relayed is not None:  # a remote set's replica answered it, unread here
+            return _relayed(relayed)
+        try:
             inference = decode_request(body, header_length, model, version, self._limits)
         except TurnoutError as exc:
             self._dataplane.record_rejected(arrival, "rest", exc)
