@@ -34,20 +34,24 @@ AT_CAPACITY = "the server is at capacity; retry later"
 @contextmanager
 def door(server: ServerProcess, in_flight: int, queue: int, log: Path) -> Iterator[str]:
     """HAProxy with the shipped configuration in front of ``server``: its URL."""
-    haproxy = shutil.which("haproxy")
-    assert haproxy is not None, "haproxy is missing: scripts/system-deps.sh installs it"
+    settings = {"TURNOUT_HTTP": f"127.0.0.1:{server.http_port}", "TURNOUT_IN_FLIGHT": str(in_flight),
+                "TURNOUT_QUEUE": str(queue)}  # fmt: skip
+    with haproxy(CONFIG, settings, log) as url:
+        yield url
+
+
+@contextmanager
+def haproxy(config: Path, settings: dict[str, str], log: Path) -> Iterator[str]:
+    """A real HAProxy with ``config`` and its ``settings`` (environment
+    variables), listening on a free port given as TURNOUT_DOOR: its URL."""
+    program = shutil.which("haproxy")
+    assert program is not None, "haproxy is missing: scripts/system-deps.sh installs it"
     port = free_port()
-    env = {
-        **os.environ,
-        "TURNOUT_DOOR": f"127.0.0.1:{port}",
-        "TURNOUT_HTTP": f"127.0.0.1:{server.http_port}",
-        "TURNOUT_IN_FLIGHT": str(in_flight),
-        "TURNOUT_QUEUE": str(queue),
-    }
-    check = subprocess.run([haproxy, "-c", "-f", str(CONFIG)], env=env, capture_output=True, text=True)
+    env = {**os.environ, **settings, "TURNOUT_DOOR": f"127.0.0.1:{port}"}
+    check = subprocess.run([program, "-c", "-f", str(config)], env=env, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     with log.open("wb") as output:
-        process = subprocess.Popen([haproxy, "-f", str(CONFIG), "-db"], env=env, stdout=output, stderr=output)
+        process = subprocess.Popen([program, "-f", str(config), "-db"], env=env, stdout=output, stderr=output)
     try:
         wait_for(port, process, log)
         yield f"http://127.0.0.1:{port}"

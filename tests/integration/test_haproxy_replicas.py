@@ -6,40 +6,23 @@ scripts/system-deps.sh)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import pytest
 
 from tests.integration.reference import diabetes_rows
-from tests.integration.test_haproxy_door import wait_for
-from tests.support import ServerProcess, SteadyLoad, free_port
+from tests.integration.test_haproxy_door import haproxy
+from tests.support import ServerProcess, SteadyLoad
 
 pytestmark = [pytest.mark.programs("haproxy")]
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy" / "replicas.cfg"
 
 
-@contextmanager
-def balancer(replicas: list[ServerProcess], log: Path) -> Iterator[str]:
-    haproxy = shutil.which("haproxy")
-    assert haproxy is not None, "haproxy is missing: scripts/system-deps.sh installs it"
-    port = free_port()
-    env = {**os.environ, "TURNOUT_DOOR": f"127.0.0.1:{port}"}
-    env.update({f"TURNOUT_REPLICA_{i + 1}": f"127.0.0.1:{r.http_port}" for i, r in enumerate(replicas)})
-    check = subprocess.run([haproxy, "-c", "-f", str(CONFIG)], env=env, capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    with log.open("wb") as output:
-        process = subprocess.Popen([haproxy, "-f", str(CONFIG), "-db"], env=env, stdout=output, stderr=output)
-    try:
-        wait_for(port, process, log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def balancer(replicas: list[ServerProcess], log: Path) -> AbstractContextManager[str]:
+    settings = {f"TURNOUT_REPLICA_{i + 1}": f"127.0.0.1:{r.http_port}" for i, r in enumerate(replicas)}
+    return haproxy(CONFIG, settings, log)
 
 
 def test_a_rolling_restart_behind_haproxy_costs_the_clients_nothing(tmp_path: Path, example_repo: Path) -> None:

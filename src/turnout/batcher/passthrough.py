@@ -10,8 +10,9 @@ running, within the grace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from turnout.batcher.queue import BatchObserver, BatchResult
@@ -59,26 +60,17 @@ class Passthrough:
         ``timeout_ms`` shortened by the client's deadline): past it the request
         is cancelled, and with it whatever it still waits for (a pipeline's
         steps leave their models' queues), and answered with a timeout."""
-        if self._closing:
-            raise Unavailable("the model is being unloaded", retry_after=1.0)
-        if self._in_flight >= self._max_in_flight:
-            raise Overloaded(f"{self._max_in_flight} requests are running already", retry_after=1.0)
-        self._in_flight += 1
-        self._idle.clear()
         started = time.perf_counter()
         try:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            answer = await self._instance.predict_until(inputs, outputs, parameters, deadline)
+            with self._counted():
+                deadline = None if timeout is None else time.monotonic() + timeout
+                answer = await self._instance.predict_until(inputs, outputs, parameters, deadline)
         except TimeoutError:
             raise DeadlineExceeded(f"no answer within {timeout:.3g} s") from None
         except TurnoutError:
             raise
         except Exception as exc:
             raise InferenceFailed(f"inference failed: {exc}") from None
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
         took = time.perf_counter() - started
         missing = [name for name in outputs if name not in answer]
         if missing:
@@ -91,6 +83,12 @@ class Passthrough:
         """``call`` (a request passed on unread: serving/forwarding.py) counted
         and bounded as ``submit`` counts and bounds a request, so draining
         waits for it and a flood past ``max_in_flight`` is refused."""
+        with self._counted():
+            return await call()
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        """One request running: refused while draining or past ``max_in_flight``; draining waits for it."""
         if self._closing:
             raise Unavailable("the model is being unloaded", retry_after=1.0)
         if self._in_flight >= self._max_in_flight:
@@ -98,7 +96,7 @@ class Passthrough:
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await call()
+            yield
         finally:
             self._in_flight -= 1
             if not self._in_flight:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-import uvloop
 
+from tests.routing.remote.loop import run
 from turnout.errors import DeadlineExceeded, Unavailable
 from turnout.model.runtimes.base import Relayed
 from turnout.routing.remote.endpoint_set import EndpointSet
@@ -21,15 +20,6 @@ from turnout.routing.remote.settings import RemoteSettings
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy"
-
-
-def run(scenario: Coroutine[Any, Any, None]) -> None:
-    """On uvloop, as the server runs (its transports are none of asyncio's classes)."""
-    loop = uvloop.new_event_loop()
-    try:
-        loop.run_until_complete(scenario)
-    finally:
-        loop.close()
 
 
 @dataclass

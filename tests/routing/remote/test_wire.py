@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import uvloop
 
+from tests.routing.remote.loop import run
 from turnout.protocol.client_codec import MalformedAnswer, decode_answer, encode_request, error_text
 from turnout.protocol.rest_codec import decode_request
 from turnout.routing.remote.settings import RemoteSettings, read_settings, split_address
@@ -22,15 +21,6 @@ from turnout.routing.remote.wire import Pool, ReplicaFailed, request_head
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-
-
-def run(scenario: Coroutine[Any, Any, None]) -> None:
-    """On uvloop, as the server runs (its transports are none of asyncio's classes)."""
-    loop = uvloop.new_event_loop()
-    try:
-        loop.run_until_complete(scenario)
-    finally:
-        loop.close()
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
