@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.traffic_support import wine_load
+from tests.integration.traffic_support import body, wine_load
 from tests.support import RedisServer, ServerProcess, wait_until
 
 pytestmark = [pytest.mark.redis]
@@ -112,3 +112,28 @@ def test_the_leader_judges_a_rollout_on_every_replicas_requests(replicas: list[S
     assert status["rollout"]["state"] == "promoted", status
     served = httpx.get(f"{leader.url}/metrics").text
     assert 'turnout_requests_total{model="wine"' not in served  # the leader answered none of them
+
+
+def test_ab_feedback_reaches_any_replica_and_the_report_counts_them_all(replicas: list[ServerProcess]) -> None:
+    """Behind a balancer, a request answered by one replica gets its feedback through another."""
+    with replicas[0].admin_client() as admin:
+        answer = admin.put("/v2/routing/wine", json={"policy": "ab", "variants": {"1": 50, "2": 50}})
+        assert answer.status_code == 200, answer.text
+    for replica in replicas[1:]:
+        wait_until(lambda r=replica: (p := policy(r)) is not None and p.get("policy") == "ab", "the A/B test", 1.0)
+    answered = []
+    for user in range(30):
+        response = httpx.post(f"{replicas[user % 3].url}/v2/models/wine/infer", json=body(user),
+                              headers={"user-id": f"u{user}"}, timeout=10)  # fmt: skip
+        answered.append((user, response.json()["id"], response.headers["turnout-variant"]))
+    time.sleep(1.1)  # feedback comes later than the answering replica's next write of its assignments
+    for user, request_id, variant in answered:
+        told = replicas[(user + 1) % 3]
+        recorded = httpx.post(f"{told.url}/v2/models/wine/feedback", timeout=10,
+                              json={"id": request_id, "outcome": 1 if variant == "2" else 0})  # fmt: skip
+        assert recorded.json() == {"id": request_id, "variant": variant, "recorded": True}, recorded.text
+    variants = {f"u{user}": variant for user, _, variant in answered}
+    with replicas[2].admin_client() as admin:
+        report = admin.post("/v2/routing/wine/ab", json={"min_count": 5}).json()
+    counts = {row["variant"]: row["outcomes"] for row in report["variants"]}
+    assert sum(counts.values()) == 30 and counts == {v: list(variants.values()).count(v) for v in counts}

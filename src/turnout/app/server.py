@@ -37,8 +37,9 @@ from turnout.overload.connections import Connections
 from turnout.overload.pressure import Pressure
 from turnout.pipeline.runtime import PipelineRuntime
 from turnout.protocol.types import InferenceRequest, InferenceResponse
-from turnout.routing.feedback import FeedbackStore
+from turnout.routing.feedback import Feedback, FeedbackStore
 from turnout.routing.metrics import register_routing_metrics
+from turnout.routing.redis_feedback import RedisFeedbackStore
 from turnout.routing.redis_state import RedisRoutingStore
 from turnout.routing.remote.runtime import RemoteRuntime
 from turnout.routing.shadow import ShadowMirror
@@ -148,7 +149,11 @@ class Server:
                 leads=self.shared.leads if self.shared is not None else lambda: True,
                 elsewhere=self.shared.elsewhere if self.shared is not None else lambda endpoint, step: [],
             )
-            self.feedback = FeedbackStore(state / "feedback.db")
+            self.feedback: Feedback = (
+                FeedbackStore(state / "feedback.db")
+                if routing.state_url is None
+                else RedisFeedbackStore(routing.state_url)  # feedback reaches any replica: every one finds it
+            )
         except StoreFailed as exc:
             raise StartupError(f"cannot keep routing state in Redis (--state): {exc}") from None
         except (OSError, sqlite3.Error) as exc:
@@ -344,7 +349,7 @@ class Server:
             await asyncio.sleep(1.0)
             try:
                 await asyncio.to_thread(self.feedback.flush)
-            except sqlite3.Error as exc:  # kept in memory (up to a bound); the next flush tries again
+            except (sqlite3.Error, StoreFailed) as exc:  # kept in memory (up to a bound); the next flush tries again
                 log.error("cannot record A/B assignments (%d lost so far): %s", self.feedback.lost, exc)
 
     def _stream_service(self) -> StreamService:

@@ -39,7 +39,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from turnout.routing.abstats import Comparison, compare_means, compare_proportions
 
@@ -124,21 +124,78 @@ class AbReport:
 MAX_PENDING = 1_000_000
 
 
+class Feedback(Protocol):
+    """An A/B feedback store: this process's SQLite file, or Redis shared by replicas."""
+
+    @property
+    def lost(self) -> int: ...
+    def remember(self, endpoint: str, request_id: str, variant: str) -> None: ...
+    def flush(self) -> int: ...
+    def record(self, endpoint: str, request_id: str, outcome: object) -> str: ...
+    def report(self, endpoint: str, min_count: int = 30, baseline: str | None = None) -> AbReport: ...
+    def close(self) -> None: ...
+
+
+class AssignmentBuffer:
+    """Which variant served each A/B request, as the hot path notes it: in
+    memory only, until the store writes the pending ones (``take``, and
+    ``give_back`` when that fails). The latest ``recent_limit`` stay known
+    after they are written, since feedback usually follows within seconds.
+    Every method may be called from any thread."""
+
+    def __init__(self, recent_limit: int, clock: Callable[[], float]) -> None:
+        if recent_limit < 1:
+            raise ValueError(f"recent_limit must be at least 1, got {recent_limit}")
+        self._recent_limit = recent_limit
+        self._clock = clock  # wall clock: the timestamps are records, not durations
+        self._lock = threading.Lock()
+        # not yet written, oldest first; a dict so record() can find and write one at once
+        self._pending: dict[tuple[str, str], tuple[str, float]] = {}
+        self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.lost = 0  # assignments not kept because the write buffer was full (writes failing)
+
+    def remember(self, endpoint: str, request_id: str, variant: str) -> None:
+        """Note that ``variant`` served ``request_id``; O(1); a reused id keeps its first variant."""
+        key = (endpoint, request_id)
+        assigned_at = self._clock()
+        with self._lock:
+            if key in self._recent:
+                return
+            self._recent[key] = variant
+            if len(self._recent) > self._recent_limit:
+                self._recent.popitem(last=False)
+            if len(self._pending) >= MAX_PENDING and key not in self._pending:
+                self.lost += 1  # the store has been failing for a long while: memory stays bounded
+                return
+            self._pending.setdefault(key, (variant, assigned_at))
+
+    def take(self) -> dict[tuple[str, str], tuple[str, float]]:
+        """The pending assignments, oldest first, now the caller's to write."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        return batch
+
+    def give_back(self, batch: dict[tuple[str, str], tuple[str, float]]) -> None:
+        """A batch that could not be written: pending again, ahead of newer ones (the first still wins)."""
+        with self._lock:
+            for key, assignment in self._pending.items():
+                batch.setdefault(key, assignment)
+            self._pending = batch
+
+    def claim(self, endpoint: str, request_id: str) -> tuple[tuple[str, float] | None, str | None]:
+        """For feedback: the assignment if still pending (now the caller's to write), and the variant if recent."""
+        key = (endpoint, request_id)
+        with self._lock:
+            return self._pending.pop(key, None), self._recent.get(key)
+
+
 class FeedbackStore:
     """A/B assignments and outcomes in one SQLite file (WAL mode)."""
 
     def __init__(self, path: Path, *, recent_limit: int = 100_000, clock: Callable[[], float] = time.time) -> None:
-        if recent_limit < 1:
-            raise ValueError(f"recent_limit must be at least 1, got {recent_limit}")
         self.path = path
-        self._recent_limit = recent_limit
-        self._clock = clock  # wall clock: the timestamps are records, not durations
-        self._memory_lock = threading.Lock()
-        # not yet written, oldest first; a dict so record() can find and write one at once
-        self._pending: dict[tuple[str, str], tuple[str, float]] = {}
-        # the latest assignments, written or not: feedback usually follows within seconds
-        self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._lost = 0
+        self._clock = clock
+        self._buffer = AssignmentBuffer(recent_limit, clock)
         self._db_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         # autocommit; flush opens its own transaction
@@ -153,23 +210,12 @@ class FeedbackStore:
 
     def remember(self, endpoint: str, request_id: str, variant: str) -> None:
         """Note that ``variant`` served ``request_id``; memory only, O(1)."""
-        key = (endpoint, request_id)
-        assigned_at = self._clock()
-        with self._memory_lock:
-            if key in self._recent:
-                return
-            self._recent[key] = variant
-            if len(self._recent) > self._recent_limit:
-                self._recent.popitem(last=False)
-            if len(self._pending) >= MAX_PENDING and key not in self._pending:
-                self._lost += 1  # the database has been failing for a long while: memory stays bounded
-                return
-            self._pending.setdefault(key, (variant, assigned_at))
+        self._buffer.remember(endpoint, request_id, variant)
 
     @property
     def lost(self) -> int:
         """Assignments not kept because the write buffer was full (flushes failing)."""
-        return self._lost
+        return self._buffer.lost
 
     def flush(self) -> int:
         """Write the buffered assignments in one transaction; returns how many were buffered."""
@@ -183,7 +229,7 @@ class FeedbackStore:
         or an outcome that is not a finite number, :class:`DuplicateFeedback`
         when the id already has an outcome.
         """
-        value = _outcome_value(outcome)
+        value = outcome_value(outcome)
         with self._db_lock:
             connection = self._open_connection()
             variant = self._assigned_variant(connection, endpoint, request_id)
@@ -233,34 +279,7 @@ class FeedbackStore:
                 ):
                     values.setdefault(variant, []).append(value)
 
-        names = sorted(set(assigned) | set(totals))
-        if baseline is not None:
-            if baseline not in names:
-                known = ", ".join(names) or "none yet"
-                raise FeedbackError(f"no variant {baseline!r} on {endpoint!r}; variants with data: {known}")
-            names = [baseline, *(n for n in names if n != baseline)]
-        summaries = []
-        for name in names:
-            count, total = totals.get(name, (0, 0.0))
-            if not count:
-                mean: float | None = None
-            elif rewards:
-                mean = math.fsum(values[name]) / count
-            else:
-                mean = total / count
-            summaries.append(VariantSummary(name, assigned.get(name, 0), count, mean))
-
-        comparisons: dict[str, Comparison] = {}
-        first, *others = names or [""]
-        for name in others:
-            if rewards:
-                comparisons[name] = compare_means(values.get(first, []), values.get(name, []), min_count)
-            else:
-                (count_a, total_a), (count_b, total_b) = totals.get(first, (0, 0.0)), totals.get(name, (0, 0.0))
-                comparisons[name] = compare_proportions(round(total_a), count_a, round(total_b), count_b, min_count)
-        # the minimum abstats applies: a variance needs two values, a proportion one
-        needed = max(min_count, 1 if not rewards else 2)
-        return AbReport(endpoint, not rewards, needed, tuple(summaries), comparisons)
+        return ab_report(endpoint, assigned, totals, values if rewards else None, min_count, baseline)
 
     def close(self) -> None:
         """Flush and close; closing twice is harmless."""
@@ -280,10 +299,7 @@ class FeedbackStore:
 
     def _assigned_variant(self, connection: sqlite3.Connection, endpoint: str, request_id: str) -> str:
         """The variant that served the request: from memory, else disk. The caller holds the database lock."""
-        key = (endpoint, request_id)
-        with self._memory_lock:
-            pending = self._pending.pop(key, None)
-            recent = self._recent.get(key)
+        pending, recent = self._buffer.claim(endpoint, request_id)
         if pending is not None:  # written now, so that every stored outcome has its assignment on disk
             connection.execute(_INSERT_ASSIGNMENT, (request_id, endpoint, *pending))
             return pending[0]
@@ -301,8 +317,7 @@ class FeedbackStore:
 
     def _write_pending(self, connection: sqlite3.Connection) -> int:
         """The buffer in one transaction; the caller holds the database lock."""
-        with self._memory_lock:
-            batch, self._pending = self._pending, {}
+        batch = self._buffer.take()
         if not batch:
             return 0
         rows = [(request_id, endpoint, variant, at) for (endpoint, request_id), (variant, at) in batch.items()]
@@ -316,15 +331,55 @@ class FeedbackStore:
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            with self._memory_lock:  # kept for the next flush, ahead of newer ones; the first still wins
-                for key, assignment in self._pending.items():
-                    batch.setdefault(key, assignment)
-                self._pending = batch
+            self._buffer.give_back(batch)  # kept for the next flush
             raise
         return len(rows)
 
 
-def _outcome_value(outcome: object) -> float:
+def ab_report(
+    endpoint: str,
+    assigned: dict[str, int],
+    totals: dict[str, tuple[int, float]],
+    values: dict[str, list[float]] | None,
+    min_count: int,
+    baseline: str | None,
+) -> AbReport:
+    """The report from what a store holds: assignments per variant, outcomes
+    per variant as (count, total), and every outcome by variant when any is a
+    reward (None: all are 0/1 conversions). Pure: both stores build it so."""
+    rewarded = values is not None
+    values = values or {}
+    names = sorted(set(assigned) | set(totals))
+    if baseline is not None:
+        if baseline not in names:
+            known = ", ".join(names) or "none yet"
+            raise FeedbackError(f"no variant {baseline!r} on {endpoint!r}; variants with data: {known}")
+        names = [baseline, *(n for n in names if n != baseline)]
+    summaries = []
+    for name in names:
+        count, total = totals.get(name, (0, 0.0))
+        if not count:
+            mean: float | None = None
+        elif rewarded:
+            mean = math.fsum(values[name]) / count
+        else:
+            mean = total / count
+        summaries.append(VariantSummary(name, assigned.get(name, 0), count, mean))
+
+    comparisons: dict[str, Comparison] = {}
+    first, *others = names or [""]
+    for name in others:
+        if rewarded:
+            comparisons[name] = compare_means(values.get(first, []), values.get(name, []), min_count)
+        else:
+            (count_a, total_a), (count_b, total_b) = totals.get(first, (0, 0.0)), totals.get(name, (0, 0.0))
+            comparisons[name] = compare_proportions(round(total_a), count_a, round(total_b), count_b, min_count)
+    # the minimum abstats applies: a variance needs two values, a proportion one
+    needed = max(min_count, 1 if not rewarded else 2)
+    return AbReport(endpoint, not rewarded, needed, tuple(summaries), comparisons)
+
+
+def outcome_value(outcome: object) -> float:
     # bool before the numbers check: True is an int, and means a conversion
     if isinstance(outcome, bool):
         return 1.0 if outcome else 0.0

@@ -23,7 +23,7 @@ from turnout.observability.metrics import Metrics
 from turnout.observability.payloads import PayloadLog
 from turnout.protocol.types import InferenceRequest, InferenceResponse, InferOutput
 from turnout.routing.choose import alternatives
-from turnout.routing.feedback import FeedbackStore
+from turnout.routing.feedback import Feedback
 from turnout.routing.route import Route
 from turnout.routing.shadow import ShadowMirror
 from turnout.routing.traffic import TrafficControl
@@ -68,7 +68,7 @@ class DataPlane:
         strict_readiness: bool = True,
         traffic: TrafficControl | None = None,
         mirror: ShadowMirror | None = None,
-        feedback: FeedbackStore | None = None,
+        feedback: Feedback | None = None,
         load_timeout: float = 60.0,
         access_log: bool = False,
         payloads: PayloadLog | None = None,

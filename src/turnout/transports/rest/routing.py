@@ -11,13 +11,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from turnout.errors import Conflict, InvalidRequest, NotFound
+from turnout.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from turnout.protocol.rest_codec import dumps, parse_object
 from turnout.routing.document import parse_guard
-from turnout.routing.feedback import DuplicateFeedback, FeedbackError, FeedbackStore, format_report
+from turnout.routing.feedback import DuplicateFeedback, Feedback, FeedbackError, format_report
 from turnout.routing.policy import PolicyError
 from turnout.routing.route import parse_steps
 from turnout.routing.shadow import ShadowMirror
+from turnout.routing.state_store import StoreFailed
 from turnout.routing.traffic import TrafficControl
 from turnout.security.guard import Caller, Guard
 from turnout.security.principal import Action
@@ -35,7 +36,7 @@ def _json(document: Any, status: int = 200) -> Response:
 class RoutingRoutes:
     traffic: TrafficControl
     mirror: ShadowMirror
-    feedback: FeedbackStore
+    feedback: Feedback
     guard: Guard
     max_body_bytes: int
 
@@ -89,6 +90,8 @@ class RoutingRoutes:
             report = await asyncio.to_thread(self._report, model, min_count, baseline)
         except FeedbackError as exc:  # a baseline that is not one of the variants
             raise InvalidRequest(str(exc)) from None
+        except StoreFailed as exc:  # the shared store (Redis) does not answer
+            raise Unavailable(f"the A/B feedback store failed: {exc}", retry_after=1.0) from None
         return _json(report)
 
     def _report(self, model: str, min_count: int, baseline: str | None) -> dict[str, Any]:
@@ -159,6 +162,8 @@ class RoutingRoutes:
             variant = await asyncio.to_thread(self.feedback.record, model, request_id, outcome)
         except DuplicateFeedback as exc:
             raise Conflict(str(exc)) from None
+        except StoreFailed as exc:
+            raise Unavailable(f"the A/B feedback store failed: {exc}", retry_after=1.0) from None
         except FeedbackError as exc:
             text = str(exc)
             raise (NotFound(text) if "no A/B assignment" in text else InvalidRequest(text)) from None
