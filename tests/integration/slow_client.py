@@ -13,7 +13,11 @@ SLOW_INPUT = np.random.default_rng(1).standard_normal((1, 256, 256)).astype(np.f
 
 
 def post_slow(
-    base_url: str, parameters: dict[str, Any] | None = None, timeout: float = 60.0, model: str = "slow"
+    base_url: str,
+    parameters: dict[str, Any] | None = None,
+    timeout: float = 60.0,
+    model: str = "slow",
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     header = orjson.dumps(
         {
@@ -32,7 +36,7 @@ def post_slow(
     return httpx.post(
         f"{base_url}/v2/models/{model}/infer",
         content=header + SLOW_INPUT.tobytes(),
-        headers={"Inference-Header-Content-Length": str(len(header))},
+        headers={"Inference-Header-Content-Length": str(len(header)), **(headers or {})},
         timeout=timeout,
     )
 

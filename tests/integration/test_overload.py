@@ -42,3 +42,14 @@ def test_request_timeout_parameter(server: ServerProcess) -> None:
     bad = post_slow(server.url, {"timeout": "soon"}, model="slow_queue")
     assert bad.status_code == 400
     assert "timeout" in bad.json()["error"]
+
+
+def test_a_gateways_timeout_header_bounds_the_queue_as_the_parameter_does(server: ServerProcess) -> None:
+    """turnout-timeout-us: what a turnout gateway sends with a body it passes on unread."""
+    deadline = {"turnout-timeout-us": "1000"}
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda _: post_slow(server.url, model="slow_queue", headers=deadline), range(6)))
+    timed_out = [r for r in responses if r.status_code == 503 and "timed out" in r.json()["error"]]
+    assert timed_out, [r.text for r in responses]
+    bad = post_slow(server.url, model="slow_queue", headers={"turnout-timeout-us": "-5"})
+    assert bad.status_code == 400 and "turnout-timeout-us" in bad.json()["error"]

@@ -41,3 +41,16 @@ def test_registries_are_independent() -> None:
     first.request_outcome("m", "1", "", "grpc", "success").inc()
     assert b'turnout_requests_total{model="m"' in first.exposition()
     assert b'turnout_requests_total{model="m"' not in second.exposition()
+
+
+def test_a_remote_replica_that_leaves_its_set_leaves_the_metrics() -> None:
+    """Pods come and go behind a DNS name: their series must not pile up."""
+    metrics = Metrics(process_metrics=False)
+    metrics.remote_attempts("m", "1", "10.0.0.1:8080", "answered").inc()
+    metrics.remote_attempts("m", "1", "10.0.0.2:8080", "answered").inc()
+    metrics.remote_latency("m", "1", "10.0.0.1:8080").observe(0.001)
+    metrics.forget_replica("m", "1", "10.0.0.1:8080")
+    text = metrics.exposition().decode()
+    assert "10.0.0.1" not in text and 'replica="10.0.0.2:8080"' in text
+    metrics.remote_attempts("m", "1", "10.0.0.1:8080", "answered").inc()  # back again: counted afresh
+    assert 'outcome="answered",replica="10.0.0.1:8080",version="1"} 1.0' in metrics.exposition().decode()

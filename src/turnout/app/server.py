@@ -139,6 +139,7 @@ class Server:
                     store.keys,
                     adopt=lambda *change: self.traffic.adopt(*change),
                     windows=lambda: self.traffic.shared_windows(),
+                    routed=lambda: list(self.traffic.routes),
                 )
             self.traffic = TrafficControl(
                 self.registry,

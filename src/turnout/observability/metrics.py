@@ -273,6 +273,7 @@ class Metrics:
             "turnout_remote_ejections", "Replicas taken out of a remote set after failing.", [*model, "replica"]
         )
         families += [remote_attempts, remote_latency, remote_extra, remote_ejections]
+        self._remote = (remote_attempts, remote_latency, remote_ejections)  # labelled by replica
         self.remote_attempts = cache(remote_attempts.child)
         self.remote_latency = cache(remote_latency.child)
         self.remote_extra = cache(remote_extra.child)
@@ -335,6 +336,14 @@ class Metrics:
                 steps[step]["failed"] += count.value
         return steps
 
+    def forget_replica(self, model: str, version: str, replica: str) -> None:
+        """A remote set's replica is gone: its series too (label values are model, version, replica, ...)."""
+        for family in self._remote:
+            for key in [k for k in family.children if k[:3] == (model, version, replica)]:
+                del family.children[key]
+        for cached in (self.remote_attempts, self.remote_latency, self.remote_ejections):
+            cached.cache_clear()  # the cached children of the forgotten series are gone with them
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -369,3 +378,6 @@ class RemoteSetObserver:
 
     def ejected(self, replica: str) -> None:
         self._metrics.remote_ejections(self._model, self._version, replica).inc()
+
+    def left(self, replica: str) -> None:
+        self._metrics.forget_replica(self._model, self._version, replica)

@@ -28,6 +28,9 @@ from turnout.protocol.types import (
 )
 
 BINARY_DATA_SIZE = "binary_data_size"
+# A request's remaining time in microseconds, as gRPC's grpc-timeout carries it: turnout's own
+# gateway sends it to turnout replicas with a body it passes on unread (other servers ignore it)
+TIMEOUT_HEADER = b"turnout-timeout-us"
 # Every way the JSON parsers refuse a body. simdjson raises ValueError for most
 # (UnicodeDecodeError for bad UTF-8) but RuntimeError for DEPTH_ERROR (nesting
 # past 1,024) and BIGINT_ERROR (an integer beyond 64 bits): issue 15 found 47 of
@@ -255,3 +258,12 @@ def encode_response(response: InferenceResponse, request: InferenceRequest) -> E
 def dumps(document: Any) -> bytes:
     """JSON for the non-inference endpoints (metadata, index, errors)."""
     return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def header_timeout(value: bytes | None) -> float | None:
+    """``turnout-timeout-us`` in seconds; None when absent. A value that is not a positive whole number is a 400."""
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) <= 0:
+        raise InvalidRequest(f"header {TIMEOUT_HEADER.decode()} must be a positive number of microseconds")
+    return int(value) / 1_000_000

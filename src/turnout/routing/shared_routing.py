@@ -57,6 +57,7 @@ class SharedRouting:
         keys: Keys,
         adopt: Callable[[str, dict[str, Any] | None], None],
         windows: Callable[[], dict[str, dict[str, Any]]] = dict,
+        routed: Callable[[], list[str]] = list,
         lease_seconds: float = 3.0,
         resync_seconds: float = 5.0,
         share_seconds: float = 0.5,
@@ -67,6 +68,7 @@ class SharedRouting:
         self._lease_ms = int(lease_seconds * 1000)
         self._resync = resync_seconds
         self._windows = windows  # this replica's windows of running rollouts (TrafficControl.shared_windows)
+        self._routed = routed  # the endpoints with a policy here now
         self._share = share_seconds
         self._elsewhere: dict[str, list[dict[str, Any]]] = {}  # endpoint: other replicas' shared windows
         self.replica = uuid.uuid4().hex  # this process, as the lease names its holder
@@ -133,6 +135,8 @@ class SharedRouting:
         found = cast(dict[str, str], await self._redis.hgetall(self._keys.endpoints))  # decode_responses: str
         for endpoint, state in found.items():
             self._adopted(endpoint, json.loads(state))
+        for endpoint in set(self._routed()) - set(found):  # forgotten while this replica was not listening
+            self._adopted(endpoint, None)
 
     def _adopted(self, endpoint: str, state: dict[str, Any] | None) -> None:
         try:

@@ -246,13 +246,15 @@ class DataPlane:
         self._outcomes.responded(request, response, protocol, started)
         return response
 
-    async def forward(self, arrival: Arrival, body: bytes, header_length: int | None, protocol: str) -> Relayed | None:
-        """``infer`` for a REST body that goes on unread to the remote set
-        that answers it (serving/forwarding.py); None: decode it, ``infer`` it."""
+    async def forward(
+        self, arrival: Arrival, body: bytes, header_length: int | None, protocol: str, deadline: float | None = None
+    ) -> Relayed | None:
+        """``infer`` for a REST body that goes on unread to the remote set that answers it
+        (serving/forwarding.py), within ``deadline`` seconds too; None: decode it, ``infer`` it."""
         served = arrival.served
         if served is None or not self._forwarding.may_forward(served, body, header_length):
             return None
-        return await self._forwarding.forward(served, body, header_length, protocol)
+        return await self._forwarding.forward(served, body, header_length, protocol, deadline)
 
     async def _infer(
         self,

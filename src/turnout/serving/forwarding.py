@@ -48,7 +48,9 @@ class Forwarding:
             and _TIMEOUT not in (body if header_length is None else body[:header_length])
         )
 
-    async def forward(self, served: ServedVersion, body: bytes, header_length: int | None, protocol: str) -> Relayed:
+    async def forward(
+        self, served: ServedVersion, body: bytes, header_length: int | None, protocol: str, deadline: float | None
+    ) -> Relayed:
         assert served.forward is not None
         started = time.monotonic()
         in_flight = self._metrics.in_flight(served.model, protocol)
@@ -56,7 +58,8 @@ class Forwarding:
         forward, batcher = served.forward, served.batcher
         assert isinstance(batcher, Passthrough)  # a model that forwards is never batched here (served.py)
         try:
-            relayed = await batcher.relay(lambda: forward(body, header_length, started + served.timeout))
+            within = served.timeout if deadline is None else min(served.timeout, deadline)
+            relayed = await batcher.relay(lambda: forward(body, header_length, started + within))
         except TurnoutError as exc:
             self._outcomes.failed(served, exc, protocol, "")
             self._logged(served, protocol, exc.code.value, started)

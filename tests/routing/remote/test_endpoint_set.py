@@ -16,6 +16,7 @@ from tests.routing.remote.loop import run
 from turnout.errors import DeadlineExceeded, Unavailable
 from turnout.model.runtimes.base import Relayed
 from turnout.routing.remote.endpoint_set import EndpointSet
+from turnout.routing.remote.runtime import LoadedRemote
 from turnout.routing.remote.settings import RemoteSettings
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -34,6 +35,7 @@ class Replica:
     server: asyncio.Server | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    heads: list[bytes] = field(default_factory=list)  # of the inference requests
 
     async def start(self) -> Replica:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -64,6 +66,7 @@ class Replica:
                     writer.write(OK)
                     continue
                 self.requests += 1
+                self.heads.append(head)
                 delay, answer = self.answer(self.requests)
                 if delay:
                     try:
@@ -198,3 +201,16 @@ def test_replicas_named_by_dns_answer_from_the_first_request() -> None:
             await replica.stop()
 
     run(scenario())
+
+
+def test_a_body_passed_on_unread_carries_what_is_left_of_its_deadline() -> None:
+    async def scenario(endpoints: EndpointSet, replicas: list[Replica]) -> None:
+        model = LoadedRemote(endpoints, "/v2/models/m", settings(replicas), None)
+        answer = await model.forward(b"{}", None, time.monotonic() + 2.0)
+        assert answer.status == 200
+        (head,) = replicas[0].heads
+        left = int(head.split(b"turnout-timeout-us: ")[1].split(b"\r\n")[0])
+        assert 1_500_000 < left <= 2_000_000  # microseconds, as grpc-timeout carries it
+        assert b"content-type: application/json" in head
+
+    run(with_set([always(0, OK)], scenario))

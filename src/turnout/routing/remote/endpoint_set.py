@@ -63,6 +63,9 @@ class RemoteObserver(Protocol):
 
     def ejected(self, replica: str) -> None: ...
 
+    def left(self, replica: str) -> None:
+        """The replica is no longer in the set (DNS): its series go, so pods that come and go do not pile up."""
+
 
 class NoRemoteObserver:
     def attempted(self, replica: str, outcome: str, seconds: float) -> None:
@@ -72,6 +75,9 @@ class NoRemoteObserver:
         pass
 
     def ejected(self, replica: str) -> None:
+        pass
+
+    def left(self, replica: str) -> None:
         pass
 
 
@@ -127,6 +133,7 @@ class EndpointSet:
             self._pools.pop(gone).close()
             self._unhealthy.discard(gone)
             self._outstanding.pop(gone, None)
+            self._observer.left(gone)
         settings = self._settings
         for address in wanted:
             if address not in self._pools:

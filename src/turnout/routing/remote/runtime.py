@@ -32,6 +32,7 @@ from turnout.model.runtimes.base import (
 )
 from turnout.model.signature import Signature, TensorSpec
 from turnout.protocol.client_codec import MalformedAnswer, decode_answer, encode_request, error_text
+from turnout.protocol.rest_codec import TIMEOUT_HEADER
 from turnout.routing.remote.endpoint_set import EndpointSet, RemoteObserver
 from turnout.routing.remote.settings import REMOTE_FILE, RemoteSettings, read_settings, split_address
 
@@ -89,7 +90,11 @@ class LoadedRemote(LoadedModel):
             raise Unavailable(f"replica {replica} answered with a broken response: {exc}") from None
 
     async def forward(self, body: bytes, header_length: int | None, deadline: float) -> Relayed:
+        """The body unread, with what is left of the deadline (``turnout-timeout-us``: a turnout
+        replica queues it no longer than that; other V2 servers ignore the header)."""
         headers = _BODY_JSON if header_length is None else _BODY_BINARY % header_length
+        remaining = max(int((deadline - time.monotonic()) * 1_000_000), 1)
+        headers += b"%s: %d\r\n" % (TIMEOUT_HEADER, remaining)
         answer, _ = await self._set.exchange(self._infer_path, headers, body, deadline)
         return answer
 

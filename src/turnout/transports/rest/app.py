@@ -17,7 +17,14 @@ from turnout.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.observability.metrics import Metrics
 from turnout.observability.tracing import Tracer
 from turnout.protocol.limits import DEFAULT_LIMITS, InputLimits, clipped
-from turnout.protocol.rest_codec import decode_request, dumps, encode_response, parse_object
+from turnout.protocol.rest_codec import (
+    TIMEOUT_HEADER,
+    decode_request,
+    dumps,
+    encode_response,
+    header_timeout,
+    parse_object,
+)
 from turnout.security.guard import Caller, Guard
 from turnout.security.principal import Action
 from turnout.serving.admin import ModelAdmin
@@ -231,10 +238,11 @@ class RestApi:
         try:
             body = await request.body(self._max_body_bytes)
             header_length = _header_length(request)
+            deadline = header_timeout(request.headers.get(TIMEOUT_HEADER))  # a gateway's, passing its deadline on
         except TurnoutError as exc:
             self._dataplane.record_rejected(arrival, "rest", exc)
             raise
-        relayed = await self._dataplane.forward(arrival, body, header_length, "rest")  # counts its own outcome
+        relayed = await self._dataplane.forward(arrival, body, header_length, "rest", deadline)  # counts its outcome
         if relayed is not None:  # a remote set's replica answered it, unread here
             return _relayed(relayed)
         try:
@@ -251,7 +259,7 @@ class RestApi:
             value = headers.get(name.lower().encode("latin-1"))
             return None if value is None else value.decode("latin-1")
 
-        response = await self._dataplane.infer(inference, "rest", None, key_of, arrival)
+        response = await self._dataplane.infer(inference, "rest", deadline, key_of, arrival)
         encoded = encode_response(response, inference)
         variant = response.parameters.get("variant")
         routed = () if variant is None else ((VARIANT_HEADER, str(variant).encode()),)
