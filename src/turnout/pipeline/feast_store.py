@@ -23,7 +23,7 @@ import orjson
 
 from turnout.errors import InvalidRequest, Unavailable
 from turnout.pipeline.graph import GraphError
-from turnout.pipeline.redis_store import without_password
+from turnout.urls import without_password
 
 PATH = "/get-online-features"
 JSON = {"content-type": "application/json"}

@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as Lost
 
 from turnout.errors import Unavailable
 from turnout.pipeline.redis_wire import Address, Answer, RedisWire, error_in
+from turnout.urls import without_password
 
 Found = list[bytes | None]  # one hash's fields, in the order asked; None where a field is absent
 
@@ -188,11 +189,3 @@ class RedisFeatures:
 
     async def aclose(self) -> None:
         await self._hashes.aclose()
-
-
-def without_password(url: str) -> str:
-    """A store's URL as shown in errors: never its password."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = rest.split("@", 1)[1]
-    return f"{scheme}{sep}{rest}"

@@ -19,6 +19,7 @@ from typing import Any, cast
 import redis
 
 from turnout.routing.state_store import LoggedEvent, StoreFailed
+from turnout.urls import without_password
 
 MAX_EVENTS = 10_000  # per stream, approximately (XADD MAXLEN ~)
 
@@ -51,7 +52,7 @@ class RedisRoutingStore:
         try:
             self._redis.ping()
         except redis.RedisError as exc:
-            raise StoreFailed(f"Redis at {_safe(url)} does not answer: {exc}") from None
+            raise StoreFailed(f"Redis at {without_password(url)} does not answer: {exc}") from None
 
     def load(self) -> dict[str, dict[str, Any]]:
         try:
@@ -113,9 +114,3 @@ def _event(entry_id: str, fields: dict[str, str]) -> LoggedEvent:
     milliseconds, _, sequence = entry_id.partition("-")
     return LoggedEvent(int(milliseconds) * 1000 + int(sequence), fields["endpoint"], float(fields["at"]),
                        fields["kind"], fields["detail"], fields["actor"])  # fmt: skip
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if "@" in rest else url

@@ -170,6 +170,9 @@ class SharedRouting:
             await asyncio.sleep(self._share)
             try:
                 mine = self._windows()
+                if not mine:  # no rollout running here: nothing to write or read
+                    self._elsewhere = {}
+                    continue
                 now = time.time()
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for endpoint, shared in mine.items():

@@ -58,6 +58,11 @@ class Arrival:
     def draining(self) -> bool:
         return self.served is not None and self.served.batcher.closing
 
+    @property
+    def remote(self) -> bool:
+        """Its version is a remote set, which may take a body unread (``DataPlane.forward``)."""
+        return self.served is not None and self.served.forward is not None
+
 
 class DataPlane:
     def __init__(

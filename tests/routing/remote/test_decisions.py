@@ -108,3 +108,13 @@ def test_the_hedge_delay_is_the_recent_quantile_once_enough_is_known() -> None:
     assert recent.value() == pytest.approx(0.095)
     recent.observe(1.0)
     assert recent.value() == pytest.approx(1.0)  # ten of 100 at 1 s: past the 95th
+
+
+def test_hedges_leave_half_the_budget_to_retries() -> None:
+    budget = RetryBudget(share=0.2, window=10.0, min_per_second=0.0)
+    for _ in range(100):
+        budget.request(1.0)  # 20 extra attempts allowed
+    hedges = sum(budget.try_spend(1.0, keep=0.5) for _ in range(50))
+    assert hedges == 10  # half of them
+    retries = sum(budget.try_spend(1.0) for _ in range(50))
+    assert retries == 10  # the half hedges had to leave

@@ -35,22 +35,31 @@ class RetryBudget:
         """One request sent to the set (its first attempt): ``share`` more attempts may follow."""
         self._requests[self._slot(now)] += 1
 
-    def try_spend(self, now: float) -> bool:
-        """Whether one extra attempt (a retry or a hedge) may go now; counted when it may."""
-        if self.balance(now) < 1.0:
+    def try_spend(self, now: float, keep: float = 0.0) -> bool:
+        """Whether one extra attempt may go now; counted when it may. ``keep``:
+        the share of the window's allowance it must leave unspent (a hedge
+        leaves half for retries: a failed attempt's retry is an answer, a
+        hedge only a faster one, and hedges multiply when every replica slows)."""
+        allowance, spent = self._window(now)
+        if allowance - spent - keep * allowance < 1.0:
             return False
         self._spent[self._slot(now)] += 1
         return True
 
     def balance(self, now: float) -> float:
         """Extra attempts the window still allows."""
+        allowance, spent = self._window(now)
+        return allowance - spent
+
+    def _window(self, now: float) -> tuple[float, int]:
+        """(extra attempts the window allows in all, those spent)."""
         current = math.floor(now / self._width)
         requests = spent = 0
         for slot in range(self._slots):
             if current - self._index[slot] < self._slots:  # still inside the window
                 requests += self._requests[slot]
                 spent += self._spent[slot]
-        return self._reserve + self._share * requests - spent
+        return self._reserve + self._share * requests, spent
 
     def _slot(self, now: float) -> int:
         index = math.floor(now / self._width)

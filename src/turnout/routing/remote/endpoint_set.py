@@ -51,6 +51,7 @@ from turnout.routing.remote.wire import Answer, Connection, Pool, ReplicaFailed,
 
 log = logging.getLogger("turnout.remote")
 
+HEDGES_LEAVE = 0.5  # of the retry budget, kept for retries: hedges never take the last half of it
 FAILED_STATUSES = frozenset({502, 503, 504})  # the replica could not take it: another may
 
 
@@ -186,7 +187,7 @@ class EndpointSet:
             if extra is not None:
                 if len(tried) >= limit or not fresh or now >= deadline:
                     return
-                if not self._budget.try_spend(now):
+                if not self._budget.try_spend(now, keep=HEDGES_LEAVE if extra == "hedge" else 0.0):
                     self._observer.extra("refused")
                     return
                 self._observer.extra(extra)

@@ -242,9 +242,12 @@ class RestApi:
         except TurnoutError as exc:
             self._dataplane.record_rejected(arrival, "rest", exc)
             raise
-        relayed = await self._dataplane.forward(arrival, body, header_length, "rest", deadline)  # counts its outcome
-        if relayed is not None:  # a remote set's replica answered it, unread here
-            return _relayed(relayed)
+        if arrival.remote:  # asked first: no coroutine made per request for the models served here
+            relayed = await self._dataplane.forward(
+                arrival, body, header_length, "rest", deadline
+            )  # counts its outcome
+            if relayed is not None:  # a remote set's replica answered it, unread here
+                return _relayed(relayed)
         try:
             inference = decode_request(body, header_length, model, version, self._limits)
         except TurnoutError as exc:
