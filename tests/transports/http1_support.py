@@ -14,6 +14,7 @@ from turnout.overload.budget import BodyBudget
 from turnout.overload.connections import Connections
 from turnout.overload.gate import Gate
 from turnout.transports.http import HttpLimits, HttpServer, Screen, admit_all
+from turnout.transports.http.shared import Relay
 from turnout.transports.rest.asgi import Response
 
 Handled = list[tuple[str, str, bytes | None]]
@@ -31,6 +32,7 @@ async def serving(
     budget: BodyBudget | None = None,
     connections: Connections | None = None,
     reply: bytes = b"",
+    relay: Relay | None = None,
 ) -> AsyncIterator[tuple[int, Handled, HttpServer]]:
     handled: Handled = []
 
@@ -58,6 +60,7 @@ async def serving(
         gate=gate,
         budget=budget,
         connections=connections,
+        relay=relay,
     )
     await server.start(sock)
     try:

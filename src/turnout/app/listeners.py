@@ -132,6 +132,7 @@ class Listeners:
             gate=self._gate(),
             budget=self._shared.budget,
             connections=self._shared.connections,
+            relay=api.relay,
         )
 
     def public_grpc(self) -> Http2Server:

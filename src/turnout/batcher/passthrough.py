@@ -83,24 +83,34 @@ class Passthrough:
         """``call`` (a request passed on unread: serving/forwarding.py) counted
         and bounded as ``submit`` counts and bounds a request, so draining
         waits for it and a flood past ``max_in_flight`` is refused."""
-        with self._counted():
+        self.enter()
+        try:
             return await call()
+        finally:
+            self.leave()
 
-    @contextlib.contextmanager
-    def _counted(self) -> Iterator[None]:
-        """One request running: refused while draining or past ``max_in_flight``; draining waits for it."""
+    def enter(self) -> None:
+        """One request running (until ``leave``): refused while draining or past
+        ``max_in_flight``; draining waits for it."""
         if self._closing:
             raise Unavailable("the model is being unloaded", retry_after=1.0)
         if self._in_flight >= self._max_in_flight:
             raise Overloaded(f"{self._max_in_flight} requests are running already", retry_after=1.0)
         self._in_flight += 1
         self._idle.clear()
+
+    def leave(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        self.enter()
         try:
             yield
         finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+            self.leave()
 
     def may_answer_now(self) -> bool:
         return False

@@ -16,7 +16,7 @@ from typing import Any
 from turnout import __version__
 from turnout.batcher.queue import BatchResult
 from turnout.errors import ConfigError, InvalidRequest, NotFound, TurnoutError, Unavailable
-from turnout.model.runtimes.base import Relayed
+from turnout.model.runtimes.base import Forwarded, Relayed
 from turnout.model.tensors import Outputs, Tensors
 from turnout.observability import logs, tracing
 from turnout.observability.metrics import Metrics
@@ -61,7 +61,7 @@ class Arrival:
     @property
     def remote(self) -> bool:
         """Its version is a remote set, which may take a body unread (``DataPlane.forward``)."""
-        return self.served is not None and self.served.forward is not None
+        return self.served is not None and self.served.forwarder is not None
 
 
 class DataPlane:
@@ -260,6 +260,17 @@ class DataPlane:
         if served is None or not self._forwarding.may_forward(served, body, header_length):
             return None
         return await self._forwarding.forward(served, body, header_length, protocol, deadline)
+
+    def relay(self, model: str, version: str | None, body: bytes, header_length: int | None, protocol: str,
+              deadline: float | None, done: Forwarded) -> bool:  # fmt: skip
+        """``arrive`` and ``forward`` at once, by callbacks, for a request to a model's
+        live version that is a remote set and takes it unread (``Forwarding.start``):
+        ``done`` gets the replica's answer. False: it is none of those (unknown, routed
+        by a policy, loading, a body that must be read): ``arrive``, ``infer`` it."""
+        served = self.unrouted_now(model, version)
+        if served is None or not self._forwarding.may_forward(served, body, header_length):
+            return False
+        return self._forwarding.start(served, body, header_length, protocol, deadline, done)
 
     async def _infer(
         self,

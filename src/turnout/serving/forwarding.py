@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from turnout.batcher.passthrough import Passthrough
 from turnout.errors import Code, TurnoutError
-from turnout.model.runtimes.base import Relayed
+from turnout.model.runtimes.base import Forwarded, Relayed
 from turnout.observability import logs, tracing
 from turnout.observability.metrics import Metrics
 from turnout.serving.outcomes import Outcomes
@@ -41,7 +41,7 @@ class Forwarding:
     def may_forward(self, served: ServedVersion, body: bytes, header_length: int | None) -> bool:
         """Whether ``served`` may take this body unread."""
         return (
-            served.forward is not None
+            served.forwarder is not None
             and served.drift is None
             and self._outcomes.payloads is None
             and not served.batcher.closing
@@ -51,21 +51,65 @@ class Forwarding:
     async def forward(
         self, served: ServedVersion, body: bytes, header_length: int | None, protocol: str, deadline: float | None
     ) -> Relayed:
-        assert served.forward is not None
+        forwarder, batcher = served.forwarder, served.batcher
+        assert forwarder is not None and isinstance(batcher, Passthrough)  # never batched here (served.py)
         started = time.monotonic()
+        within = served.timeout if deadline is None else min(served.timeout, deadline)
         in_flight = self._metrics.in_flight(served.model, protocol)
         in_flight.inc()
-        forward, batcher = served.forward, served.batcher
-        assert isinstance(batcher, Passthrough)  # a model that forwards is never batched here (served.py)
         try:
-            within = served.timeout if deadline is None else min(served.timeout, deadline)
-            relayed = await batcher.relay(lambda: forward(body, header_length, started + within))
+            relayed = await batcher.relay(lambda: forwarder.forward(body, header_length, started + within))
         except TurnoutError as exc:
-            self._outcomes.failed(served, exc, protocol, "")
-            self._logged(served, protocol, exc.code.value, started)
+            self._settled(served, protocol, started, None, exc)
             raise
         finally:
             in_flight.inc(-1)
+        self._settled(served, protocol, started, relayed, None)
+        return relayed
+
+    def start(self, served: ServedVersion, body: bytes, header_length: int | None, protocol: str,
+              deadline: float | None, done: Forwarded) -> bool:  # fmt: skip
+        """``forward`` driven by callbacks (the replica's answer reaches ``done``
+        with no task or future between: a gateway's CPU per request is its
+        product). False: not now, ``forward`` it; ``done`` is then never called."""
+        forwarder, batcher = served.forwarder, served.batcher
+        assert forwarder is not None and isinstance(batcher, Passthrough)
+        started = time.monotonic()
+        within = served.timeout if deadline is None else min(served.timeout, deadline)
+        try:
+            batcher.enter()
+        except TurnoutError as exc:
+            self._settled(served, protocol, started, None, exc)
+            done(None, exc)
+            return True
+        in_flight = self._metrics.in_flight(served.model, protocol)
+        in_flight.inc()
+
+        def ended(relayed: Relayed | None, error: TurnoutError | None) -> None:
+            batcher.leave()
+            in_flight.inc(-1)
+            self._settled(served, protocol, started, relayed, error)
+            done(relayed, error)
+
+        try:
+            taken = forwarder.start_forward(body, header_length, started + within, ended)
+        except TurnoutError as exc:
+            ended(None, exc)
+            return True
+        if not taken:
+            batcher.leave()
+            in_flight.inc(-1)
+        return taken
+
+    def _settled(
+        self, served: ServedVersion, protocol: str, started: float, relayed: Relayed | None, error: TurnoutError | None
+    ) -> None:
+        """Count and log a forwarded request's outcome, under the status the replica gave."""
+        if error is not None:
+            self._outcomes.failed(served, error, protocol, "")
+            self._logged(served, protocol, error.code.value, started)
+            return
+        assert relayed is not None  # one of the two is given
         if relayed.status == 200:
             self._outcomes.relayed(served, protocol, started)
             self._logged(served, protocol, "success", started)
@@ -73,7 +117,6 @@ class Forwarding:
             code = _CODES.get(relayed.status, Code.INTERNAL)
             self._outcomes.failed_as(served, code, protocol, "")
             self._logged(served, protocol, code.value, started)
-        return relayed
 
     def _logged(self, served: ServedVersion, protocol: str, status: str, started: float) -> None:
         if self._outcomes.access_log:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from turnout.batcher.passthrough import Passthrough
@@ -16,7 +16,7 @@ from turnout.errors import Unavailable
 from turnout.model.config import BatchingConfig, ModelConfig
 from turnout.model.loader import LoadedVersion
 from turnout.model.repository import ModelSource
-from turnout.model.runtimes.base import LoadedModel, Relayed, Tensors
+from turnout.model.runtimes.base import LoadedModel, Tensors
 from turnout.model.signature import Signature
 from turnout.observability.drift import PROFILE_FILE, DriftWindow, Profile
 from turnout.routing.document import RoutingDocument
@@ -47,8 +47,8 @@ class ServedVersion:
     drift: DriftWindow | None = None  # live counts against the version's profile.json, if it has one
     routing: RoutingDocument | None = None  # model.toml's [routing], checked when the model was read
     steps: tuple[dict[str, str], ...] = ()  # a pipeline's steps, in order (LoadedModel.steps)
-    # a remote set's: passes a REST body on unread (LoadedModel.forward); None for other models
-    forward: Callable[[bytes, int | None, float], Awaitable[Relayed]] | None = None
+    # a remote set: passes a REST body on unread (its ``forward``, ``start_forward``); None for other models
+    forwarder: LoadedModel | None = None
 
     @property
     def timeout(self) -> float:
@@ -156,5 +156,5 @@ def serve(
         drift_window(source, version),
         routing,
         tuple(loaded.instances[0].steps()),
-        first.forward if first.forwards else None,
+        first if first.forwards else None,
     )

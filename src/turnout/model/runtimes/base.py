@@ -19,13 +19,14 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from turnout.errors import TurnoutError
 from turnout.model.config import ModelConfig
 from turnout.model.runtimes.merge import concatenate, split
 from turnout.model.signature import Signature
@@ -58,6 +59,10 @@ class Relayed:
     status: int
     headers: Mapping[bytes, bytes]  # names lower-cased
     body: bytes
+
+
+# what ``LoadedModel.start_forward`` calls once: the answer as it came, or why there is none
+Forwarded = Callable[[Relayed | None, TurnoutError | None], None]
 
 
 class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the model; each has a default
@@ -140,6 +145,11 @@ class LoadedModel(abc.ABC):  # noqa: B024 - predict or predict_async is the mode
         """A V2 REST request body passed on unread, and the answer as it came
         (models that say ``forwards``: a remote set); by ``deadline``."""
         raise NotImplementedError(f"{type(self).__name__} does not forward requests")
+
+    def start_forward(self, body: bytes, header_length: int | None, deadline: float, done: Forwarded) -> bool:
+        """``forward`` driven by callbacks: ``done`` gets the answer. False: not
+        now (then ``forward``); raises ``TurnoutError`` when it is refused at once."""
+        return False
 
     async def predict_lone(
         self, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any] = NO_PARAMETERS

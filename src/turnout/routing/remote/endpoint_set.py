@@ -38,16 +38,16 @@ import random
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-from turnout.errors import DeadlineExceeded, Unavailable
+from turnout.errors import TurnoutError
 from turnout.routing.remote.balance import pick
 from turnout.routing.remote.budget import RetryBudget
 from turnout.routing.remote.ejection import Outliers
+from turnout.routing.remote.exchange import Attempt, Done, Exchange
 from turnout.routing.remote.latency import RecentLatency
 from turnout.routing.remote.settings import RemoteSettings, split_address
-from turnout.routing.remote.wire import Answer, Connection, Pool, ReplicaFailed, _Stale, request_head
+from turnout.routing.remote.wire import Answer, Pool, ReplicaFailed, request_head
 
 log = logging.getLogger("turnout.remote")
 
@@ -80,14 +80,6 @@ class NoRemoteObserver:
 
     def left(self, replica: str) -> None:
         pass
-
-
-@dataclass(slots=True)
-class _Attempt:
-    replica: str
-    started: float
-    pool: Pool  # its own, kept: the replica may leave the set (DNS) while the attempt runs
-    connection: Connection | None  # None: a task that opens its own
 
 
 class EndpointSet:
@@ -159,6 +151,19 @@ class EndpointSet:
 
     # a request
 
+    def can_start(self) -> bool:
+        """Whether ``start`` may be called: the set knows its replicas (a DNS name resolves
+        with the first request, which ``exchange`` awaits)."""
+        return self._watcher is not None
+
+    def start(self, path: bytes, headers: bytes, body: bytes, deadline: float, done: Done) -> Exchange:
+        """One request's exchange, driven by callbacks (``exchange.py``): ``done`` gets the
+        answer, or why there is none, by ``deadline`` (the clock's time); raises
+        ``Unavailable`` at once when no replica may take it."""
+        exchange = Exchange(self, path, headers, body, deadline, done)
+        exchange.begin()
+        return exchange
+
     async def exchange(self, path: bytes, headers: bytes, body: bytes, deadline: float) -> tuple[Answer, str]:
         """The answer to one request (and the replica that gave it), by
         ``deadline`` (``time.monotonic()``): raises ``Unavailable`` when no
@@ -167,93 +172,60 @@ class EndpointSet:
             if self._settings.dns is not None and not self._pools:
                 await self.resolve()  # the first request: the replicas are not known until the name resolves
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
-        loop = asyncio.get_running_loop()
-        clock = self._clock
-        started = clock()
-        self._budget.request(started)
-        limit = self._settings.retries.max_attempts
-        tried: list[str] = []
-        running: dict[asyncio.Future[Answer], _Attempt] = {}
-        wake: asyncio.Future[None] = loop.create_future()
-        failures: list[str] = []
+        future: asyncio.Future[tuple[Answer, str]] = asyncio.get_running_loop().create_future()
 
-        def woken(_: object = None) -> None:
-            if not wake.done():
-                wake.set_result(None)
-
-        def start(now: float, extra: str | None) -> None:
-            """One more attempt, to a replica not tried yet; an extra one only within the budget."""
-            fresh = [name for name in self.available(now) if name not in tried]
-            if extra is not None:
-                if len(tried) >= limit or not fresh or now >= deadline:
-                    return
-                if not self._budget.try_spend(now, keep=HEDGES_LEAVE if extra == "hedge" else 0.0):
-                    self._observer.extra("refused")
-                    return
-                self._observer.extra(extra)
-            replica = pick(fresh or self.available(now), self._outstanding, self._rng)
-            if replica is None:
+        def done(answer: Answer | None, error: TurnoutError | None, replica: str) -> None:
+            if future.done():
                 return
-            tried.append(replica)
-            pool = self._pools[replica]
-            future, connection = self._send(pool, path, headers, body)
-            future.add_done_callback(woken)
-            running[future] = _Attempt(replica, now, pool, connection)
-            self._outstanding[replica] = self._outstanding.get(replica, 0) + 1
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result((answer, replica))  # type: ignore[arg-type]  # one of the two is given
 
-        start(started, None)
-        if not running:
-            raise Unavailable(f"{self.name}: no replica is available ({self._why_none()})", retry_after=1.0)
-        hedge_at = self._hedge_at(started)
-        timer: asyncio.TimerHandle | None = None
+        exchange = self.start(path, headers, body, deadline, done)
         try:
-            while running:
-                timer = loop.call_later(max(min(deadline, hedge_at) - clock(), 0.0), woken)
-                await wake
-                timer.cancel()
-                wake = loop.create_future()
-                for future in [f for f in running if f.done()]:
-                    attempt = running.pop(future)
-                    if isinstance(future.exception(), _Stale):  # a kept connection the replica had closed
-                        anew = self._sent_anew(attempt.pool, path, headers, body, woken)
-                        running[anew] = _Attempt(attempt.replica, attempt.started, attempt.pool, None)  # the same
-                        continue
-                    answer = self._ended(future, attempt)
-                    if answer is not None:
-                        return answer, attempt.replica
-                    failures.append(f"{attempt.replica}: {self._failure(future)}")
-                    start(clock(), "retry")
-                if not running:
-                    break
-                now = clock()
-                if now >= deadline:
-                    raise DeadlineExceeded(f"{self.name}: no answer from {', '.join(tried)} in time")
-                if now >= hedge_at:
-                    hedge_at = math.inf  # one hedge a request
-                    start(now, "hedge")
+            return await future
         finally:
-            if timer is not None:
-                timer.cancel()
-            for future, attempt in running.items():  # the losers, or all on a deadline or cancellation
-                self._cancel(future, attempt)
-        raise Unavailable(f"{self.name}: no replica answered ({'; '.join(failures)})", retry_after=1.0)
+            exchange.cancel()  # cancelled (or done: then a no-op)
 
-    def _send(
-        self, pool: Pool, path: bytes, headers: bytes, body: bytes
-    ) -> tuple[asyncio.Future[Answer], Connection | None]:
+    # what an exchange asks (exchange.Attempts)
+
+    @property
+    def max_attempts(self) -> int:
+        return self._settings.retries.max_attempts
+
+    def clock(self) -> float:
+        return self._clock()
+
+    def requested(self, now: float) -> None:
+        self._budget.request(now)
+
+    def choose(self, now: float, tried: list[str], extra: str | None) -> str | None:
+        available = self.available(now)
+        fresh = [name for name in available if name not in tried] if tried else available
+        if extra is not None:
+            if not fresh:
+                return None
+            if not self._budget.try_spend(now, keep=HEDGES_LEAVE if extra == "hedge" else 0.0):
+                self._observer.extra("refused")
+                return None
+            self._observer.extra(extra)
+        return pick(fresh or available, self._outstanding, self._rng)
+
+    def send(self, attempt: Attempt, path: bytes, headers: bytes, body: bytes, anew: bool = False) -> None:
+        replica = attempt.replica
+        if not anew:
+            attempt.pool = self._pools[replica]
+            self._outstanding[replica] = self._outstanding.get(replica, 0) + 1
+        pool = attempt.pool
         head = request_head(b"POST", path, pool.host_header, len(body), headers)
-        connection = pool.idle_connection()
+        connection = None if anew else pool.idle_connection()
+        attempt.connection = connection
         if connection is not None:
-            return connection.exchange(head, body, reused=True), connection
-        return asyncio.get_running_loop().create_task(self._opened(pool, head, body)), None
-
-    def _sent_anew(
-        self, pool: Pool, path: bytes, headers: bytes, body: bytes, woken: Callable[[object], None]
-    ) -> asyncio.Future[Answer]:
-        head = request_head(b"POST", path, pool.host_header, len(body), headers)
-        task = asyncio.get_running_loop().create_task(self._opened(pool, head, body))
-        task.add_done_callback(woken)
-        return task
+            connection.send(head, body, True, attempt.ended)
+            return
+        task = attempt.task = asyncio.get_running_loop().create_task(self._opened(pool, head, body))
+        task.add_done_callback(lambda done: _task_ended(done, attempt))
 
     async def _opened(self, pool: Pool, head: bytes, body: bytes) -> Answer:
         """An exchange on a new connection, opened within the connect timeout."""
@@ -269,15 +241,12 @@ class EndpointSet:
         pool.give_back(connection)
         return answer
 
-    def _ended(self, future: asyncio.Future[Answer], attempt: _Attempt) -> Answer | None:
-        """Book an attempt that ended; its answer when it is one to give the client."""
+    def settled(self, attempt: Attempt, answer: Answer | None, error: ReplicaFailed | None) -> bool:
         replica = attempt.replica
         self._finished(replica)
         now = self._clock()
         took = now - attempt.started
-        error = future.exception()
-        if error is None:
-            answer = future.result()
+        if answer is not None:
             if attempt.connection is not None:
                 attempt.pool.give_back(attempt.connection)  # closed instead if the pool has been
             if answer.status not in FAILED_STATUSES:
@@ -285,42 +254,32 @@ class EndpointSet:
                 self._latency.observe(took)
                 if self._outliers is not None:
                     self._outliers.succeeded(replica)
-                return answer
+                return True
         self._observer.attempted(replica, "failed", took)
         if self._outliers is not None and self._outliers.failed(replica, now):
             self._observer.ejected(replica)
-        return None
+        return False
 
     def _finished(self, replica: str) -> None:
         if replica in self._outstanding:  # not one that left the set meanwhile
             self._outstanding[replica] = max(self._outstanding[replica] - 1, 0)
 
-    @staticmethod
-    def _failure(future: asyncio.Future[Answer]) -> str:
-        error = future.exception()
-        if error is not None:
-            return str(error) or type(error).__name__
-        answer = future.result()
-        return f"{answer.status} {answer.body[:120].decode('utf-8', 'replace')}"
-
-    def _cancel(self, future: asyncio.Future[Answer], attempt: _Attempt) -> None:
+    def dropped(self, attempt: Attempt) -> None:
         self._finished(attempt.replica)
         if attempt.connection is not None:
             attempt.connection.abort()  # the replica stops writing to it; never kept
-        if not future.done():
-            future.cancel()
-        elif not future.cancelled():
-            future.exception()  # a loser's failure is no one's to report
+        if attempt.task is not None and not attempt.task.done():
+            attempt.task.cancel()
         self._observer.attempted(attempt.replica, "cancelled", self._clock() - attempt.started)
 
-    def _hedge_at(self, started: float) -> float:
+    def hedge_at(self, started: float) -> float:
         hedging = self._settings.hedging
         recent = self._latency.value() if hedging.enabled else None
         if recent is None:
             return math.inf
         return started + max(recent, hedging.min_delay_ms / 1000)
 
-    def _why_none(self) -> str:
+    def why_none(self) -> str:
         if not self._pools:
             return self._no_replicas_why
         ejected = self._outliers.ejected(self._clock()) if self._outliers is not None else []
@@ -386,3 +345,17 @@ class EndpointSet:
             await asyncio.gather(self._watcher, return_exceptions=True)
         for pool in self._pools.values():
             pool.close()
+
+
+def _task_ended(task: asyncio.Task[Answer], attempt: Attempt) -> None:
+    """An attempt on a new connection ended: its answer, or why there is none, to its exchange."""
+    if task.cancelled():
+        return  # dropped by its exchange, which is over
+    error = task.exception()
+    if error is None:
+        attempt.ended(task.result(), None)
+    elif isinstance(error, ReplicaFailed):
+        attempt.ended(None, error)
+    else:  # not the replica's doing (a bug): the attempt failed all the same, and is logged
+        log.error("%s: an attempt failed: %r", attempt.exchange, error)
+        attempt.ended(None, ReplicaFailed(f"the attempt failed: {error!r}"))

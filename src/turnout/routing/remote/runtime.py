@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from turnout.errors import InferenceFailed, InvalidRequest, NotFound, Overloaded, TurnoutError, Unavailable
 from turnout.model.runtimes.base import (
     NO_PARAMETERS,
+    Forwarded,
     LoadContext,
     LoadedModel,
     ModelRuntime,
@@ -92,11 +93,17 @@ class LoadedRemote(LoadedModel):
     async def forward(self, body: bytes, header_length: int | None, deadline: float) -> Relayed:
         """The body unread, with what is left of the deadline (``turnout-timeout-us``: a turnout
         replica queues it no longer than that; other V2 servers ignore the header)."""
-        headers = _BODY_JSON if header_length is None else _BODY_BINARY % header_length
-        remaining = max(int((deadline - time.monotonic()) * 1_000_000), 1)
-        headers += b"%s: %d\r\n" % (TIMEOUT_HEADER, remaining)
-        answer, _ = await self._set.exchange(self._infer_path, headers, body, deadline)
+        answer, _ = await self._set.exchange(
+            self._infer_path, _forward_headers(header_length, deadline), body, deadline
+        )
         return answer
+
+    def start_forward(self, body: bytes, header_length: int | None, deadline: float, done: Forwarded) -> bool:
+        if not self._set.can_start():
+            return False  # the first request: ``forward`` starts the set (and resolves its DNS name)
+        self._set.start(self._infer_path, _forward_headers(header_length, deadline), body, deadline,
+                        lambda answer, error, replica: done(answer, error))  # fmt: skip
+        return True
 
     async def aclose(self) -> None:
         await self._set.close()
@@ -174,3 +181,11 @@ def _asked(settings: RemoteSettings, target: str) -> Signature:
 
 def _specs(items: Any) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(str(t["name"]), str(t["datatype"]), tuple(int(d) for d in t["shape"])) for t in items)
+
+
+def _forward_headers(header_length: int | None, deadline: float) -> bytes:
+    """How to read the body, and what is left of the deadline (``turnout-timeout-us``: a turnout
+    replica queues it no longer than that; other V2 servers ignore the header)."""
+    headers = _BODY_JSON if header_length is None else _BODY_BINARY % header_length
+    remaining = max(int((deadline - time.monotonic()) * 1_000_000), 1)
+    return headers + b"%s: %d\r\n" % (TIMEOUT_HEADER, remaining)

@@ -57,14 +57,21 @@ class _Parsing:
     body_bytes: int = 0
 
 
+# What a connection calls once an exchange ends: the answer, or why there is none.
+Ended = Callable[[Answer | None, ReplicaFailed | None], None]
+
+
 class Connection(asyncio.Protocol):
-    """One kept connection; ``exchange`` sends a request and resolves with its answer."""
+    """One kept connection; ``send`` sends a request and calls back with its
+    answer, from the protocol's own callbacks (no future, no loop turn: a
+    gateway's path per request is this module's product)."""
 
     def __init__(self, max_answer_bytes: int) -> None:
         self._max_answer = max_answer_bytes
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[Answer] | None = None
+        self._ended: Ended | None = None
+        self._complete: tuple[Ended, Answer] | None = None  # an answer parsed, handed out once the read is
         self._parsing = _Parsing()
         self._heard = False  # a byte of the current answer arrived
         self._reused = False  # the current exchange runs on a connection kept from before
@@ -74,16 +81,31 @@ class Connection(asyncio.Protocol):
 
     # the exchange
 
-    def exchange(self, head: bytes, body: bytes, reused: bool) -> asyncio.Future[Answer]:
-        assert self._transport is not None and self._waiter is None
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
+    def send(self, head: bytes, body: bytes, reused: bool, ended: Ended) -> None:
+        """Send a request; ``ended`` is called once, with its answer or its failure
+        (``_Stale`` when ``reused`` and the replica had closed the connection unread)."""
+        assert self._transport is not None and self._ended is None
+        self._ended = ended
         self._parsing, self._heard, self._reused, self.reusable = _Parsing(), False, reused, False
         if len(body) < 16_384:
             self._transport.write(head + body)
         else:  # a large body is not copied to be joined
             self._transport.writelines((head, body))
-        return waiter
+
+    def exchange(self, head: bytes, body: bytes, reused: bool) -> asyncio.Future[Answer]:
+        """``send``, as a future."""
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+        def ended(answer: Answer | None, error: ReplicaFailed | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(answer)  # type: ignore[arg-type]  # one of the two is given
+
+        self.send(head, body, reused, ended)
+        return future
 
     def abort(self) -> None:
         """Drop the connection (an exchange given up: cancelled, or past its deadline)."""
@@ -102,7 +124,7 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is none of asyncio's classes
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # nothing was asked
+        if self._ended is None:  # nothing was asked
             self._fail(ReplicaFailed("the replica sent bytes nobody asked for"))
             return
         self._heard = True
@@ -120,24 +142,31 @@ class Connection(asyncio.Protocol):
             bound = exc.__context__  # a callback's own refusal (a bound), which httptools wraps
             self._fail(bound if isinstance(bound, ReplicaFailed) else ReplicaFailed(
                 f"the replica's answer is not HTTP/1.1: {exc}"))  # fmt: skip
+        complete = self._complete
+        if complete is not None:
+            # Handed out only now, the read parsed whole: whatever ``ended`` starts
+            # (the connection kept and sent on again) never meets this read's bytes.
+            # Bytes after the answer (one nobody asked for) have closed the connection.
+            self._complete = None
+            complete[0](complete[1], None)
 
     def eof_received(self) -> bool:
         return False  # close: a replica that stops writing will not answer
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._waiter is not None and not self._waiter.done():
+        ended, self._ended = self._ended, None
+        if ended is not None:
             if self._reused and not self._heard:
-                self._waiter.set_exception(_Stale("a kept connection was closed by the replica"))
+                ended(None, _Stale("a kept connection was closed by the replica"))
             else:
                 why = f": {exc}" if exc is not None else ""
-                self._waiter.set_exception(ReplicaFailed(f"the replica closed the connection before answering{why}"))
-        self._waiter = None
+                ended(None, ReplicaFailed(f"the replica closed the connection before answering{why}"))
 
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        if self._waiter is None:  # a second answer in the same bytes as the first: to no request
+        if self._ended is None:  # a second answer in the same bytes as the first: to no request
             raise ReplicaFailed("the replica sent an answer nobody asked for")
 
     def on_status(self, status: bytes) -> None:
@@ -163,19 +192,19 @@ class Connection(asyncio.Protocol):
         parsing.body.append(body)
 
     def on_message_complete(self) -> None:
-        waiter, self._waiter = self._waiter, None
+        ended, self._ended = self._ended, None
         parsing, self._parsing = self._parsing, _Parsing()  # the answer handed out is never written to again
         self.reusable = self._parser.should_keep_alive()
         self.idle_since = time.monotonic()
-        if waiter is not None and not waiter.done():
+        if ended is not None:
             body = parsing.body[0] if len(parsing.body) == 1 else b"".join(parsing.body)
-            waiter.set_result(Answer(parsing.status or self._parser.get_status_code(), parsing.headers, body))
+            self._complete = ended, Answer(parsing.status or self._parser.get_status_code(), parsing.headers, body)
 
     def _fail(self, error: ReplicaFailed) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
+        ended, self._ended = self._ended, None
         self.abort()
+        if ended is not None:
+            ended(None, error)
 
 
 class Pool:

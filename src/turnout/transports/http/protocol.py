@@ -46,6 +46,7 @@ from turnout.transports.http.pacing import Pacing
 from turnout.transports.http.reader import RequestReader
 from turnout.transports.http.request import PendingRequest
 from turnout.transports.http.shared import Shared
+from turnout.transports.rest.asgi import Response
 
 log = logging.getLogger("turnout.http")
 
@@ -73,6 +74,9 @@ class HttpProtocol(asyncio.Protocol):
         self._peer = ""
         self._ready: deque[PendingRequest] = deque()  # received, not yet answered
         self._worker: asyncio.Task[None] | None = None
+        self._relay = shared.relay
+        self._relaying: PendingRequest | None = None  # taken by ``relay``, its answer not yet written
+        self._relay_over: asyncio.Future[None] | None = None  # for ``drain``, while one is
         # what is fed to the parser
         self._head = bytearray()  # a head's bytes while it spans reads
         self._backlog = b""  # read but not parsed while max_pipelined requests wait
@@ -235,12 +239,53 @@ class HttpProtocol(asyncio.Protocol):
         if request.response is not None and request.keep_alive and not self._waiting():
             self._refused_at_once(request)
             return
-        self._ready.append(request)
         if not request.keep_alive:
             self.stopped = True  # what follows is not read
             self._pause_reading()
-        if self._worker is None or self._worker.done():
+        if (
+            self._relay is not None
+            and request.response is None
+            and not request.body_none
+            and not self._waiting()
+            and self._relayed_now(request)
+        ):
+            return
+        self._ready.append(request)
+        if not self._answering():
             self._worker = self._loop.create_task(self._answer())
+
+    def _relayed_now(self, request: PendingRequest) -> bool:
+        """Offer the request to ``relay``, which answers it by callbacks (``_relay_answered``),
+        maybe before this returns; False: it did not take it."""
+        assert self._relay is not None
+        self._relaying = request
+        body = b"".join(request.chunks)
+        request.chunks = []
+        if self._relay(request.method, request.path, request.headers, body,
+                       lambda response: self._relay_answered(request, response)):  # fmt: skip
+            return True
+        self._relaying = None
+        request.chunks = [body]
+        return False
+
+    def _relay_answered(self, request: PendingRequest, response: Response) -> None:
+        self._relaying = None
+        request.release(self._budget)
+        over, self._relay_over = self._relay_over, None
+        if over is not None and not over.done():
+            over.set_result(None)
+        transport = self._transport
+        if transport is None:
+            return
+        ready = self._ready
+        keep_alive = request.keep_alive and not self._draining and not (self._eof and not ready)
+        transport.write(wire.encode(response, keep_alive, request.head))
+        if not keep_alive:
+            self._end(request.linger)
+        elif ready:  # pipelined behind it: answered in order
+            self._worker = self._loop.create_task(self._answer())
+        else:
+            self._all_answered()
 
     def _waiting(self) -> bool:
         """Answers are queued, being made, or not taken by the client."""
@@ -285,12 +330,12 @@ class HttpProtocol(asyncio.Protocol):
         self._deadline.clear()
         self._pause_reading()
         self._ready.append(request)
-        if self._worker is None or self._worker.done():
+        if not self._answering():
             self._worker = self._loop.create_task(self._answer())
 
     # answers
     def _answering(self) -> bool:
-        return self._worker is not None and not self._worker.done()
+        return self._relaying is not None or (self._worker is not None and not self._worker.done())
 
     async def _answer(self) -> None:
         ready = self._ready
@@ -332,6 +377,11 @@ class HttpProtocol(asyncio.Protocol):
             await self._pacing.drained()
         if self._transport is None or ready:
             return
+        self._all_answered()
+
+    def _all_answered(self) -> None:
+        """No answer is queued: the connection idles, or the request arriving may go on."""
+        assert self._transport is not None
         current = self._reader.current
         if current is None and not self._head:
             self._between_requests()
@@ -418,9 +468,13 @@ class HttpProtocol(asyncio.Protocol):
             self.refuse(408, f"the request did not arrive within {self._limits.read_timeout:g} s")
 
     # the server's side
-    def drain(self) -> asyncio.Task[None] | None:
-        """From now on close after each answer; the task answering, if any."""
+    def drain(self) -> asyncio.Future[None] | None:
+        """From now on close after each answer; what to wait for while one is made, if it is."""
         self._draining = True
+        if self._relaying is not None:
+            if self._relay_over is None:
+                self._relay_over = self._loop.create_future()
+            return self._relay_over
         if self._answering():
             return self._worker
         self.close()

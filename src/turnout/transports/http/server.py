@@ -13,7 +13,7 @@ from turnout.overload.gate import Gate, OpenGate
 from turnout.transports.addresses import LISTEN_BACKLOG
 from turnout.transports.http.limits import HttpLimits
 from turnout.transports.http.protocol import HttpProtocol
-from turnout.transports.http.shared import Handle, Screen, Shared, admit_all
+from turnout.transports.http.shared import Handle, Relay, Screen, Shared, admit_all
 
 
 class HttpServer:
@@ -23,7 +23,8 @@ class HttpServer:
     ``screen`` (authentication from the headers) and ``gate`` (admission
     control) decide on each request before its body is read; ``budget`` caps
     the request bodies held in memory and ``connections`` the open
-    connections, both possibly shared with other listeners."""
+    connections, both possibly shared with other listeners; ``relay`` answers
+    the requests it takes by callbacks, without a task (``Relay``)."""
 
     def __init__(
         self,
@@ -36,12 +37,13 @@ class HttpServer:
         gate: Gate | None = None,
         budget: BodyBudget | None = None,
         connections: Connections | None = None,
+        relay: Relay | None = None,
     ) -> None:
         limits = limits or HttpLimits()
         self._tls = tls
         self._protocols: set[HttpProtocol] = set()
         self._shared = Shared(
-            handle, max_body_bytes, limits, screen, gate or OpenGate(), budget, connections, self._protocols
+            handle, max_body_bytes, limits, screen, gate or OpenGate(), budget, connections, self._protocols, relay
         )
         self._server: asyncio.base_events.Server | None = None
 

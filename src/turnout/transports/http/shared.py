@@ -19,6 +19,12 @@ from turnout.transports.rest.asgi import Response
 # refusing it. HEAD requests arrive as GET; their answer goes out without body.
 Handle = Callable[[str, str, dict[bytes, bytes], bytes | None, str], Awaitable[Response]]
 
+# (method, path, lower-case headers, body, answer) -> whether it took the request:
+# ``Handle``'s path driven by callbacks, for requests answered without a task of
+# their own (a gateway's REST body passed on unread: the handler calls ``answer``
+# once, maybe before returning). False: ``Handle`` answers it.
+Relay = Callable[[str, str, dict[bytes, bytes], bytes, Callable[[Response], None]], bool]
+
 # (method, path, lower-case headers, client "host:port") -> a refusal, or None
 # to admit. Called once the request's head is complete, before any of its body
 # is kept or 100 Continue sent; it must be cheap and never block (it runs on
@@ -43,3 +49,4 @@ class Shared:
     connections: Connections | None  # the limit on open connections, across listeners
     # this server's own connections (HttpProtocols, which import this module), for its shutdown
     protocols: set[Any]
+    relay: Relay | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,6 +192,37 @@ class RestApi:
         except Exception:  # a bug, not the client's fault: answer in the protocol's shape and log it
             log.exception("unexpected error answering %s %s", method, path)
             return json_response({"error": "internal error; the server log has the details"}, 500)
+
+    def relay(
+        self, method: str, path: str, headers: dict[bytes, bytes], body: bytes, answer: Callable[[Response], None]
+    ) -> bool:
+        """For turnout's own HTTP server (``Relay``): ``handle`` for an inference
+        request whose body goes on unread to a remote set, answered from the
+        replica's callbacks (``DataPlane.relay``); False for any other, which
+        ``handle`` answers: one it must read, trace or check a caller for, or
+        one whose framing headers are wrong (their 400 is ``handle``'s)."""
+        if method != "POST" or self._tracer is not None or b"content-encoding" in headers:
+            return False
+        route, params, _ = self._router.match(method, path)
+        if route is None or route.handler != self.infer or not self._guard.open_to_anyone(Action.INFER):
+            return False
+        header_length = None
+        value = headers.get(b"inference-header-content-length")
+        if value is not None:
+            if not _DIGITS.fullmatch(value):
+                return False
+            header_length = int(value)
+        try:
+            deadline = header_timeout(headers.get(TIMEOUT_HEADER))
+        except TurnoutError:
+            return False
+
+        def done(relayed: Relayed | None, error: TurnoutError | None) -> None:
+            answer(error_response(error) if error is not None else _relayed(relayed))  # type: ignore[arg-type]
+
+        return self._dataplane.relay(
+            params["model"], params.get("version"), body, header_length, "rest", deadline, done
+        )
 
     async def openapi(self, request: Request) -> Response:
         return Response(self._openapi)
