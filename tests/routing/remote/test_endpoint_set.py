@@ -214,3 +214,31 @@ def test_a_body_passed_on_unread_carries_what_is_left_of_its_deadline() -> None:
         assert b"content-type: application/json" in head
 
     run(with_set([always(0, OK)], scenario))
+
+
+def test_an_ejected_replica_is_back_once_its_time_out_ends() -> None:
+    """What ``available`` found is kept between requests: a replica's return at
+    the end of its ejection must still be seen, with no other change to say so."""
+    now = [1000.0]
+
+    async def scenario() -> None:
+        replicas = [await Replica(always(0, BUSY)).start(), await Replica(always(0, OK)).start()]
+        changes = {"hedging": {"enabled": False}, "ejection": {"consecutive_failures": 1, "base_seconds": 30}}
+        endpoints = EndpointSet(
+            "model 'm' version 1", "/v2/models/m", settings(replicas, **changes), clock=lambda: now[0]
+        )
+        try:
+            while replicas[0].requests == 0:  # the balancer's draw: until one went to the failing replica
+                _, replica = await send(endpoints)
+                assert replica == replicas[1].address  # retried there
+            assert endpoints.available(now[0]) == [replicas[1].address]
+            now[0] += 29.0
+            assert endpoints.available(now[0]) == [replicas[1].address]
+            now[0] += 2.0
+            assert endpoints.available(now[0]) == [replicas[0].address, replicas[1].address]
+        finally:
+            await endpoints.close()
+            for replica in replicas:
+                await replica.stop()
+
+    run(scenario())

@@ -21,7 +21,7 @@ def pick(
     available: Sequence[str], outstanding: Mapping[str, int], rng: random.Random, tried: Collection[str] = ()
 ) -> str | None:
     """The replica for the next attempt; None when none is available."""
-    fresh = [name for name in available if name not in tried] or list(available)
+    fresh = ([name for name in available if name not in tried] or available) if tried else available
     if not fresh:
         return None
     if len(fresh) == 1:

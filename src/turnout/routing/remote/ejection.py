@@ -85,6 +85,10 @@ class Outliers:
         """The replicas in the set now, in the order given."""
         return [name for name, state in self._replicas.items() if state.out_until <= now]
 
+    def back_at(self, now: float) -> float:
+        """When the first replica out now comes back (infinity: none is out)."""
+        return min((state.out_until for state in self._replicas.values() if state.out_until > now), default=math.inf)
+
     def ejected(self, now: float) -> list[str]:
         return [name for name, state in self._replicas.items() if state.out_until > now]
 

@@ -101,6 +101,8 @@ class EndpointSet:
         self._pools: dict[str, Pool] = {}
         self._outstanding: dict[str, int] = {}
         self._unhealthy: set[str] = set()
+        self._available: list[str] = []
+        self._available_until = -math.inf  # until when ``_available`` holds (a replica ejected comes back)
         ejection = settings.ejection
         self._outliers: Outliers | None = None
         self._ejection = (ejection.consecutive_failures, ejection.base_seconds, ejection.max_seconds,
@@ -122,6 +124,7 @@ class EndpointSet:
     def set_replicas(self, addresses: Sequence[str]) -> None:
         """The set is now ``addresses`` (``host:port``): those staying keep their connections and record."""
         wanted = list(dict.fromkeys(addresses))
+        self._changed()
         for gone in set(self._pools) - set(wanted):
             self._pools.pop(gone).close()
             self._unhealthy.discard(gone)
@@ -143,11 +146,19 @@ class EndpointSet:
     def available(self, now: float) -> list[str]:
         """The replicas an attempt may go to now: not ejected, and not failing
         their health probe, unless every one is (then a probe, not a replica, may be wrong)."""
+        if now < self._available_until:  # nothing changed since it was found: every request asks
+            return self._available
         if self._outliers is None:
+            self._available, self._available_until = [], math.inf
             return []
         inside = self._outliers.available(now)
         healthy = [name for name in inside if name not in self._unhealthy]
-        return healthy or inside
+        self._available, self._available_until = healthy or inside, self._outliers.back_at(now)
+        return self._available
+
+    def _changed(self) -> None:
+        """Membership, health or ejection changed: ``available`` looks again."""
+        self._available_until = -math.inf
 
     # a request
 
@@ -257,6 +268,7 @@ class EndpointSet:
                 return True
         self._observer.attempted(replica, "failed", took)
         if self._outliers is not None and self._outliers.failed(replica, now):
+            self._changed()
             self._observer.ejected(replica)
         return False
 
@@ -337,6 +349,7 @@ class EndpointSet:
                 self._outliers.probe_passed(replica, self._clock())
         else:
             self._unhealthy.add(replica)
+        self._changed()
 
     async def close(self) -> None:
         self._closed = True

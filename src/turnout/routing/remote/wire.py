@@ -24,7 +24,6 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import cast
 
 import httptools
@@ -46,15 +45,19 @@ class _Stale(ReplicaFailed):
 Answer = Relayed  # status, headers (names lower-cased), body
 
 
-@dataclass(slots=True)
 class _Parsing:
-    status: int = 0
-    headers: dict[bytes, bytes] = field(default_factory=dict)
-    head_bytes: int = 0  # bytes read before the head ended: bounds a header httptools is still joining
-    header_bytes: int = 0  # of the headers parsed
-    head_done: bool = False
-    body: list[bytes] = field(default_factory=list)
-    body_bytes: int = 0
+    """An answer as it is parsed (a plain class: one is made per answer, and a
+    dataclass's factories cost more)."""
+
+    __slots__ = ("body", "body_bytes", "head_bytes", "head_done", "header_bytes", "headers")
+
+    def __init__(self) -> None:
+        self.headers: dict[bytes, bytes] = {}
+        self.head_bytes = 0  # bytes read before the head ended: bounds a header httptools is still joining
+        self.header_bytes = 0  # of the headers parsed
+        self.head_done = False
+        self.body: list[bytes] = []
+        self.body_bytes = 0
 
 
 # What a connection calls once an exchange ends: the answer, or why there is none.
@@ -169,9 +172,6 @@ class Connection(asyncio.Protocol):
         if self._ended is None:  # a second answer in the same bytes as the first: to no request
             raise ReplicaFailed("the replica sent an answer nobody asked for")
 
-    def on_status(self, status: bytes) -> None:
-        self._parsing.status = self._parser.get_status_code()
-
     def on_header(self, name: bytes, value: bytes) -> None:
         parsing = self._parsing
         parsing.header_bytes += len(name) + len(value)
@@ -198,7 +198,7 @@ class Connection(asyncio.Protocol):
         self.idle_since = time.monotonic()
         if ended is not None:
             body = parsing.body[0] if len(parsing.body) == 1 else b"".join(parsing.body)
-            self._complete = ended, Answer(parsing.status or self._parser.get_status_code(), parsing.headers, body)
+            self._complete = ended, Answer(self._parser.get_status_code(), parsing.headers, body)
 
     def _fail(self, error: ReplicaFailed) -> None:
         ended, self._ended = self._ended, None
