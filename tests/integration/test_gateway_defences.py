@@ -104,9 +104,7 @@ def _post(port: int) -> socket.socket:
     return sock
 
 
-def _answered(
-    pending: dict[socket.socket, float], until: float, started: float
-) -> dict[socket.socket, tuple[int, float]]:
+def _answered(pending: set[socket.socket], until: float, started: float) -> dict[socket.socket, tuple[int, float]]:
     """The answers that come before ``until`` (time.monotonic()): each one's status and
     when it came (seconds after ``started``); those answered leave ``pending``."""
     answered: dict[socket.socket, tuple[int, float]] = {}
