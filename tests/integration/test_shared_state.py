@@ -137,3 +137,28 @@ def test_ab_feedback_reaches_any_replica_and_the_report_counts_them_all(replicas
         report = admin.post("/v2/routing/wine/ab", json={"min_count": 5}).json()
     counts = {row["variant"]: row["outcomes"] for row in report["variants"]}
     assert sum(counts.values()) == 30 and counts == {v: list(variants.values()).count(v) for v in counts}
+
+
+def versions(replica: ServerProcess) -> dict[str, Any]:
+    with replica.admin_client() as admin:
+        found: dict[str, Any] = admin.get("/v2/repository/models/wine/versions").json()
+    return found
+
+
+def test_a_pin_made_on_one_replica_is_the_default_on_all_within_a_second(replicas: list[ServerProcess]) -> None:
+    assert {versions(r)["default"] for r in replicas} == {"2"}  # the version policy's: the latest
+    with replicas[0].admin_client() as admin:
+        pinned = admin.post("/v2/repository/models/wine/pin", json={"version": "1"})
+        assert pinned.status_code == 200, pinned.text
+    set_at = time.monotonic()
+    for replica in replicas[1:]:
+        wait_until(lambda r=replica: versions(r)["default"] == "1", "the pin taken up", 1.0, 0.02)
+    took = time.monotonic() - set_at
+    print(f"the pin was the default on the other two {took * 1000:.0f} ms after it was answered")  # BENCHMARKS.md
+    assert all(versions(r)["pinned"] == "1" for r in replicas)
+    answer = httpx.post(f"{replicas[2].url}/v2/models/wine/infer", json=body(0), timeout=10)
+    assert answer.json()["model_version"] == "1"
+    with replicas[1].admin_client() as admin:  # unpinned through another replica: back to the policy's everywhere
+        assert admin.post("/v2/repository/models/wine/unpin").status_code == 200
+    for replica in replicas:
+        wait_until(lambda r=replica: versions(r)["default"] == "2" and versions(r)["pinned"] is None, "the unpin", 1.0)

@@ -40,7 +40,7 @@ from turnout.protocol.types import InferenceRequest, InferenceResponse
 from turnout.routing.feedback import Feedback, FeedbackStore
 from turnout.routing.metrics import register_routing_metrics
 from turnout.routing.redis_feedback import RedisFeedbackStore
-from turnout.routing.redis_state import RedisRoutingStore
+from turnout.routing.redis_state import Keys, RedisRoutingStore
 from turnout.routing.remote.runtime import RemoteRuntime
 from turnout.routing.shadow import ShadowMirror
 from turnout.routing.shadow_metrics import register_shadow_metrics
@@ -55,6 +55,7 @@ from turnout.serving.pins import PinStore
 from turnout.serving.registry import ModelRegistry
 from turnout.serving.residency import Budget
 from turnout.serving.served import VersionsFailed
+from turnout.serving.shared_pins import PinFollower, RedisPins
 from turnout.serving.step_calls import DataPlaneCalls
 from turnout.settings import Settings
 from turnout.transports.rest.lifecycle import LifecycleRoutes
@@ -84,10 +85,19 @@ class Server:
             allow_trusted_models=settings.security.allow_trusted_models,
         )
         repository = ModelRepository(settings.repository, runtimes)
+        state_url = settings.routing.state_url
+        self.pin_follower: PinFollower | None = None
         try:
-            pins = PinStore(settings.state_dir / "pins.json")
+            self._shared_pins = shared_pins = None if state_url is None else RedisPins(state_url, Keys("turnout"))
+            pins = PinStore(settings.state_dir / "pins.json", None if shared_pins is None else shared_pins.announce)
+        except StoreFailed as exc:
+            raise StartupError(f"cannot share pinned versions through Redis (--state): {exc}") from None
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot read the pinned versions in {settings.state_dir}: {exc}") from None
+        if state_url is not None:  # pins made on other replicas are taken up here (shared_pins.py)
+            self.pin_follower = PinFollower(
+                state_url, Keys("turnout"), lambda *pin: self.defaults.follow(*pin), pins.all_pins
+            )
         budget = Budget(lifecycle.max_models, lifecycle.memory_budget_bytes, lifecycle.idle_unload_seconds)
         self.registry = ModelRegistry(
             repository,
@@ -260,6 +270,9 @@ class Server:
         if self.shared is not None:
             self.shared.start()
             later.push_async_callback(self.shared.close)
+        if self.pin_follower is not None:
+            self.pin_follower.start()
+            later.push_async_callback(self.pin_follower.close)
         self.mirror.start()
         later.push_async_callback(self.mirror.close, min(grace, 5.0))  # shadow copies are best effort
         if self.watcher is not None:
@@ -283,6 +296,8 @@ class Server:
         """What __init__ built, once nothing uses it: state flushed, models unloaded, logs closed."""
         await asyncio.to_thread(self.feedback.close)
         await self.registry.close()
+        if self._shared_pins is not None:
+            self._shared_pins.close()
         if self.notifier is not None:
             await self.notifier.close()
         if self.payloads is not None:

@@ -32,6 +32,8 @@ class Keys:
         self.events = f"{namespace}:routing:events"
         self.changed = f"{namespace}:routing:changed"
         self.lease = f"{namespace}:routing:rollout-lease"
+        self.pins = f"{namespace}:pins"  # model: pinned version (serving/shared_pins.py)
+        self.pins_changed = f"{namespace}:pins:changed"
         self._namespace = namespace
 
     def events_of(self, endpoint: str) -> str:

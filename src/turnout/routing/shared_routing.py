@@ -39,6 +39,7 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aredis
 
+from turnout.routing.redis_follow import follow
 from turnout.routing.redis_state import Keys
 
 log = logging.getLogger("turnout.routing")
@@ -105,25 +106,7 @@ class SharedRouting:
 
     async def _follow(self) -> None:
         assert self._redis is not None
-        while True:
-            try:
-                async with self._redis.pubsub() as channel:
-                    await channel.subscribe(self._keys.changed)
-                    await self._take_all()  # what changed before the subscription
-                    while True:
-                        message = await channel.get_message(ignore_subscribe_messages=True, timeout=self._resync)
-                        if message is None:
-                            await self._take_all()
-                        else:
-                            await self._take(str(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except (redis.RedisError, OSError) as exc:
-                log.warning("shared routing state: Redis unreachable (%s); following again in 1 s", exc)
-                await asyncio.sleep(1.0)
-            except Exception:  # a state that cannot be read must not end the following
-                log.exception("shared routing state: following failed; again in 1 s")
-                await asyncio.sleep(1.0)
+        await follow(self._redis, self._keys.changed, self._take, self._take_all, self._resync, "shared routing state")
 
     async def _take(self, endpoint: str) -> None:
         assert self._redis is not None

@@ -21,8 +21,9 @@ class DefaultVersions:
         self._registry = registry
         self._pins = registry.pins
 
-    async def pin(self, name: str, version: int) -> None:
-        """Make ``version`` the default, loading it if the version policy left it out."""
+    async def pin(self, name: str, version: int, announce: bool = True) -> None:
+        """Make ``version`` the default, loading it if the version policy left it out
+        (``announce``: shared with the other replicas, when they share pins)."""
         registry = self._registry
         registry.require(name)
         if version not in registry.versions(name):
@@ -40,17 +41,17 @@ class DefaultVersions:
                         raise
             if version not in registry.versions(name):
                 raise Unavailable(f"model '{name}' version {version} could not be loaded; nothing was pinned")
-            self._pins.pin(name, version)
+            self._pins.pin(name, version, announce)
         registry.note_default(name, before)
         if earlier_pin not in (None, version) and earlier_pin not in set(registry.policy_versions(name)):
             await registry.load(name)  # the earlier pin's version leaves with its pin
 
-    async def unpin(self, name: str) -> None:
+    async def unpin(self, name: str, announce: bool = True) -> None:
         registry = self._registry
         registry.require(name)
         before = registry.default_version(name)
         pinned = self._pins.pinned(name)
-        self._pins.unpin(name)
+        self._pins.unpin(name, announce)
         if pinned is not None and pinned not in set(registry.policy_versions(name)):
             await registry.load(name)  # the pinned version leaves with its pin
         registry.note_default(name, before)
@@ -67,6 +68,16 @@ class DefaultVersions:
         await self.pin(name, target)
         self._pins.set_history(name, history[: len(history) - 1 - history[::-1].index(target)])  # before target
         return target
+
+    async def follow(self, name: str, version: int | None) -> None:
+        """Another replica's pin (None: its unpin), taken up here and not announced
+        again (``shared_pins``); a model this replica does not serve is left alone."""
+        if not self._registry.known(name) or self._pins.pinned(name) == version:
+            return
+        if version is None:
+            await self.unpin(name, announce=False)
+        else:
+            await self.pin(name, version, announce=False)
 
     def pinned(self, name: str) -> int | None:
         return self._pins.pinned(name)

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,10 @@ HISTORY = 20  # earlier defaults kept per model, for rollback
 
 
 class PinStore:
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, announce: Callable[[str, int | None], None] | None = None) -> None:
         self._path = path
+        # shares a pin made here with the other replicas before it is made (shared_pins.RedisPins)
+        self._announce = announce
         self._lock = threading.Lock()
         self._pins: dict[str, int] = {}
         self._history: dict[str, list[int]] = {}
@@ -59,14 +61,18 @@ class PinStore:
         finally:
             self._pinning.pop(model, None)
 
-    def pin(self, model: str, version: int) -> None:
-        self.restore(model, version)
+    def all_pins(self) -> dict[str, int]:
+        return dict(self._pins)
 
-    def unpin(self, model: str) -> None:
-        self.restore(model, None)
+    def pin(self, model: str, version: int, announce: bool = True) -> None:
+        self.restore(model, version, announce)
 
-    def restore(self, model: str, version: int | None) -> None:
-        """Pin ``version`` (None: no pin); saved first, so a failed save changes nothing."""
+    def unpin(self, model: str, announce: bool = True) -> None:
+        self.restore(model, None, announce)
+
+    def restore(self, model: str, version: int | None, announce: bool = True) -> None:
+        """Pin ``version`` (None: no pin); shared (``announce``: not when it is another
+        replica's pin taken up here) and saved first, so a failed save changes nothing."""
         pins = dict(self._pins)
         if version is None:
             pins.pop(model, None)
@@ -74,6 +80,8 @@ class PinStore:
             pins[model] = version
         if pins == self._pins:
             return
+        if announce and self._announce is not None:
+            self._announce(model, version)
         self._write(pins, self._history, self._contracts)
         self._pins = pins
 

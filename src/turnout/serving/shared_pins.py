@@ -1,0 +1,116 @@
+"""Pinned versions shared by replicas (``--state redis://``).
+
+A pin made through any replica's admin API (pin, unpin, rollback, an MLflow
+alias) is written to a Redis hash (model: version) and announced on a
+channel in one MULTI, before it is made there: a pin Redis did not take is
+not made (503), as a pin that cannot be saved to disk is not. Every replica
+follows the channel (``redis_follow``) and takes the pin up as its own
+(``DefaultVersions.follow``: the version loaded first, then the default),
+without announcing it again, so a slower replica's old news can never
+overwrite a newer pin. A resync every few seconds reads the whole hash:
+what Redis no longer holds is unpinned here too. History (for rollback) and
+the signature contract stay each replica's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+import redis
+import redis.asyncio as aredis
+
+from turnout.errors import Unavailable
+from turnout.routing.redis_follow import follow
+from turnout.routing.redis_state import Keys
+from turnout.routing.state_store import StoreFailed
+from turnout.urls import without_password
+
+log = logging.getLogger("turnout.pins")
+
+
+class RedisPins:
+    """Writes pins to Redis and announces them (``PinStore``'s ``announce``)."""
+
+    def __init__(self, url: str, keys: Keys) -> None:
+        self._keys = keys
+        self._redis = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True)
+        try:
+            self._redis.ping()
+        except redis.RedisError as exc:
+            raise StoreFailed(f"Redis at {without_password(url)} does not answer: {exc}") from None
+
+    def announce(self, model: str, version: int | None) -> None:
+        """``version`` pinned for ``model`` (None: unpinned) on every replica; raises
+        ``Unavailable`` (and nothing is shared) when Redis does not take it."""
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                if version is None:
+                    pipe.hdel(self._keys.pins, model)
+                else:
+                    pipe.hset(self._keys.pins, model, str(version))
+                pipe.publish(self._keys.pins_changed, model)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise Unavailable(
+                f"the pin cannot be shared with the other replicas (Redis: {exc})", retry_after=1.0
+            ) from None
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+class PinFollower:
+    """Takes up the pins other replicas announce (``take(model, version)``)."""
+
+    def __init__(
+        self,
+        url: str,
+        keys: Keys,
+        take: Callable[[str, int | None], Awaitable[None]],
+        pinned_here: Callable[[], dict[str, int]],
+        resync_seconds: float = 5.0,
+    ) -> None:
+        self._url = url
+        self._keys = keys
+        self._take_up = take
+        self._pinned_here = pinned_here
+        self._resync = resync_seconds
+        self._redis: aredis.Redis | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._redis = aredis.Redis.from_url(self._url, socket_timeout=2.0, socket_connect_timeout=2.0,
+                                            decode_responses=True)  # fmt: skip
+        self._task = asyncio.get_running_loop().create_task(
+            follow(self._redis, self._keys.pins_changed, self._take, self._take_all, self._resync, "shared pins")
+        )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def _take(self, model: str) -> None:
+        assert self._redis is not None
+        version = await self._redis.hget(self._keys.pins, model)
+        await self._taken_up(model, None if version is None else int(version))
+
+    async def _take_all(self) -> None:
+        assert self._redis is not None
+        found = cast(dict[str, str], await self._redis.hgetall(self._keys.pins))  # decode_responses: str
+        for model, version in found.items():
+            await self._taken_up(model, int(version))
+        for model in set(self._pinned_here()) - set(found):  # unpinned while this replica was not listening
+            await self._taken_up(model, None)
+
+    async def _taken_up(self, model: str, version: int | None) -> None:
+        try:
+            await self._take_up(model, version)
+        except Exception as exc:  # one model's pin must not stop the following of the others
+            log.error("shared pins: model '%s' cannot take up %s here: %s", model,
+                      "the unpin" if version is None else f"the pin of version {version}", exc)  # fmt: skip
