@@ -1,11 +1,19 @@
 """What a turnout gateway costs in front of a replica (issue 21).
 
-    .venv/bin/python bench/gateway.py [--rounds 3] [--duration 8] [--json OUT.json]
+    .venv/bin/python bench/gateway.py [--rounds 3] [--duration 8] [--placement apart|shared] [--json OUT.json]
 
 Builds examples/build_models.py's repository in a temporary directory and serves
 its `diabetes` (the tabular example) from one replica; a gateway whose only
 model is `diabetes` as a remote set of that replica (remote.toml) stands in
-front. Both run on core 0, `turnout bench` (REST, JSON, closed loop) on core 1.
+front. Two cores, three processes, so where each runs is a choice, and it
+moves the figure (the report names it):
+
+- ``apart`` (the default): the gateway alone on core 0, as in a deployment
+  where it has its own machine or pod; the replica and `turnout bench`
+  (REST, JSON, closed loop) share core 1.
+- ``shared``: the gateway and the replica on core 0, `turnout bench` on core
+  1. Each switch between the two costs both, the gateway most (its share of
+  a request is the smaller).
 
 Each round:
 
@@ -39,8 +47,8 @@ PY = str(ROOT / ".venv" / "bin" / "python")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def serve(repo: Path, port: int, state: Path, log: Path) -> subprocess.Popen[bytes]:
-    command = ["taskset", "-c", "0", PY, "-m", "turnout", "serve", str(repo), "--http-port", str(port),
+def serve(repo: Path, port: int, state: Path, log: Path, core: str) -> subprocess.Popen[bytes]:
+    command = ["taskset", "-c", core, PY, "-m", "turnout", "serve", str(repo), "--http-port", str(port),
                "--grpc-port", str(port + 1), "--admin-port", str(port + 2), "--state-dir", str(state),
                "--no-inference-auth"]  # fmt: skip
     with log.open("wb") as out:
@@ -105,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--placement", choices=("apart", "shared"), default="apart")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "examples"))
@@ -118,9 +127,10 @@ def main() -> None:
         remote.mkdir(parents=True)
         (work / "gateway" / "diabetes" / "model.toml").write_text('runtime = "remote"\n')
         (remote / "remote.toml").write_text('replicas = ["127.0.0.1:9300"]\n')
-        replica = serve(work / "replica", 9300, work / "s1", work / "replica.log")
+        replica = serve(work / "replica", 9300, work / "s1", work / "replica.log",
+                        "1" if args.placement == "apart" else "0")  # fmt: skip
         wait_ready(9300, work / "replica.log")
-        gateway = serve(work / "gateway", 9400, work / "s2", work / "gateway.log")
+        gateway = serve(work / "gateway", 9400, work / "s2", work / "gateway.log", "0")
         try:
             wait_ready(9400, work / "gateway.log")
             rounds = [one_round(replica, gateway, args.duration, work) for _ in range(args.rounds)]
@@ -132,11 +142,11 @@ def main() -> None:
     for index, figures in enumerate(rounds, 1):
         print(f"round {index}: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()))
     print("median: " + ", ".join(f"{k} {v:.3f}" for k, v in medians.items()))
-    print(f"gateway CPU per request / replica's: {medians['cpu_ratio']:.3f} (bar <= 0.50); "
+    print(f"placement {args.placement}: gateway CPU per request / replica's: {medians['cpu_ratio']:.3f} (bar <= 0.50); "
           f"added p50 at c=1: {medians['added_p50_ms']:.3f} ms (bar <= 0.3)")  # fmt: skip
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rounds": rounds, "median": medians}, indent=2))
+        args.json.write_text(json.dumps({"placement": args.placement, "rounds": rounds, "median": medians}, indent=2))
 
 
 if __name__ == "__main__":
