@@ -148,6 +148,7 @@ class Server:
                     routing.state_url,
                     store.keys,
                     adopt=lambda *change: self.traffic.adopt(*change),
+                    saw=store.saw,
                     windows=lambda: self.traffic.shared_windows(),
                     routed=lambda: list(self.traffic.routes),
                 )

@@ -3,11 +3,16 @@ endpoint's policy and rollout in one hash, the event log in streams (one for
 all, one per endpoint, each capped), and a message on a channel at every
 change so the other replicas take it up at once (``shared_routing.py``).
 
-A change and its event are written in one MULTI/EXEC, so the log never
-disagrees with the state. Calls are synchronous and rare (an operator's
-change, a rollout step), as with the SQLite store; a Redis that does not
-answer within two seconds is ``StoreFailed``, and an operator's change is
-then refused with a 503, as a full disk refuses it.
+A change and its event are written by one script (atomic in Redis), so the
+log never disagrees with the state, and only if the endpoint's state is
+still what this replica last saw (loaded, saved, or taken up from another
+replica's announcement: ``saw``). Else the save is ``StoreConflict`` and
+nothing is written: two replicas deciding from the same state (an operator
+pausing a rollout on one, the leader moving it on on another) cannot have
+the later silently undo the earlier. Calls are synchronous and rare (an
+operator's change, a rollout step), as with the SQLite store; a Redis that
+does not answer within two seconds is ``StoreFailed``, and an operator's
+change is then refused with a 503, as a full disk refuses it.
 """
 
 from __future__ import annotations
@@ -18,10 +23,26 @@ from typing import Any, cast
 
 import redis
 
-from turnout.routing.state_store import LoggedEvent, StoreFailed
+from turnout.routing.state_store import LoggedEvent, StoreConflict, StoreFailed
 from turnout.urls import without_password
 
 MAX_EVENTS = 10_000  # per stream, approximately (XADD MAXLEN ~)
+
+# KEYS: the endpoints' hash, the event streams (all, this endpoint's); ARGV: the
+# endpoint, the state expected ("" none), the new state ("" forget it), the
+# channel, the streams' length, then the event's fields (none: no event).
+_SAVE = """
+local current = redis.call('hget', KEYS[1], ARGV[1])
+if (current or '') ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('hdel', KEYS[1], ARGV[1]) else redis.call('hset', KEYS[1], ARGV[1], ARGV[3]) end
+if #ARGV > 5 then
+  local fields = {unpack(ARGV, 6)}
+  redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
+  redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
+end
+redis.call('publish', ARGV[4], ARGV[1])
+return 1
+"""
 
 
 class Keys:
@@ -55,12 +76,19 @@ class RedisRoutingStore:
             self._redis.ping()
         except redis.RedisError as exc:
             raise StoreFailed(f"Redis at {without_password(url)} does not answer: {exc}") from None
+        self._save = self._redis.register_script(_SAVE)
+        self._seen: dict[str, str] = {}  # endpoint: its state as this replica last saw it stored ("" none)
+
+    def saw(self, endpoint: str, stored: str | None) -> None:
+        """``endpoint``'s state as stored (its JSON; None: none) was taken up here: what a save here replaces."""
+        self._seen[endpoint] = stored or ""
 
     def load(self) -> dict[str, dict[str, Any]]:
         try:
             found = cast(dict[str, str], self._redis.hgetall(self.keys.endpoints))  # decode_responses: str
         except redis.RedisError as exc:
             raise StoreFailed(str(exc)) from None
+        self._seen.update(found)
         return {endpoint: json.loads(state) for endpoint, state in found.items()}
 
     def state_of(self, endpoint: str) -> dict[str, Any] | None:
@@ -72,19 +100,22 @@ class RedisRoutingStore:
 
     def save(self, endpoint: str, state: dict[str, Any] | None, event: tuple[str, str, str] | None = None) -> None:
         """Replace (``None``: forget) an endpoint's state, log ``(kind, detail,
-        actor)``, and tell the other replicas, in one transaction."""
+        actor)``, and tell the other replicas, at once; ``StoreConflict`` (nothing
+        written) when the state stored is no longer the one this replica last saw."""
+        stored = "" if state is None else json.dumps(state, sort_keys=True)
+        fields: list[str] = []
+        if event is not None:
+            kind, detail, actor = event
+            fields = ["endpoint", endpoint, "at", repr(time.time()), "kind", kind, "detail", detail, "actor", actor]
+        keys = [self.keys.endpoints, self.keys.events, self.keys.events_of(endpoint)]
         try:
-            with self._redis.pipeline(transaction=True) as pipe:
-                if state is None:
-                    pipe.hdel(self.keys.endpoints, endpoint)
-                else:
-                    pipe.hset(self.keys.endpoints, endpoint, json.dumps(state, sort_keys=True))
-                if event is not None:
-                    self._logged(pipe, endpoint, *event)
-                pipe.publish(self.keys.changed, endpoint)
-                pipe.execute()
+            saved = self._save(keys, [endpoint, self._seen.get(endpoint, ""), stored, self.keys.changed, MAX_EVENTS,
+                                      *fields])  # fmt: skip
         except redis.RedisError as exc:
             raise StoreFailed(str(exc)) from None
+        if not saved:
+            raise StoreConflict(f"another replica changed the routing of {endpoint} meanwhile")
+        self._seen[endpoint] = stored
 
     def log(self, endpoint: str, kind: str, detail: str, actor: str) -> None:
         try:

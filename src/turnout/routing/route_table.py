@@ -5,7 +5,10 @@ request sees the old route or the new, never half of one).
 Two kinds of change. An operator's (``required``) is not made when it
 cannot be saved (503), so what is in force is what a restart brings back.
 The file's policy and the rollout guard's decisions take effect regardless,
-and their save is retried at each tick.
+and their save is retried at each tick. Either is not made at all when a
+shared store says another replica changed the endpoint since this one last
+saw it (``StoreConflict``): an operator's change is then a 409, a guard's
+decision is judged again on the newer state once it is taken up here.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from turnout.errors import Unavailable
+from turnout.errors import Conflict, Unavailable
 from turnout.routing.route import Route, mirrors
-from turnout.routing.state_store import LoggedEvent, StateStore, StoreFailed
+from turnout.routing.state_store import LoggedEvent, StateStore, StoreConflict, StoreFailed
 from turnout.routing.windows import RolloutWindows
 
 log = logging.getLogger("turnout.routing")
@@ -60,19 +63,24 @@ class RouteTable:
             self.save(endpoint, state, event)
             self.install(endpoint, route, keep_windows)
             return
-        self.install(endpoint, route, keep_windows)
         try:
             self.store.save(endpoint, state, event)
+        except StoreConflict as exc:
+            log.info("routing of %s not changed (%s): %s; judged again on the newer state", endpoint, event[0], exc)
+            return
         except StoreFailed as exc:
             log.error("routing of %s changed (%s) but not saved, retrying: %s", endpoint, event[0], exc)
             self._unsaved[endpoint] = event
         else:
             self._unsaved.pop(endpoint, None)
+        self.install(endpoint, route, keep_windows)
 
     def save(self, endpoint: str, state: dict[str, Any] | None, event: Event) -> None:
-        """Save an operator's change, or refuse it (503) without changing anything."""
+        """Save an operator's change, or refuse it (503, 409) without changing anything."""
         try:
             self.store.save(endpoint, state, event)
+        except StoreConflict as exc:
+            raise Conflict(f"{exc}; nothing was changed here (read the routing again, then change it)") from None
         except StoreFailed as exc:
             log.error("routing of %s not changed: the state store failed: %s", endpoint, exc)
             raise Unavailable(f"the routing state could not be saved ({exc}); nothing was changed") from None
@@ -107,6 +115,8 @@ class RouteTable:
             in_force = self.routes.get(endpoint)
             try:
                 self.store.save(endpoint, None if in_force is None else in_force.as_state(), pending)
+            except StoreConflict:
+                pass  # another replica's newer state stands: taken up here as any change is
             except StoreFailed:
                 failed = True
                 break

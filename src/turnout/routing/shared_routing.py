@@ -57,6 +57,7 @@ class SharedRouting:
         url: str,
         keys: Keys,
         adopt: Callable[[str, dict[str, Any] | None], None],
+        saw: Callable[[str, str | None], None] = lambda endpoint, stored: None,
         windows: Callable[[], dict[str, dict[str, Any]]] = dict,
         routed: Callable[[], list[str]] = list,
         lease_seconds: float = 3.0,
@@ -66,6 +67,7 @@ class SharedRouting:
         self._url = url
         self._keys = keys
         self._adopt = adopt
+        self._saw = saw  # the state as stored, taken up here: what a save here may replace (redis_state)
         self._lease_ms = int(lease_seconds * 1000)
         self._resync = resync_seconds
         self._windows = windows  # this replica's windows of running rollouts (TrafficControl.shared_windows)
@@ -110,20 +112,21 @@ class SharedRouting:
 
     async def _take(self, endpoint: str) -> None:
         assert self._redis is not None
-        state = await self._redis.hget(self._keys.endpoints, endpoint)
-        self._adopted(endpoint, None if state is None else json.loads(state))
+        state = cast(str | None, await self._redis.hget(self._keys.endpoints, endpoint))  # decode_responses: str
+        self._adopted(endpoint, state)
 
     async def _take_all(self) -> None:
         assert self._redis is not None
         found = cast(dict[str, str], await self._redis.hgetall(self._keys.endpoints))  # decode_responses: str
         for endpoint, state in found.items():
-            self._adopted(endpoint, json.loads(state))
+            self._adopted(endpoint, state)
         for endpoint in set(self._routed()) - set(found):  # forgotten while this replica was not listening
             self._adopted(endpoint, None)
 
-    def _adopted(self, endpoint: str, state: dict[str, Any] | None) -> None:
+    def _adopted(self, endpoint: str, stored: str | None) -> None:
         try:
-            self._adopt(endpoint, state)
+            self._saw(endpoint, stored)
+            self._adopt(endpoint, None if stored is None else json.loads(stored))
         except Exception:  # one endpoint's state must not stop the following of the others
             log.exception("shared routing state: %s could not be taken up", endpoint)
 

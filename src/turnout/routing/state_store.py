@@ -39,6 +39,11 @@ class StoreFailed(Exception):
     """The state store could not read or write (a full disk, Redis gone): nothing was changed there."""
 
 
+class StoreConflict(Exception):
+    """A shared store's state changed (another replica saved) since this replica
+    last saw it: the save, made from the older state, was not made."""
+
+
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
     id: int
