@@ -118,3 +118,32 @@ def test_a_client_gone_before_its_relayed_answer_leaves_nothing_held() -> None:
         assert b"/relay-next" in reply
 
     run(scenario)
+
+
+def test_a_relay_that_fails_is_answered_500_and_the_connection_goes_on() -> None:
+    async def scenario() -> None:
+        def broken(method: str, path: str, headers: dict[bytes, bytes], body: bytes,
+                   answer: Callable[[Response], None]) -> bool:  # fmt: skip
+            if path == "/relay-broken":
+                raise RuntimeError("a bug")
+            if path == "/relay-late":  # fails after answering: the answer stands, once
+                answer(Response(b'{"relayed":"late"}'))
+                raise RuntimeError("a bug after the answer")
+            return False
+
+        async with serving(relay=broken) as (port, handled, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(post("/relay-broken") + post("/after"))
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 500") and b"internal error" in body
+            head, body = await read_response(reader)  # the one behind it, in its turn
+            assert head.startswith(b"HTTP/1.1 200") and b'"/after"' in body
+            writer.write(post("/relay-late") + post("/after-late"))
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 200") and body == b'{"relayed":"late"}'
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 200") and b'"/after-late"' in body
+            writer.close()
+        assert [h[1] for h in handled] == ["/after", "/after-late"]
+
+    run(scenario)

@@ -51,29 +51,31 @@ class RouteTable:
         required: bool = True,
         keep_windows: bool = False,
         local: bool = False,
-    ) -> None:
+    ) -> bool:
         """Persist with its event and swap in (see the module's note on
-        ``required``). ``local``: a decision about this process's own models
-        (a variant it could not load): not written to a store other replicas share."""
+        ``required``); False: not made, a shared store holding a newer state.
+        ``local``: a decision about this process's own models (a variant it
+        could not load): not written to a store other replicas share."""
         if local and self.store.shared:
             self.install(endpoint, route, keep_windows)
-            return
+            return True
         state = None if route is None else route.as_state()
         if required:
             self.save(endpoint, state, event)
             self.install(endpoint, route, keep_windows)
-            return
+            return True
         try:
             self.store.save(endpoint, state, event)
         except StoreConflict as exc:
             log.info("routing of %s not changed (%s): %s; judged again on the newer state", endpoint, event[0], exc)
-            return
+            return False
         except StoreFailed as exc:
             log.error("routing of %s changed (%s) but not saved, retrying: %s", endpoint, event[0], exc)
             self._unsaved[endpoint] = event
         else:
             self._unsaved.pop(endpoint, None)
         self.install(endpoint, route, keep_windows)
+        return True
 
     def save(self, endpoint: str, state: dict[str, Any] | None, event: Event) -> None:
         """Save an operator's change, or refuse it (503, 409) without changing anything."""

@@ -368,11 +368,13 @@ class TrafficControl:
             if judged is None:
                 continue
             new, event = judged
+            # the guard's decision takes effect even if it cannot be saved (a full disk): retried;
+            # not if another replica changed the rollout meanwhile: judged again on that
+            if not self._table.set(endpoint, new, (event.kind, event.detail, GUARD), required=False, keep_windows=True):
+                continue
             self.decisions[(endpoint, event.kind, event.cause)] += 1
             log.log(logging.WARNING if event.kind == "rolled_back" else logging.INFO, "rollout of %s: %s: %s",
                     endpoint, event.kind, event.detail)  # fmt: skip
-            # the guard's decision takes effect even if it cannot be saved (a full disk): retried
-            self._table.set(endpoint, new, (event.kind, event.detail, GUARD), required=False, keep_windows=True)
 
     # reading
     def status(self, endpoint: str) -> dict[str, Any]:

@@ -15,11 +15,12 @@ the access log), under the status the replica gave.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 
 from turnout.batcher.passthrough import Passthrough
-from turnout.errors import Code, TurnoutError
+from turnout.errors import Code, InferenceFailed, TurnoutError
 from turnout.model.runtimes.base import Forwarded, Relayed
 from turnout.observability import logs, tracing
 from turnout.observability.metrics import Metrics
@@ -31,6 +32,8 @@ _CODES: Mapping[int, Code] = {
     413: Code.TOO_LARGE, 429: Code.RATE_LIMITED, 503: Code.UNAVAILABLE, 504: Code.TIMEOUT,
 }  # fmt: skip
 _TIMEOUT = b'"timeout"'  # a client's own deadline: honoured by the decoded path
+
+log = logging.getLogger("turnout.remote")
 
 
 class Forwarding:
@@ -84,17 +87,29 @@ class Forwarding:
             return True
         in_flight = self._metrics.in_flight(served.model, protocol)
         in_flight.inc()
+        over = False
 
         def ended(relayed: Relayed | None, error: TurnoutError | None) -> None:
+            nonlocal over
+            if over:  # once, whatever calls it again
+                return
+            over = True
             batcher.leave()
             in_flight.inc(-1)
-            self._settled(served, protocol, started, relayed, error)
+            try:
+                self._settled(served, protocol, started, relayed, error)
+            except Exception:  # a bug in the counting: the client is answered all the same
+                log.exception("counting a forwarded request of %s failed", served.model)
             done(relayed, error)
 
         try:
             taken = forwarder.start_forward(body, header_length, started + within, ended)
         except TurnoutError as exc:
             ended(None, exc)
+            return True
+        except Exception:  # a bug: the request fails in shape, and what it holds is given back
+            log.exception("forwarding a request of %s failed", served.model)
+            ended(None, InferenceFailed("internal error forwarding the request; the server log has the details"))
             return True
         if not taken:
             batcher.leave()

@@ -71,18 +71,25 @@ class PinStore:
         self.restore(model, None, announce)
 
     def restore(self, model: str, version: int | None, announce: bool = True) -> None:
-        """Pin ``version`` (None: no pin); shared (``announce``: not when it is another
-        replica's pin taken up here) and saved first, so a failed save changes nothing."""
+        """Pin ``version`` (None: no pin); saved and shared (``announce``: not when it is
+        another replica's pin taken up here) first, so a failed save changes nothing."""
         pins = dict(self._pins)
         if version is None:
             pins.pop(model, None)
         else:
             pins[model] = version
         if pins == self._pins:
+            if announce and self._announce is not None:
+                # unchanged here, but maybe not in Redis: this replica may not have taken up a newer pin yet
+                self._announce(model, version)
             return
-        if announce and self._announce is not None:
-            self._announce(model, version)
         self._write(pins, self._history, self._contracts)
+        if announce and self._announce is not None:
+            try:
+                self._announce(model, version)
+            except Exception:  # not shared, so not made: the file says what it said
+                self._write(self._pins, self._history, self._contracts)
+                raise
         self._pins = pins
 
     def history(self, model: str) -> list[int]:

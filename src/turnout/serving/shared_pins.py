@@ -8,14 +8,19 @@ follows the channel (``redis_follow``) and takes the pin up as its own
 (``DefaultVersions.follow``: the version loaded first, then the default),
 without announcing it again, so a slower replica's old news can never
 overwrite a newer pin. A resync every few seconds reads the whole hash:
-what Redis no longer holds is unpinned here too. History (for rollback) and
-the signature contract stay each replica's own.
+what Redis no longer holds is unpinned here too, so Redis is where pins
+are: a replica that starts sharing drops the pins of its own ``pins.json``
+that Redis does not hold. A pin this replica cannot take up (the version is
+not on its disk, or fails to load) is logged and tried again a minute
+later, not at every resync. History (for rollback) and the signature
+contract stay each replica's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -29,6 +34,8 @@ from turnout.routing.state_store import StoreFailed
 from turnout.urls import without_password
 
 log = logging.getLogger("turnout.pins")
+
+_RETRY_FAILED_SECONDS = 60.0
 
 
 class RedisPins:
@@ -80,6 +87,7 @@ class PinFollower:
         self._resync = resync_seconds
         self._redis: aredis.Redis | None = None
         self._task: asyncio.Task[None] | None = None
+        self._failed: dict[tuple[str, str | None], float] = {}  # (model, pin as stored): when to try it again
 
     def start(self) -> None:
         self._redis = aredis.Redis.from_url(self._url, socket_timeout=2.0, socket_connect_timeout=2.0,
@@ -97,20 +105,30 @@ class PinFollower:
 
     async def _take(self, model: str) -> None:
         assert self._redis is not None
-        version = await self._redis.hget(self._keys.pins, model)
-        await self._taken_up(model, None if version is None else int(version))
+        await self._taken_up(model, cast(str | None, await self._redis.hget(self._keys.pins, model)))
 
     async def _take_all(self) -> None:
         assert self._redis is not None
+        here = set(self._pinned_here())  # before Redis is read: a pin made here meanwhile is in Redis, not in this
         found = cast(dict[str, str], await self._redis.hgetall(self._keys.pins))  # decode_responses: str
         for model, version in found.items():
-            await self._taken_up(model, int(version))
-        for model in set(self._pinned_here()) - set(found):  # unpinned while this replica was not listening
-            await self._taken_up(model, None)
+            await self._taken_up(model, version)
+        for model in here - set(found):  # unpinned while this replica was not listening
+            # asked again: following a pin above may have taken minutes (a load), and a pin made since stands
+            await self._taken_up(model, cast(str | None, await self._redis.hget(self._keys.pins, model)))
 
-    async def _taken_up(self, model: str, version: int | None) -> None:
+    async def _taken_up(self, model: str, stored: str | None) -> None:
+        """Take one pin up; one that failed here is not tried again for a while (each try
+        may scan the disk or load a version), and never stops the following of the others."""
+        now = time.monotonic()
+        if self._failed.get((model, stored), 0.0) > now:
+            return
         try:
-            await self._take_up(model, version)
-        except Exception as exc:  # one model's pin must not stop the following of the others
-            log.error("shared pins: model '%s' cannot take up %s here: %s", model,
-                      "the unpin" if version is None else f"the pin of version {version}", exc)  # fmt: skip
+            await self._take_up(model, None if stored is None else int(stored))
+        except Exception as exc:
+            self._failed[(model, stored)] = now + _RETRY_FAILED_SECONDS
+            log.error("shared pins: model '%s' cannot take up %s here (tried again in %g s): %s", model,
+                      "the unpin" if stored is None else f"the pin of version {stored!r}", _RETRY_FAILED_SECONDS,
+                      exc)  # fmt: skip
+        else:
+            self._failed.pop((model, stored), None)

@@ -18,9 +18,10 @@ Each request is one or more attempts, never more than ``max_attempts``:
 Any other answer (200, a 4xx, a model's 500) is the answer: retrying a
 request the replica understood and refused would only repeat it.
 
-An attempt on a kept connection is the connection's own future, woken by its
-protocol: no task per attempt on the common path (a task costs about as
-much as the rest of a gateway's bookkeeping for a request).
+A request's attempts are driven by callbacks (``exchange.py``): an attempt
+on a kept connection is called back by that connection's protocol, with no
+task or future per attempt on the common path (a task costs about as much
+as the rest of a gateway's bookkeeping for a request).
 
 Health probes and DNS refreshes run in one task per set, started with the
 first request (a version loads in a worker thread, with no loop to start it
@@ -227,16 +228,17 @@ class EndpointSet:
         replica = attempt.replica
         if not anew:
             attempt.pool = self._pools[replica]
-            self._outstanding[replica] = self._outstanding.get(replica, 0) + 1
         pool = attempt.pool
         head = request_head(b"POST", path, pool.host_header, len(body), headers)
         connection = None if anew else pool.idle_connection()
         attempt.connection = connection
         if connection is not None:
             connection.send(head, body, True, attempt.ended)
-            return
-        task = attempt.task = asyncio.get_running_loop().create_task(self._opened(pool, head, body))
-        task.add_done_callback(lambda done: _task_ended(done, attempt))
+        else:
+            task = attempt.task = asyncio.get_running_loop().create_task(self._opened(pool, head, body))
+            task.add_done_callback(lambda done: _task_ended(done, attempt))
+        if not anew:  # counted once sent: an attempt that never went never ends to be uncounted
+            self._outstanding[replica] = self._outstanding.get(replica, 0) + 1
 
     async def _opened(self, pool: Pool, head: bytes, body: bytes) -> Answer:
         """An exchange on a new connection, opened within the connect timeout."""

@@ -17,12 +17,15 @@ Event-loop only. ``done`` is called exactly once, unless ``cancel`` came first.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from turnout.errors import DeadlineExceeded, TurnoutError, Unavailable
 from turnout.routing.remote.wire import Answer, ReplicaFailed, _Stale
+
+log = logging.getLogger("turnout.remote")
 
 # (answer, error, replica): the answer and the replica that gave it, or why there is none
 Done = Callable[[Answer | None, TurnoutError | None, str], None]
@@ -135,7 +138,12 @@ class Exchange:
         self._tried.append(replica)
         attempt = Attempt(self, replica, now)
         self._running.append(attempt)
-        self._set.send(attempt, self._path, self._headers, self._body)
+        try:
+            self._set.send(attempt, self._path, self._headers, self._body)
+        except Exception as exc:  # a bug: the attempt failed to go, and counts as failed; the exchange goes on
+            log.exception("%s: an attempt to %s could not be sent", self._set.name, replica)
+            self._running.remove(attempt)
+            self._failures.append(f"{replica}: {exc!r}")
 
     def _ended(self, attempt: Attempt, answer: Answer | None, error: ReplicaFailed | None) -> None:
         if self._over:
@@ -145,7 +153,12 @@ class Exchange:
             self._running.append(attempt)
             self._set.send(attempt, self._path, self._headers, self._body, anew=True)
             return
-        if self._set.settled(attempt, answer, error):
+        try:
+            answered = self._set.settled(attempt, answer, error)
+        except Exception:  # a bug in the booking: the answer still goes to the client
+            log.exception("%s: booking an attempt failed", self._set.name)
+            answered = answer is not None
+        if answered:
             self._finish(answer, None, attempt.replica)
             return
         self._failures.append(f"{attempt.replica}: {_failure(answer, error)}")
@@ -168,13 +181,16 @@ class Exchange:
             return
         if now >= self._hedge_at:
             self._hedge_at = math.inf  # one hedge a request
-            self._start(now, "hedge")
+            self._start(now, "hedge")  # never raises: a hedge that cannot go leaves the first to run on
         self._arm(now)
 
     def _finish(self, answer: Answer | None, error: TurnoutError | None, replica: str) -> None:
         self._over = True
         self._stop()
-        self._done(answer, error, replica)
+        try:
+            self._done(answer, error, replica)
+        except Exception:  # a bug in the caller's callback: never the replica connection's to die of
+            log.exception("%s: handing out an answer failed", self._set.name)
 
     def _stop(self) -> None:
         if self._timer is not None:

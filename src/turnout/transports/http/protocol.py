@@ -261,14 +261,26 @@ class HttpProtocol(asyncio.Protocol):
         self._relaying = request
         body = b"".join(request.chunks)
         request.chunks = []
-        if self._relay(request.method, request.path, request.headers, body,
-                       lambda response: self._relay_answered(request, response)):  # fmt: skip
+        try:
+            taken = self._relay(request.method, request.path, request.headers, body,
+                                lambda response: self._relay_answered(request, response))  # fmt: skip
+        except Exception:  # a bug: answered in shape (as ``_answer`` answers a handler's), the connection goes on
+            log.exception("unexpected error relaying %s %s", request.method, request.path)
+            if self._relaying is request:  # not answered before it failed
+                self._relaying = None
+                request.response = wire.error(500, "internal error; the server log has the details")
+                self._ready.append(request)
+                self._worker = self._loop.create_task(self._answer())
+            return True
+        if taken:
             return True
         self._relaying = None
         request.chunks = [body]
         return False
 
     def _relay_answered(self, request: PendingRequest, response: Response) -> None:
+        if self._relaying is not request:
+            return  # answered already (a relay that failed after it was taken: its 500 went instead)
         self._relaying = None
         request.release(self._budget)
         over, self._relay_over = self._relay_over, None
