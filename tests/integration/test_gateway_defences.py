@@ -148,6 +148,15 @@ def test_a_flood_past_the_queue_is_refused_at_once_and_the_rest_answered_by_the_
     for status, after in held.values():
         assert status in (503, 504) and 1.9 < after < 3.5, held
     assert _served_meanwhile(gateway.url) < 0.5
+    # nothing is held any more: refused and given-up requests gave back their places
+    metrics = httpx.get(f"{gateway.url}/metrics", timeout=5).text
+    assert 'turnout_inflight_requests{model="stalled",protocol="rest"} 0.0' in metrics
+    again = [_post(gateway.http_port) for _ in range(HELD)]
+    try:  # the queue has room for HELD again: forwarded (then given up at the deadline), none refused at once
+        assert not _answered(set(again), time.monotonic() + 1.0, time.monotonic())
+    finally:
+        for sock in again:
+            sock.close()
 
 
 def test_half_a_request_stalls_only_its_own_connection(gateway: ServerProcess) -> None:

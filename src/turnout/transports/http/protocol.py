@@ -294,8 +294,8 @@ class HttpProtocol(asyncio.Protocol):
         transport.write(wire.encode(response, keep_alive, request.head))
         if not keep_alive:
             self._end(request.linger)
-        elif ready:  # pipelined behind it: answered in order
-            self._worker = self._loop.create_task(self._answer())
+        elif ready:  # pipelined behind it: answered in order, once this answer is taken (flow control)
+            self._worker = self._loop.create_task(self._answer(drain_first=True))
         else:
             self._all_answered()
 
@@ -349,7 +349,9 @@ class HttpProtocol(asyncio.Protocol):
     def _answering(self) -> bool:
         return self._relaying is not None or (self._worker is not None and not self._worker.done())
 
-    async def _answer(self) -> None:
+    async def _answer(self, drain_first: bool = False) -> None:
+        if drain_first:
+            await self._pacing.drained()
         ready = self._ready
         handle = self._shared.handle
         while ready and self._transport is not None:
