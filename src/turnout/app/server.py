@@ -149,6 +149,7 @@ class Server:
                     store.keys,
                     adopt=lambda *change: self.traffic.adopt(*change),
                     saw=store.saw,
+                    saves=lambda: store.saves,
                     windows=lambda: self.traffic.shared_windows(),
                     routed=lambda: list(self.traffic.routes),
                 )

@@ -78,6 +78,7 @@ class RedisRoutingStore:
             raise StoreFailed(f"Redis at {without_password(url)} does not answer: {exc}") from None
         self._save = self._redis.register_script(_SAVE)
         self._seen: dict[str, str] = {}  # endpoint: its state as this replica last saw it stored ("" none)
+        self.saves = 0  # made here so far: a read of the store that a save here overtook is stale (SharedRouting)
 
     def saw(self, endpoint: str, stored: str | None) -> None:
         """``endpoint``'s state as stored (its JSON; None: none) was taken up here: what a save here replaces."""
@@ -116,6 +117,7 @@ class RedisRoutingStore:
         if not saved:
             raise StoreConflict(f"another replica changed the routing of {endpoint} meanwhile")
         self._seen[endpoint] = stored
+        self.saves += 1
 
     def log(self, endpoint: str, kind: str, detail: str, actor: str) -> None:
         try:

@@ -58,6 +58,7 @@ class SharedRouting:
         keys: Keys,
         adopt: Callable[[str, dict[str, Any] | None], None],
         saw: Callable[[str, str | None], None] = lambda endpoint, stored: None,
+        saves: Callable[[], int] = lambda: 0,
         windows: Callable[[], dict[str, dict[str, Any]]] = dict,
         routed: Callable[[], list[str]] = list,
         lease_seconds: float = 3.0,
@@ -68,6 +69,8 @@ class SharedRouting:
         self._keys = keys
         self._adopt = adopt
         self._saw = saw  # the state as stored, taken up here: what a save here may replace (redis_state)
+        # saves made here so far: a read that one overtook is older than what this replica has (and said)
+        self._saves = saves
         self._lease_ms = int(lease_seconds * 1000)
         self._resync = resync_seconds
         self._windows = windows  # this replica's windows of running rollouts (TrafficControl.shared_windows)
@@ -112,12 +115,18 @@ class SharedRouting:
 
     async def _take(self, endpoint: str) -> None:
         assert self._redis is not None
+        before = self._saves()
         state = cast(str | None, await self._redis.hget(self._keys.endpoints, endpoint))  # decode_responses: str
+        if self._saves() != before:
+            return  # a save here overtook this read: its own announcement brings the newer state
         self._adopted(endpoint, state)
 
     async def _take_all(self) -> None:
         assert self._redis is not None
+        before = self._saves()
         found = cast(dict[str, str], await self._redis.hgetall(self._keys.endpoints))  # decode_responses: str
+        if self._saves() != before:
+            return  # overtaken by a save here (see _take); the next resync reads again
         for endpoint, state in found.items():
             self._adopted(endpoint, state)
         for endpoint in set(self._routed()) - set(found):  # forgotten while this replica was not listening
