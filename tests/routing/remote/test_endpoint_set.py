@@ -242,3 +242,22 @@ def test_an_ejected_replica_is_back_once_its_time_out_ends() -> None:
                 await replica.stop()
 
     run(scenario())
+
+
+def test_a_replica_that_refuses_connections_is_left_out_at_once() -> None:
+    """Down, not slow: one refused connection leaves it out until a probe passes,
+    without the failures in a row ejection needs (and whatever else is ejected)."""
+
+    async def scenario(endpoints: EndpointSet, replicas: list[Replica]) -> None:
+        await send(endpoints)  # the first request starts the probes; the next is a minute away
+        await replicas[0].stop()
+        sent = 0
+        while replicas[0].address in endpoints.available(time.monotonic()):
+            assert sent < 30, "still in the set after 30 requests"
+            _, replica = await send(endpoints)  # retried on another when it went there
+            assert replica != replicas[0].address
+            sent += 1
+
+    changes = {"hedging": {"enabled": False}, "ejection": {"consecutive_failures": 100},
+               "health": {"interval_seconds": 60}, "max_idle_connections": 0}  # fmt: skip
+    run(with_set([always(0, OK), always(0, OK), always(0, OK)], scenario, **changes))

@@ -48,7 +48,7 @@ from turnout.routing.remote.ejection import Outliers
 from turnout.routing.remote.exchange import Attempt, Done, Exchange
 from turnout.routing.remote.latency import RecentLatency
 from turnout.routing.remote.settings import RemoteSettings, split_address
-from turnout.routing.remote.wire import Answer, Pool, ReplicaFailed, request_head
+from turnout.routing.remote.wire import Answer, ConnectFailed, Pool, ReplicaFailed, request_head
 
 log = logging.getLogger("turnout.remote")
 
@@ -245,7 +245,7 @@ class EndpointSet:
         try:
             connection = await asyncio.wait_for(pool.open(), self._settings.connect_timeout_ms / 1000)
         except TimeoutError:
-            raise ReplicaFailed(f"no connection to {pool.host}:{pool.port} within the connect timeout") from None
+            raise ConnectFailed(f"no connection to {pool.host}:{pool.port} within the connect timeout") from None
         try:
             answer = await connection.exchange(head, body, reused=False)
         except BaseException:
@@ -272,6 +272,12 @@ class EndpointSet:
         if self._outliers is not None and self._outliers.failed(replica, now):
             self._changed()
             self._observer.ejected(replica)
+        if isinstance(error, ConnectFailed) and replica in self._pools:
+            # down, not slow: left out at once, as a failed probe would leave it, until a probe passes
+            # (ejection needs failures in a row, and may not eject more than its share: a rolling
+            # restart takes a replica down while the one before may still be out)
+            self._unhealthy.add(replica)
+            self._changed()
         return False
 
     def _finished(self, replica: str) -> None:

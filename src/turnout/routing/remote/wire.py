@@ -38,6 +38,10 @@ class ReplicaFailed(Exception):
     """No answer from the replica: refused, reset, closed early, or an answer that broke HTTP or a bound."""
 
 
+class ConnectFailed(ReplicaFailed):
+    """No connection: refused, unreachable, or not within the connect timeout (the replica is down, not slow)."""
+
+
 class _Stale(ReplicaFailed):
     """A kept connection was closed before any byte of the answer came: the replica never read the request."""
 
@@ -246,7 +250,7 @@ class Pool:
                 lambda: Connection(self._max_answer), self.host, self.port, ssl=self._tls
             )
         except (OSError, ssl.SSLError) as exc:
-            raise ReplicaFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+            raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from None
         return connection
 
     def give_back(self, connection: Connection) -> None:
