@@ -146,6 +146,10 @@ def versions(replica: ServerProcess) -> dict[str, Any]:
 
 
 def test_a_pin_made_on_one_replica_is_the_default_on_all_within_a_second(replicas: list[ServerProcess]) -> None:
+    with replicas[0].admin_client() as admin:  # wine's model.toml canary would choose the version, not the default
+        assert admin.delete("/v2/routing/wine").status_code == 200
+    for replica in replicas:
+        wait_until(lambda r=replica: policy(r) is None, "the canary cleared everywhere", 1.0, 0.02)
     assert {versions(r)["default"] for r in replicas} == {"2"}  # the version policy's: the latest
     with replicas[0].admin_client() as admin:
         pinned = admin.post("/v2/repository/models/wine/pin", json={"version": "1"})
@@ -156,8 +160,9 @@ def test_a_pin_made_on_one_replica_is_the_default_on_all_within_a_second(replica
     took = time.monotonic() - set_at
     print(f"the pin was the default on the other two {took * 1000:.0f} ms after it was answered")  # BENCHMARKS.md
     assert all(versions(r)["pinned"] == "1" for r in replicas)
-    answer = httpx.post(f"{replicas[2].url}/v2/models/wine/infer", json=body(0), timeout=10)
-    assert answer.json()["model_version"] == "1"
+    for user in range(5):  # the pinned default answers
+        answer = httpx.post(f"{replicas[2].url}/v2/models/wine/infer", json=body(user), timeout=10)
+        assert answer.json()["model_version"] == "1"
     with replicas[1].admin_client() as admin:  # unpinned through another replica: back to the policy's everywhere
         assert admin.post("/v2/repository/models/wine/unpin").status_code == 200
     for replica in replicas:
