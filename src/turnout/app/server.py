@@ -87,17 +87,16 @@ class Server:
         repository = ModelRepository(settings.repository, runtimes)
         state_url = settings.routing.state_url
         self.pin_follower: PinFollower | None = None
+        keys = Keys("turnout")  # the names RedisRoutingStore uses too
         try:
-            self._shared_pins = shared_pins = None if state_url is None else RedisPins(state_url, Keys("turnout"))
+            self._shared_pins = shared_pins = None if state_url is None else RedisPins(state_url, keys)
             pins = PinStore(settings.state_dir / "pins.json", None if shared_pins is None else shared_pins.announce)
         except StoreFailed as exc:
             raise StartupError(f"cannot share pinned versions through Redis (--state): {exc}") from None
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot read the pinned versions in {settings.state_dir}: {exc}") from None
         if state_url is not None:  # pins made on other replicas are taken up here (shared_pins.py)
-            self.pin_follower = PinFollower(
-                state_url, Keys("turnout"), lambda *pin: self.defaults.follow(*pin), pins.all_pins
-            )
+            self.pin_follower = PinFollower(state_url, keys, lambda *pin: self.defaults.follow(*pin), pins.all_pins)
         budget = Budget(lifecycle.max_models, lifecycle.memory_budget_bytes, lifecycle.idle_unload_seconds)
         self.registry = ModelRegistry(
             repository,

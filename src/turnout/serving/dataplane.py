@@ -261,6 +261,11 @@ class DataPlane:
             return None
         return await self._forwarding.forward(served, body, header_length, protocol, deadline)
 
+    @property
+    def relays(self) -> bool:
+        """Whether ``relay`` may take a request: a remote set has been loaded here (a gateway)."""
+        return self._registry.forwards
+
     def relay(self, model: str, version: str | None, body: bytes, header_length: int | None, protocol: str,
               deadline: float | None, done: Forwarded) -> bool:  # fmt: skip
         """``arrive`` and ``forward`` at once, by callbacks, for a request to a model's

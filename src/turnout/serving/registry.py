@@ -75,6 +75,9 @@ class ModelRegistry:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pins = pins or PinStore()
+        # a version that forwards (a remote set) has been loaded here: only then is a request
+        # offered to the relay path (DataPlane.relay), which a replica's requests need not pay for
+        self.forwards = False
         self._residency = Residency(budget or Budget())
         self._tracking = self._residency.budget.limited or self._residency.budget.idle_seconds is not None
         self._clock = clock
@@ -233,7 +236,10 @@ class ModelRegistry:
         self._metrics.load_time(source.name, str(version)).observe(time.monotonic() - began)
         log.info("model %s version %d ready (%s)", source.name, version, describe(result.signature))
         observer = VersionObserver(self._metrics, source.name, str(version))
-        return serve(source, version, result, routing, observer)
+        served = serve(source, version, result, routing, observer)
+        if served.forwarder is not None:
+            self.forwards = True
+        return served
 
     @staticmethod
     async def _digests(source: ModelSource, versions: list[int]) -> dict[int, str]:

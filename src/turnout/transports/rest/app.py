@@ -201,7 +201,7 @@ class RestApi:
         replica's callbacks (``DataPlane.relay``); False for any other, which
         ``handle`` answers: one it must read, trace or check a caller for, or
         one whose framing headers are wrong (their 400 is ``handle``'s)."""
-        if method != "POST" or self._tracer is not None or b"content-encoding" in headers:
+        if not self._dataplane.relays or method != "POST" or self._tracer is not None or b"content-encoding" in headers:
             return False
         route, params, _ = self._router.match(method, path)
         if route is None or route.handler != self.infer or not self._guard.open_to_anyone(Action.INFER):
