@@ -115,6 +115,14 @@ class StreamConfig(_Section):
     prefetch: Annotated[int, Field(ge=1)] | None = None
 
 
+class CacheConfig(_Section):
+    """Answers kept in memory and served again for the same request (serving/response_cache.py)."""
+
+    enabled: bool = False
+    max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024  # the arrays held, least recently used dropped first
+    ttl_seconds: Annotated[float, Field(gt=0)] | None = None  # None: an answer is served until it is dropped
+
+
 class RuntimeConfig(_Section):
     """Which runtime loads the model, and its own options (checked by the
     runtime's schema, not this one). ``runtime = "onnx"`` is short for
@@ -153,6 +161,7 @@ class ModelConfig(_Section):
     drift: DriftConfig = DriftConfig()
     slo: SloConfig = SloConfig()
     stream: StreamConfig = StreamConfig()
+    cache: CacheConfig = CacheConfig()
     inputs: list[TensorConfig] | None = None
     outputs: list[TensorConfig] | None = None
     # this model as an endpoint routing to variants: the routing layer reads the

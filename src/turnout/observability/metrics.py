@@ -279,6 +279,20 @@ class Metrics:
         self.remote_extra = cache(remote_extra.child)
         self.remote_ejections = cache(remote_ejections.child)
         families.append(self._stream_consumer_pending)
+        # a version's response cache ([cache] in model.toml)
+        cache_lookups = _Counts(
+            "turnout_cache_lookups",
+            "Requests to a version with a response cache, by result: hit, miss, bypass (asked not to use it).",
+            [*model, "result"],
+        )
+        cache_evictions = _Counts(
+            "turnout_cache_evictions", "Answers dropped from a response cache to keep to its max_bytes.", model
+        )
+        cache_bytes = _Counts("turnout_cache_bytes", "Bytes of answers a response cache holds.", model, gauge=True)
+        families += [cache_lookups, cache_evictions, cache_bytes]
+        self.cache_lookups = cache(cache_lookups.child)
+        self.cache_evictions = cache(cache_evictions.child)
+        self.cache_bytes = cache(cache_bytes.child)
         self.registry.register(_Families(families))
         self.load_failures = cache(load_failures.child)
         self.in_flight = cache(in_flight.child)

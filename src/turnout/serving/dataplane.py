@@ -28,6 +28,7 @@ from turnout.routing.route import Route
 from turnout.routing.shadow import ShadowMirror
 from turnout.routing.traffic import TrafficControl
 from turnout.routing.variants import target
+from turnout.serving.caching import Caching
 from turnout.serving.forwarding import Forwarding
 from turnout.serving.observers import RequestObserver
 from turnout.serving.outcomes import SERVER_SIDE, Outcomes
@@ -81,6 +82,7 @@ class DataPlane:
     ) -> None:
         self._outcomes = Outcomes(metrics, observers, payloads, access_log)
         self._forwarding = Forwarding(metrics, self._outcomes)
+        self._caching = Caching(metrics, self._outcomes)
         self._load_timeout = load_timeout  # how long a request waits for a model to load on demand
         self._traffic = traffic
         self._mirror = mirror
@@ -423,25 +425,34 @@ class DataPlane:
     ) -> InferenceResponse:
         model, version = request.model_name, str(served.version)
         trace = tracing.CURRENT.get()
+        cache, key = served.cache, None
         try:
             checked = validate(request, served.signature, served.max_batch_size)
             inputs = served.prepare(checked.inputs)
             timeout = queue_timeout(served.timeout, request.parameters, deadline)
+            if cache is not None:
+                key = self._caching.key(served, checked.inputs, checked.outputs, request.parameters)
         except TurnoutError as exc:
             self._outcomes.failed(served, exc, protocol, variant)
             raise
         if trace is not None:
             trace.validated = tracing.RequestTrace.now()
-        result = await self._run(served, inputs, checked.outputs, timeout, request.parameters, protocol, variant,
-                                 started)  # fmt: skip
+        answer = None if key is None else self._caching.lookup(served, key, inputs, protocol, variant, started)
+        if answer is None:
+            result = await self._run(served, inputs, checked.outputs, timeout, request.parameters, protocol, variant,
+                                     started)  # fmt: skip
+            answer = result.outputs
+            if key is not None:
+                self._caching.store(served, key, {name: answer[name] for name in checked.outputs})
+            if trace is not None:
+                trace.queue_seconds, trace.compute_seconds = result.queue_seconds, result.compute_seconds
         if trace is not None:
             trace.answered = tracing.RequestTrace.now()
-            trace.queue_seconds, trace.compute_seconds = result.queue_seconds, result.compute_seconds
             trace.model, trace.version, trace.variant = model, version, variant
         signature = served.signature
         outputs = []
         for name in checked.outputs:
-            array = result.outputs[name]
+            array = answer[name]
             spec = signature.output(name)
             assert spec is not None  # validate() checked the name
             outputs.append(InferOutput(name, spec.datatype, array.shape, array))

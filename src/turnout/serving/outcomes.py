@@ -50,6 +50,17 @@ class Outcomes:
         metrics.queue_time(model, version, variant).observe(result.queue_seconds)
         metrics.compute_time(model, version, variant).observe(result.compute_seconds)
 
+    def cached(
+        self, served: ServedVersion, inputs: Tensors, outputs: Tensors, protocol: str, variant: str, started: float
+    ) -> None:
+        """An answer from the version's response cache: watched and counted as answered (no queue or compute time)."""
+        seconds = time.monotonic() - started
+        for observer in self._observers:
+            observer.answered(served, inputs, outputs, seconds)
+        metrics, model, version = self._metrics, served.model, str(served.version)
+        metrics.request_outcome(model, version, variant, protocol, "success").inc()
+        metrics.latency(model, version, variant, protocol).observe(seconds)
+
     def relayed(self, served: ServedVersion, protocol: str, started: float) -> None:
         """A request passed on unread, answered (serving/forwarding.py): no tensors to watch."""
         seconds = time.monotonic() - started

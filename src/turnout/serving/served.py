@@ -20,6 +20,7 @@ from turnout.model.runtimes.base import LoadedModel, Tensors
 from turnout.model.signature import Signature
 from turnout.observability.drift import PROFILE_FILE, DriftWindow, Profile
 from turnout.routing.document import RoutingDocument
+from turnout.serving.response_cache import ResponseCache
 
 log = logging.getLogger("turnout.registry")
 
@@ -49,6 +50,8 @@ class ServedVersion:
     steps: tuple[dict[str, str], ...] = ()  # a pipeline's steps, in order (LoadedModel.steps)
     # a remote set: passes a REST body on unread (its ``forward``, ``start_forward``); None for other models
     forwarder: LoadedModel | None = None
+    # model.toml's [cache] enabled: this version's answers, its own (a new version starts empty)
+    cache: ResponseCache | None = None
 
     @property
     def timeout(self) -> float:
@@ -144,6 +147,12 @@ def serve(
             loaded.instances, limits, config.batching.max_queue_size, observer, niceness=config.instances.niceness
         )
     batcher.start()
+    cache = None
+    if config.cache.enabled:
+        if first.forwards:  # its bodies go on unread: there is nothing to key an answer by
+            log.warning("model %s version %d: [cache] has no effect on a remote set", source.name, version)
+        else:
+            cache = ResponseCache(config.cache.max_bytes, config.cache.ttl_seconds)
     return ServedVersion(
         source.name,
         version,
@@ -157,4 +166,5 @@ def serve(
         routing,
         tuple(loaded.instances[0].steps()),
         first if first.forwards else None,
+        cache,
     )
