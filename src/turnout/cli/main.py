@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 
 from turnout import __version__
-from turnout.cli import batch, bench, keys, models, profile, serve, stream, traffic
+from turnout.cli import batch, bench, keys, models, optimize, profile, serve, stream, traffic
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_command(commands)
     traffic.add_commands(commands)
     profile.add_command(commands)
+    optimize.add_command(commands)
     batch.add_command(commands)
     stream.add_commands(commands)
     models.add_commands(commands)

@@ -232,6 +232,10 @@ class TrafficControl:
         self._table.set(endpoint, route, ("policy", summary(route), actor))
         return route
 
+    def note(self, endpoint: str, text: str, actor: str) -> None:
+        """Why a change was made, in the endpoint's event log beside it (a report, a ticket)."""
+        self._table.log(endpoint, "note", text, actor)
+
     def clear(self, endpoint: str, actor: str) -> None:
         """No policy: the default version serves. Lasts, across restarts, until
         the model's [routing] table changes (as any change through the API)."""

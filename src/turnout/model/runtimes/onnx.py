@@ -108,10 +108,7 @@ def _available(wanted: Sequence[str], where: Path) -> list[str]:
 class _OnnxModel(LoadedModel):
     def __init__(self, session: ort.InferenceSession) -> None:
         self._session: ort.InferenceSession | None = session
-        self._signature = Signature(
-            tuple(_spec(node) for node in session.get_inputs()),
-            tuple(_spec(node) for node in session.get_outputs()),
-        )
+        self._signature = session_signature(session)
 
     @property
     def signature(self) -> Signature | None:
@@ -148,6 +145,13 @@ def _as_text(name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
             f"input '{name}': the model takes UTF-8 text, got bytes that are not ({exc.reason})"
         ) from None
     return text
+
+
+def session_signature(session: ort.InferenceSession) -> Signature:
+    """The V2 signature of an ONNX Runtime session (raises ValueError for a type V2 cannot carry)."""
+    return Signature(
+        tuple(_spec(node) for node in session.get_inputs()), tuple(_spec(node) for node in session.get_outputs())
+    )
 
 
 def _spec(node: Any) -> TensorSpec:

@@ -28,6 +28,9 @@ from turnout.transports.rest.asgi import Handler, Request, Response
 RouteSpec = tuple[str, str, Handler, Action | None]
 
 
+MAX_NOTE = 4000
+
+
 def _json(document: Any, status: int = 200) -> Response:
     return Response(dumps(document), status)
 
@@ -104,7 +107,10 @@ class RoutingRoutes:
         model = request.params["model"]
         with self._audited(request, "routing.set"):
             body = await self._object(request)
+            note = _note(body)
             self.traffic.apply(model, body, _actor(request))
+            if note:
+                self.traffic.note(model, note, _actor(request))
         return _json(self.traffic.status(model))
 
     async def clear(self, request: Request) -> Response:
@@ -128,10 +134,13 @@ class RoutingRoutes:
         model, operation = request.params["model"], request.params["operation"]
         with self._audited(request, f"rollout.{operation}"):
             options = await self._object(request, required=operation == "start")
+            note = _note(options)
             if operation == "start":
                 self._start(model, options, _actor(request))
             else:
                 self.traffic.operate(model, operation, _actor(request))
+            if note:
+                self.traffic.note(model, note, _actor(request))
         return _json(self.traffic.status(model))
 
     def _start(self, model: str, options: dict[str, Any], actor: str) -> None:
@@ -183,6 +192,15 @@ class RoutingRoutes:
         caller = Caller.from_http(request.headers, request.source)
         with self.guard.audited(request.principal, action, request.params["model"], caller):
             yield
+
+
+def _note(body: dict[str, Any]) -> str | None:
+    """A change's ``note`` (why it was made: ``turnout optimize`` sends its report's summary), taken
+    out of the document, for the event log."""
+    note = body.pop("note", None)
+    if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+        raise InvalidRequest(f"'note' is text of at most {MAX_NOTE} characters")
+    return note
 
 
 def _actor(request: Request) -> str:
