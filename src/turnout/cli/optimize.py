@@ -96,11 +96,11 @@ def _go_live(args: argparse.Namespace, source: int, version: int, note: str) -> 
     call(args, "POST", f"/v2/repository/models/{model}/load")
     if args.shadow:
         body = {"policy": "shadow", "primary": str(source), "shadow": str(version), "note": note}
-        call(args, "POST", f"/v2/models/{model}/routing", body)
+        call(args, "PUT", f"/v2/routing/{model}", body)
         print(f"version {version} shadows version {source}: `turnout routing show {model}` compares their outputs")
     else:
         body = {"candidate": str(version), "baseline": str(source), "steps": args.steps, "note": note}
-        call(args, "POST", f"/v2/models/{model}/rollout/start", body)
+        call(args, "POST", f"/v2/routing/{model}/rollout/start", body)
         print(f"canary rollout of version {version} started: `turnout rollout status {model}`")
 
 
