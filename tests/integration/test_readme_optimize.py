@@ -52,7 +52,9 @@ def test_the_optimize_section_runs_as_printed(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert refused.returncode == 1
-    quoted = re.search(r"`(REFUSED: [^`]*)`", README[README.index(SECTION) :]).group(1)  # type: ignore[union-attr]
-    assert quoted in refused.stdout
+    quoted = re.search(r"`REFUSED: agreement ([0-9.]+) is below --min-agreement 0.99`", README).group(1)  # type: ignore[union-attr]
+    found = re.search(r"REFUSED: agreement ([0-9.]+) is below --min-agreement 0.99", refused.stdout)
+    assert found, refused.stdout
+    assert abs(float(found.group(1)) - float(quoted)) <= 0.015  # a label or two may fall the other way on another CPU
     assert "32 -> 3 units" in refused.stdout  # "removes 29 of its 32 hidden units"
     assert not (optimized / "cancer_risk" / "4").exists()

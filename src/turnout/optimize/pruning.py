@@ -8,10 +8,12 @@ norm of the weights out of it; the least important ``ratio`` of units go,
 which slices the first layer's weight columns and bias and the next layer's
 weight rows: the smaller graph does less arithmetic, so it is faster.
 
-What a removed unit gave the next layer on average (its mean activation on
-representative inputs, times its outgoing weights) is added to the next
-layer's bias, so the layer's mean input stays where it was (the standard
-correction when pruning without retraining).
+Given the layer's activations on representative inputs, a unit's importance
+is how much the next layer's input varies with it, and the next layer's
+weights and bias are refitted by least squares to give, from the units kept,
+the inputs it had from all of them (its mean moves into the bias): a
+closed-form correction in place of retraining. Layers are pruned one at a
+time, each measured on the model as the ones before it left it.
 
 Why structured: zeroing single weights (unstructured sparsity) leaves every
 matrix its shape, and ONNX Runtime's CPU kernels multiply dense matrices,
@@ -100,42 +102,85 @@ def hidden_layers(model: onnx.ModelProto) -> list[Hidden]:
     return found
 
 
-def prune(
-    model: onnx.ModelProto, ratio: float, mean_activations: dict[str, np.ndarray[Any, Any]] | None = None
-) -> tuple[onnx.ModelProto, list[tuple[str, int, int]]]:
-    """A copy with ``ratio`` of every hidden layer's units removed (at least one kept);
-    returns it and, per layer, (activation, units before, units after)."""
+def prune(model: onnx.ModelProto, ratio: float) -> tuple[onnx.ModelProto, list[tuple[str, int, int]]]:
+    """Every hidden layer pruned by its weights alone (no data): see ``prune_layer``."""
+    changes = []
+    for layer in hidden_layers(model):
+        model, change = prune_layer(model, layer.activation, ratio)
+        if change is not None:
+            changes.append(change)
+    return model, changes
+
+
+def prune_layer(
+    model: onnx.ModelProto, activation: str, ratio: float, seen: np.ndarray[Any, Any] | None = None
+) -> tuple[onnx.ModelProto, tuple[str, int, int] | None]:
+    """A copy with ``ratio`` of one hidden layer's units removed (at least one kept); returns
+    it and (activation, units before, units after), or None for a layer it could not prune.
+
+    ``seen``: the layer's activations on representative inputs ([rows, units]). With
+    them, a unit's importance is how much the next layer's input varies with it (the
+    spread of its activation times the norm of its outgoing weights: its mean is not
+    lost, see below), and the next layer's weights and bias are refitted by least
+    squares to give, from the units kept, the inputs it had from all of them. Without
+    them, importance is the norm of the unit's weights in times that of its weights out."""
+    layer = next((found for found in hidden_layers(model) if found.activation == activation), None)
+    if layer is None:
+        return model, None
     pruned = onnx.ModelProto()
     pruned.CopyFrom(model)
     graph = pruned.graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    changes: list[tuple[str, int, int]] = []
-    for layer in hidden_layers(pruned):
-        w_in = weights[layer.weight_in].T if layer.transposed_in else weights[layer.weight_in]  # [inputs, units]
-        w_out = weights[layer.weight_out].T if layer.transposed_out else weights[layer.weight_out]  # [units, outputs]
-        units = w_in.shape[1]
-        if w_out.shape[0] != units:
-            continue
-        keep_count = max(1, round(units * (1.0 - ratio)))
+    w_in = weights[layer.weight_in].T if layer.transposed_in else weights[layer.weight_in]  # [inputs, units]
+    w_out = weights[layer.weight_out].T if layer.transposed_out else weights[layer.weight_out]  # [units, outputs]
+    units = w_in.shape[1]
+    if w_out.shape[0] != units or (seen is not None and seen.shape[1] != units):
+        return model, None
+    keep_count = max(1, round(units * (1.0 - ratio)))
+    if seen is not None:
+        importance = seen.std(axis=0) * np.linalg.norm(w_out, axis=1)
+    else:
         importance = np.linalg.norm(w_in, axis=0) * np.linalg.norm(w_out, axis=1)
-        keep = np.sort(np.argsort(-importance, kind="stable")[:keep_count])
-        gone = np.setdiff1d(np.arange(units), keep)
-        if layer.bias_out is not None and mean_activations is not None and layer.activation in mean_activations:
-            mean = mean_activations[layer.activation]
-            bias = weights[layer.bias_out]
-            weights[layer.bias_out] = (bias + (mean[gone] @ w_out[gone]).reshape(bias.shape)).astype(bias.dtype)
-        new_in, new_out = w_in[:, keep], w_out[keep]
-        weights[layer.weight_in] = np.ascontiguousarray(new_in.T if layer.transposed_in else new_in)
-        weights[layer.weight_out] = np.ascontiguousarray(new_out.T if layer.transposed_out else new_out)
-        if layer.bias_in is not None:
-            bias = weights[layer.bias_in]
-            weights[layer.bias_in] = bias.reshape(-1)[keep].reshape(*bias.shape[:-1], len(keep))
-        changes.append((layer.activation, units, len(keep)))
+    keep = np.sort(np.argsort(-importance, kind="stable")[:keep_count])
+    new_out = w_out[keep]
+    if seen is not None:
+        bias = weights[layer.bias_out] if layer.bias_out is not None else np.zeros(w_out.shape[1], w_out.dtype)
+        new_out, new_bias = _refit(seen.astype(np.float64), keep, w_out.astype(np.float64), bias.reshape(-1))
+        if layer.bias_out is not None:
+            weights[layer.bias_out] = new_bias.reshape(bias.shape).astype(bias.dtype)
+        else:  # no bias to move the mean into: the fit without one
+            new_out = _refit(seen.astype(np.float64), keep, w_out.astype(np.float64), None)[0]
+        new_out = new_out.astype(w_out.dtype)
+    new_in = w_in[:, keep]
+    weights[layer.weight_in] = np.ascontiguousarray(new_in.T if layer.transposed_in else new_in)
+    weights[layer.weight_out] = np.ascontiguousarray(new_out.T if layer.transposed_out else new_out)
+    if layer.bias_in is not None:
+        bias_in = weights[layer.bias_in]
+        weights[layer.bias_in] = bias_in.reshape(-1)[keep].reshape(*bias_in.shape[:-1], len(keep))
     for index, tensor in enumerate(graph.initializer):
         if tensor.name in weights:
             graph.initializer[index].CopyFrom(numpy_helper.from_array(weights[tensor.name], tensor.name))
     del graph.value_info[:]  # shapes inferred before pruning name the old widths
-    return pruned, changes
+    return pruned, (activation, units, len(keep))
+
+
+def _refit(
+    seen: np.ndarray[Any, Any],
+    keep: np.ndarray[Any, Any],
+    w_out: np.ndarray[Any, Any],
+    bias: np.ndarray[Any, Any] | None,
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The next layer's weights from the kept units (and its bias), by ridge least squares,
+    so its input on the samples is as close as it can be to what all units gave it."""
+    target = seen @ w_out + (0.0 if bias is None else bias)
+    columns = [seen[:, keep]] + ([np.ones((len(seen), 1))] if bias is not None else [])
+    x = np.hstack(columns)
+    gram = x.T @ x
+    ridge = 1e-6 * np.trace(gram) / len(gram)  # keeps the solve defined when units move together
+    solution = np.linalg.solve(gram + ridge * np.eye(len(gram)), x.T @ target)
+    if bias is None:
+        return solution, np.zeros(0)
+    return solution[:-1], solution[-1]
 
 
 def with_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:

@@ -147,18 +147,21 @@ def _step(transform: object, source: Path, target: Path) -> Path:
 
 
 def _pruned(source: Path, target: Path, ratio: float, samples: Samples, report: Report) -> Path:
+    """Each hidden layer in turn, measured on ``samples`` as the layers before it left the model."""
     import onnx
 
     model = onnx.load(str(source))
-    probe, names = pruning.with_activations(model)
-    if not names:
+    layers = [layer.activation for layer in pruning.hidden_layers(model)]
+    if not layers:
         raise OptimizeError("nothing to prune: no fully connected hidden layer (dense, elementwise activation, dense)")
     probe_file = target.with_name("probe.onnx")
-    onnx.save(probe, str(probe_file))
-    made, _ = session(probe_file)
-    activations = run_all(made, names, samples)
-    means = {name: np.asarray(values).reshape(len(values), -1).mean(axis=0) for name, values in activations.items()}
-    pruned, changes = pruning.prune(model, ratio, means)
-    report.notes += [f"hidden layer '{name}': {before} -> {after} units" for name, before, after in changes]
-    onnx.save(pruned, str(target))
+    for name in layers:
+        probe, _ = pruning.with_activations(model)
+        onnx.save(probe, str(probe_file))
+        made, _ = session(probe_file)
+        seen = np.asarray(run_all(made, [name], samples)[name])
+        model, change = pruning.prune_layer(model, name, ratio, seen.reshape(len(seen), -1))
+        if change is not None:
+            report.notes.append(f"hidden layer '{change[0]}': {change[1]} -> {change[2]} units")
+    onnx.save(model, str(target))
     return target
