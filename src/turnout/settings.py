@@ -121,6 +121,8 @@ class Settings:
     alert_webhook: str | None = None  # drift alerts, posted in Alertmanager's webhook format
     payload_log: Path | None = None  # a directory for sampled inputs and outputs (JSON Lines, rotated)
     payload_sample: float = 0.01  # the share of requests written there
+    # redis://...: the response cache's level shared by replicas, for models with [cache] shared = true
+    cache_url: str | None = None
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
     # ready only when every model version is ready, as the V2 protocol says;

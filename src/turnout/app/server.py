@@ -55,6 +55,7 @@ from turnout.serving.pins import PinStore
 from turnout.serving.registry import ModelRegistry
 from turnout.serving.residency import Budget
 from turnout.serving.served import VersionsFailed
+from turnout.serving.shared_cache import SharedCache
 from turnout.serving.shared_pins import PinFollower, RedisPins
 from turnout.serving.step_calls import DataPlaneCalls
 from turnout.settings import Settings
@@ -98,6 +99,7 @@ class Server:
         if state_url is not None:  # pins made on other replicas are taken up here (shared_pins.py)
             self.pin_follower = PinFollower(state_url, keys, lambda *pin: self.defaults.follow(*pin), pins.all_pins)
         budget = Budget(lifecycle.max_models, lifecycle.memory_budget_bytes, lifecycle.idle_unload_seconds)
+        self._shared_cache = None if settings.cache_url is None else SharedCache(settings.cache_url)
         self.registry = ModelRegistry(
             repository,
             self.metrics,
@@ -105,6 +107,7 @@ class Server:
             settings.security.allow_trusted_models,
             pins,
             budget,
+            shared_cache=self._shared_cache,
         )
         self._repository = repository
         poll = settings.lifecycle.poll_seconds
@@ -297,6 +300,8 @@ class Server:
         """What __init__ built, once nothing uses it: state flushed, models unloaded, logs closed."""
         await asyncio.to_thread(self.feedback.close)
         await self.registry.close()
+        if self._shared_cache is not None:
+            await self._shared_cache.close()
         if self._shared_pins is not None:
             self._shared_pins.close()
         if self.notifier is not None:

@@ -117,6 +117,7 @@ def settings_from(values: argparse.Namespace) -> Settings:
         alert_webhook=values.alert_webhook,
         payload_log=values.payload_log,
         payload_sample=values.payload_sample,
+        cache_url=values.cache_redis,
         tracing=TracingSettings(values.otlp_endpoint, values.service_name, values.trace_sample),
     )
 

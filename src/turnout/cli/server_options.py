@@ -120,6 +120,9 @@ SERVER = [
            help="write sampled requests' inputs and outputs here (JSONL)"),
     Option("observability.payload_sample", "payload_sample", 0.01, "--payload-sample", share,
            help="the share of requests written to the payload log"),
+    Option("cache.redis", "cache_redis", None, "--cache-redis", secret=True, metavar="redis://HOST:PORT/DB",
+           help="a Redis for the response cache's shared level: models with [cache] shared = true keep their "
+           "answers there too, for every replica given the same URL"),
 ]  # fmt: skip
 
 SECURITY = [

@@ -121,6 +121,8 @@ class CacheConfig(_Section):
     enabled: bool = False
     max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024  # the arrays held, least recently used dropped first
     ttl_seconds: Annotated[float, Field(gt=0)] | None = None  # None: an answer is served until it is dropped
+    # also in the Redis of `turnout serve --cache-redis`, shared by replicas (serving/shared_cache.py)
+    shared: bool = False
 
 
 class RuntimeConfig(_Section):

@@ -282,7 +282,7 @@ class Metrics:
         # a version's response cache ([cache] in model.toml)
         cache_lookups = _Counts(
             "turnout_cache_lookups",
-            "Requests to a version with a response cache, by result: hit, miss, bypass (asked not to use it).",
+            "Requests to a version with a response cache, by result: hit, shared_hit (from Redis), miss, bypass.",
             [*model, "result"],
         )
         cache_evictions = _Counts(

@@ -32,20 +32,43 @@ class Caching:
     def lookup(
         self, served: ServedVersion, key: bytes, inputs: Tensors, protocol: str, variant: str, started: float
     ) -> Outputs | None:
-        """The cached answer (counted and watched as answered), or None: a miss."""
+        """The answer in this replica's level (counted and watched as answered), or None:
+        then, for a version with a shared level, ``lookup_shared``; else a miss."""
         assert served.cache is not None  # a key is made only for a version with a cache
         found = served.cache.get(key)
-        self._metrics.cache_lookups(served.model, str(served.version), "miss" if found is None else "hit").inc()
         if found is not None:
+            self._metrics.cache_lookups(served.model, str(served.version), "hit").inc()
             self._outcomes.cached(served, inputs, found, protocol, variant, started)
+        elif served.shared_cache is None:
+            self._metrics.cache_lookups(served.model, str(served.version), "miss").inc()
+        return found
+
+    async def lookup_shared(
+        self, served: ServedVersion, key: bytes, inputs: Tensors, protocol: str, variant: str, started: float
+    ) -> Outputs | None:
+        """The answer another replica (or this one) put in the shared level, kept in this
+        replica's level too; None: a miss (Redis down or slow included)."""
+        assert served.cache is not None and served.shared_cache is not None
+        found = await served.shared_cache.get(key)
+        version = str(served.version)
+        if found is None:
+            self._metrics.cache_lookups(served.model, version, "miss").inc()
+            return None
+        self._metrics.cache_lookups(served.model, version, "shared_hit").inc()
+        self._stored(served, served.cache.put(key, found))
+        self._outcomes.cached(served, inputs, found, protocol, variant, started)
         return found
 
     def store(self, served: ServedVersion, key: bytes, outputs: Outputs) -> None:
         """A miss's answer, kept (only answers reach here: a failure raised before)."""
-        cache = served.cache
-        assert cache is not None
-        dropped = cache.put(key, outputs)
+        assert served.cache is not None
+        self._stored(served, served.cache.put(key, outputs))
+        if served.shared_cache is not None:
+            served.shared_cache.put(key, outputs)
+
+    def _stored(self, served: ServedVersion, dropped: int) -> None:
+        assert served.cache is not None
         version = str(served.version)
         if dropped:
             self._metrics.cache_evictions(served.model, version).inc(dropped)
-        self._metrics.cache_bytes(served.model, version).set(cache.bytes)
+        self._metrics.cache_bytes(served.model, version).set(served.cache.bytes)

@@ -25,7 +25,7 @@ from typing import Any
 from turnout.errors import ConfigError, NotFound
 from turnout.model.config import CONFIG_FILE
 from turnout.model.contract import Contract, keeps_the_contract
-from turnout.model.fingerprint import digests_and_size
+from turnout.model.fingerprint import config_digest, digests_and_size, version_digest
 from turnout.model.loader import load_version
 from turnout.model.repository import ModelRepository, ModelSource, is_model_name, parse_version
 from turnout.observability.metrics import Metrics, VersionObserver
@@ -45,6 +45,7 @@ from turnout.serving.served import (
     serve,
     version_unavailable,
 )
+from turnout.serving.shared_cache import SharedCache, VersionCache
 
 log = logging.getLogger("turnout.registry")
 
@@ -73,7 +74,9 @@ class ModelRegistry:
         pins: PinStore | None = None,
         budget: Budget | None = None,
         clock: Callable[[], float] = time.monotonic,
+        shared_cache: SharedCache | None = None,
     ) -> None:
+        self._shared_cache = shared_cache  # the response cache's level shared by replicas (--cache-redis)
         self._pins = pins or PinStore()
         # a version that forwards (a remote set) has been loaded here: only then is a request
         # offered to the relay path (DataPlane.relay), which a replica's requests need not pay for
@@ -210,6 +213,18 @@ class ModelRegistry:
             if failed:
                 raise VersionsFailed(name, failed)
 
+    async def _shared_level(self, source: ModelSource, version: int) -> VersionCache | None:
+        """The version's keys in the shared response cache, named by its files' digest."""
+        cache = source.config.cache
+        if not (cache.enabled and cache.shared):
+            return None
+        if self._shared_cache is None:
+            log.warning("model %s: [cache] shared = true, but the server has no --cache-redis: not shared", source.name)
+            return None
+        directory = source.version_dir(version)
+        digest = await asyncio.to_thread(lambda: version_digest(directory, config_digest(source.directory)))
+        return self._shared_cache.scope(source.name, version, digest, cache.ttl_seconds)
+
     def _contract(self, name: str, model: _Model) -> Contract | None:
         """What clients call: the serving default version's signature, which a
         new version must keep unless model.toml declares the signature; when
@@ -236,7 +251,7 @@ class ModelRegistry:
         self._metrics.load_time(source.name, str(version)).observe(time.monotonic() - began)
         log.info("model %s version %d ready (%s)", source.name, version, describe(result.signature))
         observer = VersionObserver(self._metrics, source.name, str(version))
-        served = serve(source, version, result, routing, observer)
+        served = serve(source, version, result, routing, observer, await self._shared_level(source, version))
         if served.forwarder is not None:
             self.forwards = True
         return served

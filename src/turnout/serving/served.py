@@ -21,6 +21,7 @@ from turnout.model.signature import Signature
 from turnout.observability.drift import PROFILE_FILE, DriftWindow, Profile
 from turnout.routing.document import RoutingDocument
 from turnout.serving.response_cache import ResponseCache
+from turnout.serving.shared_cache import VersionCache
 
 log = logging.getLogger("turnout.registry")
 
@@ -52,6 +53,7 @@ class ServedVersion:
     forwarder: LoadedModel | None = None
     # model.toml's [cache] enabled: this version's answers, its own (a new version starts empty)
     cache: ResponseCache | None = None
+    shared_cache: VersionCache | None = None  # its second level, shared by replicas through Redis
 
     @property
     def timeout(self) -> float:
@@ -133,6 +135,7 @@ def serve(
     loaded: LoadedVersion,
     routing: RoutingDocument | None,
     observer: BatchObserver,
+    shared_cache: VersionCache | None = None,
 ) -> ServedVersion:
     """A loaded version made live: its batcher started, its drift window open."""
     config = source.config
@@ -167,4 +170,5 @@ def serve(
         tuple(loaded.instances[0].steps()),
         first if first.forwards else None,
         cache,
+        shared_cache if cache is not None else None,
     )
