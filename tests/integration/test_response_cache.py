@@ -50,7 +50,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, example_repo: Path) -> Iter
             toml.write(CACHE)
     (root / "counting" / "1").mkdir(parents=True)
     (root / "counting" / "1" / "model.py").write_text(COUNTING)
-    (root / "counting" / "model.toml").write_text('runtime = "python"\ntrusted = true\nmax_batch_size = 8\n' + CACHE)
+    (root / "counting" / "model.toml").write_text(
+        'runtime = "python"\ntrusted = true\nmax_batch_size = 8\n' + CACHE + "max_input_bytes = 16\n"
+    )
     with ServerProcess(root, "--allow-trusted-models", log_dir=tmp_path_factory.mktemp("logs")) as server:
         yield server, root
 
@@ -86,6 +88,10 @@ def test_a_repeated_request_is_answered_without_running_the_model(served: tuple[
     assert output(infer(server, "counting", [[1.0, 2.0]], timeout=5000)) == first  # a timeout is not
     counts = lookups(server, "counting")
     assert counts["hit"] >= 2 and counts["miss"] >= 3 and counts["bypass"] >= 1
+    three = [[3.0, 3.0]] * 3  # 24 bytes of input, over max_input_bytes: not hashed, not cached
+    assert output(infer(server, "counting", three))[0] == first[0] + 4
+    assert output(infer(server, "counting", three))[0] == first[0] + 5
+    assert lookups(server, "counting")["bypass"] >= 3
     bad = infer(server, "counting", [[1.0, 2.0]], cache="off")
     assert bad.status_code == 400 and "'cache' must be a boolean" in bad.json()["error"]
 

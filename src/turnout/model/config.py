@@ -123,6 +123,9 @@ class CacheConfig(_Section):
     ttl_seconds: Annotated[float, Field(gt=0)] | None = None  # None: an answer is served until it is dropped
     # also in the Redis of `turnout serve --cache-redis`, shared by replicas (serving/shared_cache.py)
     shared: bool = False
+    # requests with more input bytes than this are answered without the cache: their key is a hash of
+    # every byte, on the event loop (sha256: about 0.7 ms a megabyte here), so a huge tensor would stall it
+    max_input_bytes: Annotated[int, Field(ge=1)] = 1024 * 1024
 
 
 class RuntimeConfig(_Section):

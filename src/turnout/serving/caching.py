@@ -10,7 +10,7 @@ from typing import Any
 from turnout.model.tensors import Outputs, Tensors
 from turnout.observability.metrics import Metrics
 from turnout.serving.outcomes import Outcomes
-from turnout.serving.response_cache import cache_key, wanted
+from turnout.serving.response_cache import cache_key, input_bytes, wanted
 from turnout.serving.served import ServedVersion
 
 
@@ -22,9 +22,10 @@ class Caching:
     def key(
         self, served: ServedVersion, inputs: Tensors, outputs: Sequence[str], parameters: Mapping[str, Any]
     ) -> bytes | None:
-        """The request's key in ``served``'s cache; None when it asks not to use it
-        (raises ``InvalidRequest`` for a bypass parameter that is not a boolean)."""
-        if wanted(parameters):
+        """The request's key in ``served``'s cache; None when it asks not to use it, or its
+        inputs are larger than ``max_input_bytes`` (raises ``InvalidRequest`` for a bypass
+        parameter that is not a boolean)."""
+        if wanted(parameters) and input_bytes(inputs) <= served.config.cache.max_input_bytes:
             return cache_key(served.model, served.version, inputs, outputs, parameters)
         self._metrics.cache_lookups(served.model, str(served.version), "bypass").inc()
         return None
@@ -44,13 +45,22 @@ class Caching:
         return found
 
     async def lookup_shared(
-        self, served: ServedVersion, key: bytes, inputs: Tensors, protocol: str, variant: str, started: float
+        self,
+        served: ServedVersion,
+        key: bytes,
+        inputs: Tensors,
+        outputs: Sequence[str],
+        protocol: str,
+        variant: str,
+        started: float,
     ) -> Outputs | None:
         """The answer another replica (or this one) put in the shared level, kept in this
         replica's level too; None: a miss (Redis down or slow included)."""
         assert served.cache is not None and served.shared_cache is not None
         found = await served.shared_cache.get(key)
         version = str(served.version)
+        if found is not None and set(found) != set(outputs):
+            found = None  # not what a replica stores for this key (the outputs asked are keyed): never served
         if found is None:
             self._metrics.cache_lookups(served.model, version, "miss").inc()
             return None

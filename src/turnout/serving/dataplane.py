@@ -439,7 +439,8 @@ class DataPlane:
             trace.validated = tracing.RequestTrace.now()
         answer = None if key is None else self._caching.lookup(served, key, inputs, protocol, variant, started)
         if answer is None and key is not None and served.shared_cache is not None:
-            answer = await self._caching.lookup_shared(served, key, inputs, protocol, variant, started)
+            answer = await self._caching.lookup_shared(served, key, inputs, checked.outputs, protocol, variant,
+                                                       started)  # fmt: skip
         if answer is None:
             result = await self._run(served, inputs, checked.outputs, timeout, request.parameters, protocol, variant,
                                      started)  # fmt: skip

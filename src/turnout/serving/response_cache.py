@@ -64,6 +64,17 @@ def cache_key(
     return digest.digest()
 
 
+def input_bytes(inputs: Tensors) -> int:
+    """The bytes a key would hash: a text (BYTES) tensor's elements counted by their length."""
+    total = 0
+    for array in inputs.values():
+        if array.dtype.kind == "O":
+            total += sum(len(item) if isinstance(item, (bytes, str)) else 64 for item in array.reshape(-1))
+        else:
+            total += array.nbytes
+    return total
+
+
 def _size(outputs: Outputs) -> int:
     size = _ENTRY_OVERHEAD
     for array in outputs.values():
