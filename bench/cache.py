@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 import timeit
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 import models as bench_models  # noqa: E402  (bench/models.py, beside this script)
+from gateway import wait_ready  # noqa: E402
 
 from turnout.bench.http_client import HttpTarget  # noqa: E402
 from turnout.observability.metrics import Metrics  # noqa: E402
@@ -154,7 +154,7 @@ def main() -> None:
              "--no-inference-auth", "--admission-target", "0.2"], stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            _wait_ready(work / "server.log")
+            wait_ready(PORT, work / "server.log")
             os.sched_setaffinity(0, {1})
             figures: dict[str, Any] = {"protocol": args.protocol, "miss_cost_us": cost}
             for name, unique, bypass in (("hits", False, False), ("misses", True, False), ("bypass", True, True)):
@@ -187,17 +187,6 @@ def main() -> None:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def _wait_ready(log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{PORT}/v2/health/ready", timeout=2).status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)  # a child's port: nothing to wait on but polling
-    raise SystemExit(f"no server:\n{log.read_text()[-2000:]}")
 
 
 if __name__ == "__main__":
