@@ -54,8 +54,12 @@ def add_command(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from turnout.optimize import samples
-    from turnout.optimize.version import Plan, optimize, source_of
+    try:
+        from turnout.optimize import samples
+        from turnout.optimize.version import Plan, optimize, source_of
+    except ImportError as exc:  # onnx is an extra's (pyproject: optimize)
+        print(f"turnout optimize needs {exc.name}: pip install 'turnout[optimize]'", file=sys.stderr)
+        return 2
 
     plan = Plan(args.prune, args.int8, args.fp16, not args.fp16_io, args.graph)
     try:

@@ -77,17 +77,23 @@ def _only_input(signature: Signature, path: Path) -> str:
 def _table(
     path: Path, signature: Signature, label_column: str | None
 ) -> tuple[dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any] | None]:
-    import pandas as pd  # the batch extra's: only a table needs it
+    try:
+        import pyarrow.csv
+        import pyarrow.parquet
+    except ImportError:  # the optimize extra's (pyproject)
+        raise OptimizeError(f"{path}: reading a table needs pyarrow: pip install 'turnout[optimize]'") from None
 
-    frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    table = pyarrow.csv.read_csv(path) if path.suffix.lower() == ".csv" else pyarrow.parquet.read_table(path)
     labels = None
     if label_column is not None:
-        if label_column not in frame.columns:
-            raise OptimizeError(f"{path}: no column '{label_column}'; it has {list(frame.columns)}")
-        labels = frame.pop(label_column).to_numpy()
+        if label_column not in table.column_names:
+            raise OptimizeError(f"{path}: no column '{label_column}'; it has {table.column_names}")
+        labels = table.column(label_column).to_numpy()
+        table = table.drop_columns([label_column])
     name = _only_input(signature, path)
     spec = signature.inputs[0]
-    return {name: frame.to_numpy().astype(to_numpy(spec.datatype))}, labels
+    features = [table.column(column).to_numpy().astype(to_numpy(spec.datatype)) for column in table.column_names]
+    return {name: np.stack(features, axis=1)}, labels
 
 
 def _payload_log(path: Path, signature: Signature, model: str) -> dict[str, np.ndarray[Any, Any]]:

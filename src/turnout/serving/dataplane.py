@@ -291,7 +291,7 @@ class DataPlane:
         if arrival is None or arrival.draining:  # a reload finished while the body was read: what replaced it
             arrival = await self.arrive(request.model_name, request.model_version, protocol)
         if arrival.served is not None:
-            return await self._answer(arrival.served, request, protocol, deadline, "", started)
+            return (await self._answer(arrival.served, request, protocol, deadline, "", started))[0]
         assert self._traffic is not None and arrival.route is not None  # a route comes from it
         return await self._routed(self._traffic, arrival.route, request, protocol, deadline, key_of, started)
 
@@ -315,13 +315,14 @@ class DataPlane:
         decision = traffic.decide(route, key)
         variant, served = await self._pick(endpoint, decision.serve, route, protocol)
         try:
-            response = await self._answer(served, request, protocol, deadline, variant, started)
+            response, cached = await self._answer(served, request, protocol, deadline, variant, started)
         except TurnoutError as exc:
             if exc.code in SERVER_SIDE:  # a client's bad request says nothing about the variant
                 traffic.observe(endpoint, variant, False, time.monotonic() - started)
             raise
         seconds = time.monotonic() - started
-        traffic.observe(endpoint, variant, True, seconds)
+        if not cached:  # a cached answer says nothing of how the variant runs (and a cold cache would tilt the guard)
+            traffic.observe(endpoint, variant, True, seconds)
         response.parameters["variant"] = variant
         if key_name is not None and self._feedback is not None:
             if not response.id:  # feedback names the request by its id, so an A/B answer always has one
@@ -422,7 +423,8 @@ class DataPlane:
         deadline: float | None,
         variant: str,
         started: float,
-    ) -> InferenceResponse:
+    ) -> tuple[InferenceResponse, bool]:
+        """The answer, and whether it came from the version's response cache."""
         model, version = request.model_name, str(served.version)
         trace = tracing.CURRENT.get()
         cache, key = served.cache, None
@@ -441,6 +443,7 @@ class DataPlane:
         if answer is None and key is not None and served.shared_cache is not None:
             answer = await self._caching.lookup_shared(served, key, inputs, checked.outputs, protocol, variant,
                                                        started)  # fmt: skip
+        cached = answer is not None
         if answer is None:
             result = await self._run(served, inputs, checked.outputs, timeout, request.parameters, protocol, variant,
                                      started)  # fmt: skip
@@ -459,7 +462,7 @@ class DataPlane:
             spec = signature.output(name)
             assert spec is not None  # validate() checked the name
             outputs.append(InferOutput(name, spec.datatype, array.shape, array))
-        return InferenceResponse(model, version, outputs, id=request.id)
+        return InferenceResponse(model, version, outputs, id=request.id), cached
 
     async def _run(
         self,
