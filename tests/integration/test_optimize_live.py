@@ -82,11 +82,24 @@ def test_a_fused_version_shadows_the_serving_one(served: tuple[ServerProcess, Pa
     assert shadow["agreement_rate"] == 1.0 and shadow["errors"] == 0, shadow
 
 
-def test_a_version_written_but_not_taken_by_the_server_says_so(served: tuple[ServerProcess, Path, Path]) -> None:
+def test_a_run_that_writes_nothing_leaves_the_servers_pins_as_they_were(
+    served: tuple[ServerProcess, Path, Path],
+) -> None:
     server, root, data = served
-    command = [sys.executable, "-m", "turnout", "optimize", str(root), "diabetes", "--from", "1", "--fp16",
-               "--validation", str(data / "diabetes_test.npz"), "--canary", "--admin-url", server.admin_url,
+    with server.admin_client() as admin:
+        before = admin.get("/v2/repository/models/diabetes/versions").json()["pinned"]
+        done = optimize(server, str(root), "diabetes", "--from", "1", "--prune", "0.5", "--validation",
+                        str(data / "diabetes_test.npz"), "--canary")  # fmt: skip
+        assert done.returncode == 2 and "nothing to prune" in done.stderr
+        assert admin.get("/v2/repository/models/diabetes/versions").json()["pinned"] == before
+
+
+def test_a_bad_admin_key_stops_it_before_anything_is_written(served: tuple[ServerProcess, Path, Path]) -> None:
+    server, root, data = served
+    versions = sorted(p.name for p in (root / "breast_cancer").iterdir())
+    command = [sys.executable, "-m", "turnout", "optimize", str(root), "breast_cancer", "--from", "1", "--fp16",
+               "--validation", str(data / "breast_cancer_test.npz"), "--canary", "--admin-url", server.admin_url,
                "--key", "not-a-key"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2
-    assert "is written, but not live: 401" in done.stderr
+    assert done.returncode == 2 and "401" in done.stderr
+    assert sorted(p.name for p in (root / "breast_cancer").iterdir()) == versions

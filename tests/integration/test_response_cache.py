@@ -161,3 +161,25 @@ def _offset_model(data: bytes, offset: float) -> bytes:
     graph.initializer.append(numpy_helper.from_array(np.array([offset], dtype=np.float32), "offset"))
     graph.node.append(helper.make_node("Add", [raw, "offset"], [output_name]))
     return model.SerializeToString()
+
+
+def test_a_cached_answer_is_not_judged_by_a_rollout_guard(served: tuple[ServerProcess, Path]) -> None:
+    """A hit says nothing of how the variant runs: a warm baseline cache against a
+    cold candidate's would otherwise tilt the guard's windows."""
+    server, _ = served
+    row = [[12.0, 2.0, 2.3, 19.0, 90.0, 2.2, 2.0, 0.4, 1.5, 4.0, 1.0, 2.8, 800.0]]
+    with server.admin_client() as admin:
+        started = admin.post("/v2/routing/wine/rollout/start",
+                             json={"candidate": "2", "baseline": "1", "steps": "50:600s,100:600s"})  # fmt: skip
+        assert started.status_code == 200, started.text
+
+        def judged() -> int:
+            window = admin.get("/v2/routing/wine").json().get("window") or {}
+            return sum(found["requests"] for found in window.values())
+
+        for _ in range(40):
+            assert infer(server, "wine", row).status_code == 200
+        assert judged() <= 2  # each variant's first answer ran its model; the rest were hits
+        for _ in range(5):
+            assert infer(server, "wine", row, cache=False).status_code == 200
+        assert judged() <= 7 and judged() >= 5

@@ -5,6 +5,8 @@ never a failed or a slow request; a version's files name its keys."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.integration.test_response_cache import COUNTING, lookups
-from tests.support import RedisServer, ServerProcess
+from tests.support import RedisServer, ServerProcess, free_port
 from turnout.serving.shared_cache import decode, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.programs("redis-server")]
@@ -73,3 +75,12 @@ def test_an_answer_made_on_one_replica_is_served_by_the_other(
         assert runs(first, [9.0, float(value)]) > made
         assert time.monotonic() - began < 0.5
     assert "shared response cache: Redis failed" in first.log_path.read_text()
+
+
+def test_a_cache_url_that_is_not_redis_stops_the_server_at_start(example_repo: Path) -> None:
+    command = [sys.executable, "-m", "turnout", "serve", str(example_repo), "--http-port", str(free_port()),
+               "--grpc-port", str(free_port()), "--no-admin", "--no-inference-auth",
+               "--cache-redis", "http://cache"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "--cache-redis: Redis URL must specify one of the following schemes" in result.stderr

@@ -99,7 +99,10 @@ class Server:
         if state_url is not None:  # pins made on other replicas are taken up here (shared_pins.py)
             self.pin_follower = PinFollower(state_url, keys, lambda *pin: self.defaults.follow(*pin), pins.all_pins)
         budget = Budget(lifecycle.max_models, lifecycle.memory_budget_bytes, lifecycle.idle_unload_seconds)
-        self._shared_cache = None if settings.cache_url is None else SharedCache(settings.cache_url)
+        try:
+            self._shared_cache = None if settings.cache_url is None else SharedCache(settings.cache_url)
+        except ValueError as exc:  # not a Redis URL
+            raise StartupError(f"--cache-redis: {exc}") from None
         self.registry = ModelRegistry(
             repository,
             self.metrics,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     plan = Plan(args.prune, args.int8, args.fp16, not args.fp16_io, args.graph)
+    live = args.shadow or args.canary
+    held: _Held | None = None
     try:
         plan.check()
         source = source_of(args.repository, args.model, args.source)
@@ -74,16 +77,23 @@ def run(args: argparse.Namespace) -> int:
             validation = calibration
         else:
             raise OptimizeError("give --validation (or --calibration) FILE: inputs to compare the versions on")
+        if live:  # before the version appears: a server polling the repository must not swap to it first
+            held = _hold(args, args.source)
         report = optimize(source, args.target, plan, validation, calibration, args.min_agreement)
-    except (OptimizeError, ConfigError) as exc:
+    except (OptimizeError, ConfigError, AdminError) as exc:
+        _release(args, held)
         print(f"turnout optimize: {exc}", file=sys.stderr)
         return 2
+    except BaseException:
+        _release(args, held)
+        raise
     print(report.text())
     if args.report is not None:
         args.report.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     if not report.written:
+        _release(args, held)
         return 1
-    if args.shadow or args.canary:
+    if live:
         try:
             _go_live(args, report.source_version, report.version, _summary(report))
         except AdminError as exc:
@@ -92,11 +102,38 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class _Held:
+    """The pin ``_hold`` replaced (None: there was none), to put back if no version goes live."""
+
+    before: str | None
+
+
+def _hold(args: argparse.Namespace, source: int) -> _Held | None:
+    """Pin the source version, so it stays loaded and the default (as the baseline) whatever
+    the version policy does once the new version is on disk; None if it was pinned already."""
+    before = call(args, "GET", f"/v2/repository/models/{args.model}/versions").get("pinned")
+    if before == str(source):
+        return None
+    call(args, "POST", f"/v2/repository/models/{args.model}/pin", {"version": str(source)})
+    return _Held(before)
+
+
+def _release(args: argparse.Namespace, held: _Held | None) -> None:
+    if held is None:
+        return
+    try:
+        if held.before is None:
+            call(args, "POST", f"/v2/repository/models/{args.model}/unpin")
+        else:
+            call(args, "POST", f"/v2/repository/models/{args.model}/pin", {"version": held.before})
+    except AdminError as exc:
+        print(f"turnout optimize: the pin of version {args.source} could not be undone: {exc}", file=sys.stderr)
+
+
 def _go_live(args: argparse.Namespace, source: int, version: int, note: str) -> None:
-    """The new version loaded beside the serving one (the source pinned, so a version
-    policy of ``latest = 1`` keeps it), then shadowed or rolled out."""
+    """The new version loaded beside the pinned source, then shadowed or rolled out."""
     model = args.model
-    call(args, "POST", f"/v2/repository/models/{model}/pin", {"version": str(source)})
     call(args, "POST", f"/v2/repository/models/{model}/load")
     if args.shadow:
         body = {"policy": "shadow", "primary": str(source), "shadow": str(version), "note": note}
