@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             _go_live(args, report.source_version, report.version, _summary(report))
         except AdminError as exc:
-            print(f"turnout optimize: version {report.version} is written, but not live: {exc}", file=sys.stderr)
+            undo = f"`turnout models unpin {args.model}` to undo"
+            print(f"turnout optimize: version {report.version} is written, but not live: {exc} (version "
+                  f"{report.source_version} stays pinned: {undo})", file=sys.stderr)  # fmt: skip
             return 2
     return 0
 
