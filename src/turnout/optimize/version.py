@@ -118,7 +118,10 @@ def optimize(source: Source, target: int | None, plan: Plan, validation: Samples
             current = _step(lambda a, b: transforms.fp16(a, b, plan.keep_io_types), current, scratch / "fp16.onnx")
         if plan.graph is not None:
             current = _step(lambda a, b: transforms.fuse(a, b, plan.graph or "all"), current, scratch / "fused.onnx")
-        compare(report, source.artifact, current, validation)
+        try:
+            compare(report, source.artifact, current, validation)
+        except Exception as exc:  # the new file does not load or run (an operator ONNX Runtime lacks, say)
+            raise OptimizeError(f"the optimised model could not be run beside the source: {exc}") from exc
         if min_agreement is not None and report.agreement < min_agreement:
             report.refused = f"agreement {report.agreement:.4f} is below --min-agreement {min_agreement}"
             return report
