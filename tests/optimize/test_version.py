@@ -119,6 +119,7 @@ def test_each_transformation_writes_a_version_that_loads(
         (["--from", "2", "--int8", "static", "--validation", "cancer_test.npz"], "give --calibration"),
         (["--from", "2", "--prune", "0.5"], "give --validation"),
         (["--from", "2", "--prune", "0.5", "--to", "1", "--validation", "cancer_test.npz"], "exists"),
+        (["--from", "2", "--prune", "0.5", "--to", "0", "--validation", "cancer_test.npz"], "numbered from 1"),
         (["--from", "2", "--int8", "dynamic", "--fp16", "--validation", "cancer_test.npz"], "one or the other"),
         (["--from", "2", "--prune", "0.5", "--validation", "diabetes_test.npz"], "shape [111, 10]"),
     ],

@@ -180,7 +180,8 @@ def speeds(old: ort.InferenceSession, new: ort.InferenceSession, validation: Sam
     for batch in BATCHES:
         rows = validation.rows(batch)
         feeds = {"source": typed(old, rows), "optimized": typed(new, rows)}
-        old.run(None, feeds["source"]), new.run(None, feeds["optimized"])  # first runs allocate
+        old.run(None, feeds["source"])  # first runs allocate
+        new.run(None, feeds["optimized"])
         rounds: dict[str, list[float]] = {"source": [], "optimized": []}
         for _ in range(ROUNDS):
             for label, run in (("source", old), ("optimized", new)):

@@ -94,6 +94,8 @@ def optimize(source: Source, target: int | None, plan: Plan, validation: Samples
              min_agreement: float | None) -> Report:  # fmt: skip
     """Make the version, report on it, and move it into place unless refused."""
     plan.check()
+    if target is not None and target < 1:
+        raise OptimizeError(f"--to {target}: versions are numbered from 1")
     version = source.next_version if target is None else target
     destination = source.directory / str(version)
     if destination.exists():
