@@ -44,10 +44,6 @@ class Hidden:
     transposed_out: bool
     bias_out: str | None  # the next layer's bias, which takes the removed units' mean contribution
 
-    def width(self, weights: dict[str, np.ndarray[Any, Any]]) -> int:
-        shape = weights[self.weight_in].shape
-        return int(shape[0] if self.transposed_in else shape[1])
-
 
 def hidden_layers(model: onnx.ModelProto) -> list[Hidden]:
     graph = model.graph
@@ -143,14 +139,13 @@ def prune_layer(
         importance = np.linalg.norm(w_in, axis=0) * np.linalg.norm(w_out, axis=1)
     keep = np.sort(np.argsort(-importance, kind="stable")[:keep_count])
     new_out = w_out[keep]
-    if seen is not None:
-        bias = weights[layer.bias_out] if layer.bias_out is not None else np.zeros(w_out.shape[1], w_out.dtype)
-        new_out, new_bias = _refit(seen.astype(np.float64), keep, w_out.astype(np.float64), bias.reshape(-1))
-        if layer.bias_out is not None:
+    if seen is not None:  # without a bias to move the mean into, the fit has none
+        bias = None if layer.bias_out is None else weights[layer.bias_out]
+        refitted, new_bias = _refit(seen.astype(np.float64), keep, w_out.astype(np.float64),
+                                    None if bias is None else bias.reshape(-1))  # fmt: skip
+        if bias is not None and layer.bias_out is not None:
             weights[layer.bias_out] = new_bias.reshape(bias.shape).astype(bias.dtype)
-        else:  # no bias to move the mean into: the fit without one
-            new_out = _refit(seen.astype(np.float64), keep, w_out.astype(np.float64), None)[0]
-        new_out = new_out.astype(w_out.dtype)
+        new_out = refitted.astype(w_out.dtype)
     new_in = w_in[:, keep]
     weights[layer.weight_in] = np.ascontiguousarray(new_in.T if layer.transposed_in else new_in)
     weights[layer.weight_out] = np.ascontiguousarray(new_out.T if layer.transposed_out else new_out)

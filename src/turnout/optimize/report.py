@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from turnout.model.runtimes.onnx import session_signature
 from turnout.optimize.samples import Samples
+from turnout.protocol.datatypes import to_numpy
 
 BATCHES = (1, 32)
 ROUNDS = 5
@@ -192,16 +194,10 @@ def speeds(old: ort.InferenceSession, new: ort.InferenceSession, validation: Sam
 
 def typed(run: ort.InferenceSession, inputs: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, Any]:
     """The inputs in the datatypes the session takes (an fp16 version given ``--fp16-io`` takes float16)."""
-    wanted = {node.name: _NUMPY.get(node.type) for node in run.get_inputs()}
-    feeds: dict[str, Any] = {}
-    for name, array in inputs.items():
-        dtype = wanted.get(name)
-        feeds[name] = array if dtype is None or dtype == array.dtype else array.astype(dtype)
-    return feeds
-
-
-_NUMPY: dict[str, np.dtype[Any]] = {"tensor(float16)": np.dtype(np.float16), "tensor(float)": np.dtype(np.float32),
-                                    "tensor(double)": np.dtype(np.float64)}  # fmt: skip
+    wanted = {spec.name: to_numpy(spec.datatype) for spec in session_signature(run).inputs}
+    return {
+        name: array if wanted[name] == array.dtype else array.astype(wanted[name]) for name, array in inputs.items()
+    }
 
 
 def _rows_per_second(run: ort.InferenceSession, feeds: dict[str, Any], batch: int) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,9 +142,9 @@ def optimize(source: Source, target: int | None, plan: Plan, validation: Samples
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _step(transform: object, source: Path, target: Path) -> Path:
+def _step(transform: Callable[[Path, Path], None], source: Path, target: Path) -> Path:
     try:
-        transform(source, target)  # type: ignore[operator]
+        transform(source, target)
     except OptimizeError:
         raise
     except Exception as exc:  # ONNX Runtime's tools raise anything: the user gets what went wrong, not a trace

@@ -25,7 +25,7 @@ from typing import Any
 from turnout.errors import ConfigError, NotFound
 from turnout.model.config import CONFIG_FILE
 from turnout.model.contract import Contract, keeps_the_contract
-from turnout.model.fingerprint import config_digest, digests_and_size, version_digest
+from turnout.model.fingerprint import digests_and_size
 from turnout.model.loader import load_version
 from turnout.model.repository import ModelRepository, ModelSource, is_model_name, parse_version
 from turnout.observability.metrics import Metrics, VersionObserver
@@ -187,7 +187,7 @@ class ModelRegistry:
             model.states |= {v: (State.LOADING, "") for v in wanted - unchanged}
 
             async def make(version: int) -> ServedVersion:
-                return await self._make(source, version, routing, self._contract(name, model))
+                return await self._make(source, version, routing, self._contract(name, model), digests.get(version))
 
             def failed_to_load(version: int) -> None:
                 self._metrics.load_failures(name, str(version)).inc()
@@ -213,16 +213,17 @@ class ModelRegistry:
             if failed:
                 raise VersionsFailed(name, failed)
 
-    async def _shared_level(self, source: ModelSource, version: int) -> VersionCache | None:
-        """The version's keys in the shared response cache, named by its files' digest."""
+    async def _shared_level(self, source: ModelSource, version: int, digest: str | None) -> VersionCache | None:
+        """The version's keys in the shared response cache, named by its files' digest
+        (as the load found it; an older version loaded instead has none yet)."""
         cache = source.config.cache
         if not (cache.enabled and cache.shared):
             return None
         if self._shared_cache is None:
             log.warning("model %s: [cache] shared = true, but the server has no --cache-redis: not shared", source.name)
             return None
-        directory = source.version_dir(version)
-        digest = await asyncio.to_thread(lambda: version_digest(directory, config_digest(source.directory)))
+        if digest is None:
+            digest = (await self._digests(source, [version]))[version]
         return self._shared_cache.scope(source.name, version, digest, cache.ttl_seconds)
 
     def _contract(self, name: str, model: _Model) -> Contract | None:
@@ -241,7 +242,12 @@ class ModelRegistry:
             self._pins.remember_contract(name, contract)
 
     async def _make(
-        self, source: ModelSource, version: int, routing: RoutingDocument | None, contract: Contract | None
+        self,
+        source: ModelSource,
+        version: int,
+        routing: RoutingDocument | None,
+        contract: Contract | None,
+        digest: str | None = None,
     ) -> ServedVersion:
         """Load one version and make it servable; ``LoadFailed`` saying why not."""
         began = time.monotonic()
@@ -251,7 +257,7 @@ class ModelRegistry:
         self._metrics.load_time(source.name, str(version)).observe(time.monotonic() - began)
         log.info("model %s version %d ready (%s)", source.name, version, describe(result.signature))
         observer = VersionObserver(self._metrics, source.name, str(version))
-        served = serve(source, version, result, routing, observer, await self._shared_level(source, version))
+        served = serve(source, version, result, routing, observer, await self._shared_level(source, version, digest))
         if served.forwarder is not None:
             self.forwards = True
         return served

@@ -68,23 +68,17 @@ def cache_key(
 
 def input_bytes(inputs: Tensors) -> int:
     """The bytes a key would hash: a text (BYTES) tensor's elements counted by their length."""
-    total = 0
-    for array in inputs.values():
-        if array.dtype.kind == "O":
-            total += sum(len(item) if isinstance(item, (bytes, str)) else 64 for item in array.reshape(-1))
-        else:
-            total += array.nbytes
-    return total
+    return sum(_text_bytes(array) if array.dtype.kind == "O" else array.nbytes for array in inputs.values())
+
+
+def _text_bytes(array: np.ndarray[Any, Any]) -> int:
+    return sum(len(item) if isinstance(item, (bytes, str)) else 64 for item in array.reshape(-1))
 
 
 def _size(outputs: Outputs) -> int:
     size = _ENTRY_OVERHEAD
     for array in outputs.values():
-        if array.dtype.kind == "O":
-            held = (len(item) if isinstance(item, (bytes, str)) else 64 for item in array.reshape(-1))
-            size += sum(held) + array.nbytes
-        else:
-            size += array.nbytes
+        size += array.nbytes + (_text_bytes(array) if array.dtype.kind == "O" else 0)
     return size
 
 
