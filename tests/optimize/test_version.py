@@ -10,6 +10,9 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,3 +181,28 @@ def test_static_int8_takes_a_scikit_learn_mlp(models: Path, data: Path) -> None:
     assert main(["optimize", str(models), "cancer_risk", "--from", "2", "--int8", "static", *arguments]) == 0
     report = json.loads((models / "cancer_risk" / "3" / "optimize.json").read_text())
     assert report["agreement"] >= 0.95
+
+
+def test_killed_mid_work_it_leaves_no_version_and_the_repository_loads(tmp_path: Path, data: Path) -> None:
+    """SIGKILL while MiniLM is being quantized: the version was never moved into place, so the
+    repository reads as before (the hidden scratch directory left behind is no version)."""
+    import build_models  # examples/ is on the path (tests/conftest.py)
+
+    root = tmp_path / "models"
+    build_models._build_text_pipeline(root)
+    command = [sys.executable, "-m", "turnout", "optimize", str(root), "minilm", "--from", "1", "--int8", "static",
+               "--calibration", str(data / "minilm_calibration.npz"),
+               "--validation", str(data / "minilm_validation.npz")]  # fmt: skip
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.startswith(".optimize-") for p in (root / "minilm").iterdir()):
+            assert child.poll() is None and time.monotonic() < deadline, "it never started writing"
+            time.sleep(0.05)  # a child's files: nothing to wait on but polling
+        time.sleep(2.0)  # well into the quantization (about 40 s in all)
+    finally:
+        child.kill()
+        child.wait()
+    assert ModelRepository(root).read("minilm").on_disk == (1,)
+    with loaded_version(root, "minilm", 1) as loaded:
+        assert [s.name for s in loaded.signature.outputs] == ["sentence_embedding"]
